@@ -1,0 +1,141 @@
+"""The event envelope: what every source turns the world into.
+
+CloudEvents-shaped (``id, source, type, subject, time, data``) plus ``dedup_key``, the key under
+which the store drops repeats. Serialised with orjson.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .errors import EventError
+
+__all__ = ["Event", "body_hash", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def body_hash(body: bytes) -> str:
+    """A short stable hash of raw bytes, used as a dedup key when the sender gives none."""
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened, as evflow records it.
+
+    ``dedup_key`` defaults to ``source + "/" + id`` (CloudEvents says that pair is unique);
+    sources with a natural key (Kafka offset, file path+size+mtime, cron fire time) set it.
+    """
+
+    type: str
+    source: str = "evflow.emit"
+    data: Any = None
+    subject: str | None = None
+    id: str = field(default_factory=_new_id)
+    time: datetime = field(default_factory=utcnow)
+    dedup_key: str = ""
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, str) or not self.type:
+            raise EventError("event type must be a non-empty string")
+        if not isinstance(self.source, str) or not self.source:
+            raise EventError(f"event {self.type!r}: source must be a non-empty string")
+        if self.time.tzinfo is None:
+            raise EventError(f"event {self.type!r}: time must be timezone-aware")
+        if not self.dedup_key:
+            object.__setattr__(self, "dedup_key", f"{self.source}/{self.id}")
+
+    # -- (de)serialisation ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CloudEvents structured form (``specversion`` 1.0) plus ``dedupkey``."""
+        out: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": self.time.isoformat(),
+            "dedupkey": self.dedup_key,
+        }
+        if self.subject is not None:
+            out["subject"] = self.subject
+        if self.data is not None:
+            out["datacontenttype"] = "application/json"
+            out["data"] = self.data
+        for k, v in self.extensions.items():
+            out.setdefault(k, v)
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, default_source: str = "evflow.emit") -> Event:
+        """Build an event from a CloudEvents structured dict (or a looser dict with ``type``).
+
+        Raises :class:`EventError` naming the field that is wrong.
+        """
+        if not isinstance(d, Mapping):
+            raise EventError(f"an event must be a JSON object, not {type(d).__name__}")
+        etype = d.get("type")
+        if not isinstance(etype, str) or not etype:
+            raise EventError("event field 'type' is missing or not a string")
+        source = d.get("source", default_source)
+        if not isinstance(source, str) or not source:
+            raise EventError("event field 'source' must be a non-empty string")
+        subject = d.get("subject")
+        if subject is not None and not isinstance(subject, str):
+            raise EventError("event field 'subject' must be a string")
+        eid = d.get("id") or _new_id()
+        if not isinstance(eid, str):
+            raise EventError("event field 'id' must be a string")
+        time = parse_time(d.get("time"))
+        known = {"specversion", "id", "source", "type", "subject", "time", "data",
+                 "datacontenttype", "dedupkey", "data_base64", "dataschema"}
+        ext = {k: v for k, v in d.items() if k not in known}
+        dedup = d.get("dedupkey") or ""
+        if not isinstance(dedup, str):
+            raise EventError("event field 'dedupkey' must be a string")
+        return cls(type=etype, source=source, data=d.get("data"), subject=subject, id=eid,
+                   time=time, dedup_key=dedup, extensions=ext)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Event:
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise EventError(f"event is not valid JSON: {exc}") from None
+        return cls.from_dict(d)
+
+
+def parse_time(value: Any) -> datetime:
+    """An RFC 3339 timestamp (or None → now) as an aware datetime."""
+    if value is None or value == "":
+        return utcnow()
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str):
+        raise EventError("event field 'time' must be an RFC 3339 string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise EventError(f"event field 'time' is not an RFC 3339 timestamp: {value!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

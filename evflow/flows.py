@@ -1,0 +1,606 @@
+"""Flows and tasks: how a DAG of coroutines is defined and validated.
+
+Two styles build the same :class:`Flow`:
+
+* decorator style — ``@task`` functions called inside an ``@flow`` function; passing one task's
+  result to another is a dependency and the flow function's parameters become run parameters;
+* explicit style — ``with Flow("name") as dag:`` then ``task(fn)`` wraps a plain function and
+  ``a >> b``, ``a >> [b, c] >> d``, ``[a, b] >> c`` declare the order.
+
+Validation happens while the flow is defined, so a broken flow fails at import with its file
+and line, never half-way through a run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeAlias, overload
+
+from .errors import CycleError, DuplicateTaskError, FlowDefinitionError, ParamError
+
+__all__ = [
+    "TRIGGER_RULES",
+    "Flow",
+    "Node",
+    "Param",
+    "Task",
+    "TaskOptions",
+    "TriggerRule",
+    "flow",
+    "task",
+    "unmapped",
+]
+
+TriggerRule: TypeAlias = Literal[
+    "all_success", "all_done", "one_success", "one_failed", "none_failed", "all_failed"
+]
+TRIGGER_RULES: frozenset[str] = frozenset(
+    ["all_success", "all_done", "one_success", "one_failed", "none_failed", "all_failed"]
+)
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def caller_location() -> str:
+    """``file:line`` of the innermost frame outside the evflow package (the user's code)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_PACKAGE_DIR) and "importlib" not in filename:
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "<unknown>"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """How a task runs: retries, timeout, limits, trigger rule."""
+
+    retries: int = 0
+    retry_delay_s: float = 1.0
+    retry_backoff: float = 2.0
+    retry_jitter: float = 0.1
+    max_retry_delay_s: float = 300.0
+    timeout_s: float | None = None
+    pool: str | None = None
+    slots: int = 1
+    priority: int = 0
+    trigger_rule: TriggerRule = "all_success"
+    branch: bool = False
+
+    def check(self, where: str) -> None:
+        if self.retries < 0:
+            raise FlowDefinitionError(f"{where}: retries must be >= 0, not {self.retries}")
+        if self.retry_delay_s < 0 or self.retry_backoff < 1 or not 0 <= self.retry_jitter <= 1:
+            raise FlowDefinitionError(
+                f"{where}: retry_delay_s must be >= 0, retry_backoff >= 1, 0 <= retry_jitter <= 1"
+            )
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise FlowDefinitionError(f"{where}: timeout must be > 0 seconds, not {self.timeout_s}")
+        if self.slots < 1:
+            raise FlowDefinitionError(f"{where}: slots must be >= 1, not {self.slots}")
+        if self.trigger_rule not in TRIGGER_RULES:
+            raise FlowDefinitionError(
+                f"{where}: unknown trigger_rule {self.trigger_rule!r}; "
+                f"expected one of {', '.join(sorted(TRIGGER_RULES))}"
+            )
+
+    def retry_delay(self, attempt: int, rand: float) -> float:
+        """Seconds to wait before attempt ``attempt + 1``; ``rand`` in [0, 1) supplies jitter."""
+        base = self.retry_delay_s * self.retry_backoff ** max(attempt - 1, 0)
+        base = min(base, self.max_retry_delay_s)
+        return max(0.0, base * (1 + self.retry_jitter * (2 * rand - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A run parameter's placeholder inside an ``@flow`` function body."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class unmapped:
+    """Wrap an argument of ``task.map(...)`` that is passed whole to every instance."""
+
+    value: Any
+
+
+class Task:
+    """A task definition: a function and its :class:`TaskOptions`.
+
+    Called inside an ``@flow`` body it adds a node to the flow and returns it (a reference to
+    its future result). Called anywhere else it simply calls the function, so tasks stay
+    testable as plain functions.
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.location = caller_location()
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        builder = _BUILDER.get()
+        if builder is None:
+            return self.fn(*args, **kwargs)
+        return builder.add_call(self, args, kwargs, mapped=False)
+
+    def map(self, *args: Any, **kwargs: Any) -> Node:
+        """One task instance per item: list/tuple arguments and task results are iterated
+        (zipped, equal length); wrap an argument in :class:`unmapped` to pass it whole."""
+        builder = _BUILDER.get()
+        if builder is None:
+            raise FlowDefinitionError(
+                f"task {self.name!r}: .map() is only valid inside a flow definition",
+                task=self.name,
+                location=caller_location(),
+            )
+        return builder.add_call(self, args, kwargs, mapped=True)
+
+    def with_options(self, **changes: Any) -> Task:
+        opts = replace(self.options, **_rename_options(changes))
+        opts.check(f"task {self.name!r}")
+        return Task(self.fn, changes.get("name", self.name), opts)
+
+
+def _rename_options(kw: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept the short names of the public decorator (``timeout``, ``retry_delay``)."""
+    aliases = {"timeout": "timeout_s", "retry_delay": "retry_delay_s"}
+    out = {aliases.get(k, k): v for k, v in kw.items() if k != "name"}
+    if "retry_delay_s" in out and hasattr(out["retry_delay_s"], "total_seconds"):
+        out["retry_delay_s"] = out["retry_delay_s"].total_seconds()
+    return out
+
+
+class Node:
+    """One task in one flow. ``a >> b`` makes ``b`` run after ``a``."""
+
+    def __init__(
+        self,
+        flow: Flow,
+        name: str,
+        task: Task,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        mapped: bool,
+        explicit: bool,
+        location: str,
+    ) -> None:
+        self.flow = flow
+        self.name = name
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.mapped = mapped
+        self.explicit = explicit
+        self.location = location
+        self.upstream: list[Node] = []
+        self.downstream: list[Node] = []
+
+    @property
+    def options(self) -> TaskOptions:
+        return self.task.options
+
+    def __repr__(self) -> str:
+        return f"<Node {self.flow.name}.{self.name}>"
+
+    # -- ordering operators ------------------------------------------------------------------
+    def __rshift__(self, other: Node | Sequence[Node]) -> Node | Sequence[Node]:
+        for n in _as_nodes(other, self):
+            self.flow.add_edge(self, n)
+        return other
+
+    def __lshift__(self, other: Node | Sequence[Node]) -> Node | Sequence[Node]:
+        for n in _as_nodes(other, self):
+            self.flow.add_edge(n, self)
+        return other
+
+    def __rrshift__(self, other: Sequence[Node]) -> Node:
+        for n in _as_nodes(other, self):
+            self.flow.add_edge(n, self)
+        return self
+
+    def __rlshift__(self, other: Sequence[Node]) -> Node:
+        for n in _as_nodes(other, self):
+            self.flow.add_edge(self, n)
+        return self
+
+    def set_upstream(self, other: Node | Sequence[Node]) -> None:
+        self << other
+
+    def set_downstream(self, other: Node | Sequence[Node]) -> None:
+        self >> other
+
+    def refs(self) -> Iterator[Node]:
+        """Nodes whose results this node takes as arguments."""
+        for v in (*self.args, *self.kwargs.values()):
+            inner = v.value if isinstance(v, unmapped) else v
+            if isinstance(inner, Node):
+                yield inner
+
+
+def _as_nodes(other: object, origin: Node) -> list[Node]:
+    items = list(other) if isinstance(other, list | tuple) else [other]
+    for it in items:
+        if not isinstance(it, Node):
+            raise FlowDefinitionError(
+                f"flow {origin.flow.name!r}: cannot order task {origin.name!r} against "
+                f"{it!r}, which is not a task of a flow",
+                flow=origin.flow.name,
+                task=origin.name,
+                location=caller_location(),
+            )
+    return items  # type: ignore[return-value]
+
+
+class _Builder:
+    """Collects nodes while a flow is being defined (the active ``with`` block or ``@flow``)."""
+
+    def __init__(self, flow: Flow, *, explicit: bool) -> None:
+        self.flow = flow
+        self.explicit = explicit
+
+    def add_call(self, t: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, mapped: bool) -> Node:
+        fl = self.flow
+        base = t.name
+        name = base
+        i = 2
+        while name in fl.nodes:
+            name = f"{base}_{i}"
+            i += 1
+        node = Node(fl, name, t, args, kwargs, mapped=mapped, explicit=False,
+                    location=caller_location())
+        fl._add_node(node)
+        for ref in node.refs():
+            fl.add_edge(ref, node)
+        return node
+
+
+_BUILDER: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar(
+    "evflow_flow_builder", default=None
+)
+
+
+class Flow:
+    """A named DAG of tasks.
+
+    ``version`` is a hash of the definition (task names, code, options and edges), recorded
+    with every run so each run is traceable to the code that ran it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        schedule: Any = None,
+        max_active_runs: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        description: str = "",
+        misfire: str = "latest",
+        sla_s: float | None = None,
+        on_failure: Callable[..., Any] | None = None,
+        on_success: Callable[..., Any] | None = None,
+        tags: Sequence[str] = (),
+    ) -> None:
+        self.location = caller_location()
+        if not isinstance(name, str) or not name.strip():
+            raise FlowDefinitionError("a flow needs a non-empty name", location=self.location)
+        self.name = name
+        self.description = description
+        self.nodes: dict[str, Node] = {}
+        self.max_active_runs = max_active_runs
+        if max_active_runs is not None and max_active_runs < 1:
+            raise FlowDefinitionError(
+                f"flow {name!r}: max_active_runs must be >= 1", flow=name, location=self.location
+            )
+        self.defaults: dict[str, Any] = dict(params or {})
+        self.required: set[str] = set()
+        self.open_params = params is None  # explicit flows without params= accept any
+        self.misfire = misfire
+        self.sla_s = sla_s
+        self.on_failure = on_failure
+        self.on_success = on_success
+        self.tags = tuple(tags)
+        self.schedule = _parse_schedule(schedule, self)
+        self._token: contextvars.Token[_Builder | None] | None = None
+        self._version: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name} ({len(self.nodes)} tasks)>"
+
+    # -- explicit style ----------------------------------------------------------------------
+    def __enter__(self) -> Flow:
+        self._token = _BUILDER.set(_Builder(self, explicit=True))
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self._token is not None
+        _BUILDER.reset(self._token)
+        self._token = None
+        if exc_type is None:
+            self.validate()
+
+    def _add_node(self, node: Node) -> None:
+        if node.name in self.nodes:
+            raise DuplicateTaskError(
+                f"flow {self.name!r}: duplicate task name {node.name!r} "
+                f"(first defined at {self.nodes[node.name].location})",
+                flow=self.name,
+                task=node.name,
+                location=node.location,
+            )
+        self.nodes[node.name] = node
+        self._version = None
+
+    def add_edge(self, up: Node, down: Node) -> None:
+        """Declare that ``down`` runs after ``up``; both must belong to this flow."""
+        for n in (up, down):
+            if n.flow is not self or self.nodes.get(n.name) is not n:
+                raise FlowDefinitionError(
+                    f"flow {self.name!r}: task {n.name!r} belongs to flow {n.flow.name!r}, "
+                    "not to this one",
+                    flow=self.name,
+                    task=n.name,
+                    location=caller_location(),
+                )
+        if up is down or self._reaches(down, up):
+            raise CycleError(
+                f"flow {self.name!r}: {up.name} >> {down.name} would make a cycle "
+                f"({' -> '.join(self._path(down, up) + [down.name])})",
+                flow=self.name,
+                task=down.name,
+                location=caller_location(),
+            )
+        if down not in up.downstream:
+            up.downstream.append(down)
+            down.upstream.append(up)
+        self._version = None
+
+    def _reaches(self, start: Node, goal: Node) -> bool:
+        return bool(self._path(start, goal))
+
+    def _path(self, start: Node, goal: Node) -> list[str]:
+        stack: list[tuple[Node, list[str]]] = [(start, [start.name])]
+        seen: set[str] = set()
+        while stack:
+            node, path = stack.pop()
+            if node is goal:
+                return path
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            stack.extend((d, [*path, d.name]) for d in node.downstream)
+        return []
+
+    def add_task(self, fn: Callable[..., Any] | Task, *, name: str | None = None,
+                 **options: Any) -> Node:
+        """Add ``fn`` as a task of this flow (what ``task(fn)`` does inside ``with Flow``)."""
+        location = caller_location()
+        if isinstance(fn, Task):
+            t = fn.with_options(**options) if options or name else fn
+        else:
+            if not callable(fn):
+                raise FlowDefinitionError(
+                    f"flow {self.name!r}: task {name or repr(fn)} is not callable "
+                    f"(got {type(fn).__name__})",
+                    flow=self.name,
+                    task=name or repr(fn),
+                    location=location,
+                )
+            t = _make_task(fn, name=name, **options)
+        node = Node(self, name or t.name, t, (), {}, mapped=False, explicit=True,
+                    location=location)
+        self._add_node(node)
+        return node
+
+    # -- validation --------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check the whole graph: options, foreign references, acyclicity."""
+        if not self.nodes:
+            raise FlowDefinitionError(f"flow {self.name!r} has no tasks", flow=self.name,
+                                      location=self.location)
+        for node in self.nodes.values():
+            node.options.check(f"flow {self.name!r}, task {node.name!r}")
+            for ref in node.refs():
+                if ref.flow is not self:
+                    raise FlowDefinitionError(
+                        f"flow {self.name!r}: task {node.name!r} uses the result of task "
+                        f"{ref.name!r} of flow {ref.flow.name!r}",
+                        flow=self.name, task=node.name, location=node.location)
+        self.order()  # raises on a cycle
+
+    def order(self) -> list[Node]:
+        """The nodes in a topological order (Kahn's algorithm)."""
+        indeg = {n: len(node.upstream) for n, node in self.nodes.items()}
+        ready = [n for n, d in indeg.items() if d == 0]
+        out: list[Node] = []
+        while ready:
+            name = ready.pop(0)
+            node = self.nodes[name]
+            out.append(node)
+            for d in node.downstream:
+                indeg[d.name] -= 1
+                if indeg[d.name] == 0:
+                    ready.append(d.name)
+        if len(out) != len(self.nodes):
+            stuck = sorted(n for n, d in indeg.items() if d > 0)
+            raise CycleError(f"flow {self.name!r} has a cycle through tasks {', '.join(stuck)}",
+                             flow=self.name, task=stuck[0], location=self.location)
+        return out
+
+    @property
+    def version(self) -> str:
+        """A short hash of the definition: names, code, options, edges."""
+        if self._version is None:
+            h = hashlib.sha256(self.name.encode())
+            for node in self.order():
+                h.update(node.name.encode())
+                h.update(_code_digest(node.task.fn))
+                h.update(repr(node.options).encode())
+                h.update(",".join(u.name for u in node.upstream).encode())
+                h.update(repr((node.mapped, _arg_shape(node.args), sorted(node.kwargs))).encode())
+            self._version = h.hexdigest()[:16]
+        return self._version
+
+    # -- parameters --------------------------------------------------------------------------
+    def bind_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults filled in; a missing or unknown parameter is a :class:`ParamError`."""
+        if not self.open_params:
+            unknown = sorted(set(params) - set(self.defaults) - self.required)
+            if unknown:
+                known = sorted(set(self.defaults) | self.required)
+                raise ParamError(
+                    f"flow {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                    f"its parameters are: {', '.join(known) or '(none)'}"
+                )
+        missing = sorted(self.required - set(params))
+        if missing:
+            raise ParamError(f"flow {self.name!r} needs parameter {', '.join(map(repr, missing))}")
+        return {**self.defaults, **params}
+
+    def describe(self) -> dict[str, Any]:
+        """The DAG as plain data (for the API, the UI and ``evflow flows``)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "location": self.location,
+            "schedule": self.schedule.describe() if self.schedule is not None else None,
+            "max_active_runs": self.max_active_runs,
+            "params": {
+                "required": sorted(self.required),
+                "defaults": self.defaults,
+                "open": self.open_params,
+            },
+            "tasks": [
+                {
+                    "name": n.name,
+                    "upstream": [u.name for u in n.upstream],
+                    "mapped": n.mapped,
+                    "pool": n.options.pool,
+                    "retries": n.options.retries,
+                    "trigger_rule": n.options.trigger_rule,
+                    "is_async": n.task.is_async,
+                }
+                for n in self.order()
+            ],
+        }
+
+
+def _arg_shape(args: Iterable[Any]) -> list[str]:
+    return [f"node:{a.name}" if isinstance(a, Node) else type(a).__name__ for a in args]
+
+
+def _code_digest(fn: Callable[..., Any]) -> bytes:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return repr(fn).encode()
+    return hashlib.sha256(code.co_code + repr(code.co_consts).encode()).digest()
+
+
+def _parse_schedule(value: Any, fl: Flow) -> Any:
+    if value is None:
+        return None
+    from .triggers import parse_schedule  # the time layer is optional for pure DAG users
+
+    try:
+        return parse_schedule(value)
+    except Exception as exc:
+        raise FlowDefinitionError(f"flow {fl.name!r}: bad schedule: {exc}", flow=fl.name,
+                                  location=fl.location) from None
+
+
+def _make_task(fn: Callable[..., Any], *, name: str | None = None, **options: Any) -> Task:
+    tname = name or getattr(fn, "__name__", None) or type(fn).__name__
+    where = f"task {tname!r}"
+    if not callable(fn):
+        raise FlowDefinitionError(f"{where} is not callable (got {type(fn).__name__})",
+                                  task=tname, location=caller_location())
+    try:
+        opts = TaskOptions(**_rename_options(options))
+    except TypeError as exc:
+        raise FlowDefinitionError(f"{where}: {exc}", task=tname,
+                                  location=caller_location()) from None
+    opts.check(where)
+    return Task(fn, tname, opts)
+
+
+@overload
+def task(fn: Callable[..., Any], /) -> Any: ...
+@overload
+def task(*, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Any]: ...
+def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
+    """Make a task of ``fn``.
+
+    As a decorator (``@task`` or ``@task(retries=3, pool="db")``) it returns a :class:`Task`.
+    Inside a ``with Flow(...)`` block, ``task(fn)`` adds ``fn`` to that flow and returns its
+    :class:`Node`, ready for ``>>``.
+
+    Options: ``retries``, ``retry_delay`` (seconds), ``retry_backoff`` (factor),
+    ``retry_jitter`` (fraction), ``timeout`` (seconds), ``pool``, ``slots``, ``priority``,
+    ``trigger_rule`` and ``branch`` (the task returns the name(s) of the downstream tasks to
+    follow; the others are skipped).
+    """
+
+    def wrap(f: Any) -> Any:
+        builder = _BUILDER.get()
+        if builder is not None and builder.explicit:
+            return builder.flow.add_task(f, name=name, **options)
+        if isinstance(f, Task):
+            return f.with_options(name=name or f.name, **options)
+        return _make_task(f, name=name, **options)
+
+    if fn is None:
+        return wrap
+    return wrap(fn)
+
+
+def flow(fn: Any = None, /, *, name: str | None = None, **flow_options: Any) -> Any:
+    """Define a flow from a function whose body calls tasks.
+
+    The body runs once, now, with placeholders for its parameters; each task call adds a node
+    and passing a task's result to another task is a dependency. Returns the :class:`Flow`.
+    """
+
+    def build(f: Callable[..., Any]) -> Flow:
+        fl = Flow(name or f.__name__, **flow_options)
+        fl.location = f"{f.__code__.co_filename}:{f.__code__.co_firstlineno}"
+        fl.description = fl.description or inspect.getdoc(f) or ""
+        sig = inspect.signature(f)
+        placeholders: dict[str, Any] = {}
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise FlowDefinitionError(
+                    f"flow {fl.name!r}: *args/**kwargs parameters are not supported",
+                    flow=fl.name, location=fl.location)
+            if p.default is p.empty:
+                fl.required.add(p.name)
+            else:
+                fl.defaults[p.name] = p.default
+            placeholders[p.name] = Param(p.name)
+        fl.open_params = False
+        token = _BUILDER.set(_Builder(fl, explicit=False))
+        try:
+            f(**placeholders)
+        finally:
+            _BUILDER.reset(token)
+        fl.validate()
+        return fl
+
+    if fn is None:
+        return build
+    return build(fn)

@@ -1,0 +1,112 @@
+"""The SQLite schema, as ordered forward migrations.
+
+``PRAGMA user_version`` holds the number of migrations applied. A store written by a newer
+evflow (a higher version than we know) is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        dedup_key TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        subject TEXT,
+        time TEXT NOT NULL,
+        data BLOB,
+        extensions BLOB,
+        received_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        ingest TEXT NOT NULL
+    );
+    CREATE INDEX events_id ON events(id);
+    CREATE INDEX events_pending ON events(status) WHERE status = 'pending';
+    CREATE TABLE duplicates (
+        source TEXT PRIMARY KEY,
+        count INTEGER NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        payload BLOB,
+        headers BLOB,
+        dedup_key TEXT UNIQUE,
+        received_at REAL NOT NULL
+    );
+    CREATE TABLE cursors (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        flow_version TEXT NOT NULL,
+        params BLOB NOT NULL,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        trigger BLOB,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        waiting TEXT,
+        error TEXT
+    );
+    CREATE INDEX runs_created ON runs(created_at);
+    CREATE INDEX runs_flow ON runs(flow, created_at);
+    CREATE INDEX runs_unfinished ON runs(state) WHERE state IN ('queued', 'running');
+    CREATE TABLE tasks (
+        run_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        node TEXT NOT NULL,
+        map_index INTEGER,
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        queued_at REAL,
+        started_at REAL,
+        ended_at REAL,
+        waiting TEXT,
+        error TEXT,
+        traceback TEXT,
+        result BLOB,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE attempts (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        error TEXT,
+        PRIMARY KEY (run_id, task, attempt)
+    ) WITHOUT ROWID;
+    CREATE TABLE logs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        time REAL NOT NULL,
+        level TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX logs_task ON logs(run_id, task, seq);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        actor TEXT,
+        data BLOB,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_subject ON audit(subject);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,601 @@
+"""The embedded store: SQLite through aiosqlite, WAL, one writer, grouped commits.
+
+Every write goes through one writer task. Writes queued while a transaction commits are
+grouped into the next one, so persistence does not cap throughput: under load one commit
+carries hundreds of state changes. Within a transaction, changes are applied per table in a
+fixed order (events, cursors, dead letters, runs, tasks, attempts, logs, audit); each table has
+one statement, so the order of changes to the same row is kept. Reads use a second
+connection, which WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiosqlite
+import anyio
+import orjson
+
+from ..abc import Accepted
+from ..errors import EventNotFound, RunNotFound, SchemaVersionError, StoreError
+from ..events import Event
+from ..states import RunState, TaskState
+from .base import (
+    GENESIS_HASH,
+    AttemptRecord,
+    AuditEntry,
+    AuditRecord,
+    Changes,
+    DeadLetterRecord,
+    EventRecord,
+    LogRecord,
+    RunRecord,
+    TaskRecord,
+    chain_hash,
+)
+from .schema import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["SqliteStore", "open_store"]
+
+log = logging.getLogger("evflow.store")
+
+_RUN_COLS = ("id, flow, flow_version, params, state, priority, trigger, created_at, started_at, "
+             "ended_at, waiting, error")
+_TASK_COLS = ("run_id, name, node, map_index, state, attempt, queued_at, started_at, ended_at, "
+              "waiting, error, traceback, result")
+_EVENT_COLS = ("seq, id, dedup_key, type, source, subject, time, data, extensions, received_at, "
+               "status")
+
+_SQL_EVENT = (
+    "INSERT OR IGNORE INTO events (id, dedup_key, type, source, subject, time, data, "
+    "extensions, received_at, ingest) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+_SQL_CURSOR = ("INSERT INTO cursors (name, value) VALUES (?, ?) "
+               "ON CONFLICT(name) DO UPDATE SET value = excluded.value")
+_SQL_DEAD = ("INSERT OR IGNORE INTO dead_letters (id, source, reason, payload, headers, "
+             "dedup_key, received_at) VALUES (?,?,?,?,?,?,?)")
+_SQL_RUN = (
+    f"INSERT INTO runs ({_RUN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(id) DO UPDATE SET flow_version=excluded.flow_version, params=excluded.params, "
+    "state=excluded.state, priority=excluded.priority, started_at=excluded.started_at, "
+    "ended_at=excluded.ended_at, waiting=excluded.waiting, error=excluded.error"
+)
+_SQL_TASK = (
+    f"INSERT INTO tasks ({_TASK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(run_id, name) DO UPDATE SET state=excluded.state, attempt=excluded.attempt, "
+    "queued_at=excluded.queued_at, started_at=excluded.started_at, ended_at=excluded.ended_at, "
+    "waiting=excluded.waiting, error=excluded.error, traceback=excluded.traceback, "
+    "result=excluded.result"
+)
+_SQL_ATTEMPT = (
+    "INSERT INTO attempts (run_id, task, attempt, state, started_at, ended_at, error) "
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(run_id, task, attempt) DO UPDATE SET "
+    "state=excluded.state, started_at=excluded.started_at, ended_at=excluded.ended_at, "
+    "error=excluded.error"
+)
+_SQL_LOG = "INSERT INTO logs (run_id, task, attempt, time, level, message) VALUES (?,?,?,?,?,?)"
+_SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE id = ?"
+_SQL_AUDIT = ("INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash) "
+              "VALUES (?,?,?,?,?,?,?,?)")
+_SQL_DUP = ("INSERT INTO duplicates (source, count) VALUES (?, ?) "
+            "ON CONFLICT(source) DO UPDATE SET count = count + excluded.count")
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def _loads(raw: bytes | str | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
+
+
+@dataclass(slots=True)
+class _Op:
+    """One caller's share of a grouped transaction."""
+
+    changes: Changes | None = None
+    events: Sequence[Event] = ()
+    cursors: Mapping[str, str] = field(default_factory=dict)
+    dead_letter: tuple[Any, ...] | None = None
+    done: anyio.Event | None = None
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _run_row(r: RunRecord) -> tuple[Any, ...]:
+    return (r.id, r.flow, r.flow_version, _dumps(r.params), str(r.state), r.priority,
+            _dumps(r.trigger), r.created_at, r.started_at, r.ended_at, r.waiting, r.error)
+
+
+def _task_row(t: TaskRecord) -> tuple[Any, ...]:
+    return (t.run_id, t.name, t.node, t.map_index, str(t.state), t.attempt, t.queued_at,
+            t.started_at, t.ended_at, t.waiting, t.error, t.traceback, t.result)
+
+
+def _run_from(row: Any, tasks: tuple[TaskRecord, ...] = ()) -> RunRecord:
+    return RunRecord(id=row[0], flow=row[1], flow_version=row[2], params=_loads(row[3]),
+                     state=RunState(row[4]), priority=row[5], trigger=_loads(row[6]) or {},
+                     created_at=row[7], started_at=row[8], ended_at=row[9], waiting=row[10],
+                     error=row[11], tasks=tasks)
+
+
+def _task_from(row: Any) -> TaskRecord:
+    return TaskRecord(run_id=row[0], name=row[1], node=row[2], map_index=row[3],
+                      state=TaskState(row[4]), attempt=row[5], queued_at=row[6],
+                      started_at=row[7], ended_at=row[8], waiting=row[9], error=row[10],
+                      traceback=row[11], result=row[12])
+
+
+def _event_from(row: Any) -> EventRecord:
+    return EventRecord(seq=row[0], id=row[1], dedup_key=row[2], type=row[3], source=row[4],
+                       subject=row[5], time=row[6], data=_loads(row[7]),
+                       extensions=_loads(row[8]) or {}, received_at=row[9], status=row[10])
+
+
+def _chunks(items: Sequence[Any], n: int = 500) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def parse_store_url(url: str) -> str:
+    """``sqlite:///rel/path.db``, ``sqlite:////abs/path.db`` or a plain path → a file path."""
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://"):]
+        return rest[1:] if rest.startswith("/") else rest
+    return url
+
+
+class SqliteStore:
+    """The embedded :class:`~evflow.store.base.Store`. Use as ``async with SqliteStore(path)``.
+
+    ``synchronous="normal"`` (the default) survives any process crash — a committed write is
+    never lost when the process dies; ``"full"`` also survives power loss, at a cost.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 50_000,
+                 synchronous: Literal["normal", "full"] = "normal") -> None:
+        self.path = parse_store_url(os.fspath(path))
+        self.max_pending = max_pending
+        self.synchronous = synchronous
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._pending: list[_Op] = []
+        self._pending_count = 0
+        self._wake = anyio.Event()
+        self._space = anyio.Event()
+        self._stack: AsyncExitStack | None = None
+        self._audit_seq = 0
+        self._audit_hash = GENESIS_HASH
+        self._closing = False
+        self.commits = 0  # for metrics and benchmarks
+
+    # -- lifespan ----------------------------------------------------------------------------
+    async def __aenter__(self) -> SqliteStore:
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        except (OSError, aiosqlite.Error) as exc:
+            raise StoreError(f"cannot open store {self.path!r}: {exc}") from None
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._writer.close)
+            await self._configure(self._writer)
+            await self._migrate(self._writer)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            stack.push_async_callback(self._reader.close)
+            await self._configure(self._reader)
+            await self._load_audit_head()
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await tg.start(self._write_loop)
+            stack.push_async_callback(self._stop_writer)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._stack is not None
+        stack, self._stack = self._stack, None
+        await stack.aclose()
+
+    async def _stop_writer(self) -> None:
+        # Commit what is queued, then stop the loop; shielded so a cancelled owner still
+        # leaves every accepted write on disk.
+        with anyio.CancelScope(shield=True):
+            self._closing = True
+            await self.flush()
+            self._wake.set()
+
+    async def _configure(self, conn: aiosqlite.Connection) -> None:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        await conn.execute("PRAGMA busy_timeout=10000")
+        await conn.execute("PRAGMA temp_store=MEMORY")
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"store {self.path!r} has schema version {version}, newer than this evflow "
+                f"understands ({SCHEMA_VERSION}); upgrade evflow"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version={number + 1}")
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+
+    async def _load_audit_head(self) -> None:
+        rows = await self._read("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        if rows:
+            self._audit_seq, self._audit_hash = int(rows[0][0]), str(rows[0][1])
+        else:
+            self._audit_seq, self._audit_hash = 0, GENESIS_HASH
+
+    # -- the writer --------------------------------------------------------------------------
+    async def _enqueue(self, op: _Op, weight: int) -> None:
+        if self._stack is None and not self._closing:
+            raise StoreError("the store is not open (use `async with SqliteStore(...)`)")
+        while self._pending_count >= self.max_pending:
+            self._space = anyio.Event() if self._space.is_set() else self._space
+            await self._space.wait()
+        self._pending.append(op)
+        self._pending_count += weight
+        self._wake.set()
+
+    async def _submit(self, op: _Op, weight: int = 1) -> Any:
+        op.done = anyio.Event()
+        await self._enqueue(op, weight)
+        await op.done.wait()
+        if op.error is not None:
+            raise StoreError(f"store {self.path!r}: write failed: {op.error}") from op.error
+        return op.result
+
+    async def _write_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        task_status.started()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                continue
+            batch, self._pending = self._pending, []
+            self._pending_count = 0
+            self._space.set()
+            with anyio.CancelScope(shield=True):
+                await self._commit(batch)
+            for op in batch:
+                if op.done is not None:
+                    op.done.set()
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        conn = self._writer
+        assert conn is not None
+        seq, head = self._audit_seq, self._audit_hash
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            seq, head = await self._apply_batch(conn, batch)
+            await conn.execute("COMMIT")
+            self._audit_seq, self._audit_hash = seq, head
+            self.commits += 1
+        except Exception as exc:
+            log.error("store %s: a grouped write failed and was rolled back: %s", self.path, exc)
+            try:
+                await conn.execute("ROLLBACK")
+            except aiosqlite.Error:
+                pass
+            for op in batch:
+                op.error = exc
+
+    async def _apply_batch(self, conn: aiosqlite.Connection, batch: list[_Op]) -> tuple[int, str]:
+        now = time.time()
+        event_ops = [op for op in batch if op.events]
+        cursors: dict[str, str] = {}
+        dead: list[tuple[Any, ...]] = []
+        runs: list[tuple[Any, ...]] = []
+        tasks: list[tuple[Any, ...]] = []
+        attempts: list[tuple[Any, ...]] = []
+        logs: list[tuple[Any, ...]] = []
+        processed: list[tuple[str]] = []
+        audit_entries: list[AuditEntry] = []
+        for op in batch:
+            cursors.update(op.cursors)
+            if op.dead_letter is not None:
+                dead.append(op.dead_letter)
+                op.result = op.dead_letter[0]
+            ch = op.changes
+            if ch is None:
+                continue
+            cursors.update(ch.cursors)
+            runs.extend(_run_row(r) for r in ch.runs)
+            tasks.extend(_task_row(t) for t in ch.tasks)
+            attempts.extend((a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at,
+                             a.error) for a in ch.attempts)
+            logs.extend((lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message)
+                        for lg in ch.logs)
+            processed.extend((e,) for e in ch.processed_events)
+            audit_entries.extend(ch.audit)
+
+        if event_ops:
+            await self._insert_events(conn, event_ops, now)
+        if cursors:
+            await conn.executemany(_SQL_CURSOR, list(cursors.items()))
+        if dead:
+            await conn.executemany(_SQL_DEAD, dead)
+        if runs:
+            await conn.executemany(_SQL_RUN, runs)
+        if tasks:
+            await conn.executemany(_SQL_TASK, tasks)
+        if attempts:
+            await conn.executemany(_SQL_ATTEMPT, attempts)
+        if logs:
+            await conn.executemany(_SQL_LOG, logs)
+        if processed:
+            await conn.executemany(_SQL_PROCESSED, processed)
+        seq, head = self._audit_seq, self._audit_hash
+        if audit_entries:
+            rows = []
+            for entry in audit_entries:
+                seq += 1
+                t = entry.time if entry.time is not None else now
+                data = None if entry.data is None else _dumps(entry.data)
+                h = chain_hash(head, seq, t, entry.kind, entry.subject, entry.actor, data)
+                rows.append((seq, t, entry.kind, entry.subject, entry.actor, data, head, h))
+                head = h
+            await conn.executemany(_SQL_AUDIT, rows)
+        return seq, head
+
+    async def _insert_events(self, conn: aiosqlite.Connection, ops: list[_Op], now: float) -> None:
+        rows = []
+        tokens: dict[str, str] = {}
+        for op in ops:
+            for ev in op.events:
+                token = uuid.uuid4().hex
+                tokens.setdefault(ev.dedup_key, token)
+                rows.append((ev.id, ev.dedup_key, ev.type, ev.source, ev.subject,
+                             ev.time.isoformat(), _dumps(ev.data), _dumps(dict(ev.extensions)),
+                             now, token))
+        await conn.executemany(_SQL_EVENT, rows)
+        stored: dict[str, tuple[str, str]] = {}
+        keys = list(tokens)
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            async with conn.execute(
+                f"SELECT dedup_key, id, ingest FROM events WHERE dedup_key IN ({marks})", chunk
+            ) as cur:
+                for key, eid, ingest in await cur.fetchall():
+                    stored[key] = (eid, ingest)
+        dup_counts: dict[str, int] = {}
+        claimed: set[str] = set()
+        for op in ops:
+            results = []
+            for ev in op.events:
+                eid, ingest = stored[ev.dedup_key]
+                fresh = ingest == tokens[ev.dedup_key] and ev.dedup_key not in claimed
+                if fresh:
+                    claimed.add(ev.dedup_key)
+                else:
+                    dup_counts[ev.source] = dup_counts.get(ev.source, 0) + 1
+                results.append(Accepted(event_id=eid, duplicate=not fresh))
+            op.result = results
+        if dup_counts:
+            await conn.executemany(_SQL_DUP, list(dup_counts.items()))
+
+    # -- writes ------------------------------------------------------------------------------
+    async def add_events(self, events: Sequence[Event], *,
+                         cursors: Mapping[str, str] | None = None) -> list[Accepted]:
+        if not events and not cursors:
+            return []
+        op = _Op(events=list(events), cursors=dict(cursors or {}))
+        result: list[Accepted] = await self._submit(op, max(1, len(events)))
+        return result if events else []
+
+    async def add_dead_letter(self, *, source: str, reason: str, payload: bytes,
+                              headers: Mapping[str, str] | None = None,
+                              dedup_key: str | None = None) -> str:
+        dl_id = uuid.uuid4().hex
+        row = (dl_id, source, reason, bytes(payload), _dumps(dict(headers or {})), dedup_key,
+               time.time())
+        result: str = await self._submit(_Op(dead_letter=row))
+        return result
+
+    async def apply(self, changes: Changes, *, wait: bool = False) -> None:
+        weight = len(changes.tasks) + len(changes.runs) + len(changes.logs) + 1
+        op = _Op(changes=changes)
+        if wait:
+            await self._submit(op, weight)
+        else:
+            await self._enqueue(op, weight)
+
+    async def flush(self) -> None:
+        if self._pending or self._pending_count:
+            await self._submit(_Op())
+
+    @property
+    def backlog(self) -> int:
+        """Writes queued but not yet committed."""
+        return self._pending_count
+
+    # -- reads -------------------------------------------------------------------------------
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        conn = self._reader
+        if conn is None:
+            raise StoreError("the store is not open (use `async with SqliteStore(...)`)")
+        async with conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def get_run(self, run_id: str, *, with_tasks: bool = True) -> RunRecord:
+        rows = await self._read(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            rows = await self._read(f"SELECT {_RUN_COLS} FROM runs WHERE id LIKE ? LIMIT 2",
+                                    (run_id + "%",)) if len(run_id) >= 4 else []
+            if len(rows) != 1:
+                raise RunNotFound(f"no run {run_id!r} in store {self.path}")
+        tasks: tuple[TaskRecord, ...] = ()
+        if with_tasks:
+            trows = await self._read(
+                f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ? "
+                "ORDER BY COALESCE(queued_at, 1e18), name", (rows[0][0],))
+            tasks = tuple(_task_from(r) for r in trows)
+        return _run_from(rows[0], tasks)
+
+    async def run_exists(self, run_id: str) -> bool:
+        return bool(await self._read("SELECT 1 FROM runs WHERE id = ?", (run_id,)))
+
+    def _run_filter(self, flow: str | None, state: str | None, since: float | None = None,
+                    until: float | None = None) -> tuple[str, list[Any]]:
+        where, params = [], []
+        if flow:
+            where.append("flow = ?")
+            params.append(flow)
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("created_at < ?")
+            params.append(until)
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    async def list_runs(self, *, flow: str | None = None, state: str | None = None,
+                        since: float | None = None, until: float | None = None, limit: int = 50,
+                        offset: int = 0) -> list[RunRecord]:
+        where, params = self._run_filter(flow, state, since, until)
+        rows = await self._read(
+            f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            [*params, limit, offset])
+        return [_run_from(r) for r in rows]
+
+    async def count_runs(self, *, flow: str | None = None, state: str | None = None) -> int:
+        where, params = self._run_filter(flow, state)
+        rows = await self._read(f"SELECT COUNT(*) FROM runs{where}", params)
+        return int(rows[0][0])
+
+    async def unfinished_runs(self) -> list[RunRecord]:
+        rows = await self._read(
+            f"SELECT {_RUN_COLS} FROM runs WHERE state IN ('queued', 'running') "
+            "ORDER BY priority DESC, created_at")
+        out = []
+        for r in rows:
+            trows = await self._read(f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ?", (r[0],))
+            out.append(_run_from(r, tuple(_task_from(t) for t in trows)))
+        return out
+
+    async def list_attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = await self._read(
+            "SELECT run_id, task, attempt, state, started_at, ended_at, error FROM attempts "
+            "WHERE run_id = ? ORDER BY started_at, task, attempt", (run_id,))
+        return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    async def list_logs(self, run_id: str, task: str | None = None, *, after_seq: int = 0,
+                        limit: int = 10_000) -> list[LogRecord]:
+        sql = ("SELECT run_id, task, attempt, time, level, message, seq FROM logs "
+               "WHERE run_id = ? AND seq > ?")
+        params: list[Any] = [run_id, after_seq]
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        rows = await self._read(sql + " ORDER BY seq LIMIT ?", [*params, limit])
+        return [LogRecord(*r) for r in rows]
+
+    async def list_events(self, *, limit: int = 50, offset: int = 0, source: str | None = None,
+                          status: str | None = None) -> list[EventRecord]:
+        where, params = [], []
+        if source:
+            where.append("source = ?")
+            params.append(source)
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = await self._read(
+            f"SELECT {_EVENT_COLS} FROM events{clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset])
+        return [_event_from(r) for r in rows]
+
+    async def get_event(self, event_id: str) -> EventRecord:
+        rows = await self._read(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,))
+        if not rows:
+            raise EventNotFound(f"no event {event_id!r} in store {self.path}")
+        return _event_from(rows[0])
+
+    async def pending_events(self) -> list[EventRecord]:
+        rows = await self._read(
+            f"SELECT {_EVENT_COLS} FROM events WHERE status = 'pending' ORDER BY seq")
+        return [_event_from(r) for r in rows]
+
+    async def count_events(self, source: str | None = None) -> int:
+        if source is None:
+            rows = await self._read("SELECT COUNT(*) FROM events")
+        else:
+            rows = await self._read("SELECT COUNT(*) FROM events WHERE source = ?", (source,))
+        return int(rows[0][0])
+
+    async def count_duplicates(self, source: str | None = None) -> int:
+        if source is None:
+            rows = await self._read("SELECT COALESCE(SUM(count), 0) FROM duplicates")
+        else:
+            rows = await self._read("SELECT COALESCE(SUM(count), 0) FROM duplicates "
+                                    "WHERE source = ?", (source,))
+        return int(rows[0][0])
+
+    async def duplicate_counts(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in await self._read("SELECT source, count FROM duplicates")}
+
+    async def list_dead_letters(self, *, limit: int = 50,
+                                offset: int = 0) -> list[DeadLetterRecord]:
+        rows = await self._read(
+            "SELECT id, source, reason, payload, headers, received_at FROM dead_letters "
+            "ORDER BY received_at DESC LIMIT ? OFFSET ?", (limit, offset))
+        return [DeadLetterRecord(r[0], r[1], r[2], r[3], _loads(r[4]) or {}, r[5]) for r in rows]
+
+    async def get_cursor(self, name: str) -> str | None:
+        rows = await self._read("SELECT value FROM cursors WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    async def list_audit(self, *, since: float | None = None, subject: str | None = None,
+                         limit: int | None = None) -> list[AuditRecord]:
+        sql = "SELECT seq, time, kind, subject, actor, data, prev_hash, hash FROM audit"
+        where, params = [], []
+        if since is not None:
+            where.append("time >= ?")
+            params.append(since)
+        if subject is not None:
+            where.append("subject = ?")
+            params.append(subject)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = await self._read(sql, params)
+        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], _loads(r[5]), r[6], r[7]) for r in rows]
+
+    async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
+        """Raw audit rows (data as stored bytes) for verification."""
+        return [tuple(r) for r in await self._read(
+            "SELECT seq, time, kind, subject, actor, data, prev_hash, hash FROM audit "
+            "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))]
+
+
+def open_store(url: str | os.PathLike[str] | None) -> SqliteStore:
+    """A store from a URL or path (``None`` → ``evflow.db`` in the working directory)."""
+    return SqliteStore(os.fspath(url) if url is not None else "evflow.db")
+
