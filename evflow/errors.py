@@ -17,8 +17,14 @@ class FlowDefinitionError(EvflowError, ValueError):
     The message names the flow, the task and the file and line of the definition.
     """
 
-    def __init__(self, message: str, *, flow: str | None = None, task: str | None = None,
-                 location: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        flow: str | None = None,
+        task: str | None = None,
+        location: str | None = None,
+    ) -> None:
         self.flow = flow
         self.task = task
         self.location = location

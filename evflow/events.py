@@ -105,14 +105,33 @@ class Event:
         if not isinstance(eid, str):
             raise EventError("event field 'id' must be a string")
         time = parse_time(d.get("time"))
-        known = {"specversion", "id", "source", "type", "subject", "time", "data",
-                 "datacontenttype", "dedupkey", "data_base64", "dataschema"}
+        known = {
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "subject",
+            "time",
+            "data",
+            "datacontenttype",
+            "dedupkey",
+            "data_base64",
+            "dataschema",
+        }
         ext = {k: v for k, v in d.items() if k not in known}
         dedup = d.get("dedupkey") or ""
         if not isinstance(dedup, str):
             raise EventError("event field 'dedupkey' must be a string")
-        return cls(type=etype, source=source, data=d.get("data"), subject=subject, id=eid,
-                   time=time, dedup_key=dedup, extensions=ext)
+        return cls(
+            type=etype,
+            source=source,
+            data=d.get("data"),
+            subject=subject,
+            id=eid,
+            time=time,
+            dedup_key=dedup,
+            extensions=ext,
+        )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Event:

@@ -254,7 +254,9 @@ class _Builder:
         self.flow = flow
         self.explicit = explicit
 
-    def add_call(self, t: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, mapped: bool) -> Node:
+    def add_call(
+        self, t: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *, mapped: bool
+    ) -> Node:
         fl = self.flow
         base = t.name
         name = base
@@ -262,8 +264,9 @@ class _Builder:
         while name in fl.nodes:
             name = f"{base}_{i}"
             i += 1
-        node = Node(fl, name, t, args, kwargs, mapped=mapped, explicit=False,
-                    location=caller_location())
+        node = Node(
+            fl, name, t, args, kwargs, mapped=mapped, explicit=False, location=caller_location()
+        )
         fl._add_node(node)
         for ref in node.refs():
             fl.add_edge(ref, node)
@@ -360,7 +363,7 @@ class Flow:
         if up is down or self._reaches(down, up):
             raise CycleError(
                 f"flow {self.name!r}: {up.name} >> {down.name} would make a cycle "
-                f"({' -> '.join(self._path(down, up) + [down.name])})",
+                f"({' -> '.join([*self._path(down, up), down.name])})",
                 flow=self.name,
                 task=down.name,
                 location=caller_location(),
@@ -386,8 +389,9 @@ class Flow:
             stack.extend((d, [*path, d.name]) for d in node.downstream)
         return []
 
-    def add_task(self, fn: Callable[..., Any] | Task, *, name: str | None = None,
-                 **options: Any) -> Node:
+    def add_task(
+        self, fn: Callable[..., Any] | Task, *, name: str | None = None, **options: Any
+    ) -> Node:
         """Add ``fn`` as a task of this flow (what ``task(fn)`` does inside ``with Flow``)."""
         location = caller_location()
         if isinstance(fn, Task):
@@ -402,8 +406,7 @@ class Flow:
                     location=location,
                 )
             t = _make_task(fn, name=name, **options)
-        node = Node(self, name or t.name, t, (), {}, mapped=False, explicit=True,
-                    location=location)
+        node = Node(self, name or t.name, t, (), {}, mapped=False, explicit=True, location=location)
         self._add_node(node)
         return node
 
@@ -411,8 +414,9 @@ class Flow:
     def validate(self) -> None:
         """Check the whole graph: options, foreign references, acyclicity."""
         if not self.nodes:
-            raise FlowDefinitionError(f"flow {self.name!r} has no tasks", flow=self.name,
-                                      location=self.location)
+            raise FlowDefinitionError(
+                f"flow {self.name!r} has no tasks", flow=self.name, location=self.location
+            )
         for node in self.nodes.values():
             node.options.check(f"flow {self.name!r}, task {node.name!r}")
             for ref in node.refs():
@@ -420,7 +424,10 @@ class Flow:
                     raise FlowDefinitionError(
                         f"flow {self.name!r}: task {node.name!r} uses the result of task "
                         f"{ref.name!r} of flow {ref.flow.name!r}",
-                        flow=self.name, task=node.name, location=node.location)
+                        flow=self.name,
+                        task=node.name,
+                        location=node.location,
+                    )
         self.order()  # raises on a cycle
 
     def order(self) -> list[Node]:
@@ -438,8 +445,12 @@ class Flow:
                     ready.append(d.name)
         if len(out) != len(self.nodes):
             stuck = sorted(n for n, d in indeg.items() if d > 0)
-            raise CycleError(f"flow {self.name!r} has a cycle through tasks {', '.join(stuck)}",
-                             flow=self.name, task=stuck[0], location=self.location)
+            raise CycleError(
+                f"flow {self.name!r} has a cycle through tasks {', '.join(stuck)}",
+                flow=self.name,
+                task=stuck[0],
+                location=self.location,
+            )
         return out
 
     @property
@@ -520,21 +531,26 @@ def _parse_schedule(value: Any, fl: Flow) -> Any:
     try:
         return parse_schedule(value)
     except Exception as exc:
-        raise FlowDefinitionError(f"flow {fl.name!r}: bad schedule: {exc}", flow=fl.name,
-                                  location=fl.location) from None
+        raise FlowDefinitionError(
+            f"flow {fl.name!r}: bad schedule: {exc}", flow=fl.name, location=fl.location
+        ) from None
 
 
 def _make_task(fn: Callable[..., Any], *, name: str | None = None, **options: Any) -> Task:
     tname = name or getattr(fn, "__name__", None) or type(fn).__name__
     where = f"task {tname!r}"
     if not callable(fn):
-        raise FlowDefinitionError(f"{where} is not callable (got {type(fn).__name__})",
-                                  task=tname, location=caller_location())
+        raise FlowDefinitionError(
+            f"{where} is not callable (got {type(fn).__name__})",
+            task=tname,
+            location=caller_location(),
+        )
     try:
         opts = TaskOptions(**_rename_options(options))
     except TypeError as exc:
-        raise FlowDefinitionError(f"{where}: {exc}", task=tname,
-                                  location=caller_location()) from None
+        raise FlowDefinitionError(
+            f"{where}: {exc}", task=tname, location=caller_location()
+        ) from None
     opts.check(where)
     return Task(fn, tname, opts)
 
@@ -586,7 +602,9 @@ def flow(fn: Any = None, /, *, name: str | None = None, **flow_options: Any) -> 
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise FlowDefinitionError(
                     f"flow {fl.name!r}: *args/**kwargs parameters are not supported",
-                    flow=fl.name, location=fl.location)
+                    flow=fl.name,
+                    location=fl.location,
+                )
             if p.default is p.empty:
                 fl.required.add(p.name)
             else:

@@ -32,9 +32,14 @@ class StoreIntake:
     (non-duplicate) events after commit — the engine hands them to its rule loop in memory.
     """
 
-    def __init__(self, store: Store, *, max_backlog: int = 10_000,
-                 backlog: Callable[[], int] | None = None,
-                 on_accepted: OnAccepted | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_backlog: int = 10_000,
+        backlog: Callable[[], int] | None = None,
+        on_accepted: OnAccepted | None = None,
+    ) -> None:
         self.store = store
         self.max_backlog = max_backlog
         self._backlog = backlog or (lambda: 0)
@@ -58,8 +63,9 @@ class StoreIntake:
         while self.saturated:
             await self._room.wait()
 
-    async def submit(self, events: Sequence[Event], *,
-                     cursors: Mapping[str, str] | None = None) -> list[Accepted]:
+    async def submit(
+        self, events: Sequence[Event], *, cursors: Mapping[str, str] | None = None
+    ) -> list[Accepted]:
         if events and self.saturated:
             raise Saturated(f"engine backlog is full ({self._backlog()} events waiting)")
         results = await self.store.add_events(events, cursors=cursors)
@@ -70,12 +76,19 @@ class StoreIntake:
             await self._on_accepted(fresh, [r for r in results if not r.duplicate])
         return results
 
-    async def dead_letter(self, *, source: str, reason: str, payload: bytes,
-                          headers: Mapping[str, str] | None = None,
-                          dedup_key: str | None = None) -> str:
+    async def dead_letter(
+        self,
+        *,
+        source: str,
+        reason: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        dedup_key: str | None = None,
+    ) -> str:
         self.dead_letters[source] += 1
-        return await self.store.add_dead_letter(source=source, reason=reason, payload=payload,
-                                                headers=headers, dedup_key=dedup_key)
+        return await self.store.add_dead_letter(
+            source=source, reason=reason, payload=payload, headers=headers, dedup_key=dedup_key
+        )
 
     async def get_cursor(self, name: str) -> str | None:
         return await self.store.get_cursor(name)

@@ -118,9 +118,16 @@ class EventRecord:
     def to_event(self) -> Event:
         from ..events import parse_time
 
-        return Event(type=self.type, source=self.source, data=self.data, subject=self.subject,
-                     id=self.id, time=parse_time(self.time), dedup_key=self.dedup_key,
-                     extensions=dict(self.extensions))
+        return Event(
+            type=self.type,
+            source=self.source,
+            data=self.data,
+            subject=self.subject,
+            id=self.id,
+            time=parse_time(self.time),
+            dedup_key=self.dedup_key,
+            extensions=dict(self.extensions),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +176,15 @@ class Changes:
     cursors: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.tasks or self.attempts or self.logs or self.audit
-                    or self.processed_events or self.cursors)
+        return bool(
+            self.runs
+            or self.tasks
+            or self.attempts
+            or self.logs
+            or self.audit
+            or self.processed_events
+            or self.cursors
+        )
 
 
 class Store(Protocol):
@@ -187,8 +201,13 @@ class Store(Protocol):
         ...
 
     async def add_dead_letter(
-        self, *, source: str, reason: str, payload: bytes,
-        headers: Mapping[str, str] | None = None, dedup_key: str | None = None,
+        self,
+        *,
+        source: str,
+        reason: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        dedup_key: str | None = None,
     ) -> str: ...
 
     async def apply(self, changes: Changes, *, wait: bool = False) -> None:
@@ -205,8 +224,14 @@ class Store(Protocol):
     async def run_exists(self, run_id: str) -> bool: ...
 
     async def list_runs(
-        self, *, flow: str | None = None, state: str | None = None, since: float | None = None,
-        until: float | None = None, limit: int = 50, offset: int = 0,
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[RunRecord]: ...
 
     async def count_runs(self, *, flow: str | None = None, state: str | None = None) -> int: ...
@@ -215,11 +240,18 @@ class Store(Protocol):
 
     async def list_attempts(self, run_id: str) -> list[AttemptRecord]: ...
 
-    async def list_logs(self, run_id: str, task: str | None = None, *,
-                        after_seq: int = 0, limit: int = 10_000) -> list[LogRecord]: ...
+    async def list_logs(
+        self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000
+    ) -> list[LogRecord]: ...
 
-    async def list_events(self, *, limit: int = 50, offset: int = 0, source: str | None = None,
-                          status: str | None = None) -> list[EventRecord]: ...
+    async def list_events(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        source: str | None = None,
+        status: str | None = None,
+    ) -> list[EventRecord]: ...
 
     async def get_event(self, event_id: str) -> EventRecord: ...
 
@@ -227,20 +259,29 @@ class Store(Protocol):
 
     async def count_duplicates(self, source: str | None = None) -> int: ...
 
-    async def list_dead_letters(self, *, limit: int = 50, offset: int = 0) -> list[DeadLetterRecord]:
-        ...
+    async def list_dead_letters(
+        self, *, limit: int = 50, offset: int = 0
+    ) -> list[DeadLetterRecord]: ...
 
     async def get_cursor(self, name: str) -> str | None: ...
 
-    async def list_audit(self, *, since: float | None = None, subject: str | None = None,
-                         limit: int | None = None) -> list[AuditRecord]: ...
+    async def list_audit(
+        self, *, since: float | None = None, subject: str | None = None, limit: int | None = None
+    ) -> list[AuditRecord]: ...
 
 
 GENESIS_HASH = "0" * 64
 
 
-def chain_hash(prev_hash: str, seq: int, time: float, kind: str, subject: str,
-               actor: str | None, data: bytes | None) -> str:
+def chain_hash(
+    prev_hash: str,
+    seq: int,
+    time: float,
+    kind: str,
+    subject: str,
+    actor: str | None,
+    data: bytes | None,
+) -> str:
     """The hash of one audit record, covering the previous record's hash.
 
     Editing, deleting or reordering any record breaks every hash after it.

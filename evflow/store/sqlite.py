@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,21 +46,30 @@ __all__ = ["SqliteStore", "open_store"]
 
 log = logging.getLogger("evflow.store")
 
-_RUN_COLS = ("id, flow, flow_version, params, state, priority, trigger, created_at, started_at, "
-             "ended_at, waiting, error")
-_TASK_COLS = ("run_id, name, node, map_index, state, attempt, queued_at, started_at, ended_at, "
-              "waiting, error, traceback, result")
-_EVENT_COLS = ("seq, id, dedup_key, type, source, subject, time, data, extensions, received_at, "
-               "status")
+_RUN_COLS = (
+    "id, flow, flow_version, params, state, priority, trigger, created_at, started_at, "
+    "ended_at, waiting, error"
+)
+_TASK_COLS = (
+    "run_id, name, node, map_index, state, attempt, queued_at, started_at, ended_at, "
+    "waiting, error, traceback, result"
+)
+_EVENT_COLS = (
+    "seq, id, dedup_key, type, source, subject, time, data, extensions, received_at, status"
+)
 
 _SQL_EVENT = (
     "INSERT OR IGNORE INTO events (id, dedup_key, type, source, subject, time, data, "
     "extensions, received_at, ingest) VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
-_SQL_CURSOR = ("INSERT INTO cursors (name, value) VALUES (?, ?) "
-               "ON CONFLICT(name) DO UPDATE SET value = excluded.value")
-_SQL_DEAD = ("INSERT OR IGNORE INTO dead_letters (id, source, reason, payload, headers, "
-             "dedup_key, received_at) VALUES (?,?,?,?,?,?,?)")
+_SQL_CURSOR = (
+    "INSERT INTO cursors (name, value) VALUES (?, ?) "
+    "ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+)
+_SQL_DEAD = (
+    "INSERT OR IGNORE INTO dead_letters (id, source, reason, payload, headers, "
+    "dedup_key, received_at) VALUES (?,?,?,?,?,?,?)"
+)
 _SQL_RUN = (
     f"INSERT INTO runs ({_RUN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(id) DO UPDATE SET flow_version=excluded.flow_version, params=excluded.params, "
@@ -82,10 +91,14 @@ _SQL_ATTEMPT = (
 )
 _SQL_LOG = "INSERT INTO logs (run_id, task, attempt, time, level, message) VALUES (?,?,?,?,?,?)"
 _SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE id = ?"
-_SQL_AUDIT = ("INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash) "
-              "VALUES (?,?,?,?,?,?,?,?)")
-_SQL_DUP = ("INSERT INTO duplicates (source, count) VALUES (?, ?) "
-            "ON CONFLICT(source) DO UPDATE SET count = count + excluded.count")
+_SQL_AUDIT = (
+    "INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash) "
+    "VALUES (?,?,?,?,?,?,?,?)"
+)
+_SQL_DUP = (
+    "INSERT INTO duplicates (source, count) VALUES (?, ?) "
+    "ON CONFLICT(source) DO UPDATE SET count = count + excluded.count"
+)
 
 
 def _dumps(value: Any) -> bytes:
@@ -110,44 +123,101 @@ class _Op:
 
 
 def _run_row(r: RunRecord) -> tuple[Any, ...]:
-    return (r.id, r.flow, r.flow_version, _dumps(r.params), str(r.state), r.priority,
-            _dumps(r.trigger), r.created_at, r.started_at, r.ended_at, r.waiting, r.error)
+    return (
+        r.id,
+        r.flow,
+        r.flow_version,
+        _dumps(r.params),
+        str(r.state),
+        r.priority,
+        _dumps(r.trigger),
+        r.created_at,
+        r.started_at,
+        r.ended_at,
+        r.waiting,
+        r.error,
+    )
 
 
 def _task_row(t: TaskRecord) -> tuple[Any, ...]:
-    return (t.run_id, t.name, t.node, t.map_index, str(t.state), t.attempt, t.queued_at,
-            t.started_at, t.ended_at, t.waiting, t.error, t.traceback, t.result)
+    return (
+        t.run_id,
+        t.name,
+        t.node,
+        t.map_index,
+        str(t.state),
+        t.attempt,
+        t.queued_at,
+        t.started_at,
+        t.ended_at,
+        t.waiting,
+        t.error,
+        t.traceback,
+        t.result,
+    )
 
 
 def _run_from(row: Any, tasks: tuple[TaskRecord, ...] = ()) -> RunRecord:
-    return RunRecord(id=row[0], flow=row[1], flow_version=row[2], params=_loads(row[3]),
-                     state=RunState(row[4]), priority=row[5], trigger=_loads(row[6]) or {},
-                     created_at=row[7], started_at=row[8], ended_at=row[9], waiting=row[10],
-                     error=row[11], tasks=tasks)
+    return RunRecord(
+        id=row[0],
+        flow=row[1],
+        flow_version=row[2],
+        params=_loads(row[3]),
+        state=RunState(row[4]),
+        priority=row[5],
+        trigger=_loads(row[6]) or {},
+        created_at=row[7],
+        started_at=row[8],
+        ended_at=row[9],
+        waiting=row[10],
+        error=row[11],
+        tasks=tasks,
+    )
 
 
 def _task_from(row: Any) -> TaskRecord:
-    return TaskRecord(run_id=row[0], name=row[1], node=row[2], map_index=row[3],
-                      state=TaskState(row[4]), attempt=row[5], queued_at=row[6],
-                      started_at=row[7], ended_at=row[8], waiting=row[9], error=row[10],
-                      traceback=row[11], result=row[12])
+    return TaskRecord(
+        run_id=row[0],
+        name=row[1],
+        node=row[2],
+        map_index=row[3],
+        state=TaskState(row[4]),
+        attempt=row[5],
+        queued_at=row[6],
+        started_at=row[7],
+        ended_at=row[8],
+        waiting=row[9],
+        error=row[10],
+        traceback=row[11],
+        result=row[12],
+    )
 
 
 def _event_from(row: Any) -> EventRecord:
-    return EventRecord(seq=row[0], id=row[1], dedup_key=row[2], type=row[3], source=row[4],
-                       subject=row[5], time=row[6], data=_loads(row[7]),
-                       extensions=_loads(row[8]) or {}, received_at=row[9], status=row[10])
+    return EventRecord(
+        seq=row[0],
+        id=row[1],
+        dedup_key=row[2],
+        type=row[3],
+        source=row[4],
+        subject=row[5],
+        time=row[6],
+        data=_loads(row[7]),
+        extensions=_loads(row[8]) or {},
+        received_at=row[9],
+        status=row[10],
+    )
 
 
 def _chunks(items: Sequence[Any], n: int = 500) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 def parse_store_url(url: str) -> str:
     """``sqlite:///rel/path.db``, ``sqlite:////abs/path.db`` or a plain path → a file path."""
     if url.startswith("sqlite://"):
-        rest = url[len("sqlite://"):]
+        rest = url[len("sqlite://") :]
         return rest[1:] if rest.startswith("/") else rest
     return url
 
@@ -159,8 +229,13 @@ class SqliteStore:
     never lost when the process dies; ``"full"`` also survives power loss, at a cost.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 50_000,
-                 synchronous: Literal["normal", "full"] = "normal") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_pending: int = 50_000,
+        synchronous: Literal["normal", "full"] = "normal",
+    ) -> None:
         self.path = parse_store_url(os.fspath(path))
         self.max_pending = max_pending
         self.synchronous = synchronous
@@ -178,9 +253,8 @@ class SqliteStore:
 
     # -- lifespan ----------------------------------------------------------------------------
     async def __aenter__(self) -> SqliteStore:
-        parent = os.path.dirname(os.path.abspath(self.path))
         try:
-            os.makedirs(parent, exist_ok=True)
+            await (await anyio.Path(self.path).absolute()).parent.mkdir(parents=True, exist_ok=True)
             self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         except (OSError, aiosqlite.Error) as exc:
             raise StoreError(f"cannot open store {self.path!r}: {exc}") from None
@@ -294,10 +368,8 @@ class SqliteStore:
             self.commits += 1
         except Exception as exc:
             log.error("store %s: a grouped write failed and was rolled back: %s", self.path, exc)
-            try:
+            with suppress(aiosqlite.Error):
                 await conn.execute("ROLLBACK")
-            except aiosqlite.Error:
-                pass
             for op in batch:
                 op.error = exc
 
@@ -323,10 +395,13 @@ class SqliteStore:
             cursors.update(ch.cursors)
             runs.extend(_run_row(r) for r in ch.runs)
             tasks.extend(_task_row(t) for t in ch.tasks)
-            attempts.extend((a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at,
-                             a.error) for a in ch.attempts)
-            logs.extend((lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message)
-                        for lg in ch.logs)
+            attempts.extend(
+                (a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
+                for a in ch.attempts
+            )
+            logs.extend(
+                (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message) for lg in ch.logs
+            )
             processed.extend((e,) for e in ch.processed_events)
             audit_entries.extend(ch.audit)
 
@@ -366,9 +441,20 @@ class SqliteStore:
             for ev in op.events:
                 token = uuid.uuid4().hex
                 tokens.setdefault(ev.dedup_key, token)
-                rows.append((ev.id, ev.dedup_key, ev.type, ev.source, ev.subject,
-                             ev.time.isoformat(), _dumps(ev.data), _dumps(dict(ev.extensions)),
-                             now, token))
+                rows.append(
+                    (
+                        ev.id,
+                        ev.dedup_key,
+                        ev.type,
+                        ev.source,
+                        ev.subject,
+                        ev.time.isoformat(),
+                        _dumps(ev.data),
+                        _dumps(dict(ev.extensions)),
+                        now,
+                        token,
+                    )
+                )
         await conn.executemany(_SQL_EVENT, rows)
         stored: dict[str, tuple[str, str]] = {}
         keys = list(tokens)
@@ -396,20 +482,34 @@ class SqliteStore:
             await conn.executemany(_SQL_DUP, list(dup_counts.items()))
 
     # -- writes ------------------------------------------------------------------------------
-    async def add_events(self, events: Sequence[Event], *,
-                         cursors: Mapping[str, str] | None = None) -> list[Accepted]:
+    async def add_events(
+        self, events: Sequence[Event], *, cursors: Mapping[str, str] | None = None
+    ) -> list[Accepted]:
         if not events and not cursors:
             return []
         op = _Op(events=list(events), cursors=dict(cursors or {}))
         result: list[Accepted] = await self._submit(op, max(1, len(events)))
         return result if events else []
 
-    async def add_dead_letter(self, *, source: str, reason: str, payload: bytes,
-                              headers: Mapping[str, str] | None = None,
-                              dedup_key: str | None = None) -> str:
+    async def add_dead_letter(
+        self,
+        *,
+        source: str,
+        reason: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        dedup_key: str | None = None,
+    ) -> str:
         dl_id = uuid.uuid4().hex
-        row = (dl_id, source, reason, bytes(payload), _dumps(dict(headers or {})), dedup_key,
-               time.time())
+        row = (
+            dl_id,
+            source,
+            reason,
+            bytes(payload),
+            _dumps(dict(headers or {})),
+            dedup_key,
+            time.time(),
+        )
         result: str = await self._submit(_Op(dead_letter=row))
         return result
 
@@ -441,24 +541,37 @@ class SqliteStore:
     async def get_run(self, run_id: str, *, with_tasks: bool = True) -> RunRecord:
         rows = await self._read(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,))
         if not rows:
-            rows = await self._read(f"SELECT {_RUN_COLS} FROM runs WHERE id LIKE ? LIMIT 2",
-                                    (run_id + "%",)) if len(run_id) >= 4 else []
+            rows = (
+                await self._read(
+                    f"SELECT {_RUN_COLS} FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",)
+                )
+                if len(run_id) >= 4
+                else []
+            )
             if len(rows) != 1:
                 raise RunNotFound(f"no run {run_id!r} in store {self.path}")
         tasks: tuple[TaskRecord, ...] = ()
         if with_tasks:
             trows = await self._read(
                 f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ? "
-                "ORDER BY COALESCE(queued_at, 1e18), name", (rows[0][0],))
+                "ORDER BY COALESCE(queued_at, 1e18), name",
+                (rows[0][0],),
+            )
             tasks = tuple(_task_from(r) for r in trows)
         return _run_from(rows[0], tasks)
 
     async def run_exists(self, run_id: str) -> bool:
         return bool(await self._read("SELECT 1 FROM runs WHERE id = ?", (run_id,)))
 
-    def _run_filter(self, flow: str | None, state: str | None, since: float | None = None,
-                    until: float | None = None) -> tuple[str, list[Any]]:
-        where, params = [], []
+    def _run_filter(
+        self,
+        flow: str | None,
+        state: str | None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
         if flow:
             where.append("flow = ?")
             params.append(flow)
@@ -473,13 +586,21 @@ class SqliteStore:
             params.append(until)
         return (" WHERE " + " AND ".join(where)) if where else "", params
 
-    async def list_runs(self, *, flow: str | None = None, state: str | None = None,
-                        since: float | None = None, until: float | None = None, limit: int = 50,
-                        offset: int = 0) -> list[RunRecord]:
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
         where, params = self._run_filter(flow, state, since, until)
         rows = await self._read(
             f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            [*params, limit, offset])
+            [*params, limit, offset],
+        )
         return [_run_from(r) for r in rows]
 
     async def count_runs(self, *, flow: str | None = None, state: str | None = None) -> int:
@@ -490,7 +611,8 @@ class SqliteStore:
     async def unfinished_runs(self) -> list[RunRecord]:
         rows = await self._read(
             f"SELECT {_RUN_COLS} FROM runs WHERE state IN ('queued', 'running') "
-            "ORDER BY priority DESC, created_at")
+            "ORDER BY priority DESC, created_at"
+        )
         out = []
         for r in rows:
             trows = await self._read(f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ?", (r[0],))
@@ -500,13 +622,18 @@ class SqliteStore:
     async def list_attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = await self._read(
             "SELECT run_id, task, attempt, state, started_at, ended_at, error FROM attempts "
-            "WHERE run_id = ? ORDER BY started_at, task, attempt", (run_id,))
+            "WHERE run_id = ? ORDER BY started_at, task, attempt",
+            (run_id,),
+        )
         return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
 
-    async def list_logs(self, run_id: str, task: str | None = None, *, after_seq: int = 0,
-                        limit: int = 10_000) -> list[LogRecord]:
-        sql = ("SELECT run_id, task, attempt, time, level, message, seq FROM logs "
-               "WHERE run_id = ? AND seq > ?")
+    async def list_logs(
+        self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000
+    ) -> list[LogRecord]:
+        sql = (
+            "SELECT run_id, task, attempt, time, level, message, seq FROM logs "
+            "WHERE run_id = ? AND seq > ?"
+        )
         params: list[Any] = [run_id, after_seq]
         if task is not None:
             sql += " AND task = ?"
@@ -514,9 +641,16 @@ class SqliteStore:
         rows = await self._read(sql + " ORDER BY seq LIMIT ?", [*params, limit])
         return [LogRecord(*r) for r in rows]
 
-    async def list_events(self, *, limit: int = 50, offset: int = 0, source: str | None = None,
-                          status: str | None = None) -> list[EventRecord]:
-        where, params = [], []
+    async def list_events(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        source: str | None = None,
+        status: str | None = None,
+    ) -> list[EventRecord]:
+        where: list[str] = []
+        params: list[Any] = []
         if source:
             where.append("source = ?")
             params.append(source)
@@ -526,7 +660,8 @@ class SqliteStore:
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         rows = await self._read(
             f"SELECT {_EVENT_COLS} FROM events{clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
-            [*params, limit, offset])
+            [*params, limit, offset],
+        )
         return [_event_from(r) for r in rows]
 
     async def get_event(self, event_id: str) -> EventRecord:
@@ -537,7 +672,8 @@ class SqliteStore:
 
     async def pending_events(self) -> list[EventRecord]:
         rows = await self._read(
-            f"SELECT {_EVENT_COLS} FROM events WHERE status = 'pending' ORDER BY seq")
+            f"SELECT {_EVENT_COLS} FROM events WHERE status = 'pending' ORDER BY seq"
+        )
         return [_event_from(r) for r in rows]
 
     async def count_events(self, source: str | None = None) -> int:
@@ -551,28 +687,34 @@ class SqliteStore:
         if source is None:
             rows = await self._read("SELECT COALESCE(SUM(count), 0) FROM duplicates")
         else:
-            rows = await self._read("SELECT COALESCE(SUM(count), 0) FROM duplicates "
-                                    "WHERE source = ?", (source,))
+            rows = await self._read(
+                "SELECT COALESCE(SUM(count), 0) FROM duplicates WHERE source = ?", (source,)
+            )
         return int(rows[0][0])
 
     async def duplicate_counts(self) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in await self._read("SELECT source, count FROM duplicates")}
 
-    async def list_dead_letters(self, *, limit: int = 50,
-                                offset: int = 0) -> list[DeadLetterRecord]:
+    async def list_dead_letters(
+        self, *, limit: int = 50, offset: int = 0
+    ) -> list[DeadLetterRecord]:
         rows = await self._read(
             "SELECT id, source, reason, payload, headers, received_at FROM dead_letters "
-            "ORDER BY received_at DESC LIMIT ? OFFSET ?", (limit, offset))
+            "ORDER BY received_at DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
         return [DeadLetterRecord(r[0], r[1], r[2], r[3], _loads(r[4]) or {}, r[5]) for r in rows]
 
     async def get_cursor(self, name: str) -> str | None:
         rows = await self._read("SELECT value FROM cursors WHERE name = ?", (name,))
         return str(rows[0][0]) if rows else None
 
-    async def list_audit(self, *, since: float | None = None, subject: str | None = None,
-                         limit: int | None = None) -> list[AuditRecord]:
+    async def list_audit(
+        self, *, since: float | None = None, subject: str | None = None, limit: int | None = None
+    ) -> list[AuditRecord]:
         sql = "SELECT seq, time, kind, subject, actor, data, prev_hash, hash FROM audit"
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if since is not None:
             where.append("time >= ?")
             params.append(since)
@@ -590,12 +732,16 @@ class SqliteStore:
 
     async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
         """Raw audit rows (data as stored bytes) for verification."""
-        return [tuple(r) for r in await self._read(
-            "SELECT seq, time, kind, subject, actor, data, prev_hash, hash FROM audit "
-            "WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))]
+        return [
+            tuple(r)
+            for r in await self._read(
+                "SELECT seq, time, kind, subject, actor, data, prev_hash, hash FROM audit "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
+        ]
 
 
 def open_store(url: str | os.PathLike[str] | None) -> SqliteStore:
     """A store from a URL or path (``None`` → ``evflow.db`` in the working directory)."""
     return SqliteStore(os.fspath(url) if url is not None else "evflow.db")
-
