@@ -1,3 +1,36 @@
-"""evflow: event-driven asynchronous orchestration."""
+"""evflow: event-driven asynchronous orchestration.
+
+Events in (files, Kafka, webhooks, clocks), rules decide, DAGs of coroutines run under resource
+limits, everything durable in an embedded store.
+"""
+
+from .context import get_logger
+from .engine import Engine, RunResult, TaskResult
+from .errors import EvflowError
+from .events import Event
+from .flows import Flow, flow, task, unmapped
+from .rules import Batch, Correlate, Rule
+from .states import RunState, TaskState
+from .triggers import Cron, Interval
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "Correlate",
+    "Cron",
+    "Engine",
+    "Event",
+    "EvflowError",
+    "Flow",
+    "Interval",
+    "Rule",
+    "RunResult",
+    "RunState",
+    "TaskResult",
+    "TaskState",
+    "flow",
+    "get_logger",
+    "task",
+    "unmapped",
+]
