@@ -16,8 +16,8 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -134,6 +134,31 @@ class _ActiveRun:
     cancel_reason: str | None = None
 
 
+class _SensorStarted:
+    """The ``task_status`` a sensor reports to: marks it listening in the engine."""
+
+    def __init__(self, engine: Engine, sensor: Sensor) -> None:
+        self.engine = engine
+        self.sensor = sensor
+        self.listening = False
+
+    def started(self, value: None = None) -> None:
+        self.listening = True
+        self.engine._set_status(self.sensor.name, "listening")
+        log.info("sensor %s: %s", self.sensor.name, self.sensor.describe())
+
+
+def _sensor_error(exc: BaseException) -> SensorError | None:
+    """The SensorError behind ``exc`` (also inside exception groups), if that is all it is."""
+    if isinstance(exc, SensorError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_sensor_error(e) for e in exc.exceptions]
+        if leaves and all(leaf is not None for leaf in leaves):
+            return leaves[0]
+    return None
+
+
 def _rule_run_id(key: str) -> str:
     """A deterministic run id for a rule's idempotency key: a replay finds the same run."""
     return hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -175,6 +200,7 @@ class Engine:
         self._rule_sensors: dict[str, Sensor] = {}
         self.sensors: dict[str, Sensor] = {}
         self.sensor_status: dict[str, str] = {}
+        self._status_changed = anyio.Event()
         self.hooks = Hooks()
         self.observers: list[Any] = []
         self._store: Store | None = None
@@ -213,10 +239,11 @@ class Engine:
         return len(self._inbox)
 
     # -- registration ------------------------------------------------------------------------
-    def add(self, flow: Flow, *rules: Rule) -> Flow:
+    def add(self, flow: Flow, *rules: Rule, schedule: bool = True) -> Flow:
         """Register ``flow`` (validating its pools) and the rules that start it.
 
-        A rule whose ``on`` is a sensor registers that sensor too. Call before or while the
+        A rule whose ``on`` is a sensor registers that sensor too; the flow's schedule (if
+        any) starts firing unless ``schedule=False``. Call before or while the
         engine runs; sensors and schedules added while it runs start at once.
         """
         if not isinstance(flow, Flow):
@@ -235,9 +262,11 @@ class Engine:
                     f"flow {flow.name!r}, task {node.name!r} (defined at {node.location}): {exc}"
                 ) from None
         self.flows[flow.name] = flow
-        if existing is None and flow.schedule is not None:
+        if existing is None and flow.schedule is not None and schedule:
             sched = ScheduleSensor(flow.name, flow.schedule, misfire=flow.misfire, clock=self.clock)
-            self.add_rule(flow, Rule(on=sched, name=f"schedule:{flow.name}", params=None))
+            takes_time = "scheduled_time" in flow.defaults or "scheduled_time" in flow.required
+            params = {"scheduled_time": "{data.scheduled_time}"} if takes_time else None
+            self.add_rule(flow, Rule(on=sched, name=f"schedule:{flow.name}", params=params))
         for i, rule in enumerate(rules):
             self.add_rule(flow, rule, index=i)
         return flow
@@ -265,7 +294,7 @@ class Engine:
         if known is not None:
             raise SensorError(f"two different sensors are named {sensor.name!r}")
         self.sensors[sensor.name] = sensor
-        self.sensor_status[sensor.name] = "starting"
+        self._set_status(sensor.name, "starting")
         if self._intake_tg is not None:
             self._intake_tg.start_soon(self._run_sensor, sensor)
 
@@ -324,24 +353,43 @@ class Engine:
             await anyio.sleep_forever()
 
     async def _run_sensor(self, sensor: Sensor) -> None:
+        """Run one sensor; a misconfigured one is reported off, a crashed one restarted."""
         delay = 1.0
         while True:
+            status = _SensorStarted(self, sensor)
             try:
-                self.sensor_status[sensor.name] = "starting"
-                async with anyio.create_task_group() as tg:
-                    await tg.start(sensor.run, self.intake)
-                    self.sensor_status[sensor.name] = "listening"
-                    log.info("sensor %s: %s", sensor.name, sensor.describe())
-                return
-            except SensorError as exc:
-                self.sensor_status[sensor.name] = f"off: {exc}"
-                log.warning("sensor %s is off: %s", sensor.name, exc)
+                self._set_status(sensor.name, "starting")
+                await sensor.run(self.intake, task_status=status)
                 return
             except Exception as exc:
-                self.sensor_status[sensor.name] = f"failed: {exc}; restarting in {delay:.0f}s"
-                log.exception("sensor %s failed; restarting in %.0fs", sensor.name, delay)
+                off = _sensor_error(exc)
+                if off is not None:
+                    self._set_status(sensor.name, f"off: {off}")
+                    log.warning("sensor %s is off: %s", sensor.name, off)
+                    return
+                if status.listening:
+                    delay = 1.0  # it ran for a while: start over with a short pause
+                self._set_status(sensor.name, f"failed: {exc}; restarting in {delay:.0f}s")
+                log.error(
+                    "sensor %s failed (%s: %s); restarting in %.0fs",
+                    sensor.name,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=True,
+                )
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 60.0)
+
+    def _set_status(self, sensor: str, status: str) -> None:
+        self.sensor_status[sensor] = status
+        self._status_changed.set()
+        self._status_changed = anyio.Event()
+
+    async def sensors_settled(self) -> None:
+        """Return once no sensor is still starting (each is listening, off or failed)."""
+        while any(s == "starting" for s in self.sensor_status.values()):
+            await self._status_changed.wait()
 
     async def _shutdown(self) -> None:
         """Two phases: stop intake; let runs finish for the grace period; interrupt the rest."""
@@ -544,6 +592,114 @@ class Engine:
         )
         self._on_run_state(cancelled)
 
+    async def retry(self, run_id: str, *, actor: str | None = None) -> str:
+        """Run a failed or cancelled run again from its unfinished tasks.
+
+        Tasks that succeeded keep their results and are not run again; the others go back to
+        pending (their attempt count goes on). Returns the run's id.
+        """
+        self._require_running()
+        run = await self.store.get_run(run_id)
+        if not run.state.finished:
+            raise EvflowError(f"run {run.id} is {run.state}; only a finished run can be retried")
+        if run.state is RunState.SUCCEEDED:
+            raise EvflowError(f"run {run.id} succeeded; there is nothing to retry")
+        fl = self.flow(run.flow)
+        reset = [
+            replace(
+                t,
+                state=TaskState.PENDING,
+                started_at=None,
+                ended_at=None,
+                waiting=None,
+                error=None,
+                traceback=None,
+                result=None,
+            )
+            for t in run.tasks
+            if t.state is not TaskState.SUCCEEDED
+        ]
+        queued = replace(
+            run,
+            state=RunState.QUEUED,
+            ended_at=None,
+            error=None,
+            waiting=None,
+            flow_version=fl.version,
+            tasks=(),
+        )
+        await self.store.apply(
+            Changes(
+                runs=[queued],
+                tasks=reset,
+                audit=[
+                    AuditEntry(
+                        "run.retried",
+                        f"run:{run.id}",
+                        {"tasks": [t.name for t in reset]},
+                        actor=actor,
+                    )
+                ],
+            ),
+            wait=True,
+        )
+        kept = [t for t in run.tasks if t.state is TaskState.SUCCEEDED]
+        self._start(replace(queued, tasks=tuple(kept + reset)))
+        return run.id
+
+    async def backfill(
+        self,
+        flow: Flow | str,
+        start: datetime,
+        end: datetime,
+        *,
+        max_active: int | None = None,
+        actor: str | None = None,
+    ) -> list[str]:
+        """One run per schedule slot of ``flow`` in ``[start, end]``, at most ``max_active``
+        of them running at once. A slot that already has a backfill run is not run twice."""
+        self._require_running()
+        fl = self._resolve_flow(flow)
+        if fl.schedule is None:
+            raise EvflowError(f"flow {fl.name!r} has no schedule to backfill")
+        if end < start:
+            raise EvflowError("backfill end is before its start")
+        slots: list[datetime] = []
+        t = fl.schedule.next_after(start - timedelta(microseconds=1))
+        while t <= end:
+            slots.append(t)
+            if len(slots) > 10_000:
+                raise EvflowError("backfill covers more than 10,000 slots; narrow the range")
+            t = fl.schedule.next_after(t)
+        group = uuid.uuid4().hex[:12]
+        runs: list[RunRecord] = []
+        for slot in slots:
+            run_id = _rule_run_id(f"backfill:{fl.name}:{slot.isoformat()}")
+            if await self.store.run_exists(run_id):
+                continue
+            trigger = {
+                "kind": "backfill",
+                "scheduled_time": slot.isoformat(),
+                "group": group,
+                "max_active": max_active,
+            }
+            runs.append(self._new_run(fl, _slot_params(fl, slot), run_id=run_id, trigger=trigger))
+        if runs:
+            audit = [
+                AuditEntry(
+                    "run.queued",
+                    f"run:{r.id}",
+                    {"flow": fl.name, "trigger": r.trigger},
+                    actor=actor,
+                )
+                for r in runs
+            ]
+            tasks = [t for r in runs for t in self._pending_tasks(fl, r)]
+            await self.store.apply(Changes(runs=runs, tasks=tasks, audit=audit), wait=True)
+        for r in runs:
+            self._start(r)
+        return [r.id for r in runs]
+
     def _resolve_flow(self, flow: Flow | str) -> Flow:
         if isinstance(flow, Flow):
             if flow.name not in self.flows:
@@ -570,7 +726,14 @@ class Engine:
                 def on_wait(reason: str) -> None:
                     self._tg.start_soon(self._note_run_waiting, run, reason)  # type: ignore[union-attr]
 
-                async with self.gate.admit(flow.name, flow.max_active_runs, run.priority, on_wait):
+                cap = run.trigger.get("max_active")
+                group = f"{run.trigger.get('kind')}:{run.trigger.get('group')}"
+                async with (
+                    self.gate.admit(
+                        group, cap if isinstance(cap, int) else None, run.priority, on_wait
+                    ),
+                    self.gate.admit(flow.name, flow.max_active_runs, run.priority, on_wait),
+                ):
                     execution = RunExecution(
                         run=run,
                         flow=flow,
@@ -863,6 +1026,13 @@ class Engine:
             }
             for n, s in self.sensors.items()
         ]
+
+
+def _slot_params(flow: Flow, slot: datetime) -> dict[str, Any]:
+    """A flow that takes a ``scheduled_time`` parameter gets its slot's time (ISO 8601)."""
+    if "scheduled_time" in flow.defaults or "scheduled_time" in flow.required:
+        return {"scheduled_time": slot.isoformat()}
+    return {}
 
 
 def _unmatched_reason(decisions: Iterable[Decision]) -> str:

@@ -174,10 +174,12 @@ class RunExecution:
             if t.result is not None:
                 inst.result = orjson.loads(t.result)
             self.instances[t.name] = inst
-        for name in self.flow.nodes:
+        for name, node in self.flow.nodes.items():
             known = self.instances.get(name)
             if known is not None and known.state.finished:
                 self.node_state[name] = known.state
+                if node.options.branch and known.state is TaskState.SUCCEEDED:
+                    self._apply_branch(node, known)
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _run_record(self) -> RunRecord:
@@ -296,8 +298,10 @@ class RunExecution:
                 TaskState.SKIPPED if inst.state in (TaskState.PENDING,) else (TaskState.CANCELLED)
             )
             inst.ended_at = inst.ended_at or now
-        if leftover:
-            await self._save(leftover, "task.cancelled" if self.cancel_reason else "task.skipped")
+        for state in (TaskState.SKIPPED, TaskState.CANCELLED):
+            group = [i for i in leftover if i.state is state]
+            if group:
+                await self._save(group, f"task.{state}")
         error: str | None
         if self.cancel_reason is not None:
             self.state = RunState.CANCELLED

@@ -1,0 +1,26 @@
+"""Sensors: long-lived sources of events (files, Kafka topics, webhooks).
+
+Each implements :class:`evflow.abc.Sensor` and writes only through the durable intake. They are
+imported lazily, so using one does not import the others' client libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .file import FileSensor
+    from .kafka import KafkaSensor
+    from .webhook import WebhookSensor
+
+__all__ = ["FileSensor", "KafkaSensor", "WebhookSensor"]
+
+_MODULES = {"FileSensor": ".file", "KafkaSensor": ".kafka", "WebhookSensor": ".webhook"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evflow.sensors' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

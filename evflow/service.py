@@ -1,0 +1,197 @@
+"""``evflow serve``: the long-lived service around an :class:`~evflow.engine.Engine`.
+
+Loads the project (``flows/``, ``sensors/``, ``evflow.toml`` with ``EVFLOW_*`` overrides),
+starts the engine and the HTTP server, prints what listens where, and on SIGTERM or SIGINT
+shuts down in two phases: intake stops (HTTP first), running tasks get the grace period, the
+rest are cancelled and recorded as interrupted, to resume at the next start.
+
+Paths in sensors and in ``evflow.toml`` are relative to the project folder: the service works
+from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import anyio
+
+from .config import Config, load_config
+from .engine import Engine
+from .errors import ConfigError, EvflowError, LoadError
+from .loader import Deployment, load_project
+from .logs import configure_logging
+
+__all__ = ["build_engine", "configure_sensors", "serve"]
+
+log = logging.getLogger("evflow.service")
+
+
+def configure_sensors(dep: Deployment, cfg: Config) -> list[str]:
+    """Fill sensors' unset connection settings from the config; returns warnings."""
+    from .sensors.kafka import KafkaSensor
+    from .sensors.webhook import WebhookSensor
+
+    warnings = []
+    for sensor in dep.sensors:
+        if isinstance(sensor, KafkaSensor):
+            if not sensor.bootstrap_servers and cfg.kafka.bootstrap:
+                sensor.bootstrap_servers = cfg.kafka.bootstrap
+            if cfg.kafka.fetch_max_wait_ms is not None:
+                sensor.fetch_max_wait_ms = cfg.kafka.fetch_max_wait_ms
+            security = cfg.kafka.security()
+            if security and not sensor.security:
+                sensor.security = security
+        elif isinstance(sensor, WebhookSensor):
+            hook = cfg.webhooks.get(sensor.name)
+            if hook is not None:
+                sensor.secret = sensor.secret or hook.secret
+                sensor.token = sensor.token or hook.token
+            if not sensor.secret and not sensor.token:
+                warnings.append(
+                    f"webhook {sensor.name!r} accepts unauthenticated requests: set "
+                    f"[webhooks.{sensor.name}] secret or token in evflow.toml"
+                )
+    return warnings
+
+
+def build_engine(cfg: Config, dep: Deployment, *, store: str | None = None) -> Engine:
+    """An engine with the project's flows and rules registered."""
+    engine = Engine(
+        store or cfg.store_path,
+        pools=cfg.pools,
+        max_tasks=cfg.engine.max_tasks,
+        max_threads=cfg.engine.max_threads,
+        max_backlog=cfg.engine.max_backlog,
+        grace_period_s=cfg.engine.grace_period_s,
+        task_log_level=logging.getLevelName(cfg.engine.task_log_level.upper()),
+    )
+    for fl in dep.flows.values():
+        engine.add(fl)
+    for rule in dep.rules:
+        if rule.flow is None:
+            raise ConfigError(f"rule {rule!r} in sensors/ names no flow: pass flow='NAME'")
+        engine.add_rule(rule.flow, rule)
+    for sensor in dep.sensors:
+        engine.add_sensor(sensor)
+    return engine
+
+
+def _summary(
+    cfg: Config, dep: Deployment, engine: Engine, url: str | None, warnings: list[str], out: TextIO
+) -> None:
+    w = out.write
+    w(f"evflow serving {dep.root}\n")
+    w(f"  config   {cfg.source}\n")
+    w(f"  store    {engine.store.path}\n")
+    if url:
+        w(f"  http     {url}  (UI {url}/ui, API {url}/api, metrics {url}/metrics)\n")
+    else:
+        w("  http     off ([http] enabled = false)\n")
+    w(
+        f"  flows    {len(dep.flows)}: "
+        + ", ".join(
+            f"{f.name}" + (f" [{f.schedule.describe()}]" if f.schedule else "")
+            for f in dep.flows.values()
+        )
+        + "\n"
+    )
+    for s in engine.describe_sensors():
+        status = s["status"]
+        mark = "on " if status == "listening" else "OFF"
+        where = s["describe"]
+        if s["source"].startswith("webhook/") and url:
+            where = f"POST {url}/hooks/{s['name']}"
+        w(
+            f"  {mark}      {s['name']:<22} {where}"
+            + (f"  — {status}" if status != "listening" else "")
+            + "\n"
+        )
+    for warning in warnings:
+        w(f"  warning  {warning}\n")
+    w(
+        "  stop with Ctrl-C or SIGTERM (running tasks get "
+        f"{cfg.engine.grace_period_s:g}s to finish)\n"
+    )
+    out.flush()
+
+
+async def _serve(cfg: Config, dep: Deployment, warnings: list[str], store: str | None) -> None:
+    from .http.server import HttpServer, create_app
+
+    engine = build_engine(cfg, dep, store=store)
+    async with engine:
+        await _sensors_settled(engine)
+        async with anyio.create_task_group() as tg:
+            url = None
+            if cfg.http.enabled:
+                app = create_app(engine, api_token=cfg.http.api_token)
+                port = await tg.start(HttpServer().serve, app, cfg.http.host, cfg.http.port)
+                host = cfg.http.host if ":" not in cfg.http.host else f"[{cfg.http.host}]"
+                url = f"http://{host}:{port}"
+            _summary(cfg, dep, engine, url, warnings, sys.stdout)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info(
+                        "received %s: stopping intake, then running tasks get %.0fs",
+                        signal.Signals(signum).name,
+                        cfg.engine.grace_period_s,
+                    )
+                    break
+            tg.cancel_scope.cancel()
+    log.info("evflow stopped")
+
+
+async def _sensors_settled(engine: Engine, timeout_s: float = 10.0) -> None:
+    """Wait (bounded) until each sensor is listening or off, for an honest summary."""
+    with anyio.move_on_after(timeout_s):
+        await engine.sensors_settled()
+
+
+def serve(
+    project: str | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    store: str | None = None,
+    log_format: str = "auto",
+    log_level: str = "INFO",
+) -> int:
+    """Run the service until SIGTERM/SIGINT; returns the process exit status."""
+    root = Path(project or ".").resolve()
+    configure_logging(log_format, log_level)
+    errors: list[LoadError] = []
+    try:
+        if not root.is_dir():
+            raise LoadError(f"{root}: no such project folder")
+        os.chdir(root)
+        cfg = load_config(root)
+        if host is not None:
+            cfg.http.host = host
+        if port is not None:
+            cfg.http.port = port
+        if store is not None:
+            store = str(Path(store).resolve())
+        dep = load_project(root, errors=errors)
+        if errors:
+            for e in errors:
+                print(f"evflow: error: {e}", file=sys.stderr)
+            print(
+                f"evflow: {len(errors)} problem(s) in {root}; fix them and start again "
+                "(`evflow validate` checks without starting)",
+                file=sys.stderr,
+            )
+            return 2
+        warnings = configure_sensors(dep, cfg)
+        anyio.run(_serve, cfg, dep, warnings, store)
+    except EvflowError as exc:
+        print(f"evflow: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"evflow: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
