@@ -14,11 +14,11 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -134,6 +134,25 @@ class _ActiveRun:
     cancel_reason: str | None = None
 
 
+class Observer(Protocol):
+    """What the engine tells observers (metrics, alerts, live UI). Every method is optional
+    and synchronous: an observer that needs I/O queues work for its own task group. An
+    observer that raises is logged and ignored; it never breaks a run.
+
+    * ``task_state(run_id, flow, instance)`` — a task instance changed state;
+    * ``run_state(run)`` — a run changed state (queued → running → finished);
+    * ``events_accepted(events)`` — fresh events were committed by intake;
+    * ``async correlation_timed_out(decision)`` — a correlated event's partner never came.
+    """
+
+
+def _notify(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("observer %r failed", fn)
+
+
 class _SensorStarted:
     """The ``task_status`` a sensor reports to: marks it listening in the engine."""
 
@@ -202,7 +221,7 @@ class Engine:
         self.sensor_status: dict[str, str] = {}
         self._status_changed = anyio.Event()
         self.hooks = Hooks()
-        self.observers: list[Any] = []
+        self.observers: list[Observer] = []
         self._store: Store | None = None
         self._intake: StoreIntake | None = None
         self._tg: TaskGroup | None = None
@@ -797,13 +816,13 @@ class Engine:
         for obs in self.observers:
             fn = getattr(obs, "task_state", None)
             if fn is not None:
-                fn(run_id, flow, inst)
+                _notify(fn, run_id, flow, inst)
 
     def _on_run_state(self, run: RunRecord) -> None:
         for obs in self.observers:
             fn = getattr(obs, "run_state", None)
             if fn is not None:
-                fn(run)
+                _notify(fn, run)
 
     # -- events and rules --------------------------------------------------------------------
     async def emit(self, event: Event) -> Accepted:
@@ -815,6 +834,10 @@ class Engine:
     async def _on_accepted(self, events: Sequence[Event], _: Sequence[Accepted]) -> None:
         self._inbox.extend(events)
         self._inbox_wake.set()
+        for obs in self.observers:
+            fn = getattr(obs, "events_accepted", None)
+            if fn is not None:
+                _notify(fn, events)
 
     def _now(self) -> datetime:
         return self.clock.now()
