@@ -475,6 +475,10 @@ class RunExecution:
 
             def on_wait(reason: str, _w: list[str] = waited) -> None:
                 _w.append(reason)
+                # Blocked: record why now, so the store shows it while the task waits.
+                inst.state, inst.waiting = TaskState.WAITING, reason
+                if self._tg is not None:
+                    self._tg.start_soon(self._note_waiting, inst, reason)
 
             slots = self.limits.slots(opts.pool, opts.slots, opts.priority, on_wait)
             try:
@@ -554,6 +558,11 @@ class RunExecution:
             if self.hooks.on_task_failure is not None:
                 await _maybe_await(self.hooks.on_task_failure(rid, self.flow, inst))
             return inst.state
+
+    async def _note_waiting(self, inst: Instance, reason: str) -> None:
+        # Started from a synchronous callback: skip if the wait is already over.
+        if inst.state is TaskState.WAITING and inst.waiting == reason:
+            await self._save([inst], "task.waiting", {"reason": reason})
 
     async def _attempt(
         self, node: Node, inst: Instance, args: list[Any], kwargs: dict[str, Any]
@@ -641,12 +650,10 @@ def _bind_explicit(
         return list(upstream.values()), {}
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    rest = [v for k, v in upstream.items()]
-    used_up = set()
-    for p in sig.parameters.values():
-        if p.name in upstream:
-            used_up.add(p.name)
-    rest = [v for k, v in upstream.items() if k not in used_up]
+    named = {
+        p.name for p in sig.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    rest = [v for k, v in upstream.items() if k not in named]
     has_var_kw = False
     for p in sig.parameters.values():
         if p.kind is p.VAR_KEYWORD:

@@ -517,10 +517,27 @@ def _arg_shape(args: Iterable[Any]) -> list[str]:
 
 
 def _code_digest(fn: Callable[..., Any]) -> bytes:
+    """A digest of a function's code that is the same in every process running that code."""
     code = getattr(fn, "__code__", None)
     if code is None:
-        return repr(fn).encode()
-    return hashlib.sha256(code.co_code + repr(code.co_consts).encode()).digest()
+        return repr(getattr(fn, "__qualname__", type(fn).__qualname__)).encode()
+    h = hashlib.sha256()
+    _hash_code(code, h)
+    return h.digest()
+
+
+def _hash_code(code: Any, h: Any) -> None:
+    # Nested code objects (comprehensions, lambdas, inner functions) are hashed recursively:
+    # their repr holds a memory address, which differs between processes.
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            _hash_code(const, h)
+        elif isinstance(const, frozenset):
+            h.update(repr(sorted(map(repr, const))).encode())
+        else:
+            h.update(repr(const).encode())
 
 
 def _parse_schedule(value: Any, fl: Flow) -> Any:
