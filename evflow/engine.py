@@ -25,6 +25,7 @@ import orjson
 from anyio.abc import TaskGroup, TaskStatus
 
 from .abc import Accepted, Sensor
+from .alerts import run_callbacks
 from .clock import Clock, SystemClock
 from .errors import (
     EngineNotRunning,
@@ -536,7 +537,13 @@ class Engine:
             if active is not None:
                 await active.done.wait()
             else:
+                # It may have finished while we read; its end is committed before it leaves
+                # ``_active``, so register the waiter, then read again.
                 ev = self._waiters.setdefault(record.id, anyio.Event())
+                if (await self.store.get_run(record.id, with_tasks=False)).state.finished:
+                    if self._waiters.get(record.id) is ev:
+                        del self._waiters[record.id]
+                    ev.set()
                 await ev.wait()
         await self.store.flush()
         return RunResult.from_record(await self.store.get_run(record.id))
@@ -564,6 +571,9 @@ class Engine:
         active = self._active.get(record.id)
         if active is None:
             await self._mark_cancelled(record, reason)
+            waiter = self._waiters.pop(record.id, None)
+            if waiter is not None:
+                waiter.set()
             return True
         active.cancel_reason = reason
         if active.execution is not None:
@@ -768,6 +778,8 @@ class Engine:
             if active.execution is None and active.scope.cancel_called and not self._stopping:
                 with anyio.CancelScope(shield=True):
                     await self._mark_cancelled(run, active.cancel_reason or "cancelled")
+            elif active.execution is not None:
+                await run_callbacks(flow, active.execution.run)  # on_success / on_failure
         except Exception:
             log.exception("run %s of flow %r crashed the executor", run.id, run.flow)
             with anyio.CancelScope(shield=True):
@@ -784,6 +796,8 @@ class Engine:
                     error="internal error in the executor; see the service log",
                 )
                 await self.store.apply(Changes(runs=[failed]), wait=True)
+                self._on_run_state(failed)
+            await run_callbacks(flow, failed)
         finally:
             self._active.pop(run.id, None)
             active.done.set()

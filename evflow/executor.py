@@ -15,6 +15,7 @@ branch not taken) are left out of the count, so a join after a branch still runs
 * ``all_failed`` — every non-skipped upstream failed.
 
 A task whose rule is not met is ``upstream_failed`` when an upstream failed, else ``skipped``.
+A task that a branch did not choose is ``skipped`` whatever its rule and other upstreams.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 import anyio
 import orjson
 
+from .alerts import task_callbacks
 from .context import TaskContext, reset_current, set_current
 from .errors import ResultNotSerializable
 from .flows import Flow, Node, Param, unmapped
@@ -248,20 +250,45 @@ class RunExecution:
             )
         )
         self._notify_run()
-        # Tasks that were mid-attempt when the process died are interrupted, not lost.
+        # Tasks that were mid-attempt when the process died are interrupted, not lost. The
+        # attempt cut short is recorded, so interruptions (and the failures that count against
+        # the retries) are counted across restarts.
         interrupted = [
             i
             for i in self.instances.values()
             if i.state in (TaskState.RUNNING, TaskState.WAITING, TaskState.RETRYING)
         ]
+        now = time.time()
+        cut_short = [
+            AttemptRecord(
+                self.run.id,
+                i.name,
+                i.attempt,
+                TaskState.INTERRUPTED,
+                i.started_at,
+                now,
+                "the process stopped during this attempt",
+            )
+            for i in interrupted
+            if i.state is TaskState.RUNNING and i.attempt > 0
+        ]
         for inst in interrupted:
             inst.state = TaskState.INTERRUPTED
-            inst.interruptions += 1
         if interrupted:
-            await self._save(interrupted, "task.interrupted")
+            await self._save(interrupted, "task.interrupted", attempts=cut_short)
+        if any(i.state is TaskState.INTERRUPTED for i in self.instances.values()):
+            await self.store.flush()
+            for a in await self.store.list_attempts(self.run.id):
+                known = self.instances.get(a.task)
+                if known is not None and a.state is TaskState.INTERRUPTED:
+                    known.interruptions += 1
+                elif known is not None and a.state is TaskState.FAILED:
+                    known.failures += 1
         try:
             with anyio.CancelScope() as scope:
                 self.cancel_scope = scope
+                if self.cancel_reason is not None or self.interrupting:
+                    scope.cancel()  # cancelled before the scope existed
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
                     for node in self.flow.order():
@@ -371,7 +398,10 @@ class RunExecution:
         ]
 
     async def _run_node(self, node: Node) -> None:
-        verdict = decide(node.options.trigger_rule, self._upstream_states(node))
+        if any((u.name, node.name) in self.skipped_edges for u in node.upstream):
+            verdict: TaskState | None = TaskState.SKIPPED  # a branch did not choose it
+        else:
+            verdict = decide(node.options.trigger_rule, self._upstream_states(node))
         if verdict is not None:
             inst = self._instance(node.name, node.name)
             inst.state = verdict
@@ -469,6 +499,7 @@ class RunExecution:
             inst.state, inst.ended_at = TaskState.FAILED, time.time()
             inst.error = f"interrupted {inst.interruptions} times; giving up"
             await self._save([inst], "task.failed", {"error": inst.error})
+            await task_callbacks("failure", self.flow, node.task, rid, inst, self.params)
             return inst.state
         while True:
             waited: list[str] = []
@@ -532,6 +563,7 @@ class RunExecution:
                 await self._save([inst], "task.succeeded", attempts=[attempt_rec])
                 if opts.branch:
                     self._apply_branch(node, inst)
+                await task_callbacks("success", self.flow, node.task, rid, inst, self.params)
                 return inst.state
             inst.failures += 1
             retryable = not isinstance(inst.result, ResultNotSerializable)
@@ -550,6 +582,7 @@ class RunExecution:
                 )
                 if self.hooks.on_task_retry is not None:
                     await _maybe_await(self.hooks.on_task_retry(rid, self.flow, inst))
+                await task_callbacks("retry", self.flow, node.task, rid, inst, self.params)
                 await anyio.sleep(delay)
                 continue
             inst.state = TaskState.FAILED
@@ -557,6 +590,7 @@ class RunExecution:
             await self._save([inst], "task.failed", {"error": inst.error}, attempts=[attempt_rec])
             if self.hooks.on_task_failure is not None:
                 await _maybe_await(self.hooks.on_task_failure(rid, self.flow, inst))
+            await task_callbacks("failure", self.flow, node.task, rid, inst, self.params)
             return inst.state
 
     async def _note_waiting(self, inst: Instance, reason: str) -> None:

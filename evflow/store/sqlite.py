@@ -286,12 +286,13 @@ class SqliteStore:
             self._wake.set()
 
     async def _configure(self, conn: aiosqlite.Connection) -> None:
+        # busy_timeout first: switching a new file to WAL takes a lock another opener may hold.
+        await conn.execute("PRAGMA busy_timeout=10000")
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-        await conn.execute("PRAGMA busy_timeout=10000")
         await conn.execute("PRAGMA temp_store=MEMORY")
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+    async def _schema_version(self, conn: aiosqlite.Connection) -> int:
         async with conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
@@ -300,9 +301,17 @@ class SqliteStore:
                 f"store {self.path!r} has schema version {version}, newer than this evflow "
                 f"understands ({SCHEMA_VERSION}); upgrade evflow"
             )
+        return version
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        version = await self._schema_version(conn)
         for number in range(version, SCHEMA_VERSION):
             await conn.execute("BEGIN IMMEDIATE")
             try:
+                # Another process may have migrated while we waited for the write lock.
+                if await self._schema_version(conn) > number:
+                    await conn.execute("COMMIT")
+                    continue
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
                         await conn.execute(statement)

@@ -1,0 +1,809 @@
+"""The Engine end to end: a real Engine on a real SQLite file, tasks doing real (small) work."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from evflow import Engine, Flow, RunResult, RunState, TaskState, flow, task, unmapped
+from evflow.errors import ParamError, UnknownPoolError
+from evflow.store.base import RunRecord, TaskRecord
+
+T = TypeVar("T")
+LIMIT_S = 20  # generous bound on any single wait; a hang fails instead of blocking the suite
+
+
+@asynccontextmanager
+async def started(tmp_path: Path, **options: Any) -> AsyncIterator[Engine]:
+    """A running engine on a fresh SQLite file under ``tmp_path``."""
+    options.setdefault("grace_period_s", 0)
+    async with Engine(tmp_path / "evflow.db", **options) as engine:
+        yield engine
+
+
+async def until(probe: Callable[[], Awaitable[T | None]], within_s: float = LIMIT_S) -> T:
+    """Poll ``probe`` until it returns something truthy (a store read, typically)."""
+    with anyio.fail_after(within_s):
+        while True:
+            value = await probe()
+            if value:
+                return value
+            await anyio.sleep(0.01)
+
+
+async def task_record(engine: Engine, run_id: str, name: str) -> TaskRecord:
+    run = await engine.store.get_run(run_id)
+    return next(t for t in run.tasks if t.name == name)
+
+
+def states(result: RunResult) -> dict[str, TaskState]:
+    return {name: t.state for name, t in result.tasks.items()}
+
+
+async def audit_kinds(engine: Engine, subject: str) -> list[str]:
+    await engine.store.flush()
+    return [a.kind for a in await engine.store.list_audit(subject=subject)]
+
+
+# -- both definition styles run ------------------------------------------------------------------
+async def test_decorator_flow_passes_results_and_params(tmp_path: Path) -> None:
+    @task
+    async def extract(path: str) -> list[str]:
+        return [path, path.upper()]
+
+    @task
+    def transform(rows: list[str], suffix: str) -> list[str]:
+        return [r + suffix for r in rows]
+
+    @task
+    async def load(rows: list[str]) -> int:
+        return len(rows)
+
+    @flow
+    def etl(path: str, suffix: str = "!") -> None:
+        load(transform(extract(path), suffix))
+
+    async with started(tmp_path) as engine:
+        engine.add(etl)
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(etl, path="x.csv")
+        assert result.ok, result.error
+        assert result.params == {"path": "x.csv", "suffix": "!"}
+        assert result.result("extract") == ["x.csv", "X.CSV"]
+        assert result.result("transform") == ["x.csv!", "X.CSV!"]
+        assert result.result("load") == 2
+        assert all(t.attempts == 1 for t in result.tasks.values())
+        stored = await engine.store.get_run(result.run_id)
+        assert stored.flow_version == etl.version
+        assert stored.state is RunState.SUCCEEDED
+
+
+async def test_explicit_flow_passes_upstream_results_as_args(tmp_path: Path) -> None:
+    def first() -> int:
+        return 2
+
+    def second(first: int) -> int:  # named like its upstream: gets its result
+        return first * 10
+
+    def third() -> int:
+        return 5
+
+    def total(*parts: int) -> int:
+        return sum(parts)
+
+    def report(total: int, label: str) -> str:  # ``label`` is a run parameter
+        return f"{label}={total}"
+
+    with Flow("explicit") as dag:
+        a, b, c, d, e = task(first), task(second), task(third), task(total), task(report)
+        a >> b
+        [b, c] >> d >> e
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(dag, label="sum")
+    assert result.ok, result.error
+    assert result.result("second") == 20
+    assert result.result("total") == 25
+    assert result.result("report") == "sum=25"
+
+
+async def test_missing_or_unknown_param_is_refused_at_submit(tmp_path: Path) -> None:
+    @task
+    def echo(value: str) -> str:
+        return value
+
+    @flow
+    def needs(value: str) -> None:
+        echo(value)
+
+    async with started(tmp_path) as engine:
+        engine.add(needs)
+        with pytest.raises(ParamError, match="needs parameter 'value'"):
+            await engine.submit(needs)
+        with pytest.raises(ParamError, match="no parameter 'other'"):
+            await engine.submit(needs, value="x", other=1)
+        assert await engine.store.count_runs() == 0
+
+
+async def test_waiting_on_short_runs_never_hangs(tmp_path: Path) -> None:
+    # A run can end while ``wait`` reads the store; the waiter must still see the end.
+    @task
+    async def quick(i: int) -> int:
+        return i
+
+    @flow
+    def short(i: int) -> None:
+        quick(i)
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(60):
+            for i in range(300):
+                result = await engine.run(short, i=i)
+                assert result.ok and result.result("quick") == i
+            got: dict[int, Any] = {}
+
+            async def one(i: int) -> None:
+                got[i] = (await engine.run(short, i=i)).result("quick")
+
+            async with anyio.create_task_group() as tg:
+                for i in range(300):
+                    tg.start_soon(one, i)
+            assert got == {i: i for i in range(300)}
+            ids = [await engine.submit(short, i=i) for i in range(50)]
+            results = [await engine.wait(r) for r in ids]
+            assert [r.result("quick") for r in results] == list(range(50))
+            again = await engine.wait(ids[0][:8])  # finished long ago; by id prefix
+            assert again.run_id == ids[0] and again.ok
+
+
+# -- execution -----------------------------------------------------------------------------------
+async def test_all_ready_tasks_run_at_the_same_time(tmp_path: Path) -> None:
+    both_running = anyio.Event()
+    arrived = 0
+
+    async def meet() -> str:
+        # Neither returns until both are running: if the engine ran them one after the other,
+        # the first would wait forever and the run would hit the fail_after below.
+        nonlocal arrived
+        arrived += 1
+        if arrived == 2:
+            both_running.set()
+        await both_running.wait()
+        return "met"
+
+    def after(left: str, right: str) -> str:
+        return left + right
+
+    with Flow("barrier") as dag:
+        left = task(meet, name="left")
+        right = task(meet, name="right")
+        [left, right] >> task(after)
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(dag)
+    assert result.ok, result.error
+    assert result.result("after") == "metmet"
+
+
+async def test_sync_tasks_run_in_threads_at_the_same_time(tmp_path: Path) -> None:
+    barrier = threading.Barrier(2, timeout=LIMIT_S)
+    loop_thread = threading.get_ident()
+
+    @task
+    def worker(i: int) -> int:
+        barrier.wait()  # breaks (and the task fails) unless both threads are here at once
+        return threading.get_ident()
+
+    @flow
+    def threads() -> None:
+        worker(1)
+        worker(2)
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(threads)
+    assert result.ok, result.error
+    idents = {result.result("worker"), result.result("worker_2")}
+    assert len(idents) == 2
+    assert loop_thread not in idents
+
+
+async def test_retries_count_attempts_and_wait_at_least_the_backoff(tmp_path: Path) -> None:
+    starts: list[float] = []
+
+    @task(retries=3, retry_delay=0.05, retry_backoff=2.0, retry_jitter=0)
+    async def flaky() -> int:
+        starts.append(time.monotonic())
+        if len(starts) <= 2:
+            raise RuntimeError(f"boom {len(starts)}")
+        return len(starts)
+
+    @flow
+    def retrying() -> None:
+        flaky()
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(retrying)
+        assert result.ok, result.error
+        assert result.result("flaky") == 3
+        assert result.tasks["flaky"].attempts == 3
+        # Lower bounds, not timings: attempt 2 waits >= 0.05 s, attempt 3 >= 0.05 * 2.
+        assert starts[1] - starts[0] >= 0.05
+        assert starts[2] - starts[1] >= 0.1
+        attempts = await engine.store.list_attempts(result.run_id)
+        assert [(a.attempt, a.state) for a in attempts] == [
+            (1, TaskState.FAILED),
+            (2, TaskState.FAILED),
+            (3, TaskState.SUCCEEDED),
+        ]
+        assert attempts[0].error == "RuntimeError: boom 1"
+        kinds = await audit_kinds(engine, f"run:{result.run_id}/task:flaky")
+        assert kinds.count("task.retrying") == 2
+        assert kinds.count("task.running") == 3
+
+
+async def test_retries_exhausted_fail_the_task_and_the_run(tmp_path: Path) -> None:
+    calls = 0
+
+    @task(retries=2, retry_delay=0)
+    def always_fails() -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("never works")
+
+    @task
+    def after(x: Any) -> None:
+        raise AssertionError("must not run after a failed upstream")
+
+    @flow
+    def doomed() -> None:
+        after(always_fails())
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(doomed)
+    assert calls == 3
+    assert result.state is RunState.FAILED
+    assert result.tasks["always_fails"].state is TaskState.FAILED
+    assert result.tasks["always_fails"].attempts == 3
+    assert result.tasks["always_fails"].error == "ValueError: never works"
+    assert result.tasks["after"].state is TaskState.UPSTREAM_FAILED
+    assert result.error is not None and "always_fails" in result.error
+
+
+async def test_timeout_fails_the_attempt_and_is_retried(tmp_path: Path) -> None:
+    entered = 0
+
+    @task(timeout=0.05, retries=1, retry_delay=0)
+    async def stuck() -> None:
+        nonlocal entered
+        entered += 1
+        await anyio.sleep_forever()
+
+    @flow
+    def slow() -> None:
+        stuck()
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(slow)
+        assert entered == 2
+        t = result.tasks["stuck"]
+        assert t.state is TaskState.FAILED
+        assert t.attempts == 2
+        assert t.error is not None
+        assert "TimeoutError" in t.error and "timed out after 0.05s" in t.error
+        attempts = await engine.store.list_attempts(result.run_id)
+        assert [a.state for a in attempts] == [TaskState.FAILED, TaskState.FAILED]
+        assert all(a.error is not None and "TimeoutError" in a.error for a in attempts)
+
+
+async def test_cancel_a_run_while_a_task_is_blocked(tmp_path: Path) -> None:
+    blocking = anyio.Event()
+
+    async def blocker() -> None:
+        blocking.set()
+        await anyio.sleep_forever()
+
+    def downstream() -> None:
+        raise AssertionError("must not run in a cancelled run")
+
+    def further() -> None:
+        raise AssertionError("must not run in a cancelled run")
+
+    with Flow("cancellable") as dag:
+        task(blocker) >> task(downstream) >> task(further)
+
+    async with started(tmp_path) as engine:
+        run_id = await engine.submit(dag)
+        with anyio.fail_after(LIMIT_S):
+            await blocking.wait()
+            assert await engine.cancel(run_id, reason="operator said stop", actor="alice")
+            result = await engine.wait(run_id)
+        assert result.state is RunState.CANCELLED
+        assert result.error == "operator said stop"
+        assert states(result) == {
+            "blocker": TaskState.CANCELLED,
+            "downstream": TaskState.SKIPPED,
+            "further": TaskState.SKIPPED,
+        }
+        assert not await engine.cancel(run_id)  # already finished
+
+        run_audit = await engine.store.list_audit(subject=f"run:{run_id}")
+        kinds = [a.kind for a in run_audit]
+        assert kinds[-2:] == ["run.cancel_requested", "run.cancelled"]
+        requested = run_audit[-2]
+        assert requested.actor == "alice"
+        assert requested.data == {"reason": "operator said stop"}
+        assert (await audit_kinds(engine, f"run:{run_id}/task:blocker"))[-1] == "task.cancelled"
+        assert (await audit_kinds(engine, f"run:{run_id}/task:downstream"))[-1] == "task.skipped"
+        attempts = await engine.store.list_attempts(run_id)
+        assert [(a.task, a.state) for a in attempts] == [("blocker", TaskState.CANCELLED)]
+
+
+async def test_cancel_a_queued_run(tmp_path: Path) -> None:
+    blocking = anyio.Event()
+    release = anyio.Event()
+
+    @task
+    async def hold(tag: str) -> str:
+        if tag == "first":
+            blocking.set()
+            await release.wait()
+        return tag
+
+    @flow(max_active_runs=1)
+    def single(tag: str) -> None:
+        hold(tag)
+
+    async with started(tmp_path) as engine:
+        first = await engine.submit(single, tag="first")
+        with anyio.fail_after(LIMIT_S):
+            await blocking.wait()
+            second = await engine.submit(single, tag="second")
+            await until(lambda: _waiting(engine, second))
+            assert await engine.cancel(second)
+            cancelled = await engine.wait(second)
+            release.set()
+            done = await engine.wait(first)
+        assert done.ok
+        assert cancelled.state is RunState.CANCELLED
+        assert states(cancelled) == {"hold": TaskState.SKIPPED}
+        assert (await audit_kinds(engine, f"run:{second}"))[-1] == "run.cancelled"
+
+
+async def _waiting(engine: Engine, run_id: str) -> RunRecord | None:
+    run = await engine.store.get_run(run_id, with_tasks=False)
+    return run if run.waiting else None
+
+
+async def test_branch_skips_the_other_branch_and_what_only_it_leads_to(tmp_path: Path) -> None:
+    ran: list[str] = []
+
+    def step(name: str) -> Callable[..., str]:
+        def fn(*_: Any) -> str:
+            ran.append(name)
+            return name
+
+        fn.__name__ = name
+        return fn
+
+    def choose() -> str:
+        return "left"
+
+    with Flow("branching") as dag:
+        c = task(choose, branch=True)
+        left, right = task(step("left")), task(step("right"))
+        right_only, join = task(step("right_only")), task(step("join"))
+        c >> [left, right]
+        right >> right_only
+        [left, right_only] >> join
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(dag)
+    assert result.ok, result.error
+    assert states(result) == {
+        "choose": TaskState.SUCCEEDED,
+        "left": TaskState.SUCCEEDED,
+        "right": TaskState.SKIPPED,
+        "right_only": TaskState.SKIPPED,
+        "join": TaskState.SUCCEEDED,
+    }
+    assert sorted(ran) == ["join", "left"]
+
+
+async def test_a_branch_target_not_chosen_is_skipped_despite_other_upstreams(
+    tmp_path: Path,
+) -> None:
+    def choose() -> list[str]:
+        return ["left", "also"]
+
+    def other() -> str:
+        return "other"
+
+    def left(*_: Any) -> str:
+        return "left"
+
+    def also(*_: Any) -> str:
+        return "also"
+
+    def right(*_: Any) -> str:
+        raise AssertionError("the branch did not choose this task")
+
+    with Flow("branch_with_other_upstream") as dag:
+        c, o = task(choose, branch=True), task(other)
+        lt, al, rt = task(left), task(also), task(right)
+        c >> [lt, al, rt]
+        o >> [rt, al]
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(dag)
+    assert result.ok, result.error
+    assert states(result) == {
+        "choose": TaskState.SUCCEEDED,
+        "other": TaskState.SUCCEEDED,
+        "left": TaskState.SUCCEEDED,
+        "also": TaskState.SUCCEEDED,
+        "right": TaskState.SKIPPED,
+    }
+
+
+def _ok() -> str:
+    return "ok"
+
+
+def _ok2() -> str:
+    return "ok2"
+
+
+def _bad() -> None:
+    raise RuntimeError("bad")
+
+
+def _bad2() -> None:
+    raise RuntimeError("bad2")
+
+
+def _join(*upstream: Any) -> str:
+    return "joined"
+
+
+@pytest.mark.parametrize(
+    ("rule", "upstreams", "expected"),
+    [
+        ("all_success", (_ok, _bad), TaskState.UPSTREAM_FAILED),
+        ("all_success", (_ok, _ok2), TaskState.SUCCEEDED),
+        ("all_done", (_ok, _bad), TaskState.SUCCEEDED),
+        ("all_done", (_bad, _bad2), TaskState.SUCCEEDED),
+        ("one_success", (_ok, _bad), TaskState.SUCCEEDED),
+        ("one_success", (_bad, _bad2), TaskState.UPSTREAM_FAILED),
+        ("one_failed", (_ok, _bad), TaskState.SUCCEEDED),
+        ("one_failed", (_ok, _ok2), TaskState.SKIPPED),
+        ("none_failed", (_ok, _bad), TaskState.UPSTREAM_FAILED),
+        ("none_failed", (_ok, _ok2), TaskState.SUCCEEDED),
+        ("all_failed", (_ok, _bad), TaskState.SKIPPED),
+        ("all_failed", (_bad, _bad2), TaskState.SUCCEEDED),
+    ],
+)
+async def test_trigger_rules(
+    tmp_path: Path, rule: str, upstreams: tuple[Callable[[], Any], ...], expected: TaskState
+) -> None:
+    with Flow(f"rule_{rule}") as dag:
+        ups = [task(fn) for fn in upstreams]
+        ups >> task(_join, trigger_rule=rule)
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(dag)
+    assert result.tasks["_join"].state is expected
+    if expected is TaskState.SUCCEEDED:
+        assert result.result("_join") == "joined"
+    any_failed = any(fn in (_bad, _bad2) for fn in upstreams)
+    assert result.state is (RunState.FAILED if any_failed else RunState.SUCCEEDED)
+
+
+async def test_mapping_makes_one_instance_per_item_in_order(tmp_path: Path) -> None:
+    n = 6
+    finished = [anyio.Event() for _ in range(n)]
+
+    @task
+    async def double(x: int, i: int) -> int:
+        # Instance i finishes only after instance i + 1: completion order is reversed, so the
+        # collected list being in item order says the engine orders by item, not by finish.
+        if i + 1 < n:
+            await finished[i + 1].wait()
+        finished[i].set()
+        return x * 2
+
+    @task
+    def total(values: list[int]) -> int:
+        return sum(values)
+
+    @flow
+    def mapped(xs: list[int], idx: list[int]) -> None:
+        total(double.map(xs, idx))
+
+    xs = [10, 20, 30, 40, 50, 60]
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(mapped, xs=xs, idx=list(range(n)))
+    assert result.ok, result.error
+    assert result.result("double") == [x * 2 for x in xs]
+    assert result.result("total") == sum(x * 2 for x in xs)
+    for i, x in enumerate(xs):
+        assert result.tasks[f"double[{i}]"].state is TaskState.SUCCEEDED
+        assert result.result(f"double[{i}]") == x * 2
+
+
+async def test_mapping_over_an_upstream_result_with_unmapped_args(tmp_path: Path) -> None:
+    @task
+    def produce(count: int) -> list[int]:
+        return list(range(count))
+
+    @task
+    async def add(x: int, offset: int) -> int:
+        return x + offset
+
+    @task
+    def collect(values: list[int]) -> list[int]:
+        return values
+
+    @flow
+    def fanout(count: int) -> None:
+        collect(add.map(produce(count), unmapped(100)))
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(fanout, count=5)
+            empty = await engine.run(fanout, count=0)
+    assert result.ok, result.error
+    assert result.result("add") == [100, 101, 102, 103, 104]
+    assert result.result("collect") == [100, 101, 102, 103, 104]
+    assert empty.ok, empty.error
+    assert empty.result("collect") == []
+
+
+class Opaque:
+    pass
+
+
+@pytest.mark.parametrize(("value", "type_name"), [({1, 2}, "set"), (Opaque(), "Opaque")])
+async def test_unserialisable_result_fails_the_task_naming_it(
+    tmp_path: Path, value: Any, type_name: str
+) -> None:
+    calls = 0
+
+    @task(retries=2, retry_delay=0)
+    def odd_result() -> Any:
+        nonlocal calls
+        calls += 1
+        return value
+
+    @flow
+    def unstorable() -> None:
+        odd_result()
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(unstorable)
+    t = result.tasks["odd_result"]
+    assert result.state is RunState.FAILED
+    assert t.state is TaskState.FAILED
+    assert t.error is not None
+    assert "'odd_result'" in t.error and type_name in t.error and "JSON" in t.error
+    assert calls == 1  # retrying cannot make the value storable
+
+
+# -- limits --------------------------------------------------------------------------------------
+async def test_mapped_fan_out_of_1000_never_exceeds_its_pool(tmp_path: Path) -> None:
+    running = peak = 0
+    full = anyio.Event()
+
+    @task(pool="narrow")
+    async def work(i: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 8:
+            full.set()
+        await full.wait()  # the first wave holds until the pool is full: the cap is reached
+        await anyio.lowlevel.checkpoint()
+        running -= 1
+        return i
+
+    @flow
+    def wide(items: list[int]) -> None:
+        work.map(items)
+
+    async with started(tmp_path, pools={"narrow": 8}) as engine:
+        with anyio.fail_after(60):
+            result = await engine.run(wide, items=list(range(1000)))
+    assert result.ok, result.error
+    assert peak == 8
+    assert result.result("work") == list(range(1000))
+
+
+async def test_freed_slots_go_to_the_highest_priority_first(tmp_path: Path) -> None:
+    order: list[str] = []
+    holding = anyio.Event()
+    release = anyio.Event()
+
+    @task(pool="one")
+    async def holder() -> None:
+        order.append("holder")
+        holding.set()
+        await release.wait()
+
+    def queued(name: str, priority: int) -> Any:
+        async def fn() -> None:
+            order.append(name)
+
+        fn.__name__ = name
+        return task(fn, pool="one", priority=priority)
+
+    low, high, mid = queued("low", 1), queued("high", 5), queued("mid", 3)
+
+    @flow
+    def prioritised() -> None:
+        holder()
+        low()
+        high()
+        mid()
+
+    async with started(tmp_path, pools={"one": 1}) as engine:
+        run_id = await engine.submit(prioritised)
+        with anyio.fail_after(LIMIT_S):
+            await holding.wait()
+            await until(lambda: _pool_waiting(engine, "one", 3))
+            release.set()
+            result = await engine.wait(run_id)
+    assert result.ok, result.error
+    assert order == ["holder", "high", "mid", "low"]
+
+
+async def _pool_waiting(engine: Engine, pool: str, n: int) -> bool:
+    return engine.limits.pools[pool].waiting == n
+
+
+async def test_unknown_pool_is_refused_at_registration(tmp_path: Path) -> None:
+    @task(pool="nowhere")
+    def lost() -> None:
+        raise AssertionError("must never run")
+
+    @flow
+    def misconfigured() -> None:
+        lost()
+
+    async with started(tmp_path, pools={"somewhere": 2}) as engine:
+        with pytest.raises(UnknownPoolError) as info:
+            engine.add(misconfigured)
+        msg = str(info.value)
+        assert "'misconfigured'" in msg and "'lost'" in msg and "'nowhere'" in msg, msg
+        assert "somewhere" in msg  # the pools it does know
+        assert "test_engine.py" in msg  # where the task was defined
+        assert "misconfigured" not in engine.flows
+        with pytest.raises(UnknownPoolError):
+            await engine.submit(misconfigured)
+        assert await engine.store.count_runs() == 0
+
+    @task(pool="small", slots=3)
+    def greedy() -> None:
+        pass
+
+    @flow
+    def too_big() -> None:
+        greedy()
+
+    engine = Engine(tmp_path / "other.db", pools={"small": 2})
+    with pytest.raises(ValueError, match="asks for 3 slots of pool 'small'"):
+        engine.add(too_big)
+
+
+async def test_max_active_runs_one_runs_never_overlap_and_keep_order(tmp_path: Path) -> None:
+    log: list[tuple[str, str]] = []
+    active = peak = 0
+    first_started = anyio.Event()
+    release = anyio.Event()
+
+    @task
+    async def work(tag: str) -> str:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        log.append(("start", tag))
+        if tag == "first":
+            first_started.set()
+            await release.wait()
+        log.append(("end", tag))
+        active -= 1
+        return tag
+
+    @task
+    def after(value: str) -> str:
+        log.append(("after", value))
+        return value
+
+    @flow(max_active_runs=1)
+    def serial(tag: str) -> None:
+        after(work(tag))
+
+    async with started(tmp_path) as engine:
+        first = await engine.submit(serial, tag="first")
+        with anyio.fail_after(LIMIT_S):
+            await first_started.wait()
+            second = await engine.submit(serial, tag="second")
+            third = await engine.submit(serial, tag="third")
+            waiting = await until(lambda: _waiting(engine, second))
+            assert waiting.state is RunState.QUEUED
+            assert waiting.waiting is not None and "max_active_runs=1" in waiting.waiting
+            assert "'serial'" in waiting.waiting
+            release.set()
+            results = [await engine.wait(r) for r in (first, second, third)]
+        assert all(r.ok for r in results)
+        assert peak == 1
+        assert log == [
+            (kind, tag)
+            for tag in ("first", "second", "third")
+            for kind in ("start", "end", "after")
+        ]
+        done = await engine.store.get_run(second, with_tasks=False)
+        assert done.waiting is None
+
+
+@pytest.mark.parametrize(
+    ("options", "expect"),
+    [
+        ({"pools": {"p": 1}}, "waiting for pool 'p'"),
+        ({"max_tasks": 1}, "waiting for the global task limit"),
+    ],
+)
+async def test_a_blocked_task_records_why_it_waits(
+    tmp_path: Path, options: dict[str, Any], expect: str
+) -> None:
+    holding = anyio.Event()
+    release = anyio.Event()
+    pool = "p" if "pools" in options else None
+
+    @task(pool=pool)
+    async def holder() -> None:
+        holding.set()
+        await release.wait()
+
+    @task(pool=pool)
+    async def blocked() -> str:
+        return "got it"
+
+    @flow
+    def contended() -> None:
+        holder()
+        blocked()
+
+    async with started(tmp_path, **options) as engine:
+        run_id = await engine.submit(contended)
+        with anyio.fail_after(LIMIT_S):
+            await holding.wait()
+
+            async def blocked_waiting() -> TaskRecord | None:
+                t = await task_record(engine, run_id, "blocked")
+                return t if t.waiting else None
+
+            rec = await until(blocked_waiting)
+            assert rec.state is TaskState.WAITING
+            assert rec.waiting is not None and expect in rec.waiting
+            release.set()
+            result = await engine.wait(run_id)
+    assert result.ok, result.error
+    assert result.result("blocked") == "got it"

@@ -1,0 +1,250 @@
+"""The SQLite store under a real Engine: schema version, durability, logs, the audit trail."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import pytest
+
+from evflow import Engine, RunState, TaskState, flow, get_logger, task
+from evflow.errors import SchemaVersionError
+from evflow.store.base import GENESIS_HASH, chain_hash
+from evflow.store.schema import SCHEMA_VERSION
+from evflow.store.sqlite import SqliteStore
+
+LIMIT_S = 20
+
+
+def user_version(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+@task
+async def greet(name: str) -> str:
+    return f"hello {name}"
+
+
+@task
+def shout(text: str) -> str:
+    return text.upper()
+
+
+@flow
+def hello(name: str) -> None:
+    shout(greet(name))
+
+
+async def test_new_store_has_the_current_schema_version(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "dir" / "evflow.db"  # missing folders are created
+    async with SqliteStore(db):
+        pass
+    assert user_version(db) == SCHEMA_VERSION >= 1
+    async with SqliteStore(f"sqlite:///{db}"):  # the URL form, reopened: no migration again
+        pass
+    assert user_version(db) == SCHEMA_VERSION
+
+
+async def test_two_stores_opening_a_new_file_at_once_both_work(tmp_path: Path) -> None:
+    # ``evflow serve`` and a CLI command may open a fresh store at the same moment; the schema
+    # must be created once, not twice.
+    db = tmp_path / "evflow.db"
+    opened: list[int] = []
+
+    async def open_one() -> None:
+        async with SqliteStore(db) as store:
+            opened.append(await store.count_runs())
+
+    with anyio.fail_after(LIMIT_S):
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(open_one)
+    assert opened == [0, 0, 0]
+    assert user_version(db) == SCHEMA_VERSION
+
+
+async def test_a_store_from_a_newer_evflow_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "evflow.db"
+    async with SqliteStore(db):
+        pass
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+        conn.commit()
+    with pytest.raises(SchemaVersionError) as info:
+        async with SqliteStore(db):
+            pass
+    msg = str(info.value)
+    assert f"schema version {SCHEMA_VERSION + 1}" in msg and f"({SCHEMA_VERSION})" in msg, msg
+    assert str(db) in msg
+    with pytest.raises(SchemaVersionError):
+        async with Engine(db):
+            pass
+    assert user_version(db) == SCHEMA_VERSION + 1  # left untouched
+
+
+async def test_reopening_the_store_keeps_runs_and_results(tmp_path: Path) -> None:
+    db = tmp_path / "evflow.db"
+    async with Engine(db, grace_period_s=0) as engine:
+        with anyio.fail_after(LIMIT_S):
+            first = await engine.run(hello, name="ada")
+    assert first.ok, first.error
+
+    async with Engine(db, grace_period_s=0) as engine:
+        engine.add(hello)
+        with anyio.fail_after(LIMIT_S):
+            again = await engine.wait(first.run_id)  # finished: returns at once
+            second = await engine.run(hello, name="bob")
+        assert again.state is RunState.SUCCEEDED
+        assert again.params == {"name": "ada"}
+        assert again.result("shout") == "HELLO ADA"
+        assert second.result("shout") == "HELLO BOB"
+        assert await engine.store.count_runs(flow="hello") == 2
+        assert await engine.store.count_runs(state="succeeded") == 2
+        listed = await engine.store.list_runs(flow="hello")
+        assert {r.id for r in listed} == {first.run_id, second.run_id}
+        by_prefix = await engine.store.get_run(first.run_id[:12])
+        assert by_prefix.id == first.run_id
+
+    async with SqliteStore(db) as store:
+        run = await store.get_run(first.run_id)
+        assert run.state is RunState.SUCCEEDED
+        assert run.flow_version == hello.version
+        assert {t.name: t.state for t in run.tasks} == {
+            "greet": TaskState.SUCCEEDED,
+            "shout": TaskState.SUCCEEDED,
+        }
+        assert await store.unfinished_runs() == []
+
+
+async def test_task_logs_are_stored_with_their_level(tmp_path: Path) -> None:
+    @task
+    async def chatty(n: int) -> int:
+        log = get_logger()
+        log.debug("not stored at the default level")
+        log.info("starting with %d", n)
+        log.warning("careful")
+        return n
+
+    @task
+    def threaded(n: int) -> int:
+        log = get_logger()  # a sync task in a worker thread logs to its own attempt too
+        log.error("from a thread: %s", n)
+        try:
+            raise KeyError("k")
+        except KeyError:
+            log.exception("caught")
+        return n + 1
+
+    @flow
+    def logging_flow(n: int) -> None:
+        threaded(chatty(n))
+
+    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(logging_flow, n=7)
+        assert result.ok, result.error
+        logs = await engine.store.list_logs(result.run_id)
+        assert [(lg.task, lg.level, lg.message.splitlines()[0]) for lg in logs] == [
+            ("chatty", "INFO", "starting with 7"),
+            ("chatty", "WARNING", "careful"),
+            ("threaded", "ERROR", "from a thread: 7"),
+            ("threaded", "ERROR", "caught"),
+        ]
+        assert "KeyError" in logs[-1].message  # the traceback is kept
+        assert all(lg.attempt == 1 for lg in logs)
+        only = await engine.store.list_logs(result.run_id, "threaded")
+        assert [lg.message.splitlines()[0] for lg in only] == ["from a thread: 7", "caught"]
+        after = await engine.store.list_logs(result.run_id, after_seq=logs[1].seq)
+        assert [lg.seq for lg in after] == [logs[2].seq, logs[3].seq]
+
+
+async def test_logs_of_each_attempt_are_kept(tmp_path: Path) -> None:
+    tries = 0
+
+    @task(retries=1, retry_delay=0)
+    def twice() -> None:
+        nonlocal tries
+        tries += 1
+        get_logger().info("try %d", tries)
+        if tries == 1:
+            raise RuntimeError("first try fails")
+
+    @flow
+    def retried() -> None:
+        twice()
+
+    async with Engine(tmp_path / "evflow.db", grace_period_s=0, task_log_level=10) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(retried)
+        assert result.ok, result.error
+        logs = await engine.store.list_logs(result.run_id)
+        assert [(lg.attempt, lg.message) for lg in logs] == [(1, "try 1"), (2, "try 2")]
+
+
+async def test_audit_trail_has_a_record_per_state_change(tmp_path: Path) -> None:
+    tries = 0
+
+    @task(retries=1, retry_delay=0)
+    async def flaky() -> int:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise RuntimeError("once")
+        return tries
+
+    @task
+    def after(n: int) -> int:
+        return n
+
+    @flow
+    def audited() -> None:
+        after(flaky())
+
+    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.run(audited)
+        assert result.ok, result.error
+        store = engine.store
+        await store.flush()
+        rid = result.run_id
+        assert [a.kind for a in await store.list_audit(subject=f"run:{rid}")] == [
+            "run.queued",
+            "run.running",
+            "run.succeeded",
+        ]
+        assert [a.kind for a in await store.list_audit(subject=f"run:{rid}/task:flaky")] == [
+            "task.running",
+            "task.retrying",
+            "task.running",
+            "task.succeeded",
+        ]
+        assert [a.kind for a in await store.list_audit(subject=f"run:{rid}/task:after")] == [
+            "task.running",
+            "task.succeeded",
+        ]
+        retrying = (await store.list_audit(subject=f"run:{rid}/task:flaky"))[1]
+        assert retrying.data["error"] == "RuntimeError: once"
+
+        # The trail is a hash chain: each record covers the one before it.
+        rows = await store.audit_rows()
+        assert rows
+        prev = GENESIS_HASH
+        for seq, t, kind, subject, actor, data, prev_hash, h in rows:
+            assert prev_hash == prev
+            assert h == chain_hash(prev_hash, seq, t, kind, subject, actor, data)
+            prev = h
+
+    # Reopened, the chain continues from its head instead of starting again.
+    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+        with anyio.fail_after(LIMIT_S):
+            await engine.run(audited)
+        await engine.store.flush()
+        rows = await engine.store.audit_rows()
+        seqs = [r[0] for r in rows]
+        assert seqs == list(range(1, len(rows) + 1))
+        for before, current in itertools.pairwise(rows):
+            assert current[6] == before[7]
