@@ -120,10 +120,23 @@ class Task:
     testable as plain functions.
     """
 
-    def __init__(self, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        options: TaskOptions,
+        *,
+        on_failure: Callable[..., Any] | None = None,
+        on_retry: Callable[..., Any] | None = None,
+        on_success: Callable[..., Any] | None = None,
+    ) -> None:
         self.fn = fn
         self.name = name
         self.options = options
+        # Callbacks live here, not in TaskOptions: they are not part of the flow's version.
+        self.on_failure = on_failure
+        self.on_retry = on_retry
+        self.on_success = on_success
         self.is_async = inspect.iscoroutinefunction(fn)
         self.location = caller_location()
         self.__doc__ = fn.__doc__
@@ -151,9 +164,27 @@ class Task:
         return builder.add_call(self, args, kwargs, mapped=True)
 
     def with_options(self, **changes: Any) -> Task:
+        name = changes.get("name", self.name)
+        callbacks = {k: getattr(self, k) for k in _CALLBACKS}
+        callbacks.update(_pop_callbacks(changes, f"task {name!r}"))
         opts = replace(self.options, **_rename_options(changes))
         opts.check(f"task {self.name!r}")
-        return Task(self.fn, changes.get("name", self.name), opts)
+        return Task(self.fn, name, opts, **callbacks)
+
+
+_CALLBACKS = ("on_failure", "on_retry", "on_success")
+
+
+def _pop_callbacks(options: dict[str, Any], where: str) -> dict[str, Any]:
+    """Remove the callback options from ``options`` and return them, checked."""
+    out = {k: options.pop(k) for k in _CALLBACKS if k in options}
+    for k, fn in out.items():
+        if fn is not None and not callable(fn):
+            raise FlowDefinitionError(
+                f"{where}: {k} must be callable, not {type(fn).__name__}",
+                location=caller_location(),
+            )
+    return out
 
 
 def _rename_options(kw: Mapping[str, Any]) -> dict[str, Any]:
@@ -297,6 +328,7 @@ class Flow:
         sla_s: float | None = None,
         on_failure: Callable[..., Any] | None = None,
         on_success: Callable[..., Any] | None = None,
+        on_retry: Callable[..., Any] | None = None,
         tags: Sequence[str] = (),
     ) -> None:
         self.location = caller_location()
@@ -317,6 +349,7 @@ class Flow:
         self.sla_s = sla_s
         self.on_failure = on_failure
         self.on_success = on_success
+        self.on_retry = on_retry
         self.tags = tuple(tags)
         self.schedule = _parse_schedule(schedule, self)
         self._token: contextvars.Token[_Builder | None] | None = None
@@ -556,6 +589,8 @@ def _parse_schedule(value: Any, fl: Flow) -> Any:
 def _make_task(fn: Callable[..., Any], *, name: str | None = None, **options: Any) -> Task:
     tname = name or getattr(fn, "__name__", None) or type(fn).__name__
     where = f"task {tname!r}"
+    options = dict(options)
+    callbacks = _pop_callbacks(options, where)
     if not callable(fn):
         raise FlowDefinitionError(
             f"{where} is not callable (got {type(fn).__name__})",
@@ -569,7 +604,7 @@ def _make_task(fn: Callable[..., Any], *, name: str | None = None, **options: An
             f"{where}: {exc}", task=tname, location=caller_location()
         ) from None
     opts.check(where)
-    return Task(fn, tname, opts)
+    return Task(fn, tname, opts, **callbacks)
 
 
 @overload
@@ -586,7 +621,9 @@ def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
     Options: ``retries``, ``retry_delay`` (seconds), ``retry_backoff`` (factor),
     ``retry_jitter`` (fraction), ``timeout`` (seconds), ``pool``, ``slots``, ``priority``,
     ``trigger_rule`` and ``branch`` (the task returns the name(s) of the downstream tasks to
-    follow; the others are skipped).
+    follow; the others are skipped). Callbacks ``on_failure``, ``on_retry`` and ``on_success``
+    (sync or async, given a :class:`~evflow.alerts.CallbackContext`) are not options: they do
+    not change the flow's version.
     """
 
     def wrap(f: Any) -> Any:
