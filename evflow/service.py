@@ -121,28 +121,44 @@ def _summary(
 
 
 async def _serve(cfg: Config, dep: Deployment, warnings: list[str], store: str | None) -> None:
-    from .http.server import HttpServer, create_app
+    from .alerts import AlertManager
+    from .http.app import build_app, run_app_services
+    from .http.server import HttpServer
 
     engine = build_engine(cfg, dep, store=store)
-    async with engine:
-        await _sensors_settled(engine)
-        async with anyio.create_task_group() as tg:
-            url = None
-            if cfg.http.enabled:
-                app = create_app(engine, api_token=cfg.http.api_token)
-                port = await tg.start(HttpServer().serve, app, cfg.http.host, cfg.http.port)
-                host = cfg.http.host if ":" not in cfg.http.host else f"[{cfg.http.host}]"
-                url = f"http://{host}:{port}"
-            _summary(cfg, dep, engine, url, warnings, sys.stdout)
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info(
-                        "received %s: stopping intake, then running tasks get %.0fs",
-                        signal.Signals(signum).name,
-                        cfg.engine.grace_period_s,
-                    )
-                    break
-            tg.cancel_scope.cancel()
+    alerts = AlertManager(cfg.alerts).attach(engine) if cfg.alerts else None
+    # The alert sender outlives the engine, so runs ending in the grace period still alert.
+    async with anyio.create_task_group() as alert_tg:
+        if alerts is not None:
+            await alert_tg.start(alerts.run)
+        try:
+            async with engine:
+                await _sensors_settled(engine)
+                async with anyio.create_task_group() as tg:
+                    url = None
+                    if cfg.http.enabled:
+                        app = build_app(engine, cfg)
+                        await tg.start(run_app_services, app)
+                        port = await tg.start(HttpServer().serve, app, cfg.http.host, cfg.http.port)
+                        host = cfg.http.host if ":" not in cfg.http.host else f"[{cfg.http.host}]"
+                        url = f"http://{host}:{port}"
+                        if alerts is not None:
+                            alerts.base_url = url
+                    # The handlers are in place before the summary says the service is up: a
+                    # SIGTERM sent as soon as it is printed gets the graceful shutdown.
+                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                        _summary(cfg, dep, engine, url, warnings, sys.stdout)
+                        async for signum in signals:
+                            log.info(
+                                "received %s: stopping intake, then running tasks get %.0fs",
+                                signal.Signals(signum).name,
+                                cfg.engine.grace_period_s,
+                            )
+                            break
+                    tg.cancel_scope.cancel()
+        finally:
+            if alerts is not None:
+                alerts.close()
     log.info("evflow stopped")
 
 
