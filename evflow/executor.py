@@ -28,6 +28,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -501,29 +502,17 @@ class RunExecution:
             await self._save([inst], "task.failed", {"error": inst.error})
             await task_callbacks("failure", self.flow, node.task, rid, inst, self.params)
             return inst.state
+        on_wait = partial(self._blocked, inst)
         while True:
-            waited: list[str] = []
-
-            def on_wait(reason: str, _w: list[str] = waited) -> None:
-                _w.append(reason)
-                # Blocked: record why now, so the store shows it while the task waits.
-                inst.state, inst.waiting = TaskState.WAITING, reason
-                if self._tg is not None:
-                    self._tg.start_soon(self._note_waiting, inst, reason)
-
             slots = self.limits.slots(opts.pool, opts.slots, opts.priority, on_wait)
             try:
                 async with slots:
-                    if waited:
-                        # We had to wait: say why, once, now that we know it was worth it.
-                        inst.waiting = waited[-1]
                     inst.attempt += 1
                     inst.state = TaskState.RUNNING
                     inst.started_at = time.time()
                     inst.ended_at = None
-                    inst.error = inst.traceback = None
+                    inst.error = inst.traceback = inst.waiting = None
                     await self._save([inst], "task.running", {"attempt": inst.attempt})
-                    inst.waiting = None
                     outcome = await self._attempt(node, inst, args, kwargs)
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
@@ -592,6 +581,12 @@ class RunExecution:
                 await _maybe_await(self.hooks.on_task_failure(rid, self.flow, inst))
             await task_callbacks("failure", self.flow, node.task, rid, inst, self.params)
             return inst.state
+
+    def _blocked(self, inst: Instance, reason: str) -> None:
+        """A limit made ``inst`` wait: record why now, so the store shows it while it waits."""
+        inst.state, inst.waiting = TaskState.WAITING, reason
+        if self._tg is not None:
+            self._tg.start_soon(self._note_waiting, inst, reason)
 
     async def _note_waiting(self, inst: Instance, reason: str) -> None:
         # Started from a synchronous callback: skip if the wait is already over.
