@@ -1,0 +1,795 @@
+"""The JSON API, mounted at ``/api``: flows, runs, logs, events, pools, sensors, audit.
+
+:func:`api_routes` returns the routes; every answer is JSON, errors included
+(``{"error": ..., "status": N}``). Two answers stream Server-Sent Events instead: a run's logs
+with ``?follow=1`` and ``/api/stream``, the live feed of run and task state changes.
+
+Reads are open (the server binds to loopback by default; ``open_reads=False`` puts them behind
+the same check as writes). State-changing calls (``POST``) need ``Authorization: Bearer
+<api_token>`` when a token is configured; without one they are accepted from loopback clients
+only. Each of them is written to the audit trail with its actor: ``token:<sha256[:8]>@<ip>`` or
+``anonymous@<ip>``.
+
+The live feed comes from a :class:`LiveHub`, an engine observer that fans state changes out to
+one bounded memory stream per connection: a client that does not keep up loses events (and is
+told how many) instead of making memory grow.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from .. import __version__
+from ..display import jsonable_run
+from ..engine import Engine
+from ..errors import (
+    EngineNotRunning,
+    EventError,
+    EventNotFound,
+    EvflowError,
+    FlowNotFound,
+    ParamError,
+    RunNotFound,
+    Saturated,
+    StoreError,
+)
+from ..events import Event
+from ..executor import Instance
+from ..states import RunState
+from ..store.base import AuditEntry, AuditRecord, Changes, EventRecord, LogRecord, RunRecord
+from .server import OrjsonResponse, error_response
+
+__all__ = ["ApiError", "LiveHub", "api_routes", "sse"]
+
+MAX_BODY_BYTES = 1 << 20
+LOG_POLL_S = 0.25
+_UNAVAILABLE_RETRY_S = 5
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ApiError(Exception):
+    """An answer other than success, with its status and a message for the caller."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+class JsonResponse(OrjsonResponse):
+    """JSON via orjson; values it cannot encode (user-defined defaults) become strings."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def sse(event: str, data: Any, *, event_id: int | None = None) -> bytes:
+    """One Server-Sent Event whose data is ``data`` as one line of JSON."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    body = orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return f"{head}event: {event}\n".encode() + b"data: " + body + b"\n\n"
+
+
+# -- the live feed ----------------------------------------------------------------------------
+
+
+class _Subscriber:
+    """One open ``/api/stream`` connection: a bounded queue and what it is interested in."""
+
+    __slots__ = ("dropped", "receive", "run_id", "send")
+
+    def __init__(self, buffer: int, run_id: str | None) -> None:
+        send, receive = anyio.create_memory_object_stream[tuple[str, dict[str, Any]]](buffer)
+        self.send: MemoryObjectSendStream[tuple[str, dict[str, Any]]] = send
+        self.receive: MemoryObjectReceiveStream[tuple[str, dict[str, Any]]] = receive
+        self.run_id = run_id
+        self.dropped = 0
+
+
+class LiveHub:
+    """An engine observer that fans run and task state changes out to SSE connections.
+
+    ``buffer`` events are kept per connection; beyond that a slow client's events are dropped
+    and counted. ``ping_interval_s`` is how often an idle stream sends a ``: ping`` comment.
+    :meth:`close` (at shutdown) ends every stream, including log streams that follow a run.
+    """
+
+    def __init__(self, *, buffer: int = 256, ping_interval_s: float = 15.0) -> None:
+        self.buffer = buffer
+        self.ping_interval_s = ping_interval_s
+        self.closing = anyio.Event()
+        self._subs: set[_Subscriber] = set()
+
+    def attach(self, engine: Engine) -> LiveHub:
+        """Start observing ``engine``."""
+        if self not in engine.observers:
+            engine.observers.append(self)
+        return self
+
+    @property
+    def connections(self) -> int:
+        return len(self._subs)
+
+    # -- Observer ----------------------------------------------------------------------------
+    def run_state(self, run: RunRecord) -> None:
+        if self._subs:
+            self._publish(run.id, "run", jsonable_run(run, tasks=False))
+
+    def task_state(self, run_id: str, flow: str, inst: Instance) -> None:
+        if self._subs:
+            self._publish(
+                run_id,
+                "task",
+                {
+                    "run_id": run_id,
+                    "flow": flow,
+                    "name": inst.name,
+                    "node": inst.node,
+                    "state": str(inst.state),
+                    "attempt": inst.attempt,
+                    "started_at": inst.started_at,
+                    "ended_at": inst.ended_at,
+                    "error": inst.error,
+                    "waiting": inst.waiting,
+                },
+            )
+
+    def _publish(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        for sub in self._subs:
+            if sub.run_id is not None and sub.run_id != run_id:
+                continue
+            try:
+                sub.send.send_nowait((kind, data))
+            except anyio.WouldBlock:
+                sub.dropped += 1
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+
+    # -- connections -------------------------------------------------------------------------
+    def subscribe(self, run_id: str | None = None) -> _Subscriber:
+        sub = _Subscriber(self.buffer, run_id)
+        if self.closing.is_set():
+            sub.send.close()
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: _Subscriber) -> None:
+        self._subs.discard(sub)
+        sub.send.close()
+        sub.receive.close()
+
+    def close(self) -> None:
+        """End every open stream (the server is shutting down)."""
+        self.closing.set()
+        for sub in self._subs:
+            sub.send.close()
+
+    async def stream(self, run_id: str | None) -> AsyncGenerator[bytes, None]:
+        """The body of one ``/api/stream`` answer."""
+        sub = self.subscribe(run_id)
+        try:
+            yield b"retry: 2000\n: connected\n\n"
+            while True:
+                item: tuple[str, dict[str, Any]] | None = None
+                with anyio.move_on_after(self.ping_interval_s):
+                    try:
+                        item = await sub.receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                if item is None:
+                    yield b": ping\n\n"
+                    continue
+                if sub.dropped:
+                    yield sse("dropped", {"count": sub.dropped})
+                    sub.dropped = 0
+                yield sse(*item)
+        finally:
+            self.unsubscribe(sub)
+
+
+# -- request helpers --------------------------------------------------------------------------
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def authorize(request: Request) -> str:
+    """The actor of a call that needs authority; raises 401/403 :class:`ApiError` if none."""
+    token: str | None = getattr(request.app.state, "api_token", None)
+    ip = _client_ip(request)
+    if token:
+        header = request.headers.get("authorization")
+        if header is None:
+            raise ApiError(
+                401,
+                "this call needs 'Authorization: Bearer <token>' with the service's "
+                "[http] api_token",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        scheme, _, given = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            raise ApiError(
+                401, "the API token is not valid for this service", {"WWW-Authenticate": "Bearer"}
+            )
+        return f"token:{hashlib.sha256(token.encode()).hexdigest()[:8]}@{ip}"
+    if not _is_loopback(ip):
+        raise ApiError(
+            403,
+            f"state-changing calls from {ip} are refused because no API token is configured; "
+            "set [http] api_token in evflow.toml (or EVFLOW_HTTP_API_TOKEN) and send it as "
+            "'Authorization: Bearer <token>'",
+        )
+    return f"anonymous@{ip}"
+
+
+async def _read_json(request: Request, *, required: bool = True) -> Any:
+    """The request body as JSON (``None`` for an empty body when not ``required``)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
+        raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "the client disconnected before sending the whole body") from None
+    body = b"".join(chunks)
+    if not body.strip():
+        if required:
+            raise ApiError(400, "the body is empty; send a JSON object")
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def _int_arg(
+    request: Request, name: str, default: int, *, lo: int = 0, hi: int | None = None
+) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name}={raw!r} is not a whole number") from None
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise ApiError(400, f"query parameter {name}={value} must be {bound}")
+    return value
+
+
+def parse_when(raw: str, name: str) -> float:
+    """Unix seconds from unix seconds or an ISO 8601 time (UTC when it has no offset)."""
+    text = raw.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(value):
+            raise ApiError(400, f"{name}={raw!r} is not a finite number of seconds")
+        return value
+    try:
+        return _iso(text).timestamp()
+    except ValueError:
+        raise ApiError(
+            400,
+            f"{name}={raw!r} is neither an ISO 8601 time (e.g. 2026-01-31T12:00:00Z) "
+            "nor unix seconds",
+        ) from None
+
+
+def _iso(text: str) -> datetime:
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _time_arg(request: Request, name: str) -> float | None:
+    raw = request.query_params.get(name)
+    return None if raw is None or raw.strip() == "" else parse_when(raw, name)
+
+
+def _wants_stream(request: Request) -> bool:
+    follow = request.query_params.get("follow", "").strip().lower()
+    return follow in ("1", "true", "yes", "on") or "text/event-stream" in request.headers.get(
+        "accept", ""
+    )
+
+
+def _stream(body: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+def _endpoint(fn: Handler) -> Handler:
+    """Wrap a handler so that every failure becomes a JSON error with the right status."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.message, headers=exc.headers)
+        except (RunNotFound, EventNotFound, FlowNotFound) as exc:
+            return error_response(404, str(exc))
+        except ParamError as exc:
+            return error_response(422, str(exc))
+        except Saturated as exc:
+            retry = max(1, math.ceil(exc.retry_after_s))
+            return error_response(
+                429,
+                f"the engine's backlog is full; retry after {retry}s (nothing was stored)",
+                headers={"Retry-After": str(retry)},
+            )
+        except (EngineNotRunning, StoreError) as exc:
+            return error_response(
+                503,
+                f"the engine cannot serve this now ({exc}); retry later",
+                headers={"Retry-After": str(_UNAVAILABLE_RETRY_S)},
+            )
+
+    endpoint.__name__ = fn.__name__
+    endpoint.__doc__ = fn.__doc__
+    return endpoint
+
+
+# -- JSON shapes ------------------------------------------------------------------------------
+
+
+def jsonable_audit(a: AuditRecord) -> dict[str, Any]:
+    return {
+        "seq": a.seq,
+        "time": a.time,
+        "kind": a.kind,
+        "subject": a.subject,
+        "actor": a.actor,
+        "data": a.data,
+        "prev_hash": a.prev_hash,
+        "hash": a.hash,
+    }
+
+
+def _jsonable_log(r: LogRecord) -> dict[str, Any]:
+    return {
+        "seq": r.seq,
+        "task": r.task,
+        "attempt": r.attempt,
+        "time": r.time,
+        "level": r.level,
+        "message": r.message,
+    }
+
+
+def _jsonable_event(e: EventRecord, decisions: list[AuditRecord]) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "id": e.id,
+        "dedup_key": e.dedup_key,
+        "type": e.type,
+        "source": e.source,
+        "subject": e.subject,
+        "time": e.time,
+        "data": e.data,
+        "extensions": dict(e.extensions),
+        "received_at": e.received_at,
+        "status": e.status,
+        "decisions": [jsonable_audit(a) for a in decisions],
+    }
+
+
+def _payload(raw: bytes) -> tuple[str, str]:
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+# -- the routes -------------------------------------------------------------------------------
+
+ENDPOINTS = [
+    "GET /api",
+    "GET /api/flows",
+    "GET /api/flows/{name}",
+    "POST /api/flows/{name}/runs",
+    "POST /api/flows/{name}/backfill",
+    "GET /api/runs",
+    "GET /api/runs/{id}",
+    "POST /api/runs/{id}/cancel",
+    "POST /api/runs/{id}/retry",
+    "GET /api/runs/{id}/logs",
+    "GET /api/stream",
+    "GET /api/events",
+    "GET /api/events/{id}",
+    "POST /api/events",
+    "GET /api/dead-letters",
+    "GET /api/pools",
+    "GET /api/sensors",
+    "GET /api/audit",
+    "GET /openapi.json",
+    "GET /metrics",
+]
+
+
+async def api_index(request: Request) -> Response:
+    """``GET /api``: what this API offers."""
+    return JsonResponse(
+        {
+            "name": "evflow",
+            "version": __version__,
+            "openapi": "/openapi.json",
+            "endpoints": ENDPOINTS,
+        }
+    )
+
+
+def api_routes(
+    engine: Engine, *, hub: LiveHub | None = None, open_reads: bool = True
+) -> list[BaseRoute]:
+    """The API's routes for ``engine``, to mount at ``/api``.
+
+    ``hub`` feeds ``/api/stream`` (a new one observing ``engine`` if not given; pass the app's
+    own so that shutdown can close its streams).
+    """
+    live = hub if hub is not None else LiveHub().attach(engine)
+
+    def read(fn: Handler) -> Handler:
+        if open_reads:
+            return _endpoint(fn)
+
+        async def guarded(request: Request) -> Response:
+            authorize(request)
+            return await fn(request)
+
+        guarded.__name__ = fn.__name__
+        return _endpoint(guarded)
+
+    # -- flows ---------------------------------------------------------------------------------
+    async def list_flows(request: Request) -> Response:
+        return JsonResponse({"flows": [f.describe() for f in engine.flows.values()]})
+
+    async def get_flow(request: Request) -> Response:
+        return JsonResponse(engine.flow(request.path_params["name"]).describe())
+
+    async def trigger(request: Request) -> Response:
+        actor = authorize(request)
+        fl = engine.flow(request.path_params["name"])
+        body = _object(await _read_json(request, required=False))
+        params = body.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ApiError(422, f"'params' must be a JSON object, not {type(params).__name__}")
+        priority = body.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ApiError(422, f"'priority' must be a whole number, not {priority!r}")
+        run_id = await engine.submit_run(
+            fl, params, priority=priority, trigger={"kind": "api", "actor": actor}, actor=actor
+        )
+        return JsonResponse(
+            {"run_id": run_id}, status_code=201, headers={"Location": f"/api/runs/{run_id}"}
+        )
+
+    async def backfill(request: Request) -> Response:
+        actor = authorize(request)
+        fl = engine.flow(request.path_params["name"])
+        body = _object(await _read_json(request))
+        bounds: list[datetime] = []
+        for key in ("start", "end"):
+            raw = body.get(key)
+            if not isinstance(raw, str) or not raw.strip():
+                raise ApiError(400, f"'{key}' is required: an ISO 8601 time")
+            try:
+                bounds.append(_iso(raw.strip()))
+            except ValueError:
+                raise ApiError(400, f"'{key}'={raw!r} is not an ISO 8601 time") from None
+        max_active = body.get("max_active")
+        if max_active is not None and (
+            isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1
+        ):
+            raise ApiError(400, f"'max_active' must be a whole number >= 1, not {max_active!r}")
+        try:
+            run_ids = await engine.backfill(
+                fl, bounds[0], bounds[1], max_active=max_active, actor=actor
+            )
+        except (FlowNotFound, EngineNotRunning):
+            raise
+        except EvflowError as exc:
+            raise ApiError(422, str(exc)) from None
+        return JsonResponse({"run_ids": run_ids}, status_code=201)
+
+    # -- runs ----------------------------------------------------------------------------------
+    async def list_runs(request: Request) -> Response:
+        q = request.query_params
+        flow = q.get("flow") or None
+        state = q.get("state") or None
+        if state is not None and state not in {s.value for s in RunState}:
+            raise ApiError(
+                400,
+                f"state={state!r} is not a run state; one of: "
+                + ", ".join(s.value for s in RunState),
+            )
+        since, until = _time_arg(request, "since"), _time_arg(request, "until")
+        limit = _int_arg(request, "limit", 50, lo=1, hi=1000)
+        offset = _int_arg(request, "offset", 0)
+        store = engine.store
+        runs = await store.list_runs(
+            flow=flow, state=state, since=since, until=until, limit=limit, offset=offset
+        )
+        if since is None and until is None:
+            total = await store.count_runs(flow=flow, state=state)
+        else:
+            total = await _count_window(engine, flow, state, since, until)
+        return JsonResponse(
+            {
+                "runs": [jsonable_run(r, tasks=False) for r in runs],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+            }
+        )
+
+    async def get_run(request: Request) -> Response:
+        store = engine.store
+        run = await store.get_run(request.path_params["id"])
+        out = jsonable_run(run)
+        out["attempts"] = [
+            {
+                "task": a.task,
+                "attempt": a.attempt,
+                "state": str(a.state),
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "duration_s": (
+                    a.ended_at - a.started_at
+                    if a.started_at is not None and a.ended_at is not None
+                    else None
+                ),
+                "error": a.error,
+            }
+            for a in await store.list_attempts(run.id)
+        ]
+        out["audit"] = [jsonable_audit(a) for a in await store.list_audit(subject=f"run:{run.id}")]
+        return JsonResponse(out)
+
+    async def cancel(request: Request) -> Response:
+        actor = authorize(request)
+        body = _object(await _read_json(request, required=False))
+        reason = body.get("reason") or f"cancelled by {actor}"
+        if not isinstance(reason, str):
+            raise ApiError(422, "'reason' must be a string")
+        run = await engine.store.get_run(request.path_params["id"], with_tasks=False)
+        cancelled = await engine.cancel(run.id, reason=reason, actor=actor)
+        return JsonResponse({"run_id": run.id, "cancelled": cancelled})
+
+    async def retry(request: Request) -> Response:
+        actor = authorize(request)
+        run = await engine.store.get_run(request.path_params["id"], with_tasks=False)
+        try:
+            run_id = await engine.retry(run.id, actor=actor)
+        except (RunNotFound, EngineNotRunning):
+            raise
+        except EvflowError as exc:
+            raise ApiError(409, str(exc)) from None
+        return JsonResponse(
+            {"run_id": run_id}, status_code=201, headers={"Location": f"/api/runs/{run_id}"}
+        )
+
+    async def logs(request: Request) -> Response:
+        store = engine.store
+        run = await store.get_run(request.path_params["id"], with_tasks=False)
+        task = request.query_params.get("task") or None
+        after = _int_arg(request, "after", 0)
+        last_event_id = request.headers.get("last-event-id", "").strip()
+        if _wants_stream(request):
+            if last_event_id.isdigit():
+                after = max(after, int(last_event_id))
+            return _stream(_follow_logs(engine, live, run.id, task, after))
+        lines = await store.list_logs(run.id, task, after_seq=after)
+        return JsonResponse(
+            {
+                "run_id": run.id,
+                "logs": [_jsonable_log(r) for r in lines],
+                "last_seq": lines[-1].seq if lines else after,
+            }
+        )
+
+    async def stream(request: Request) -> Response:
+        return _stream(live.stream(request.query_params.get("run") or None))
+
+    # -- events --------------------------------------------------------------------------------
+    async def list_events(request: Request) -> Response:
+        limit = _int_arg(request, "limit", 50, lo=1, hi=500)
+        offset = _int_arg(request, "offset", 0)
+        status = request.query_params.get("status") or None
+        if status is not None and status not in ("pending", "processed"):
+            raise ApiError(400, f"status={status!r}: one of pending, processed")
+        store = engine.store
+        events = await store.list_events(
+            limit=limit,
+            offset=offset,
+            source=request.query_params.get("source") or None,
+            status=status,
+        )
+        out = [_jsonable_event(e, await store.list_audit(subject=f"event:{e.id}")) for e in events]
+        return JsonResponse({"events": out, "limit": limit, "offset": offset})
+
+    async def get_event(request: Request) -> Response:
+        store = engine.store
+        e = await store.get_event(request.path_params["id"])
+        return JsonResponse(_jsonable_event(e, await store.list_audit(subject=f"event:{e.id}")))
+
+    async def emit(request: Request) -> Response:
+        actor = authorize(request)
+        body = _object(await _read_json(request))
+        try:
+            event = Event.from_dict(body, default_source="evflow.api")
+        except EventError as exc:
+            raise ApiError(400, f"not a valid event: {exc}") from None
+        accepted = await engine.emit(event)
+        await engine.store.apply(
+            Changes(
+                audit=[
+                    AuditEntry(
+                        "event.emitted",
+                        f"event:{accepted.event_id}",
+                        {
+                            "type": event.type,
+                            "source": event.source,
+                            "duplicate": accepted.duplicate,
+                        },
+                        actor=actor,
+                    )
+                ]
+            )
+        )
+        return JsonResponse(
+            {"event_id": accepted.event_id, "duplicate": accepted.duplicate}, status_code=202
+        )
+
+    async def dead_letters(request: Request) -> Response:
+        limit = _int_arg(request, "limit", 50, lo=1, hi=1000)
+        offset = _int_arg(request, "offset", 0)
+        out = []
+        for d in await engine.store.list_dead_letters(limit=limit, offset=offset):
+            payload, encoding = _payload(bytes(d.payload))
+            out.append(
+                {
+                    "id": d.id,
+                    "source": d.source,
+                    "reason": d.reason,
+                    "payload": payload,
+                    "payload_encoding": encoding,
+                    "headers": dict(d.headers),
+                    "received_at": d.received_at,
+                }
+            )
+        return JsonResponse({"dead_letters": out, "limit": limit, "offset": offset})
+
+    # -- resources, sensors, audit -------------------------------------------------------------
+    async def pools(request: Request) -> Response:
+        return JsonResponse(
+            {
+                "pools": [asdict(p) for p in engine.limits.snapshot()],
+                "flows": [asdict(p) for p in engine.gate.snapshot()],
+                "backlog": engine.backlog,
+            }
+        )
+
+    async def sensors(request: Request) -> Response:
+        return JsonResponse({"sensors": engine.describe_sensors()})
+
+    async def audit(request: Request) -> Response:
+        since = _time_arg(request, "since")
+        limit = _int_arg(request, "limit", 100, lo=1, hi=10_000)
+        subject = request.query_params.get("subject") or None
+        records = await engine.store.list_audit(since=since, subject=subject, limit=limit)
+        return JsonResponse({"audit": [jsonable_audit(a) for a in records], "limit": limit})
+
+    return [
+        Route("/", _endpoint(api_index), methods=["GET"]),
+        Route("/flows", read(list_flows), methods=["GET"]),
+        Route("/flows/{name}", read(get_flow), methods=["GET"]),
+        Route("/flows/{name}/runs", _endpoint(trigger), methods=["POST"]),
+        Route("/flows/{name}/backfill", _endpoint(backfill), methods=["POST"]),
+        Route("/runs", read(list_runs), methods=["GET"]),
+        Route("/runs/{id}", read(get_run), methods=["GET"]),
+        Route("/runs/{id}/cancel", _endpoint(cancel), methods=["POST"]),
+        Route("/runs/{id}/retry", _endpoint(retry), methods=["POST"]),
+        Route("/runs/{id}/logs", read(logs), methods=["GET"]),
+        Route("/stream", read(stream), methods=["GET"]),
+        Route("/events", read(list_events), methods=["GET"]),
+        Route("/events", _endpoint(emit), methods=["POST"]),
+        Route("/events/{id}", read(get_event), methods=["GET"]),
+        Route("/dead-letters", read(dead_letters), methods=["GET"]),
+        Route("/pools", read(pools), methods=["GET"]),
+        Route("/sensors", read(sensors), methods=["GET"]),
+        Route("/audit", read(audit), methods=["GET"]),
+    ]
+
+
+async def _count_window(
+    engine: Engine, flow: str | None, state: str | None, since: float | None, until: float | None
+) -> int:
+    """Runs in a time window (the store counts by flow and state only, so page through)."""
+    total, page = 0, 5000
+    while True:
+        batch = await engine.store.list_runs(
+            flow=flow, state=state, since=since, until=until, limit=page, offset=total
+        )
+        total += len(batch)
+        if len(batch) < page:
+            return total
+
+
+async def _follow_logs(
+    engine: Engine, hub: LiveHub, run_id: str, task: str | None, after: int
+) -> AsyncIterator[bytes]:
+    """SSE: a run's log lines as they are written (``event: log``), then ``event: end``."""
+    page = 1000
+    state = "unknown"
+    try:
+        while True:
+            run = await engine.store.get_run(run_id, with_tasks=False)
+            # The run's final state is committed after its last log lines: drain after reading it.
+            while True:
+                lines = await engine.store.list_logs(run_id, task, after_seq=after, limit=page)
+                for rec in lines:
+                    yield sse("log", _jsonable_log(rec), event_id=rec.seq)
+                    after = rec.seq
+                if len(lines) < page:
+                    break
+            state = str(run.state)
+            if run.state.finished:
+                break
+            with anyio.move_on_after(LOG_POLL_S):
+                await hub.closing.wait()
+            if hub.closing.is_set():
+                break
+    except (EngineNotRunning, StoreError, RunNotFound):
+        state = "unavailable"
+    yield sse("end", {"run_id": run_id, "state": state, "last_seq": after})
