@@ -215,6 +215,7 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self.task_log_level = task_log_level
         self.resume = resume
+        self.sensor_start_timeout_s = 30.0
         self.flows: dict[str, Flow] = {}
         self.rules = RuleSet()
         self._rule_sensors: dict[str, Sensor] = {}
@@ -369,6 +370,10 @@ class Engine:
             self._intake_tg = tg
             for sensor in list(self.sensors.values()):
                 tg.start_soon(self._run_sensor, sensor)
+            # "Started" means listening: the engine is ready once every sensor listens (or is
+            # reported off); a sensor that takes longer keeps starting in the background.
+            with anyio.move_on_after(self.sensor_start_timeout_s):
+                await self.sensors_settled()
             task_status.started()
             await anyio.sleep_forever()
 
@@ -839,10 +844,23 @@ class Engine:
                 _notify(fn, run)
 
     # -- events and rules --------------------------------------------------------------------
-    async def emit(self, event: Event) -> Accepted:
-        """Durably record ``event``; the rule layer then decides which runs it starts."""
+    async def emit(self, event: Event, *, actor: str | None = None) -> Accepted:
+        """Durably record ``event``; the rule layer then decides which runs it starts.
+
+        With ``actor`` (who sent it, e.g. an API token and address), the audit trail records
+        the emission too.
+        """
         self._require_running()
         (accepted,) = await self.intake.submit([event])
+        if actor is not None:
+            data = {"type": event.type, "source": event.source, "duplicate": accepted.duplicate}
+            await self.store.apply(
+                Changes(
+                    audit=[
+                        AuditEntry("event.emitted", f"event:{accepted.event_id}", data, actor=actor)
+                    ]
+                )
+            )
         return accepted
 
     async def _on_accepted(self, events: Sequence[Event], _: Sequence[Accepted]) -> None:

@@ -132,40 +132,32 @@ async def _serve(cfg: Config, dep: Deployment, warnings: list[str], store: str |
         if alerts is not None:
             await alert_tg.start(alerts.run)
         try:
-            async with engine:
-                await _sensors_settled(engine)
-                async with anyio.create_task_group() as tg:
-                    url = None
-                    if cfg.http.enabled:
-                        app = build_app(engine, cfg)
-                        await tg.start(run_app_services, app)
-                        port = await tg.start(HttpServer().serve, app, cfg.http.host, cfg.http.port)
-                        host = cfg.http.host if ":" not in cfg.http.host else f"[{cfg.http.host}]"
-                        url = f"http://{host}:{port}"
-                        if alerts is not None:
-                            alerts.base_url = url
-                    # The handlers are in place before the summary says the service is up: a
-                    # SIGTERM sent as soon as it is printed gets the graceful shutdown.
-                    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                        _summary(cfg, dep, engine, url, warnings, sys.stdout)
-                        async for signum in signals:
-                            log.info(
-                                "received %s: stopping intake, then running tasks get %.0fs",
-                                signal.Signals(signum).name,
-                                cfg.engine.grace_period_s,
-                            )
-                            break
-                    tg.cancel_scope.cancel()
+            async with engine, anyio.create_task_group() as tg:
+                url = None
+                if cfg.http.enabled:
+                    app = build_app(engine, cfg)
+                    await tg.start(run_app_services, app)
+                    port = await tg.start(HttpServer().serve, app, cfg.http.host, cfg.http.port)
+                    host = cfg.http.host if ":" not in cfg.http.host else f"[{cfg.http.host}]"
+                    url = f"http://{host}:{port}"
+                    if alerts is not None:
+                        alerts.base_url = url
+                # The handlers are in place before the summary says the service is up: a
+                # SIGTERM sent as soon as it is printed gets the graceful shutdown.
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    _summary(cfg, dep, engine, url, warnings, sys.stdout)
+                    async for signum in signals:
+                        log.info(
+                            "received %s: stopping intake, then running tasks get %.0fs",
+                            signal.Signals(signum).name,
+                            cfg.engine.grace_period_s,
+                        )
+                        break
+                tg.cancel_scope.cancel()
         finally:
             if alerts is not None:
                 alerts.close()
     log.info("evflow stopped")
-
-
-async def _sensors_settled(engine: Engine, timeout_s: float = 10.0) -> None:
-    """Wait (bounded) until each sensor is listening or off, for an honest summary."""
-    with anyio.move_on_after(timeout_s):
-        await engine.sensors_settled()
 
 
 def serve(

@@ -51,7 +51,7 @@ from ..errors import (
 from ..events import Event
 from ..executor import Instance
 from ..states import RunState
-from ..store.base import AuditEntry, AuditRecord, Changes, EventRecord, LogRecord, RunRecord
+from ..store.base import AuditRecord, EventRecord, LogRecord, RunRecord
 from .server import OrjsonResponse, error_response
 
 __all__ = ["ApiError", "LiveHub", "api_routes", "sse"]
@@ -560,10 +560,7 @@ def api_routes(
         runs = await store.list_runs(
             flow=flow, state=state, since=since, until=until, limit=limit, offset=offset
         )
-        if since is None and until is None:
-            total = await store.count_runs(flow=flow, state=state)
-        else:
-            total = await _count_window(engine, flow, state, since, until)
+        total = await store.count_runs(flow=flow, state=state, since=since, until=until)
         return JsonResponse(
             {
                 "runs": [jsonable_run(r, tasks=False) for r in runs],
@@ -670,23 +667,7 @@ def api_routes(
             event = Event.from_dict(body, default_source="evflow.api")
         except EventError as exc:
             raise ApiError(400, f"not a valid event: {exc}") from None
-        accepted = await engine.emit(event)
-        await engine.store.apply(
-            Changes(
-                audit=[
-                    AuditEntry(
-                        "event.emitted",
-                        f"event:{accepted.event_id}",
-                        {
-                            "type": event.type,
-                            "source": event.source,
-                            "duplicate": accepted.duplicate,
-                        },
-                        actor=actor,
-                    )
-                ]
-            )
-        )
+        accepted = await engine.emit(event, actor=actor)
         return JsonResponse(
             {"event_id": accepted.event_id, "duplicate": accepted.duplicate}, status_code=202
         )
@@ -750,20 +731,6 @@ def api_routes(
         Route("/sensors", read(sensors), methods=["GET"]),
         Route("/audit", read(audit), methods=["GET"]),
     ]
-
-
-async def _count_window(
-    engine: Engine, flow: str | None, state: str | None, since: float | None, until: float | None
-) -> int:
-    """Runs in a time window (the store counts by flow and state only, so page through)."""
-    total, page = 0, 5000
-    while True:
-        batch = await engine.store.list_runs(
-            flow=flow, state=state, since=since, until=until, limit=page, offset=total
-        )
-        total += len(batch)
-        if len(batch) < page:
-            return total
 
 
 async def _follow_logs(

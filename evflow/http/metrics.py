@@ -185,7 +185,7 @@ class Metrics:
         )
         self.loop_lag = Gauge(
             "evflow_event_loop_lag_seconds",
-            "How late the event loop last woke a 0.25 s sleep",
+            "How late the event loop last woke a 1 s sleep",
             registry=r,
         )
         self.loop_blocked = Counter(
@@ -246,12 +246,12 @@ class Metrics:
         """Read what needs the store (sensor lag) before a scrape."""
         lag: dict[str, float] = dict.fromkeys((s.source for s in self.engine.sensors.values()), 0.0)
         try:
-            pending = await self.engine.store.pending_events()
+            oldest = await self.engine.store.oldest_pending()
         except (EngineNotRunning, StoreError):
-            pending = []
+            oldest = {}
         now = time.time()
-        for ev in pending:
-            lag[ev.source] = max(lag.get(ev.source, 0.0), now - ev.received_at)
+        for source, received_at in oldest.items():
+            lag[source] = max(0.0, now - received_at)
         self.sensor_lag = lag
 
     async def render(self) -> bytes:
@@ -262,7 +262,7 @@ class Metrics:
 async def monitor_loop_lag(
     metrics: Metrics,
     *,
-    interval_s: float = 0.25,
+    interval_s: float = 1.0,
     warn_after_s: float = 0.5,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:

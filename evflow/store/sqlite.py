@@ -249,6 +249,7 @@ class SqliteStore:
         self._audit_seq = 0
         self._audit_hash = GENESIS_HASH
         self._closing = False
+        self._stopped = False
         self.commits = 0  # for metrics and benchmarks
 
     # -- lifespan ----------------------------------------------------------------------------
@@ -330,8 +331,8 @@ class SqliteStore:
 
     # -- the writer --------------------------------------------------------------------------
     async def _enqueue(self, op: _Op, weight: int) -> None:
-        if self._stack is None and not self._closing:
-            raise StoreError("the store is not open (use `async with SqliteStore(...)`)")
+        if self._stopped or (self._stack is None and not self._closing):
+            raise StoreError(f"the store {self.path!r} is not open (or already closed)")
         while self._pending_count >= self.max_pending:
             self._space = anyio.Event() if self._space.is_set() else self._space
             await self._space.wait()
@@ -352,6 +353,7 @@ class SqliteStore:
         while True:
             if not self._pending:
                 if self._closing:
+                    self._stopped = True
                     return
                 await self._wake.wait()
                 self._wake = anyio.Event()
@@ -612,8 +614,15 @@ class SqliteStore:
         )
         return [_run_from(r) for r in rows]
 
-    async def count_runs(self, *, flow: str | None = None, state: str | None = None) -> int:
-        where, params = self._run_filter(flow, state)
+    async def count_runs(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        where, params = self._run_filter(flow, state, since, until)
         rows = await self._read(f"SELECT COUNT(*) FROM runs{where}", params)
         return int(rows[0][0])
 
@@ -684,6 +693,13 @@ class SqliteStore:
             f"SELECT {_EVENT_COLS} FROM events WHERE status = 'pending' ORDER BY seq"
         )
         return [_event_from(r) for r in rows]
+
+    async def oldest_pending(self) -> dict[str, float]:
+        """Per source, when its oldest undecided event was received (for sensor lag)."""
+        rows = await self._read(
+            "SELECT source, MIN(received_at) FROM events WHERE status = 'pending' GROUP BY source"
+        )
+        return {str(r[0]): float(r[1]) for r in rows}
 
     async def count_events(self, source: str | None = None) -> int:
         if source is None:
