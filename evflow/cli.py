@@ -735,8 +735,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("audit", cmd_audit, "verify or export the tamper-evident audit trail")
     asub = sp.add_subparsers(dest="audit_cmd", required=True, metavar="verify|export")
-    asub.add_parser("verify", help="check every record's hash chain")
+    ver = asub.add_parser("verify", help="check every record's hash chain")
     ex = asub.add_parser("export", help="write the trail as JSON lines")
+    for audit_parser in (ver, ex):
+        audit_parser.add_argument(
+            "--store", default=argparse.SUPPRESS, help="store file (default: from evflow.toml)"
+        )
     ex.add_argument("--since", help="ISO 8601 time")
     ex.add_argument("--output", "-o", help="file (default: stdout)")
     return p

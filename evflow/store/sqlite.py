@@ -246,8 +246,6 @@ class SqliteStore:
         self._wake = anyio.Event()
         self._space = anyio.Event()
         self._stack: AsyncExitStack | None = None
-        self._audit_seq = 0
-        self._audit_hash = GENESIS_HASH
         self._closing = False
         self._stopped = False
         self.commits = 0  # for metrics and benchmarks
@@ -266,7 +264,6 @@ class SqliteStore:
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             stack.push_async_callback(self._reader.close)
             await self._configure(self._reader)
-            await self._load_audit_head()
             tg = await stack.enter_async_context(anyio.create_task_group())
             await tg.start(self._write_loop)
             stack.push_async_callback(self._stop_writer)
@@ -322,13 +319,6 @@ class SqliteStore:
                 await conn.execute("ROLLBACK")
                 raise
 
-    async def _load_audit_head(self) -> None:
-        rows = await self._read("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        if rows:
-            self._audit_seq, self._audit_hash = int(rows[0][0]), str(rows[0][1])
-        else:
-            self._audit_seq, self._audit_hash = 0, GENESIS_HASH
-
     # -- the writer --------------------------------------------------------------------------
     async def _enqueue(self, op: _Op, weight: int) -> None:
         if self._stopped or (self._stack is None and not self._closing):
@@ -370,12 +360,10 @@ class SqliteStore:
     async def _commit(self, batch: list[_Op]) -> None:
         conn = self._writer
         assert conn is not None
-        seq, head = self._audit_seq, self._audit_hash
         try:
             await conn.execute("BEGIN IMMEDIATE")
-            seq, head = await self._apply_batch(conn, batch)
+            await self._apply_batch(conn, batch)
             await conn.execute("COMMIT")
-            self._audit_seq, self._audit_hash = seq, head
             self.commits += 1
         except Exception as exc:
             log.error("store %s: a grouped write failed and was rolled back: %s", self.path, exc)
@@ -384,7 +372,7 @@ class SqliteStore:
             for op in batch:
                 op.error = exc
 
-    async def _apply_batch(self, conn: aiosqlite.Connection, batch: list[_Op]) -> tuple[int, str]:
+    async def _apply_batch(self, conn: aiosqlite.Connection, batch: list[_Op]) -> None:
         now = time.time()
         event_ops = [op for op in batch if op.events]
         cursors: dict[str, str] = {}
@@ -432,8 +420,12 @@ class SqliteStore:
             await conn.executemany(_SQL_LOG, logs)
         if processed:
             await conn.executemany(_SQL_PROCESSED, processed)
-        seq, head = self._audit_seq, self._audit_hash
         if audit_entries:
+            # The chain's head is read under the write lock, so other processes writing the
+            # same file (the CLI beside a running service) extend the same chain.
+            async with conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
+                last = await cur.fetchone()
+            seq, head = (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
             rows = []
             for entry in audit_entries:
                 seq += 1
@@ -443,7 +435,6 @@ class SqliteStore:
                 rows.append((seq, t, entry.kind, entry.subject, entry.actor, data, head, h))
                 head = h
             await conn.executemany(_SQL_AUDIT, rows)
-        return seq, head
 
     async def _insert_events(self, conn: aiosqlite.Connection, ops: list[_Op], now: float) -> None:
         rows = []
