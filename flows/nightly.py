@@ -32,7 +32,7 @@ def load_file(path: str) -> int:
 @task
 async def summarize(counts: list[int]) -> dict[str, Any]:
     summary = {"files": len(counts), "rows": sum(counts)}
-    get_logger().info("nightly load: %(files)d file(s), %(rows)d row(s)" % summary)
+    get_logger().info("nightly load: %d file(s), %d row(s)", summary["files"], summary["rows"])
     return summary
 
 

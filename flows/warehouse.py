@@ -40,7 +40,9 @@ def clean_order(raw: Mapping[str, Any]) -> dict[str, Any]:
     except KeyError as exc:
         raise ValueError(f"order {raw.get('order_id')!r} has no field {exc}") from None
     except (TypeError, ValueError):
-        raise ValueError(f"order {raw.get('order_id')!r}: quantity/unit_price are not numbers")
+        raise ValueError(
+            f"order {raw.get('order_id')!r}: quantity/unit_price are not numbers"
+        ) from None
     return {
         "order_id": str(raw["order_id"]),
         "customer": str(raw.get("customer", "")).strip(),
