@@ -16,10 +16,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 import orjson
@@ -38,8 +38,13 @@ from .display import (
 )
 from .errors import EvflowError, LoadError
 from .events import Event
+from .flows import Flow
+from .states import RunState
 from .store.base import RunRecord
 from .store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 __all__ = ["main"]
 
@@ -157,29 +162,35 @@ def _parse_time(text: str) -> datetime:
 # -- commands -------------------------------------------------------------------------------
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .engine import Engine
-    from .loader import load_flow_target
+def _local_engine(store: str, flows: Iterable[Flow]) -> Engine:
+    """An engine in this process on ``store`` with ``flows`` (no schedules, no resume).
 
-    fl = load_flow_target(args.target)
-    try:
-        params = params_from_pairs(args.param)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    fl.bind_params(params)  # a bad parameter fails before anything is stored
+    A pool the config does not size gets as many slots as its largest task takes.
+    """
+    from .engine import Engine
+
+    flows = list(flows)
     cfg = load_config(".")
     pools = dict(cfg.pools)
-    for node in fl.nodes.values():  # a pool the config does not size gets its task's slots
-        if node.options.pool and node.options.pool not in pools:
-            pools[node.options.pool] = max(node.options.slots, 1)
-    store = _store_path(args)
-    out = sys.stdout if not args.json else sys.stderr
+    for fl in flows:
+        for node in fl.nodes.values():
+            if node.options.pool and node.options.pool not in pools:
+                pools[node.options.pool] = max(node.options.slots, 1)
+    engine = Engine(
+        store, pools=pools, max_tasks=cfg.engine.max_tasks, resume=False, grace_period_s=0
+    )
+    for fl in flows:
+        engine.add(fl, schedule=False)
+    return engine
 
-    async def go() -> int:
-        progress = Progress(fl.name, list(fl.nodes), out)
 
-        class Observer:
-            def task_state(self, run_id: str, flow: str, inst: Any) -> None:
+async def _follow(engine: Engine, fl: Flow, run_id: str, out: TextIO) -> RunRecord:
+    """Wait for a run of this engine with a live per-task progress display."""
+    progress = Progress(fl.name, list(fl.nodes), out)
+
+    class Observer:
+        def task_state(self, rid: str, flow: str, inst: Any) -> None:
+            if rid == run_id:
                 progress.update(
                     inst.name,
                     inst.node,
@@ -190,31 +201,45 @@ def cmd_run(args: argparse.Namespace) -> int:
                     inst.waiting or inst.error or "",
                 )
 
-        async with Engine(
-            store, pools=pools, max_tasks=cfg.engine.max_tasks, resume=False, grace_period_s=0
-        ) as engine:
-            engine.add(fl, schedule=False)
-            engine.observers.append(Observer())
+    engine.observers.append(Observer())
+    progress.draw()
+    await engine.wait(run_id)
+    progress.draw()
+    return await engine.store.get_run(run_id)
+
+
+def _report(record: RunRecord, store: str, out: TextIO) -> None:
+    error = f": {record.error}" if record.error else ""
+    out.write(f"{record.state} in {fmt_duration(record.duration_s)}{error}\n")
+    for t in record.tasks:
+        if t.traceback and str(t.state) == "failed":
+            out.write(f"\n── {t.name}: {t.error}\n{t.traceback.rstrip()}\n")
+            break
+    out.write(f"details: evflow show {record.id[:12]} --store {store}\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .loader import load_flow_target
+
+    fl = load_flow_target(args.target)
+    try:
+        params = params_from_pairs(args.param)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    fl.bind_params(params)  # a bad parameter fails before anything is stored
+    store = _store_path(args)
+    out = sys.stdout if not args.json else sys.stderr
+
+    async def go() -> int:
+        async with _local_engine(store, [fl]) as engine:
             run_id = await engine.submit_run(fl, params, trigger={"kind": "cli"})
             out.write(f"run {run_id} of flow {fl.name} (store {store})\n")
-            progress.draw()
-            result = await engine.wait(run_id)
-            progress.draw()
-            record = await engine.store.get_run(run_id)
+            record = await _follow(engine, fl, run_id, out)
         if args.json:
             dump_json(jsonable_run(record))
         else:
-            out.write(
-                f"{result.state} in {fmt_duration(record.duration_s)}"
-                + (f": {result.error}" if result.error else "")
-                + "\n"
-            )
-            for t in record.tasks:
-                if t.traceback and str(t.state) == "failed":
-                    out.write(f"\n── {t.name}: {t.error}\n{t.traceback.rstrip()}\n")
-                    break
-            out.write(f"details: evflow show {run_id[:12]} --store {store}\n")
-        return 0 if result.ok else 1
+            _report(record, store, out)
+        return 0 if record.state is RunState.SUCCEEDED else 1
 
     return _run_async(go)
 
@@ -414,39 +439,91 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _project_flows(args: argparse.Namespace) -> dict[str, Flow]:
+    from .loader import load_project
+
+    return load_project(getattr(args, "project", None) or ".").flows
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     api = _api(args)
-    if api is None:
-        raise CliError("cancel needs a running service: pass --url (e.g. http://127.0.0.1:8000)")
-    data = api.call("POST", f"/api/runs/{args.run}/cancel")
-    print(f"run {args.run}: " + ("cancelled" if data.get("cancelled") else "already finished"))
+    if api is not None:
+        data = api.call("POST", f"/api/runs/{args.run}/cancel")
+        cancelled = bool(data.get("cancelled"))
+    else:
+        # In a store: for a run no service is running (queued, or left by a stopped service).
+        path = _existing_store(args)
+
+        async def go() -> bool:
+            async with _local_engine(path, []) as engine:
+                return await engine.cancel(args.run, actor="cli")
+
+        cancelled = anyio.run(go)
+    print(f"run {args.run}: " + ("cancelled" if cancelled else "already finished"))
     return 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     api = _api(args)
-    if api is None:
-        raise CliError("retry needs a running service: pass --url (e.g. http://127.0.0.1:8000)")
-    data = api.call("POST", f"/api/runs/{args.run}/retry")
-    print(f"run {data['run_id']} queued again from its failed tasks")
-    return 0
+    if api is not None:
+        data = api.call("POST", f"/api/runs/{args.run}/retry")
+        print(f"run {data['run_id']} queued again from its failed tasks")
+        return 0
+    # In a store: run it again here, from its failed tasks, like `evflow run`.
+    path = _existing_store(args)
+    flows = _project_flows(args)
+
+    async def go() -> int:
+        async with SqliteStore(path) as store:
+            flow_name = (await store.get_run(args.run, with_tasks=False)).flow
+        if flow_name not in flows:
+            raise CliError(
+                f"run {args.run} is of flow {flow_name!r}, which is not in this "
+                "project's flows/ (pass --project)"
+            )
+        fl = flows[flow_name]
+        async with _local_engine(path, [fl]) as engine:
+            run_id = await engine.retry(args.run, actor="cli")
+            print(f"run {run_id} of flow {fl.name}: retrying its failed tasks")
+            record = await _follow(engine, fl, run_id, sys.stdout)
+        _report(record, path, sys.stdout)
+        return 0 if record.state is RunState.SUCCEEDED else 1
+
+    return _run_async(go)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    start, end = _parse_time(args.start), _parse_time(args.end)
     api = _api(args)
-    if api is None:
-        raise CliError("backfill needs a running service: pass --url (e.g. http://127.0.0.1:8000)")
-    body = {
-        "start": _parse_time(args.start).isoformat(),
-        "end": _parse_time(args.end).isoformat(),
-        "max_active": args.max_active,
-    }
-    data = api.call("POST", f"/api/flows/{args.flow}/backfill", body)
-    if args.json:
-        dump_json(data)
-    else:
-        print(f"{len(data['run_ids'])} run(s) queued for flow {args.flow}")
-    return 0
+    if api is not None:
+        body = {"start": start.isoformat(), "end": end.isoformat(), "max_active": args.max_active}
+        data = api.call("POST", f"/api/flows/{args.flow}/backfill", body)
+        if args.json:
+            dump_json(data)
+        else:
+            print(f"{len(data['run_ids'])} run(s) queued for flow {args.flow}")
+        return 0
+    # In a store: run the slots here, at most --max-active at once.
+    flows = _project_flows(args)
+    if args.flow not in flows:
+        raise CliError(f"no flow {args.flow!r} in this project's flows/ (pass --project)")
+    path = _store_path(args)
+
+    async def go() -> int:
+        async with _local_engine(path, [flows[args.flow]]) as engine:
+            run_ids = await engine.backfill(
+                args.flow, start, end, max_active=args.max_active, actor="cli"
+            )
+            print(f"{len(run_ids)} run(s) of flow {args.flow} to backfill", file=sys.stderr)
+            results = [await engine.wait(rid) for rid in run_ids]
+        failed = [r.run_id for r in results if not r.ok]
+        if args.json:
+            dump_json({"run_ids": run_ids, "failed": failed})
+        else:
+            print(f"{len(results) - len(failed)} succeeded, {len(failed)} failed")
+        return 1 if failed else 0
+
+    return _run_async(go)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -712,18 +789,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--param", "-p", action="append", default=[], metavar="K=V")
     sp.add_argument("--project", help="project folder holding the flow (default: .)")
 
-    sp = add("cancel", cmd_cancel, "cancel a run on a running service", store=False, url=True)
+    sp = add("cancel", cmd_cancel, "cancel a run (on a running service with --url)", url=True)
     sp.add_argument("run")
-    sp = add("retry", cmd_retry, "retry a failed run from its failed tasks", store=False, url=True)
+    sp = add(
+        "retry",
+        cmd_retry,
+        "retry a failed run from its failed tasks (on a running service with --url, else here)",
+        url=True,
+    )
     sp.add_argument("run")
+    sp.add_argument("--project", help="project folder holding the flow (default: .)")
     sp = add(
         "backfill",
         cmd_backfill,
-        "one run per schedule slot in a time range",
-        store=False,
+        "one run per schedule slot in a time range (on a running service with --url, else here)",
         url=True,
         json=True,
     )
+    sp.add_argument("--project", help="project folder holding the flow (default: .)")
     sp.add_argument("flow")
     sp.add_argument("--start", required=True, help="ISO 8601, e.g. 2026-01-01T00:00Z")
     sp.add_argument("--end", required=True)
