@@ -37,7 +37,7 @@ import orjson
 from .alerts import task_callbacks
 from .context import TaskContext, reset_current, set_current
 from .errors import ResultNotSerializable
-from .flows import Flow, Node, Param, unmapped
+from .flows import Flow, Node, Param, Task, unmapped
 from .limits import Limits
 from .states import RunState, TaskState
 from .store.base import AttemptRecord, AuditEntry, Changes, LogRecord, RunRecord, Store, TaskRecord
@@ -585,13 +585,32 @@ class RunExecution:
     def _blocked(self, inst: Instance, reason: str) -> None:
         """A limit made ``inst`` wait: record why now, so the store shows it while it waits."""
         inst.state, inst.waiting = TaskState.WAITING, reason
-        if self._tg is not None:
-            self._tg.start_soon(self._note_waiting, inst, reason)
+        rid = self.run.id
+        self.store.apply_nowait(
+            Changes(
+                tasks=[inst.record(rid)],
+                audit=[
+                    AuditEntry("task.waiting", f"run:{rid}/task:{inst.name}", {"reason": reason})
+                ],
+            )
+        )
+        if self.hooks.on_task_state is not None:
+            self.hooks.on_task_state(rid, self.flow.name, inst)
 
-    async def _note_waiting(self, inst: Instance, reason: str) -> None:
-        # Started from a synchronous callback: skip if the wait is already over.
-        if inst.state is TaskState.WAITING and inst.waiting == reason:
-            await self._save([inst], "task.waiting", {"reason": reason})
+    async def _call(self, t: Task, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Call the task function: async ones on the loop, sync ones in a worker thread."""
+        if t.is_async:
+            value = await t.fn(*args, **kwargs)
+        else:
+            run = contextvars.copy_context().run
+            value = await anyio.to_thread.run_sync(
+                lambda: run(t.fn, *args, **kwargs),
+                limiter=self.limits.thread_limiter,
+                abandon_on_cancel=True,
+            )
+        if inspect.isawaitable(value):
+            value = await value
+        return value
 
     async def _attempt(
         self, node: Node, inst: Instance, args: list[Any], kwargs: dict[str, Any]
@@ -609,18 +628,11 @@ class RunExecution:
         )
         token = set_current(ctx)
         try:
-            with anyio.fail_after(node.options.timeout_s):
-                if t.is_async:
-                    value = await t.fn(*args, **kwargs)
-                else:
-                    run = contextvars.copy_context().run
-                    value = await anyio.to_thread.run_sync(
-                        lambda: run(t.fn, *args, **kwargs),
-                        limiter=self.limits.thread_limiter,
-                        abandon_on_cancel=True,
-                    )
-                if inspect.isawaitable(value):
-                    value = await value
+            if node.options.timeout_s is None:
+                value = await self._call(t, args, kwargs)
+            else:
+                with anyio.fail_after(node.options.timeout_s):
+                    value = await self._call(t, args, kwargs)
         except TimeoutError:
             inst.error = (
                 f"TimeoutError: task {inst.name!r} timed out after {node.options.timeout_s:g}s"

@@ -214,6 +214,10 @@ class Store(Protocol):
         """Queue ``changes`` for the next grouped commit; with ``wait``, return after it."""
         ...
 
+    def apply_nowait(self, changes: Changes) -> None:
+        """Queue ``changes`` at once, from synchronous code; no backpressure, so keep it small."""
+        ...
+
     async def flush(self) -> None:
         """Return once everything queued so far is committed."""
         ...

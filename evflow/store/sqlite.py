@@ -523,6 +523,14 @@ class SqliteStore:
         else:
             await self._enqueue(op, weight)
 
+    def apply_nowait(self, changes: Changes) -> None:
+        """Queue ``changes`` without waiting for room (for small notes from sync callbacks)."""
+        if self._stopped or (self._stack is None and not self._closing):
+            raise StoreError(f"the store {self.path!r} is not open (or already closed)")
+        self._pending.append(_Op(changes=changes))
+        self._pending_count += 1
+        self._wake.set()
+
     async def flush(self) -> None:
         if self._pending or self._pending_count:
             await self._submit(_Op())
