@@ -380,25 +380,34 @@ class RunExecution:
             self.instances[name] = inst
         return inst
 
-    async def _node_done(self, node: Node, state: TaskState) -> None:
+    def _node_done(self, node: Node, state: TaskState) -> Node | None:
+        """Record ``node`` finished; start the downstream tasks it made ready.
+
+        One of them is returned for the caller to run in its own task, so a chain of tasks
+        runs in one task instead of spawning one per step.
+        """
         self.node_state[node.name] = state
+        ready = [
+            down
+            for down in node.downstream
+            if down.name not in self.node_state
+            and all(u.name in self.node_state for u in down.upstream)
+        ]
+        if not ready:
+            return None
         tg = self._tg
         assert tg is not None
-        for down in node.downstream:
-            if down.name in self.node_state:
-                continue
-            if all(u.name in self.node_state for u in down.upstream):
-                tg.start_soon(self._run_node, down)
-
-    def _upstream_states(self, node: Node) -> list[TaskState]:
-        return [
-            TaskState.SKIPPED
-            if (u.name, node.name) in self.skipped_edges
-            else self.node_state[u.name]
-            for u in node.upstream
-        ]
+        for down in ready[1:]:
+            tg.start_soon(self._run_node, down)
+        return ready[0]
 
     async def _run_node(self, node: Node) -> None:
+        current: Node | None = node
+        while current is not None:
+            current = self._node_done(current, await self._run_one(current))
+
+    async def _run_one(self, node: Node) -> TaskState:
+        """Run one node (all its instances, if mapped) or settle it by its trigger rule."""
         if any((u.name, node.name) in self.skipped_edges for u in node.upstream):
             verdict: TaskState | None = TaskState.SKIPPED  # a branch did not choose it
         else:
@@ -408,15 +417,20 @@ class RunExecution:
             inst.state = verdict
             inst.ended_at = time.time()
             await self._save([inst], f"task.{verdict}", {"trigger_rule": node.options.trigger_rule})
-            await self._node_done(node, verdict)
-            return
+            return verdict
         if node.mapped:
-            state = await self._run_mapped(node)
-        else:
-            inst = self._instance(node.name, node.name)
-            args, kwargs = self._resolve(node)
-            state = await self._run_instance(node, inst, args, kwargs)
-        await self._node_done(node, state)
+            return await self._run_mapped(node)
+        inst = self._instance(node.name, node.name)
+        args, kwargs = self._resolve(node)
+        return await self._run_instance(node, inst, args, kwargs)
+
+    def _upstream_states(self, node: Node) -> list[TaskState]:
+        return [
+            TaskState.SKIPPED
+            if (u.name, node.name) in self.skipped_edges
+            else self.node_state[u.name]
+            for u in node.upstream
+        ]
 
     async def _run_mapped(self, node: Node) -> TaskState:
         parent = self._instance(node.name, node.name)
