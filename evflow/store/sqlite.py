@@ -405,7 +405,9 @@ class SqliteStore:
             audit_entries.extend(ch.audit)
 
         if event_ops:
-            await self._insert_events(conn, event_ops, now)
+            # Every event that enters is on the audit trail, in the transaction storing it.
+            received = await self._insert_events(conn, event_ops, now)
+            audit_entries[:0] = received
         if cursors:
             await conn.executemany(_SQL_CURSOR, list(cursors.items()))
         if dead:
@@ -436,7 +438,9 @@ class SqliteStore:
                 head = h
             await conn.executemany(_SQL_AUDIT, rows)
 
-    async def _insert_events(self, conn: aiosqlite.Connection, ops: list[_Op], now: float) -> None:
+    async def _insert_events(
+        self, conn: aiosqlite.Connection, ops: list[_Op], now: float
+    ) -> list[AuditEntry]:
         rows = []
         tokens: dict[str, str] = {}
         for op in ops:
@@ -469,6 +473,7 @@ class SqliteStore:
                     stored[key] = (eid, ingest)
         dup_counts: dict[str, int] = {}
         claimed: set[str] = set()
+        received: list[AuditEntry] = []
         for op in ops:
             results = []
             for ev in op.events:
@@ -476,12 +481,21 @@ class SqliteStore:
                 fresh = ingest == tokens[ev.dedup_key] and ev.dedup_key not in claimed
                 if fresh:
                     claimed.add(ev.dedup_key)
+                    received.append(
+                        AuditEntry(
+                            "event.received",
+                            f"event:{eid}",
+                            {"type": ev.type, "source": ev.source, "dedup_key": ev.dedup_key},
+                            time=now,
+                        )
+                    )
                 else:
                     dup_counts[ev.source] = dup_counts.get(ev.source, 0) + 1
                 results.append(Accepted(event_id=eid, duplicate=not fresh))
             op.result = results
         if dup_counts:
             await conn.executemany(_SQL_DUP, list(dup_counts.items()))
+        return received
 
     # -- writes ------------------------------------------------------------------------------
     async def add_events(

@@ -145,12 +145,16 @@ async def test_export_writes_json_lines_with_actors(tmp_path: Path) -> None:
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     kinds = {r["kind"] for r in records}
     assert {
-        "run.queued",
-        "run.succeeded",
+        "event.received",
+        "event.emitted",
         "rule.matched",
         "rule.not_matched",
-        "event.emitted",
+        "run.queued",
+        "run.succeeded",
     } <= kinds
+    # Each event is on the trail before the decisions it caused.
+    first = {r["subject"]: r["kind"] for r in reversed(records)}
+    assert all(first[s] == "event.received" for s in first if s.startswith("event:"))
     emitted = next(r for r in records if r["kind"] == "event.emitted")
     assert emitted["actor"] == "token:abcd@127.0.0.1"
     future = evflow_cli("audit", "export", "--store", str(db), "--since", "2999-01-01")
