@@ -295,7 +295,8 @@ class RunExecution:
                     for node in self.flow.order():
                         if node.name not in self.node_state and not node.upstream:
                             tg.start_soon(self._run_node, node)
-                    self._resume_ready(tg)
+                    if self.node_state:
+                        self._resume_ready(tg)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish()

@@ -354,6 +354,7 @@ class Flow:
         self.schedule = _parse_schedule(schedule, self)
         self._token: contextvars.Token[_Builder | None] | None = None
         self._version: str | None = None
+        self._order: list[Node] | None = None
 
     def __repr__(self) -> str:
         return f"<Flow {self.name} ({len(self.nodes)} tasks)>"
@@ -381,6 +382,7 @@ class Flow:
             )
         self.nodes[node.name] = node
         self._version = None
+        self._order = None
 
     def add_edge(self, up: Node, down: Node) -> None:
         """Declare that ``down`` runs after ``up``; both must belong to this flow."""
@@ -405,6 +407,7 @@ class Flow:
             up.downstream.append(down)
             down.upstream.append(up)
         self._version = None
+        self._order = None
 
     def _reaches(self, start: Node, goal: Node) -> bool:
         return bool(self._path(start, goal))
@@ -464,7 +467,9 @@ class Flow:
         self.order()  # raises on a cycle
 
     def order(self) -> list[Node]:
-        """The nodes in a topological order (Kahn's algorithm)."""
+        """The nodes in a topological order (Kahn's algorithm; kept until the graph changes)."""
+        if self._order is not None:
+            return self._order
         indeg = {n: len(node.upstream) for n, node in self.nodes.items()}
         ready = [n for n, d in indeg.items() if d == 0]
         out: list[Node] = []
@@ -484,6 +489,7 @@ class Flow:
                 task=stuck[0],
                 location=self.location,
             )
+        self._order = out
         return out
 
     @property
