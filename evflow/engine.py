@@ -592,29 +592,12 @@ class Engine:
         now = time.time()
         full = await self.store.get_run(record.id)
         tasks = [
-            TaskRecord(
-                run_id=t.run_id,
-                name=t.name,
-                node=t.node,
-                state=TaskState.SKIPPED,
-                attempt=t.attempt,
-                map_index=t.map_index,
-                ended_at=now,
-            )
+            replace(t, state=TaskState.SKIPPED, ended_at=now, waiting=None)
             for t in full.tasks
             if not t.state.finished
         ]
-        cancelled = RunRecord(
-            id=record.id,
-            flow=record.flow,
-            flow_version=record.flow_version,
-            params=record.params,
-            state=RunState.CANCELLED,
-            created_at=record.created_at,
-            priority=record.priority,
-            trigger=record.trigger,
-            ended_at=now,
-            error=reason,
+        cancelled = replace(
+            full, state=RunState.CANCELLED, ended_at=now, error=reason, waiting=None, tasks=()
         )
         await self.store.apply(
             Changes(
@@ -788,16 +771,11 @@ class Engine:
         except Exception:
             log.exception("run %s of flow %r crashed the executor", run.id, run.flow)
             with anyio.CancelScope(shield=True):
-                failed = RunRecord(
-                    id=run.id,
-                    flow=run.flow,
-                    flow_version=run.flow_version,
-                    params=run.params,
+                failed = replace(
+                    run,
                     state=RunState.FAILED,
-                    created_at=run.created_at,
-                    priority=run.priority,
-                    trigger=run.trigger,
                     ended_at=time.time(),
+                    tasks=(),
                     error="internal error in the executor; see the service log",
                 )
                 await self.store.apply(Changes(runs=[failed]), wait=True)
@@ -811,17 +789,7 @@ class Engine:
                 waiter.set()
 
     async def _note_run_waiting(self, run: RunRecord, reason: str) -> None:
-        waiting = RunRecord(
-            id=run.id,
-            flow=run.flow,
-            flow_version=run.flow_version,
-            params=run.params,
-            state=RunState.QUEUED,
-            created_at=run.created_at,
-            priority=run.priority,
-            trigger=run.trigger,
-            waiting=reason,
-        )
+        waiting = replace(run, state=RunState.QUEUED, waiting=reason, tasks=())
         active = self._active.get(run.id)
         if active is not None and active.execution is None:
             await self.store.apply(Changes(runs=[waiting]))

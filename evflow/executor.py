@@ -27,7 +27,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -186,21 +186,7 @@ class RunExecution:
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _run_record(self) -> RunRecord:
-        r = self.run
-        return RunRecord(
-            id=r.id,
-            flow=r.flow,
-            flow_version=r.flow_version,
-            params=r.params,
-            state=self.state,
-            created_at=r.created_at,
-            priority=r.priority,
-            trigger=r.trigger,
-            started_at=r.started_at,
-            ended_at=r.ended_at,
-            waiting=r.waiting,
-            error=r.error,
-        )
+        return replace(self.run, state=self.state, tasks=())
 
     async def _save(
         self,
@@ -238,7 +224,7 @@ class RunExecution:
     async def execute(self) -> RunState:
         """Run to the end; returns the final state (``running`` if interrupted by shutdown)."""
         self._log_buffer = []
-        self.run = _with(
+        self.run = replace(
             self.run,
             state=RunState.RUNNING,
             waiting=None,
@@ -339,7 +325,7 @@ class RunExecution:
             failed = [n for n, s in self.node_state.items() if s in _FAILED]
             self.state = RunState.FAILED if failed else RunState.SUCCEEDED
             error = f"task(s) failed: {', '.join(sorted(failed))}" if failed else None
-        self.run = _with(self.run, state=self.state, ended_at=now, error=error, waiting=None)
+        self.run = replace(self.run, state=self.state, ended_at=now, error=error, waiting=None)
         await self._flush_logs()
         await self.store.apply(
             Changes(
@@ -735,12 +721,6 @@ def _bind_explicit(
         for k, v in params.items():
             kwargs.setdefault(k, v)
     return args, kwargs
-
-
-def _with(run: RunRecord, **changes: Any) -> RunRecord:
-    from dataclasses import replace
-
-    return replace(run, **changes)
 
 
 async def _maybe_await(value: Any) -> None:

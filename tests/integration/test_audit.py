@@ -12,8 +12,9 @@ import anyio
 import orjson
 
 from evflow import Engine, Event, Rule, flow, task
-from evflow.store.base import AuditEntry, Changes, RunRecord
+from evflow.store.base import AuditEntry, Changes
 from evflow.store.sqlite import SqliteStore
+from tests.observers import RunLog
 
 LIMIT_S = 30
 
@@ -38,23 +39,8 @@ def evflow_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-class Finished:
-    """Counts finished runs (an engine observer) so the test waits on a condition."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.count = 0
-        self.all_done = anyio.Event()
-
-    def run_state(self, run: RunRecord) -> None:
-        if run.state.finished:
-            self.count += 1
-            if self.count >= self.expected:
-                self.all_done.set()
-
-
 async def make_trail(path: Path) -> None:
-    finished = Finished(2)
+    finished = RunLog()
     async with Engine(path, grace_period_s=0) as engine:
         engine.add(audited, Rule(on="order.*"))
         engine.observers.append(finished)
@@ -62,7 +48,7 @@ async def make_trail(path: Path) -> None:
             await engine.run(audited)
             await engine.emit(Event("order.created", data={"n": 1}), actor="token:abcd@127.0.0.1")
             await engine.emit(Event("other.thing"))
-            await finished.all_done.wait()
+            await finished.wait_for(2)
 
 
 async def test_an_untouched_trail_verifies(tmp_path: Path) -> None:

@@ -20,31 +20,13 @@ import pytest
 from evflow import Batch, Correlate, Engine, Event, Rule, RunState, TaskState, flow, task
 from evflow.clock import ManualClock
 from evflow.rules import CorrelationTimedOut
-from evflow.store.base import AuditRecord, RunRecord
+from evflow.store.base import AuditRecord
+from tests.observers import RunLog
 
 T = TypeVar("T")
+
 LIMIT_S = 20  # bound on any single wait: a hang fails the test instead of blocking the suite
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
-
-
-class RunLog:
-    """An engine observer: the runs that finished, and a way to wait for them."""
-
-    def __init__(self) -> None:
-        self.finished: list[RunRecord] = []
-        self._changed = anyio.Event()
-
-    def run_state(self, run: RunRecord) -> None:
-        if run.state.finished:
-            self.finished.append(run)
-            self._changed.set()
-            self._changed = anyio.Event()
-
-    async def wait_for(self, n: int) -> list[RunRecord]:
-        with anyio.fail_after(LIMIT_S):
-            while len(self.finished) < n:
-                await self._changed.wait()
-        return list(self.finished)
 
 
 class Alerts:

@@ -9,7 +9,7 @@ handled everything due at the current time.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ import pytest
 from evflow import Cron, Engine, RunState, flow, task
 from evflow.clock import ManualClock
 from evflow.store.base import RunRecord
+from tests.observers import RunLog
 
 LIMIT_S = 20
 PARIS = ZoneInfo("Europe/Paris")
@@ -31,29 +32,6 @@ def utc(
     year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
 ) -> datetime:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-
-
-class RunLog:
-    """An engine observer: the runs that finished, and a way to wait for some."""
-
-    def __init__(self) -> None:
-        self.finished: list[RunRecord] = []
-        self._changed = anyio.Event()
-
-    def run_state(self, run: RunRecord) -> None:
-        if run.state.finished:
-            self.finished.append(run)
-            self._changed.set()
-            self._changed = anyio.Event()
-
-    async def wait_until(self, done: Callable[[list[RunRecord]], bool]) -> list[RunRecord]:
-        with anyio.fail_after(LIMIT_S):
-            while not done(self.finished):
-                await self._changed.wait()
-        return list(self.finished)
-
-    async def wait_for(self, n: int) -> list[RunRecord]:
-        return await self.wait_until(lambda runs: len(runs) >= n)
 
 
 def scheduled_flow(expr: str, *, tz: str = "UTC", misfire: str = "latest") -> Any:

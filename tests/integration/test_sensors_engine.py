@@ -26,8 +26,10 @@ from evflow.sensors import FileSensor, KafkaSensor
 from evflow.store.base import RunRecord, Store
 from evflow.store.sqlite import SqliteStore
 from tests.brokers import KafkaBroker, unique_topic
+from tests.observers import RunLog
 
 T = TypeVar("T")
+
 LIMIT_S = 20
 SETTLE = 0.2
 # Tansu holds every fetch for fetch_max_wait_ms and rebalances in about session_timeout / 2.
@@ -37,29 +39,6 @@ FAST: dict[str, Any] = {
     "heartbeat_interval_ms": 300,
 }
 Offsets = dict[tuple[str, int], int]
-
-
-class RunLog:
-    """An engine observer: the runs that finished, and a way to wait for some."""
-
-    def __init__(self) -> None:
-        self.finished: list[RunRecord] = []
-        self._changed = anyio.Event()
-
-    def run_state(self, run: RunRecord) -> None:
-        if run.state.finished:
-            self.finished.append(run)
-            self._changed.set()
-            self._changed = anyio.Event()
-
-    async def wait_until(self, done: Callable[[list[RunRecord]], bool]) -> list[RunRecord]:
-        with anyio.fail_after(LIMIT_S):
-            while not done(self.finished):
-                await self._changed.wait()
-        return list(self.finished)
-
-    async def wait_for(self, n: int) -> list[RunRecord]:
-        return await self.wait_until(lambda runs: len(runs) >= n)
 
 
 class Tagged:

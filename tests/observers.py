@@ -1,0 +1,34 @@
+"""Engine observers the tests wait on: real conditions, no sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+
+from evflow.store.base import RunRecord
+
+LIMIT_S = 20  # bound on any single wait: a hang fails the test instead of blocking the suite
+
+
+class RunLog:
+    """An engine observer: the runs that finished, and a way to wait for some."""
+
+    def __init__(self) -> None:
+        self.finished: list[RunRecord] = []
+        self._changed = anyio.Event()
+
+    def run_state(self, run: RunRecord) -> None:
+        if run.state.finished:
+            self.finished.append(run)
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def wait_until(self, done: Callable[[list[RunRecord]], bool]) -> list[RunRecord]:
+        with anyio.fail_after(LIMIT_S):
+            while not done(self.finished):
+                await self._changed.wait()
+        return list(self.finished)
+
+    async def wait_for(self, n: int) -> list[RunRecord]:
+        return await self.wait_until(lambda runs: len(runs) >= n)

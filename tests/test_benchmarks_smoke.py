@@ -1,0 +1,65 @@
+"""The benchmark suite still runs: every workload, both sides, at a tiny size.
+
+This checks that each workload completes and reports its figures through the same code as
+``python -m benchmarks``; it asserts nothing about timing (figures are measured by the suite,
+not by tests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import runner
+from benchmarks.common import Workload
+
+WORKLOADS = [
+    # latency.kafka starts the real Kafka-protocol test broker
+    pytest.param(w, id=w.name, marks=[pytest.mark.kafka] if "kafka" in w.name else [])
+    for w in runner.WORKLOADS
+]
+
+
+def _assert_complete(result: dict[str, object]) -> None:
+    name = result["name"]
+    assert result["errors"] == {}, f"{name}: {result['errors']}"
+    for side in ("evflow", "floor"):
+        figures = result[side]
+        assert isinstance(figures, dict) and figures, f"{name}/{side}: no figures"
+        assert all(math.isfinite(v) for v in figures.values()), f"{name}/{side}: {figures}"
+    rows = result["rows"]
+    assert isinstance(rows, list) and rows
+    for row in rows:
+        assert row["evflow"] is not None, f"{name}: no evflow figure for {row['key']}"
+        assert row["floor"] is not None, f"{name}: no floor figure for {row['key']}"
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_workload_runs_at_a_tiny_size(workload: Workload) -> None:
+    (result,) = runner.run([workload], "smoke", isolate=False)
+    _assert_complete(result)
+    assert workload.name in runner.table([result])
+    json.dumps(result)  # the JSON document holds only plain data
+
+
+def test_the_command_line_runs_a_side_per_process_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    code = runner.main(["--profile", "smoke", "--only", "etl", "--json", str(out)])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["isolated"] is True
+    assert doc["machine"]["cpu_count"] >= 1
+    assert doc["machine"]["packages"]["evflow"]
+    (result,) = doc["workloads"]
+    assert result["name"] == "etl"
+    _assert_complete(result)
+
+
+def test_only_selects_a_group_by_prefix() -> None:
+    names = [w.name for w in runner.select(["latency"])]
+    assert names == ["latency.emit", "latency.webhook", "latency.kafka", "latency.file"]
+    with pytest.raises(SystemExit, match="unknown workload"):
+        runner.select(["nope"])
