@@ -1,10 +1,12 @@
-"""The embedded store: SQLite through aiosqlite, WAL, one writer, grouped commits.
+"""The embedded store: SQLite, WAL, one writer, grouped commits.
 
 Every write goes through one writer task. Writes queued while a transaction commits are
 grouped into the next one, so persistence does not cap throughput: under load one commit
-carries hundreds of state changes. Within a transaction, changes are applied per table in a
-fixed order (events, cursors, dead letters, runs, tasks, attempts, logs, audit); each table has
-one statement, so the order of changes to the same row is kept. Reads use a second
+carries hundreds of state changes. Each grouped transaction runs as a single call in a worker
+thread (a plain ``sqlite3`` connection used by one thread at a time), not one thread round trip
+per statement. Within a transaction, changes are applied per table in a fixed order (events,
+cursors, dead letters, runs, tasks, attempts, logs, audit); each table has one statement, so
+the order of changes to the same row is kept. Reads go through aiosqlite on a second
 connection, which WAL lets run beside the writer.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -239,7 +242,8 @@ class SqliteStore:
         self.path = parse_store_url(os.fspath(path))
         self.max_pending = max_pending
         self.synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._write_limiter = anyio.CapacityLimiter(1)
         self._reader: aiosqlite.Connection | None = None
         self._pending: list[_Op] = []
         self._pending_count = 0
@@ -254,16 +258,16 @@ class SqliteStore:
     async def __aenter__(self) -> SqliteStore:
         try:
             await (await anyio.Path(self.path).absolute()).parent.mkdir(parents=True, exist_ok=True)
-            self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-        except (OSError, aiosqlite.Error) as exc:
+            self._writer = await anyio.to_thread.run_sync(
+                self._open_writer, limiter=self._write_limiter
+            )
+        except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open store {self.path!r}: {exc}") from None
         async with AsyncExitStack() as stack:
-            stack.push_async_callback(self._writer.close)
-            await self._configure(self._writer)
-            await self._migrate(self._writer)
+            stack.push_async_callback(self._close_writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             stack.push_async_callback(self._reader.close)
-            await self._configure(self._reader)
+            await self._reader.execute("PRAGMA busy_timeout=10000")
             tg = await stack.enter_async_context(anyio.create_task_group())
             await tg.start(self._write_loop)
             stack.push_async_callback(self._stop_writer)
@@ -283,17 +287,31 @@ class SqliteStore:
             await self.flush()
             self._wake.set()
 
-    async def _configure(self, conn: aiosqlite.Connection) -> None:
-        # busy_timeout first: switching a new file to WAL takes a lock another opener may hold.
-        await conn.execute("PRAGMA busy_timeout=10000")
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-        await conn.execute("PRAGMA temp_store=MEMORY")
+    async def _close_writer(self) -> None:
+        conn, self._writer = self._writer, None
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(conn.close, limiter=self._write_limiter)
 
-    async def _schema_version(self, conn: aiosqlite.Connection) -> int:
-        async with conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        version = int(row[0]) if row else 0
+    # The writer connection is a plain sqlite3 connection used from one worker thread at a
+    # time (the write limiter admits one call): each grouped transaction is a single call,
+    # instead of one thread round trip per statement.
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            # busy_timeout first: switching a new file to WAL takes a lock another opener holds.
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"store {self.path!r} has schema version {version}, newer than this evflow "
@@ -301,22 +319,22 @@ class SqliteStore:
             )
         return version
 
-    async def _migrate(self, conn: aiosqlite.Connection) -> None:
-        version = await self._schema_version(conn)
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = self._schema_version(conn)
         for number in range(version, SCHEMA_VERSION):
-            await conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 # Another process may have migrated while we waited for the write lock.
-                if await self._schema_version(conn) > number:
-                    await conn.execute("COMMIT")
+                if self._schema_version(conn) > number:
+                    conn.execute("COMMIT")
                     continue
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
-                        await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version={number + 1}")
-                await conn.execute("COMMIT")
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={number + 1}")
+                conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
 
     # -- the writer --------------------------------------------------------------------------
@@ -358,21 +376,28 @@ class SqliteStore:
                     op.done.set()
 
     async def _commit(self, batch: list[_Op]) -> None:
-        conn = self._writer
-        assert conn is not None
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            await self._apply_batch(conn, batch)
-            await conn.execute("COMMIT")
+            await anyio.to_thread.run_sync(self._write_batch, batch, limiter=self._write_limiter)
             self.commits += 1
         except Exception as exc:
             log.error("store %s: a grouped write failed and was rolled back: %s", self.path, exc)
-            with suppress(aiosqlite.Error):
-                await conn.execute("ROLLBACK")
             for op in batch:
                 op.error = exc
 
-    async def _apply_batch(self, conn: aiosqlite.Connection, batch: list[_Op]) -> None:
+    def _write_batch(self, batch: list[_Op]) -> None:
+        """One transaction for the whole batch, in the writer's thread."""
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._apply_batch(conn, batch)
+            conn.execute("COMMIT")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _apply_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         now = time.time()
         event_ops = [op for op in batch if op.events]
         cursors: dict[str, str] = {}
@@ -406,27 +431,26 @@ class SqliteStore:
 
         if event_ops:
             # Every event that enters is on the audit trail, in the transaction storing it.
-            received = await self._insert_events(conn, event_ops, now)
+            received = self._insert_events(conn, event_ops, now)
             audit_entries[:0] = received
         if cursors:
-            await conn.executemany(_SQL_CURSOR, list(cursors.items()))
+            conn.executemany(_SQL_CURSOR, list(cursors.items()))
         if dead:
-            await conn.executemany(_SQL_DEAD, dead)
+            conn.executemany(_SQL_DEAD, dead)
         if runs:
-            await conn.executemany(_SQL_RUN, runs)
+            conn.executemany(_SQL_RUN, runs)
         if tasks:
-            await conn.executemany(_SQL_TASK, tasks)
+            conn.executemany(_SQL_TASK, tasks)
         if attempts:
-            await conn.executemany(_SQL_ATTEMPT, attempts)
+            conn.executemany(_SQL_ATTEMPT, attempts)
         if logs:
-            await conn.executemany(_SQL_LOG, logs)
+            conn.executemany(_SQL_LOG, logs)
         if processed:
-            await conn.executemany(_SQL_PROCESSED, processed)
+            conn.executemany(_SQL_PROCESSED, processed)
         if audit_entries:
             # The chain's head is read under the write lock, so other processes writing the
             # same file (the CLI beside a running service) extend the same chain.
-            async with conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1") as cur:
-                last = await cur.fetchone()
+            last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             seq, head = (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
             rows = []
             for entry in audit_entries:
@@ -436,10 +460,10 @@ class SqliteStore:
                 h = chain_hash(head, seq, t, entry.kind, entry.subject, entry.actor, data)
                 rows.append((seq, t, entry.kind, entry.subject, entry.actor, data, head, h))
                 head = h
-            await conn.executemany(_SQL_AUDIT, rows)
+            conn.executemany(_SQL_AUDIT, rows)
 
-    async def _insert_events(
-        self, conn: aiosqlite.Connection, ops: list[_Op], now: float
+    def _insert_events(
+        self, conn: sqlite3.Connection, ops: list[_Op], now: float
     ) -> list[AuditEntry]:
         rows = []
         tokens: dict[str, str] = {}
@@ -461,16 +485,14 @@ class SqliteStore:
                         token,
                     )
                 )
-        await conn.executemany(_SQL_EVENT, rows)
+        conn.executemany(_SQL_EVENT, rows)
         stored: dict[str, tuple[str, str]] = {}
         keys = list(tokens)
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            async with conn.execute(
-                f"SELECT dedup_key, id, ingest FROM events WHERE dedup_key IN ({marks})", chunk
-            ) as cur:
-                for key, eid, ingest in await cur.fetchall():
-                    stored[key] = (eid, ingest)
+            sql = f"SELECT dedup_key, id, ingest FROM events WHERE dedup_key IN ({marks})"
+            for key, eid, ingest in conn.execute(sql, chunk).fetchall():
+                stored[key] = (eid, ingest)
         dup_counts: dict[str, int] = {}
         claimed: set[str] = set()
         received: list[AuditEntry] = []
@@ -494,7 +516,7 @@ class SqliteStore:
                 results.append(Accepted(event_id=eid, duplicate=not fresh))
             op.result = results
         if dup_counts:
-            await conn.executemany(_SQL_DUP, list(dup_counts.items()))
+            conn.executemany(_SQL_DUP, list(dup_counts.items()))
         return received
 
     # -- writes ------------------------------------------------------------------------------
@@ -559,8 +581,7 @@ class SqliteStore:
         conn = self._reader
         if conn is None:
             raise StoreError("the store is not open (use `async with SqliteStore(...)`)")
-        async with conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return list(await conn.execute_fetchall(sql, params))
 
     async def get_run(self, run_id: str, *, with_tasks: bool = True) -> RunRecord:
         rows = await self._read(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,))
