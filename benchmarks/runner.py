@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evflow.service import tune_gc
+
 from . import etl, fanout, idle, latency, throughput, waiting
 from .common import PROFILES, Figures, Profile, Workload
 
@@ -292,6 +294,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _child(args: argparse.Namespace) -> int:
     (workload,) = [w for w in WORKLOADS if w.name == args.child]
+    # Both sides run with the collector settings `evflow serve` uses.
+    tune_gc()
     figures = asyncio.run(_side_fn(workload, args.side)(workload.params[args.profile]))
     args.child_out.write_text(json.dumps(figures))
     return 0

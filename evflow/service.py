@@ -11,6 +11,7 @@ from there.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -26,7 +27,7 @@ from .errors import ConfigError, EvflowError, LoadError
 from .loader import Deployment, load_project
 from .logs import configure_logging
 
-__all__ = ["build_engine", "configure_sensors", "serve"]
+__all__ = ["build_engine", "configure_sensors", "serve", "tune_gc"]
 
 log = logging.getLogger("evflow.service")
 
@@ -160,6 +161,20 @@ async def _serve(cfg: Config, dep: Deployment, warnings: list[str], store: str |
     log.info("evflow stopped")
 
 
+def tune_gc() -> None:
+    """Tune Python's cyclic garbage collector for a long-lived engine process.
+
+    An engine keeps many long-lived objects (flows, records, waiting tasks); with the default
+    thresholds the collector re-scans them thousands of times a second under load (20-35 % of
+    CPU in the benchmarks' profiles). Objects alive after start-up are frozen out of
+    collection, and young collections run every 20,000 allocations instead of 700. Called by
+    ``evflow serve``; an embedding application decides for its own process.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 def serve(
     project: str | None = None,
     *,
@@ -195,6 +210,7 @@ def serve(
             )
             return 2
         warnings = configure_sensors(dep, cfg)
+        tune_gc()
         anyio.run(_serve, cfg, dep, warnings, store)
     except EvflowError as exc:
         print(f"evflow: error: {exc}", file=sys.stderr)
