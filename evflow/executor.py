@@ -27,6 +27,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -38,7 +39,7 @@ from .alerts import task_callbacks
 from .context import TaskContext, reset_current, set_current
 from .errors import ResultNotSerializable
 from .flows import Flow, Node, Param, Task, unmapped
-from .limits import Limits
+from .limits import Limits, Slots
 from .states import RunState, TaskState
 from .store.base import AttemptRecord, AuditEntry, Changes, LogRecord, RunRecord, Store, TaskRecord
 
@@ -310,7 +311,9 @@ class RunExecution:
                 leftover.append(self._instance(node.name, node.name))
         for inst in leftover:
             inst.state = (
-                TaskState.SKIPPED if inst.state in (TaskState.PENDING,) else (TaskState.CANCELLED)
+                TaskState.SKIPPED  # never ran
+                if inst.state in (TaskState.PENDING, TaskState.WAITING)
+                else TaskState.CANCELLED
             )
             inst.ended_at = inst.ended_at or now
         for state in (TaskState.SKIPPED, TaskState.CANCELLED):
@@ -432,10 +435,24 @@ class RunExecution:
         parent.started_at = parent.started_at or time.time()
         children = [self._instance(f"{node.name}[{i}]", node.name, i) for i in range(len(calls))]
         await self._save([parent, *children], None)
-        async with anyio.create_task_group() as tg:
-            for child, (args, kwargs) in zip(children, calls, strict=True):
-                if not child.state.finished:
-                    tg.start_soon(self._run_instance, node, child, args, kwargs)
+        # Each instance's slots are taken here, in order, before it is spawned: a mapped task
+        # of 100,000 items under a pool of 10 keeps 10 running tasks and 99,990 plain records,
+        # not 100,000 parked tasks.
+        opts = node.options
+        ahead: set[Slots] = set()  # slots taken for instances that have not started yet
+        try:
+            async with anyio.create_task_group() as tg:
+                for child, (args, kwargs) in zip(children, calls, strict=True):
+                    if child.state.finished:
+                        continue
+                    held = await self.limits.hold(
+                        opts.pool, opts.slots, opts.priority, partial(self._blocked, child)
+                    )
+                    ahead.add(held)
+                    tg.start_soon(self._run_child, node, child, args, kwargs, held, ahead)
+        finally:
+            for held in ahead:  # spawned but cancelled before they started
+                held.release()
         failed = [c.name for c in children if c.state is not TaskState.SUCCEEDED]
         parent.ended_at = time.time()
         parent.state = TaskState.FAILED if failed else TaskState.SUCCEEDED
@@ -492,8 +509,30 @@ class RunExecution:
         return calls
 
     # -- attempts ----------------------------------------------------------------------------
+    async def _run_child(
+        self,
+        node: Node,
+        inst: Instance,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        held: Any,
+        ahead: set[Any],
+    ) -> None:
+        """One instance of a mapped task, started with the slots its parent took for it."""
+        ahead.discard(held)
+        try:
+            await self._run_instance(node, inst, args, kwargs, held=held)
+        finally:
+            held.release()
+
     async def _run_instance(
-        self, node: Node, inst: Instance, args: list[Any], kwargs: dict[str, Any]
+        self,
+        node: Node,
+        inst: Instance,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        *,
+        held: AbstractAsyncContextManager[None] | None = None,
     ) -> TaskState:
         opts = node.options
         rid = self.run.id
@@ -505,7 +544,10 @@ class RunExecution:
             return inst.state
         on_wait = partial(self._blocked, inst)
         while True:
-            slots = self.limits.slots(opts.pool, opts.slots, opts.priority, on_wait)
+            if held is not None:  # the first attempt's slots were taken ahead
+                slots, held = held, None
+            else:
+                slots = self.limits.slots(opts.pool, opts.slots, opts.priority, on_wait)
             try:
                 async with slots:
                     inst.attempt += 1

@@ -245,10 +245,19 @@ def _global_reason(pool: SlotPool) -> str:
     return f"waiting for the global task limit (max_tasks={pool.capacity}, {pool.in_use} running)"
 
 
-class _Slots:
+class Slots:
     """The context manager returned by :meth:`Limits.slots`: pool slots first, then global."""
 
-    __slots__ = ("_global", "_global_held", "_n", "_on_wait", "_pool", "_pool_held", "_priority")
+    __slots__ = (
+        "_global",
+        "_global_held",
+        "_held",
+        "_n",
+        "_on_wait",
+        "_pool",
+        "_pool_held",
+        "_priority",
+    )
 
     def __init__(
         self,
@@ -265,8 +274,11 @@ class _Slots:
         self._on_wait = on_wait
         self._pool_held = False
         self._global_held = False
+        self._held = False
 
     async def __aenter__(self) -> None:
+        if self._held:
+            return  # taken ahead (see Limits.hold): entering uses them, leaving releases them
         pool = self._pool
         if pool is not None:
             if not pool.try_acquire(self._n, self._priority):
@@ -285,6 +297,7 @@ class _Slots:
                 self._release()
                 raise
             self._global_held = True
+        self._held = True
 
     async def __aexit__(
         self,
@@ -294,8 +307,13 @@ class _Slots:
     ) -> None:
         self._release()
 
+    def release(self) -> None:
+        """Give the slots back (idempotent)."""
+        self._release()
+
     def _release(self) -> None:
         # Synchronous, so cancellation cannot interrupt it half-way.
+        self._held = False
         if self._global_held:
             self._global_held = False
             assert self._global is not None
@@ -381,7 +399,17 @@ class Limits:
         named = self.pool(pool) if pool is not None else None
         if named is not None:
             named._validate(slots)
-        return _Slots(named, self.global_pool, slots, priority, on_wait)
+        return Slots(named, self.global_pool, slots, priority, on_wait)
+
+    async def hold(
+        self, pool: str | None, slots: int = 1, priority: int = 0, on_wait: OnWait | None = None
+    ) -> Slots:
+        """Take the slots now and return them held: entering the result with ``async with``
+        uses them and leaving it releases them; ``release()`` gives them back unused."""
+        held = self.slots(pool, slots, priority, on_wait)
+        assert isinstance(held, Slots)
+        await held.__aenter__()
+        return held
 
     def snapshot(self) -> list[PoolUsage]:
         """Usage of the global limit (if any) and every named pool."""

@@ -807,3 +807,38 @@ async def test_a_blocked_task_records_why_it_waits(
             result = await engine.wait(run_id)
     assert result.ok, result.error
     assert result.result("blocked") == "got it"
+
+
+async def test_cancelling_a_mapped_run_gives_every_slot_back(tmp_path: Path) -> None:
+    started = 0
+    two_running = anyio.Event()
+
+    @task(pool="p")
+    async def block(i: int) -> int:
+        nonlocal started
+        started += 1
+        if started == 2:
+            two_running.set()
+        await anyio.sleep_forever()
+        return i
+
+    @flow
+    def many() -> None:
+        block.map(list(range(50)))
+
+    async with Engine(tmp_path / "e.db", pools={"p": 2}, max_tasks=3, grace_period_s=0) as engine:
+        engine.add(many)
+        with anyio.fail_after(LIMIT_S):
+            run_id = await engine.submit(many)
+            await two_running.wait()
+            pool = engine.limits.pool("p")
+            assert pool.in_use == 2 and started == 2  # the rest wait as records, not tasks
+            assert await engine.cancel(run_id)
+            result = await engine.wait(run_id)
+        assert result.state is RunState.CANCELLED
+        assert pool.in_use == 0
+        assert engine.limits.global_pool is not None
+        assert engine.limits.global_pool.in_use == 0
+        states = [t.state for name, t in result.tasks.items() if name.startswith("block[")]
+        assert states.count(TaskState.CANCELLED) == 2  # the two that were running
+        assert states.count(TaskState.SKIPPED) == 48  # the rest never started

@@ -587,3 +587,22 @@ async def test_many_cancelled_waiters_behind_a_live_head_are_purged() -> None:
             pool.release(2)
     assert log == ["head", "tail"]
     assert pool.in_use == 0
+
+
+async def test_slots_taken_ahead_are_used_once_and_released_once() -> None:
+    limits = Limits(max_tasks=2, pools={"db": 2})
+    db, glob = limits.pool("db"), limits.global_pool
+    assert glob is not None
+    held = await limits.hold("db", 2)
+    assert (db.in_use, glob.in_use) == (2, 1)
+    async with held:  # entering uses what is held: nothing more is taken
+        assert (db.in_use, glob.in_use) == (2, 1)
+    assert (db.in_use, glob.in_use) == (0, 0)
+    held.release()  # idempotent
+    assert (db.in_use, glob.in_use) == (0, 0)
+
+    unused = await limits.hold("db", 1)
+    unused.release()  # given back without being used
+    assert (db.in_use, glob.in_use) == (0, 0)
+    async with limits.slots("db", 2):
+        assert db.in_use == 2
