@@ -28,7 +28,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -122,9 +122,6 @@ class Hooks:
 
     on_task_state: Callable[[str, str, Instance], None] | None = None
     on_run_state: Callable[[RunRecord], None] | None = None
-    on_task_retry: Callable[[str, Flow, Instance], Any] | None = None
-    on_task_failure: Callable[[str, Flow, Instance], Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class RunExecution:
@@ -612,16 +609,12 @@ class RunExecution:
                     {"error": inst.error, "delay_s": round(delay, 3)},
                     attempts=[attempt_rec],
                 )
-                if self.hooks.on_task_retry is not None:
-                    await _maybe_await(self.hooks.on_task_retry(rid, self.flow, inst))
                 await task_callbacks("retry", self.flow, node.task, rid, inst, self.params)
                 await anyio.sleep(delay)
                 continue
             inst.state = TaskState.FAILED
             inst.result = None
             await self._save([inst], "task.failed", {"error": inst.error}, attempts=[attempt_rec])
-            if self.hooks.on_task_failure is not None:
-                await _maybe_await(self.hooks.on_task_failure(rid, self.flow, inst))
             await task_callbacks("failure", self.flow, node.task, rid, inst, self.params)
             return inst.state
 
@@ -763,11 +756,3 @@ def _bind_explicit(
         for k, v in params.items():
             kwargs.setdefault(k, v)
     return args, kwargs
-
-
-async def _maybe_await(value: Any) -> None:
-    if inspect.isawaitable(value):
-        try:
-            await value
-        except Exception:
-            log.exception("a task callback failed")
