@@ -7,7 +7,7 @@ committed it) is observed through its ``_commit`` seam; every wait is bounded by
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from evflow.sensors.kafka import KafkaSensor
 from evflow.store.base import EventRecord
 from evflow.store.sqlite import SqliteStore
 from tests.brokers import KafkaBroker, unique_topic
+from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor
 
 pytestmark = pytest.mark.kafka
 
@@ -37,56 +38,8 @@ FAST: dict[str, Any] = {
 START_S = 20.0  # joining a group (a rebalance) takes ~1.5 s with FAST settings
 WAIT_S = 20.0
 
-Offsets = dict[tuple[str, int], int]
-
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-class CommitLog:
-    """The offsets sensors have committed to Kafka, with a way to wait for some."""
-
-    def __init__(self) -> None:
-        self.committed: Offsets = {}
-        self._changed = anyio.Event()
-
-    def record(self, offsets: Mapping[TopicPartition, int]) -> None:
-        for tp, offset in offsets.items():
-            key = (tp.topic, tp.partition)
-            self.committed[key] = max(offset, self.committed.get(key, 0))
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait_for(self, targets: Offsets) -> None:
-        while any(self.committed.get(k, 0) < v for k, v in targets.items()):
-            await self._changed.wait()
-
-
-class WatchedSensor(KafkaSensor):
-    """The real sensor; its successful offset commits are reported to a :class:`CommitLog`."""
-
-    def __init__(self, *args: Any, log: CommitLog, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.log = log
-
-    async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> bool:
-        ok = await super()._commit(consumer, offsets)
-        if ok:
-            self.log.record(offsets)
-        return ok
-
-
-class CrashBeforeCommit(KafkaSensor):
-    """The real sensor, stopped dead between "stored" and "committed" (as by a crash)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.stored_not_committed = anyio.Event()
-
-    async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> bool:
-        self.stored_not_committed.set()
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
 
 
 @asynccontextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from itertools import count
 from pathlib import Path
@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from evflow import Engine, Rule, RunState, flow, task
 from evflow.sensors import FileSensor, KafkaSensor
 from evflow.store.base import RunRecord, Store
 from evflow.store.sqlite import SqliteStore
 from tests.brokers import KafkaBroker, unique_topic
+from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor
 from tests.observers import RunLog
 
 T = TypeVar("T")
@@ -38,7 +39,6 @@ FAST: dict[str, Any] = {
     "session_timeout_ms": 3000,
     "heartbeat_interval_ms": 300,
 }
-Offsets = dict[tuple[str, int], int]
 
 
 class Tagged:
@@ -195,53 +195,6 @@ async def test_a_symlink_out_of_the_root_starts_no_run(
 
 
 # -- Kafka ----------------------------------------------------------------------------------------
-
-
-class CommitLog:
-    """The offsets sensors have committed to Kafka, with a way to wait for some."""
-
-    def __init__(self) -> None:
-        self.committed: Offsets = {}
-        self._changed = anyio.Event()
-
-    def record(self, offsets: Mapping[TopicPartition, int]) -> None:
-        for tp, offset in offsets.items():
-            key = (tp.topic, tp.partition)
-            self.committed[key] = max(offset, self.committed.get(key, 0))
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait_for(self, targets: Offsets) -> None:
-        with anyio.fail_after(LIMIT_S):
-            while any(self.committed.get(k, 0) < v for k, v in targets.items()):
-                await self._changed.wait()
-
-
-class WatchedSensor(KafkaSensor):
-    """The real sensor; its successful offset commits are reported to a :class:`CommitLog`."""
-
-    def __init__(self, *args: Any, log: CommitLog, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.log = log
-
-    async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> bool:
-        ok = await super()._commit(consumer, offsets)
-        if ok:
-            self.log.record(offsets)
-        return ok
-
-
-class CrashBeforeCommit(KafkaSensor):
-    """The real sensor, stopped dead between "stored" and "committed" (as by a crash)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.stored_not_committed = anyio.Event()
-
-    async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> bool:
-        self.stored_not_committed.set()
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
 
 
 def order_flow() -> Any:
