@@ -151,7 +151,6 @@ class RunExecution:
         self.cancel_scope: anyio.CancelScope | None = None
         self.cancel_reason: str | None = None
         self.interrupting = False
-        self.done = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._load(run)
 
@@ -299,7 +298,6 @@ class RunExecution:
             # Shutdown: the run stays ``running`` and resumes at the next start.
             await self._flush_logs()
             await self.store.flush()
-            self.done.set()
             return
         now = time.time()
         leftover = [i for i in self.instances.values() if not i.state.finished]
@@ -341,7 +339,6 @@ class RunExecution:
             wait=True,
         )
         self._notify_run()
-        self.done.set()
 
     def _notify_run(self) -> None:
         if self.hooks.on_run_state is not None:

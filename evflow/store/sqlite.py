@@ -249,6 +249,7 @@ class SqliteStore:
         self._pending_count = 0
         self._wake = anyio.Event()
         self._space = anyio.Event()
+        self._batch_done = anyio.Event()
         self._stack: AsyncExitStack | None = None
         self._closing = False
         self._stopped = False
@@ -338,19 +339,21 @@ class SqliteStore:
                 raise
 
     # -- the writer --------------------------------------------------------------------------
-    async def _enqueue(self, op: _Op, weight: int) -> None:
+    async def _enqueue(self, op: _Op, weight: int, *, wait: bool = False) -> None:
         if self._stopped or (self._stack is None and not self._closing):
             raise StoreError(f"the store {self.path!r} is not open (or already closed)")
         while self._pending_count >= self.max_pending:
             self._space = anyio.Event() if self._space.is_set() else self._space
             await self._space.wait()
+        if wait:  # every op of a batch is committed together: one event tells them all
+            op.done = self._batch_done
         self._pending.append(op)
         self._pending_count += weight
         self._wake.set()
 
     async def _submit(self, op: _Op, weight: int = 1) -> Any:
-        op.done = anyio.Event()
-        await self._enqueue(op, weight)
+        await self._enqueue(op, weight, wait=True)
+        assert op.done is not None
         await op.done.wait()
         if op.error is not None:
             raise StoreError(f"store {self.path!r}: write failed: {op.error}") from op.error
@@ -367,13 +370,12 @@ class SqliteStore:
                 self._wake = anyio.Event()
                 continue
             batch, self._pending = self._pending, []
+            done, self._batch_done = self._batch_done, anyio.Event()
             self._pending_count = 0
             self._space.set()
             with anyio.CancelScope(shield=True):
                 await self._commit(batch)
-            for op in batch:
-                if op.done is not None:
-                    op.done.set()
+            done.set()
 
     async def _commit(self, batch: list[_Op]) -> None:
         try:
