@@ -298,9 +298,20 @@ class SqliteStore:
     # time (the write limiter admits one call): each grouped transaction is a single call,
     # instead of one thread round trip per statement.
     def _open_writer(self) -> sqlite3.Connection:
+        # Two processes opening a new file at once race to switch it to WAL and to create the
+        # schema; SQLite answers "locked" there without always waiting, so try again briefly.
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                return self._try_open_writer()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _try_open_writer(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            # busy_timeout first: switching a new file to WAL takes a lock another opener holds.
             conn.execute("PRAGMA busy_timeout=10000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
