@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 import anyio
@@ -232,8 +233,7 @@ class Engine:
         self._active: dict[str, _ActiveRun] = {}
         self._waiters: dict[str, anyio.Event] = {}
         self._inbox: list[Event] = []
-        self._inbox_wake = anyio.Event()
-        self._rules_changed = anyio.Event()
+        self._rule_wake = anyio.Event()  # new events, or new rules, for the rule loop
         self._stopping = False
         self.started_at: float | None = None
 
@@ -304,7 +304,7 @@ class Engine:
         on = rule.on
         if on is not None and not isinstance(on, str) and isinstance(on, Sensor):
             self.add_sensor(on)
-        self._rules_changed.set()
+        self._rule_wake.set()
         return bound
 
     def add_sensor(self, sensor: Sensor) -> None:
@@ -465,7 +465,7 @@ class Engine:
         if pending:
             log.info("re-deciding %d event(s) left undecided by the last process", len(pending))
             self._inbox.extend(p.to_event() for p in pending)
-            self._inbox_wake.set()
+            self._rule_wake.set()
 
     # -- runs --------------------------------------------------------------------------------
     def _new_run(
@@ -739,10 +739,7 @@ class Engine:
         flow = self.flows[run.flow]
         try:
             with active.scope:
-
-                def on_wait(reason: str) -> None:
-                    self._tg.start_soon(self._note_run_waiting, run, reason)  # type: ignore[union-attr]
-
+                on_wait = partial(self._note_run_waiting, run)
                 cap = run.trigger.get("max_active")
                 group = f"{run.trigger.get('kind')}:{run.trigger.get('group')}"
                 async with (
@@ -788,11 +785,11 @@ class Engine:
             if waiter is not None:
                 waiter.set()
 
-    async def _note_run_waiting(self, run: RunRecord, reason: str) -> None:
-        waiting = replace(run, state=RunState.QUEUED, waiting=reason, tasks=())
-        active = self._active.get(run.id)
-        if active is not None and active.execution is None:
-            await self.store.apply(Changes(runs=[waiting]))
+    def _note_run_waiting(self, run: RunRecord, reason: str) -> None:
+        """A run gate made ``run`` wait: record why now, so the store shows it while it waits."""
+        self.store.apply_nowait(
+            Changes(runs=[replace(run, state=RunState.QUEUED, waiting=reason, tasks=())])
+        )
 
     def active_runs(self, flow: str | None = None) -> list[str]:
         """Ids of the runs this engine is running or holding in its queue."""
@@ -833,7 +830,7 @@ class Engine:
 
     async def _on_accepted(self, events: Sequence[Event], _: Sequence[Accepted]) -> None:
         self._inbox.extend(events)
-        self._inbox_wake.set()
+        self._rule_wake.set()
         for obs in self.observers:
             fn = getattr(obs, "events_accepted", None)
             if fn is not None:
@@ -845,29 +842,11 @@ class Engine:
     async def _rule_loop(self, *, task_status: TaskStatus[None]) -> None:
         task_status.started()
         while True:
+            # Reset before looking: anything arriving after the look sets the new event.
+            if self._rule_wake.is_set():
+                self._rule_wake = anyio.Event()
             if not self._inbox:
-                deadline = self.rules.next_deadline()
-                wake = self._inbox_wake
-                changed = self._rules_changed
-                async with anyio.create_task_group() as tg:
-
-                    async def wait_event(ev: anyio.Event, scope: anyio.CancelScope) -> None:
-                        await ev.wait()
-                        scope.cancel()
-
-                    tg.start_soon(wait_event, wake, tg.cancel_scope)
-                    tg.start_soon(wait_event, changed, tg.cancel_scope)
-                    if deadline is not None:
-
-                        async def sleep_until(t: datetime, scope: anyio.CancelScope) -> None:
-                            await self.clock.sleep_until(t)
-                            scope.cancel()
-
-                        tg.start_soon(sleep_until, deadline, tg.cancel_scope)
-                if wake.is_set():
-                    self._inbox_wake = anyio.Event()
-                if changed.is_set():
-                    self._rules_changed = anyio.Event()
+                await self._wait_for_rule_work(self._rule_wake)
             batch, self._inbox = self._inbox, []
             try:
                 await self._decide(batch)
@@ -878,6 +857,23 @@ class Engine:
                     len(batch),
                 )
             self.intake.capacity_changed()
+
+    async def _wait_for_rule_work(self, wake: anyio.Event) -> None:
+        """Sleep until events or rules arrive, or a rule's timer (debounce, batch window,
+        correlation timeout) comes due on the engine's clock."""
+        deadline = self.rules.next_deadline()
+        if deadline is None:
+            await wake.wait()
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def timer() -> None:
+                await self.clock.sleep_until(deadline)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(timer)
+            await wake.wait()
+            tg.cancel_scope.cancel()
 
     async def _decide(self, events: list[Event]) -> None:
         now = self._now()
