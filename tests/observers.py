@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import anyio
 
 from evflow.store.base import RunRecord
+
+T = TypeVar("T")
 
 LIMIT_S = 20  # bound on any single wait: a hang fails the test instead of blocking the suite
 
@@ -32,3 +35,16 @@ class RunLog:
 
     async def wait_for(self, n: int) -> list[RunRecord]:
         return await self.wait_until(lambda runs: len(runs) >= n)
+
+
+async def until(probe: Callable[[], Awaitable[T | None]], within_s: float = LIMIT_S) -> T:
+    """Poll ``probe`` (a store read, a file, an HTTP call) until it returns something truthy.
+
+    For conditions no observer reports; bounded, so a hang fails the test.
+    """
+    with anyio.fail_after(within_s):
+        while True:
+            value = await probe()
+            if value:
+                return value
+            await anyio.sleep(0.01)

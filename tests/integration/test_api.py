@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -22,8 +22,8 @@ from evflow.http.api import ENDPOINTS, MAX_BODY_BYTES, LiveHub, api_routes
 from evflow.http.app import build_app, run_app_services
 from evflow.http.server import HttpServer
 from evflow.sensors.webhook import WebhookSensor
+from tests.observers import until
 
-T = TypeVar("T")
 LIMIT_S = 20
 TOKEN = "s3cret-api-token"
 TOKEN_ACTOR = f"token:{hashlib.sha256(TOKEN.encode()).hexdigest()[:8]}@127.0.0.1"
@@ -165,15 +165,6 @@ async def service(
     serve_opts = {k: options.pop(k) for k in ("token", "open_reads", "ping_s") if k in options}
     async with new_engine(tmp_path, **options) as engine, serving(engine, **serve_opts) as client:
         yield engine, client
-
-
-async def until(probe: Callable[[], Awaitable[T | None]], within_s: float = LIMIT_S) -> T:
-    with anyio.fail_after(within_s):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await anyio.sleep(0.02)
 
 
 def assert_error(resp: httpx.Response, status: int, mentions: str = "") -> dict[str, Any]:

@@ -11,9 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
 import anyio
 from anyio.abc import Process
@@ -21,19 +20,10 @@ from anyio.abc import Process
 from evflow import Engine, RunState, TaskState, flow, task
 from evflow.store.base import RunRecord
 from evflow.store.sqlite import SqliteStore
+from tests.observers import until
 
-T = TypeVar("T")
 SCRIPT = Path(__file__).parent / "scripts" / "crash_flows.py"
 LIMIT_S = 60  # includes starting a Python interpreter; a hang fails instead of blocking
-
-
-async def until(probe: Callable[[], Awaitable[T | None]], within_s: float = LIMIT_S) -> T:
-    with anyio.fail_after(within_s):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await anyio.sleep(0.02)
 
 
 async def lines(path: Path) -> list[str]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -16,8 +16,8 @@ import pytest
 from evflow import Engine, Flow, RunResult, RunState, TaskState, flow, task, unmapped
 from evflow.errors import ParamError, UnknownPoolError
 from evflow.store.base import RunRecord, TaskRecord
+from tests.observers import until
 
-T = TypeVar("T")
 LIMIT_S = 20  # generous bound on any single wait; a hang fails instead of blocking the suite
 
 
@@ -27,16 +27,6 @@ async def started(tmp_path: Path, **options: Any) -> AsyncIterator[Engine]:
     options.setdefault("grace_period_s", 0)
     async with Engine(tmp_path / "evflow.db", **options) as engine:
         yield engine
-
-
-async def until(probe: Callable[[], Awaitable[T | None]], within_s: float = LIMIT_S) -> T:
-    """Poll ``probe`` until it returns something truthy (a store read, typically)."""
-    with anyio.fail_after(within_s):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await anyio.sleep(0.01)
 
 
 async def task_record(engine: Engine, run_id: str, name: str) -> TaskRecord:

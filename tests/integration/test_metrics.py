@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx
@@ -21,8 +21,8 @@ from evflow.http.app import build_app, run_app_services
 from evflow.http.metrics import Metrics, monitor_loop_lag
 from evflow.http.server import HttpServer
 from evflow.sensors.webhook import WebhookSensor
+from tests.observers import until
 
-T = TypeVar("T")
 LIMIT_S = 20
 RELEASE: dict[str, anyio.Event] = {}
 
@@ -104,15 +104,6 @@ async def serving(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             yield client
         tg.cancel_scope.cancel()
-
-
-async def until(probe: Callable[[], Awaitable[T | None]], within_s: float = LIMIT_S) -> T:
-    with anyio.fail_after(within_s):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await anyio.sleep(0.02)
 
 
 async def scrape(client: httpx.AsyncClient) -> Samples:
@@ -268,12 +259,15 @@ async def test_a_blocked_event_loop_is_measured_and_logged(
             await tg.start(partial(monitor_loop_lag, metrics, interval_s=0.05, warn_after_s=0.2))
             with anyio.fail_after(LIMIT_S):
                 assert (await engine.run(blocking, seconds=0.4)).ok
-                await anyio.sleep(0.1)  # let the monitor wake after the block
+
+            async def blocked_seen() -> float | None:
+                return metrics.registry.get_sample_value("evflow_event_loop_blocked_total")
+
+            blocked = await until(blocked_seen)  # the monitor wakes after the block and counts it
             tg.cancel_scope.cancel()
-        blocked = metrics.registry.get_sample_value("evflow_event_loop_blocked_total")
-        assert blocked is not None and blocked >= 1
+        assert blocked >= 1
         warnings = [r for r in caplog.records if r.name == "evflow.http.metrics"]
         assert warnings and "blocked" in warnings[0].getMessage()
-        # the app's own monitor (0.25 s, warning at 0.5 s) is on /metrics
+        # the app's own monitor (1 s, warning at 0.5 s) is on /metrics
         m = await scrape(client)
         assert ("evflow_event_loop_blocked_total", ()) in m

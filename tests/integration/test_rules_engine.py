@@ -8,11 +8,11 @@ engine's rule loop sleeps on ``clock.sleep_until`` and wakes when the test moves
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import pytest
@@ -21,9 +21,7 @@ from evflow import Batch, Correlate, Engine, Event, Rule, RunState, TaskState, f
 from evflow.clock import ManualClock
 from evflow.rules import CorrelationTimedOut
 from evflow.store.base import AuditRecord
-from tests.observers import RunLog
-
-T = TypeVar("T")
+from tests.observers import RunLog, until
 
 LIMIT_S = 20  # bound on any single wait: a hang fails the test instead of blocking the suite
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -49,16 +47,6 @@ async def started(tmp_path: Path, *observers: Any, **options: Any) -> AsyncItera
     engine.observers.extend(observers)
     async with engine:
         yield engine
-
-
-async def until(probe: Callable[[], Awaitable[T | None]]) -> T:
-    """Poll ``probe`` (a store read) until it returns something truthy."""
-    with anyio.fail_after(LIMIT_S):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await anyio.sleep(0.01)
 
 
 async def audit(engine: Engine, event_id: str, kind: str) -> AuditRecord:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from itertools import count
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import orjson
@@ -27,9 +27,7 @@ from evflow.store.base import RunRecord, Store
 from evflow.store.sqlite import SqliteStore
 from tests.brokers import KafkaBroker, unique_topic
 from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor
-from tests.observers import RunLog
-
-T = TypeVar("T")
+from tests.observers import RunLog, until
 
 LIMIT_S = 20
 SETTLE = 0.2
@@ -52,16 +50,6 @@ class Tagged:
         if run.state.finished:
             self.finished.append(run)
         self.log.run_state(run)
-
-
-async def until(probe: Callable[[], Awaitable[T | None]]) -> T:
-    """Poll ``probe`` (a store read) until it returns something truthy."""
-    with anyio.fail_after(LIMIT_S):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await anyio.sleep(0.01)
 
 
 @asynccontextmanager

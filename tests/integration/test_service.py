@@ -15,10 +15,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import anyio
 import httpx
@@ -26,8 +25,8 @@ from anyio.abc import Process
 
 from evflow import RunState, TaskState
 from evflow.store.sqlite import SqliteStore
+from tests.observers import until
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 START_S = 30  # a cold start imports evflow, loads the project and opens the store
 LIMIT_S = 20
@@ -45,16 +44,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVFLOW_")}
     env.update(extra)
     return env
-
-
-async def until(probe: Callable[[], Awaitable[T | None]], within_s: float = LIMIT_S) -> T:
-    """Poll ``probe`` until it returns something truthy."""
-    with anyio.fail_after(within_s):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await anyio.sleep(0.02)
 
 
 def lines(path: Path) -> list[str]:
