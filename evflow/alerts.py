@@ -1,11 +1,5 @@
-"""Callbacks and alerts: telling people (and code) that a run failed or is late.
+"""Alerts: telling people that a run failed or is late.
 
-Two mechanisms:
-
-* **Callbacks** — ``on_failure`` / ``on_success`` (and ``on_retry``) on a flow, ``on_failure`` /
-  ``on_retry`` / ``on_success`` on a task. A callback is the user's code, sync (run in a worker
-  thread) or async; it gets one :class:`CallbackContext`. One that raises is logged on
-  ``evflow.alerts`` and never changes the run's outcome.
 * **Alert sinks** — :class:`AlertManager` observes an engine and POSTs ``run_failed`` (once per
   failed run) and ``sla_missed`` (once per run that outlives its flow's ``sla_s``) to generic
   JSON webhooks or Slack-compatible incoming webhooks. It queues alerts in a bounded memory
@@ -15,30 +9,28 @@ Two mechanisms:
 from __future__ import annotations
 
 import heapq
-import inspect
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 import orjson
 from anyio.abc import TaskStatus
 
+from .callbacks import CallbackContext, run_path
 from .config import AlertSink
 from .errors import ConfigError
-from .flows import Flow, Task
+from .flows import Flow
 from .states import RunState, TaskState
 from .store.base import RunRecord
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .executor import Instance
 
 __all__ = [
     "ALERT_KINDS",
@@ -46,110 +38,15 @@ __all__ = [
     "AlertContext",
     "AlertManager",
     "CallbackContext",
-    "invoke_callback",
-    "run_callbacks",
     "slack_payload",
-    "task_callbacks",
     "webhook_payload",
 ]
+
+AlertContext = CallbackContext
 
 log = logging.getLogger("evflow.alerts")
 
 ALERT_KINDS: frozenset[str] = frozenset({"run_failed", "sla_missed"})
-
-
-# -- callbacks ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class CallbackContext:
-    """What a callback is told: the run, the task (``None`` for a flow callback), its state."""
-
-    flow: str
-    run_id: str
-    task: str | None
-    state: str
-    error: str | None = None
-    attempt: int = 0
-    params: Mapping[str, Any] = field(default_factory=dict)
-    url_hint: str | None = None
-
-
-AlertContext = CallbackContext
-
-
-def run_path(run_id: str) -> str:
-    """The API path of a run, relative to the service's base URL."""
-    return f"/api/runs/{run_id}"
-
-
-async def invoke_callback(fn: Callable[..., Any], ctx: CallbackContext, kind: str = "") -> None:
-    """Call ``fn(ctx)``: awaited if async, in a worker thread if sync; failures are logged."""
-    try:
-        if inspect.iscoroutinefunction(fn):
-            await fn(ctx)
-        else:
-            value = await anyio.to_thread.run_sync(fn, ctx)
-            if inspect.isawaitable(value):
-                await value
-    except Exception:
-        log.exception(
-            "%s callback %s of flow %r failed (run %s%s); the run goes on",
-            kind or "a",
-            getattr(fn, "__qualname__", repr(fn)),
-            ctx.flow,
-            ctx.run_id,
-            f", task {ctx.task!r}" if ctx.task else "",
-        )
-
-
-async def task_callbacks(
-    event: Literal["failure", "retry", "success"],
-    flow: Flow,
-    task: Task,
-    run_id: str,
-    inst: Instance,
-    params: Mapping[str, Any],
-) -> None:
-    """The task's ``on_<event>`` callback; on a retry also the flow's ``on_retry``."""
-    fns = [getattr(task, f"on_{event}", None)]
-    if event == "retry":
-        fns.append(flow.on_retry)
-    if not any(fns):
-        return
-    ctx = CallbackContext(
-        flow=flow.name,
-        run_id=run_id,
-        task=inst.name,
-        state=str(inst.state),
-        error=inst.error,
-        attempt=inst.attempt,
-        params=MappingProxyType(dict(params)),
-        url_hint=run_path(run_id),
-    )
-    for fn in fns:
-        if fn is not None:
-            await invoke_callback(fn, ctx, f"on_{event}")
-
-
-async def run_callbacks(flow: Flow, run: RunRecord) -> None:
-    """The flow's ``on_success`` or ``on_failure`` callback for a run that just ended."""
-    if run.state is RunState.SUCCEEDED:
-        fn, kind = flow.on_success, "on_success"
-    elif run.state is RunState.FAILED:
-        fn, kind = flow.on_failure, "on_failure"
-    else:
-        return
-    if fn is None:
-        return
-    ctx = CallbackContext(
-        flow=flow.name,
-        run_id=run.id,
-        task=None,
-        state=str(run.state),
-        error=run.error,
-        params=MappingProxyType(dict(run.params)),
-        url_hint=run_path(run.id),
-    )
-    await invoke_callback(fn, ctx, kind)
 
 
 # -- alerts ------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import orjson
 from anyio.abc import TaskGroup, TaskStatus
 
 from .abc import Accepted, Sensor
-from .alerts import run_callbacks
+from .callbacks import run_callbacks
 from .clock import Clock, SystemClock
 from .errors import (
     EngineNotRunning,

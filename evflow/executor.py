@@ -35,7 +35,7 @@ from typing import Any
 import anyio
 import orjson
 
-from .alerts import task_callbacks
+from .callbacks import task_callbacks
 from .context import TaskContext, reset_current, set_current
 from .errors import ResultNotSerializable
 from .flows import Flow, Node, Param, Task, unmapped

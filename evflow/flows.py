@@ -628,7 +628,7 @@ def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
     ``retry_jitter`` (fraction), ``timeout`` (seconds), ``pool``, ``slots``, ``priority``,
     ``trigger_rule`` and ``branch`` (the task returns the name(s) of the downstream tasks to
     follow; the others are skipped). Callbacks ``on_failure``, ``on_retry`` and ``on_success``
-    (sync or async, given a :class:`~evflow.alerts.CallbackContext`) are not options: they do
+    (sync or async, given a :class:`~evflow.callbacks.CallbackContext`) are not options: they do
     not change the flow's version.
     """
 
