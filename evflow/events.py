@@ -37,8 +37,11 @@ def _new_id() -> str:
 class Event:
     """Something that happened, as evflow records it.
 
-    ``dedup_key`` defaults to ``source + "/" + id`` (CloudEvents says that pair is unique);
-    sources with a natural key (Kafka offset, file path+size+mtime, cron fire time) set it.
+    ``id`` and ``source`` are the sender's: CloudEvents makes only the pair unique. ``uid`` is
+    evflow's own identity of the event, given when the event is made and kept by the store;
+    rule decisions, run ids and the audit trail are keyed on it. ``dedup_key`` defaults to
+    ``source + "/" + id``; sources with a natural key (Kafka offset, file path+size+mtime, cron
+    fire time) set it.
     """
 
     type: str
@@ -49,6 +52,7 @@ class Event:
     time: datetime = field(default_factory=utcnow)
     dedup_key: str = ""
     extensions: Mapping[str, Any] = field(default_factory=dict)
+    uid: str = field(default_factory=_new_id, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type:
