@@ -16,9 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from evflow import RunState, TaskState
-from evflow.executor import Instance
-from evflow.store.base import RunRecord
+from evflow import Engine, RunState, TaskState
+from evflow.signals import RunStateChanged, TaskStateChanged
 
 __all__ = [
     "MIB",
@@ -202,11 +201,17 @@ class RunWatcher:
         self._all: asyncio.Future[None] | None = None
         self._expected = 0
 
-    def task_state(self, run_id: str, flow: str, inst: Instance) -> None:
-        if inst.state is TaskState.SUCCEEDED:
+    def attach(self, engine: Engine) -> RunWatcher:
+        engine.signals.subscribe(TaskStateChanged, self.task_state)
+        engine.signals.subscribe(RunStateChanged, self.run_state)
+        return self
+
+    def task_state(self, signal: TaskStateChanged) -> None:
+        if signal.task.state is TaskState.SUCCEEDED:
             self.tasks_succeeded += 1
 
-    def run_state(self, run: RunRecord) -> None:
+    def run_state(self, signal: RunStateChanged) -> None:
+        run = signal.run
         if not run.state.finished:
             return
         self.runs_finished += 1

@@ -71,7 +71,7 @@ async def run_evflow(p: Mapping[str, Any]) -> Figures:
         async with Engine(
             Path(tmp) / "evflow.db", max_tasks=p["max_tasks"], grace_period_s=0
         ) as engine:
-            engine.observers.append(watcher)
+            watcher.attach(engine)
             engine.add(etl)
             with Usage() as usage:
                 await asyncio.gather(*(engine.submit(etl, n=i) for i in range(runs)))

@@ -68,7 +68,7 @@ async def run_evflow(p: Mapping[str, Any]) -> Figures:
         async with Engine(
             Path(tmp) / "evflow.db", pools={POOL: p["pool"]}, grace_period_s=0
         ) as engine:
-            engine.observers.append(watcher)
+            watcher.attach(engine)
             engine.add(fanout)
             with Usage() as usage:
                 run_id = await engine.submit(fanout, n=n)

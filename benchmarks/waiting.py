@@ -127,7 +127,7 @@ async def run_evflow(p: Mapping[str, Any]) -> Figures:
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
         watcher = RunWatcher()
         async with Engine(Path(tmp) / "evflow.db", pools={POOL: slots}, grace_period_s=0) as engine:
-            engine.observers.append(watcher)
+            watcher.attach(engine)
             engine.add(waiting)
             narrow = engine.limits.pool(POOL)
             before = rss_bytes()

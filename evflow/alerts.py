@@ -26,6 +26,7 @@ from .callbacks import CallbackContext, run_path
 from .config import AlertSink
 from .errors import ConfigError
 from .flows import Flow
+from .signals import CorrelationTimedOut, RunStateChanged
 from .states import RunState, TaskState
 from .store.base import RunRecord
 
@@ -46,13 +47,14 @@ AlertContext = CallbackContext
 
 log = logging.getLogger("evflow.alerts")
 
-ALERT_KINDS: frozenset[str] = frozenset({"run_failed", "sla_missed"})
+ALERT_KINDS: frozenset[str] = frozenset({"run_failed", "sla_missed", "correlation_timed_out"})
 
 
 # -- alerts ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One thing worth telling a human: a run failed, or a run is past its SLA."""
+    """One thing worth telling a human: a run failed, a run is past its SLA, or a correlated
+    event's partner never came (``run_id`` is then empty and ``rule`` names the rule)."""
 
     kind: str
     flow: str
@@ -65,6 +67,7 @@ class Alert:
     sla_s: float | None = None
     url: str | None = None
     failed_tasks: tuple[tuple[str, str], ...] = ()  # (task, error) of a failed run
+    rule: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -79,6 +82,8 @@ class Alert:
                 f"run {self.run_id} of flow {self.flow!r} missed its SLA of {self.sla_s:g}s "
                 f"(running for {self.duration_s:g}s, {self.state})"
             )
+        if self.kind == "correlation_timed_out":
+            return f"rule {self.rule!r} of flow {self.flow!r}: {self.error}"
         return f"run {self.run_id} of flow {self.flow!r} failed: {self.error or 'no error given'}"
 
 
@@ -102,6 +107,7 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
         "url": alert.url,
         "message": alert.summary,
         "failed_tasks": [{"task": t, "error": e} for t, e in alert.failed_tasks],
+        "rule": alert.rule,
     }
 
 
@@ -125,6 +131,9 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
             f"Run `{rid}` has been running for {alert.duration_s:g}s; "
             f"its SLA is {alert.sla_s:g}s. State: {alert.state}."
         )
+    elif alert.kind == "correlation_timed_out":
+        title = f":hourglass: Correlation timed out: flow *{flow}*"
+        detail = _slack_escape(alert.summary)
     else:
         title = f":x: Run failed: flow *{flow}*"
         detail = f"Run `{rid}` failed: {_slack_escape(alert.error or 'no error given')}"
@@ -218,11 +227,29 @@ class AlertManager:
         """Observe ``engine`` (its runs and its registered flows' ``sla_s``)."""
         self._flows = engine.flows
         self._engine = engine
-        if self not in engine.observers:
-            engine.observers.append(self)
+        engine.signals.subscribe(RunStateChanged, self._on_run_state)
+        engine.signals.subscribe(CorrelationTimedOut, self._on_correlation_timed_out)
         return self
 
-    # -- the observer side (synchronous, on the event loop) ----------------------------------
+    # -- the subscriber side (synchronous, on the event loop) --------------------------------
+    def _on_run_state(self, signal: RunStateChanged) -> None:
+        self.run_state(signal.run)
+
+    def _on_correlation_timed_out(self, signal: CorrelationTimedOut) -> None:
+        if signal.action != "alert":
+            return
+        self._queue(
+            Alert(
+                kind="correlation_timed_out",
+                flow=signal.flow,
+                run_id="",
+                state="timed_out",
+                error=signal.reason,
+                time=time.time(),
+                rule=signal.rule,
+            )
+        )
+
     def run_state(self, run: RunRecord) -> None:
         """A run changed state: arm its SLA when it starts, raise alerts when it ends."""
         if run.state is RunState.RUNNING:

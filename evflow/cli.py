@@ -39,6 +39,7 @@ from .display import (
 from .errors import EvflowError, LoadError
 from .events import Event
 from .flows import Flow
+from .signals import TaskStateChanged
 from .states import RunState
 from .store.base import RunRecord
 from .store.sqlite import SqliteStore
@@ -188,20 +189,20 @@ async def _follow(engine: Engine, fl: Flow, run_id: str, out: TextIO) -> RunReco
     """Wait for a run of this engine with a live per-task progress display."""
     progress = Progress(fl.name, list(fl.nodes), out)
 
-    class Observer:
-        def task_state(self, rid: str, flow: str, inst: Any) -> None:
-            if rid == run_id:
-                progress.update(
-                    inst.name,
-                    inst.node,
-                    str(inst.state),
-                    inst.attempt,
-                    inst.started_at,
-                    inst.ended_at,
-                    inst.waiting or inst.error or "",
-                )
+    def task_state(signal: TaskStateChanged) -> None:
+        inst = signal.task
+        if inst.run_id == run_id:
+            progress.update(
+                inst.name,
+                inst.node,
+                str(inst.state),
+                inst.attempt,
+                inst.started_at,
+                inst.ended_at,
+                inst.waiting or inst.error or "",
+            )
 
-    engine.observers.append(Observer())
+    engine.signals.subscribe(TaskStateChanged, task_state)
     progress.draw()
     await engine.wait(run_id)
     progress.draw()

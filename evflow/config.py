@@ -96,7 +96,7 @@ class AlertSink:
     name: str
     url: str
     kind: str = "webhook"
-    events: tuple[str, ...] = ("run_failed", "sla_missed")
+    events: tuple[str, ...] = ("run_failed", "sla_missed", "correlation_timed_out")
 
 
 @dataclass

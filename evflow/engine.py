@@ -14,12 +14,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import orjson
@@ -53,6 +53,14 @@ from .rules import (
     policy_action,
 )
 from .scheduler import ScheduleSensor
+from .signals import CorrelationTimedOut as CorrelationTimedOutSignal
+from .signals import (
+    EventsAccepted,
+    RunStateChanged,
+    SensorStatusChanged,
+    Signals,
+    TaskStateChanged,
+)
 from .states import RunState, TaskState
 from .store.base import AuditEntry, Changes, RunRecord, Store, TaskRecord
 from .store.sqlite import SqliteStore
@@ -136,25 +144,6 @@ class _ActiveRun:
     cancel_reason: str | None = None
 
 
-class Observer(Protocol):
-    """What the engine tells observers (metrics, alerts, live UI). Every method is optional
-    and synchronous: an observer that needs I/O queues work for its own task group. An
-    observer that raises is logged and ignored; it never breaks a run.
-
-    * ``task_state(run_id, flow, instance)`` — a task instance changed state;
-    * ``run_state(run)`` — a run changed state (queued → running → finished);
-    * ``events_accepted(events)`` — fresh events were committed by intake;
-    * ``async correlation_timed_out(decision)`` — a correlated event's partner never came.
-    """
-
-
-def _notify(fn: Callable[..., Any], *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        log.exception("observer %r failed", fn)
-
-
 class _SensorStarted:
     """The ``task_status`` a sensor reports to: marks it listening in the engine."""
 
@@ -224,7 +213,7 @@ class Engine:
         self.sensor_status: dict[str, str] = {}
         self._status_changed = anyio.Event()
         self.hooks = Hooks()
-        self.observers: list[Observer] = []
+        self.signals = Signals()
         self._store: Store | None = None
         self._intake: StoreIntake | None = None
         self._tg: TaskGroup | None = None
@@ -410,6 +399,7 @@ class Engine:
         self.sensor_status[sensor] = status
         self._status_changed.set()
         self._status_changed = anyio.Event()
+        self.signals.publish(SensorStatusChanged(sensor, status))
 
     async def sensors_settled(self) -> None:
         """Return once no sensor is still starting (each is listening, off or failed)."""
@@ -797,16 +787,11 @@ class Engine:
 
     # -- observation hooks -------------------------------------------------------------------
     def _on_task_state(self, run_id: str, flow: str, inst: Instance) -> None:
-        for obs in self.observers:
-            fn = getattr(obs, "task_state", None)
-            if fn is not None:
-                _notify(fn, run_id, flow, inst)
+        if self.signals.wants(TaskStateChanged):
+            self.signals.publish(TaskStateChanged(flow, inst.record(run_id)))
 
     def _on_run_state(self, run: RunRecord) -> None:
-        for obs in self.observers:
-            fn = getattr(obs, "run_state", None)
-            if fn is not None:
-                _notify(fn, run)
+        self.signals.publish(RunStateChanged(run))
 
     # -- events and rules --------------------------------------------------------------------
     async def emit(self, event: Event, *, actor: str | None = None) -> Accepted:
@@ -828,13 +813,10 @@ class Engine:
             )
         return accepted
 
-    async def _on_accepted(self, events: Sequence[Event], _: Sequence[Accepted]) -> None:
+    async def _on_accepted(self, events: Sequence[Event], accepted: Sequence[Accepted]) -> None:
         self._inbox.extend(events)
         self._rule_wake.set()
-        for obs in self.observers:
-            fn = getattr(obs, "events_accepted", None)
-            if fn is not None:
-                _notify(fn, events)
+        self.signals.publish(EventsAccepted(events, accepted))
 
     def _now(self) -> datetime:
         return self.clock.now()
@@ -950,10 +932,17 @@ class Engine:
                 )
             if d.action == "alert":
                 log.warning("rule %s: %s", d.rule, d.reason)
-                for obs in self.observers:
-                    fn = getattr(obs, "correlation_timed_out", None)
-                    if fn is not None:
-                        await fn(d)
+                rule = next((r for r in self.rules if r.name == d.rule), None)
+                self.signals.publish(
+                    CorrelationTimedOutSignal(
+                        rule=d.rule,
+                        flow=rule.flow if rule is not None and rule.flow else "",
+                        event_ids=d.event_ids,
+                        key=d.key_value,
+                        action=d.action,
+                        reason=d.reason,
+                    )
+                )
         elif isinstance(d, RunRequested):
             await self._request_run(d, changes, to_start)
 

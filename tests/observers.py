@@ -1,13 +1,17 @@
-"""Engine observers the tests wait on: real conditions, no sleeping."""
+"""Signal subscribers the tests wait on: real conditions, no sleeping."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
+from evflow.signals import RunStateChanged
 from evflow.store.base import RunRecord
+
+if TYPE_CHECKING:
+    from evflow import Engine
 
 T = TypeVar("T")
 
@@ -15,11 +19,15 @@ LIMIT_S = 20  # bound on any single wait: a hang fails the test instead of block
 
 
 class RunLog:
-    """An engine observer: the runs that finished, and a way to wait for some."""
+    """A subscriber to run signals: the runs that finished, and a way to wait for some."""
 
     def __init__(self) -> None:
         self.finished: list[RunRecord] = []
         self._changed = anyio.Event()
+
+    def attach(self, engine: Engine) -> RunLog:
+        engine.signals.subscribe(RunStateChanged, lambda s: self.run_state(s.run))
+        return self
 
     def run_state(self, run: RunRecord) -> None:
         if run.state.finished:

@@ -49,9 +49,9 @@ from ..errors import (
     StoreError,
 )
 from ..events import Event
-from ..executor import Instance
+from ..signals import RunStateChanged, TaskStateChanged
 from ..states import RunState
-from ..store.base import AuditRecord, EventRecord, LogRecord, RunRecord
+from ..store.base import AuditRecord, EventRecord, LogRecord
 from .server import OrjsonResponse, error_response
 
 __all__ = ["ApiError", "LiveHub", "api_routes", "sse"]
@@ -119,28 +119,30 @@ class LiveHub:
         self._subs: set[_Subscriber] = set()
 
     def attach(self, engine: Engine) -> LiveHub:
-        """Start observing ``engine``."""
-        if self not in engine.observers:
-            engine.observers.append(self)
+        """Subscribe to ``engine``'s run and task signals."""
+        engine.signals.subscribe(RunStateChanged, self.run_state)
+        engine.signals.subscribe(TaskStateChanged, self.task_state)
         return self
 
     @property
     def connections(self) -> int:
         return len(self._subs)
 
-    # -- Observer ----------------------------------------------------------------------------
-    def run_state(self, run: RunRecord) -> None:
+    # -- subscribers -------------------------------------------------------------------------
+    def run_state(self, signal: RunStateChanged) -> None:
         if self._subs:
+            run = signal.run
             self._publish(run.id, "run", jsonable_run(run, tasks=False))
 
-    def task_state(self, run_id: str, flow: str, inst: Instance) -> None:
+    def task_state(self, signal: TaskStateChanged) -> None:
         if self._subs:
+            inst = signal.task
             self._publish(
-                run_id,
+                inst.run_id,
                 "task",
                 {
-                    "run_id": run_id,
-                    "flow": flow,
+                    "run_id": inst.run_id,
+                    "flow": signal.flow,
                     "name": inst.name,
                     "node": inst.node,
                     "state": str(inst.state),

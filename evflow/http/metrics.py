@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -39,10 +39,8 @@ from starlette.routing import Route
 
 from ..engine import Engine
 from ..errors import EngineNotRunning, StoreError
-from ..events import Event
-from ..executor import Instance
+from ..signals import EventsAccepted, RunStateChanged, TaskStateChanged
 from ..states import RunState, TaskState
-from ..store.base import RunRecord
 
 __all__ = ["Metrics", "metrics_route", "monitor_loop_lag"]
 
@@ -199,20 +197,23 @@ class Metrics:
         self._run_started: OrderedDict[str, float] = OrderedDict()
 
     def attach(self) -> Metrics:
-        """Start observing the engine."""
-        if self not in self.engine.observers:
-            self.engine.observers.append(self)
+        """Subscribe to the engine's signals."""
+        signals = self.engine.signals
+        signals.subscribe(EventsAccepted, self.events_accepted)
+        signals.subscribe(RunStateChanged, self.run_state)
+        signals.subscribe(TaskStateChanged, self.task_state)
         return self
 
-    # -- Observer ----------------------------------------------------------------------------
-    def events_accepted(self, events: Sequence[Event]) -> None:
+    # -- subscribers -------------------------------------------------------------------------
+    def events_accepted(self, signal: EventsAccepted) -> None:
         now = time.monotonic()
-        for ev in events:
+        for ev in signal.events:
             self._accepted_at[ev.id] = now
         while len(self._accepted_at) > _MAX_TRACKED:
             self._accepted_at.popitem(last=False)
 
-    def run_state(self, run: RunRecord) -> None:
+    def run_state(self, signal: RunStateChanged) -> None:
+        run = signal.run
         self.run_transitions.labels(run.flow, str(run.state)).inc()
         if run.state is RunState.RUNNING and run.trigger.get("kind") == "event":
             times = [
@@ -227,10 +228,11 @@ class Metrics:
         elif run.state.finished:
             self._run_started.pop(run.id, None)
 
-    def task_state(self, run_id: str, flow: str, inst: Instance) -> None:
+    def task_state(self, signal: TaskStateChanged) -> None:
+        inst, flow = signal.task, signal.flow
         self.task_transitions.labels(flow, str(inst.state)).inc()
         if inst.state is TaskState.RUNNING:
-            t0 = self._run_started.pop(run_id, None)
+            t0 = self._run_started.pop(inst.run_id, None)
             if t0 is not None:
                 self.event_to_start.observe(max(0.0, time.monotonic() - t0))
         elif (

@@ -7,6 +7,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from evflow import Engine, Flow, RunState, flow, task
+from evflow import Correlate, Engine, Event, Flow, Rule, RunState, flow, task
 from evflow.alerts import AlertManager, CallbackContext
+from evflow.clock import ManualClock
 from evflow.config import AlertSink
 from evflow.errors import FlowDefinitionError
 from evflow.http.server import HttpServer
+from tests.observers import until
 
 LIMIT_S = 20  # generous bound on any single wait; a hang fails instead of blocking the suite
 
@@ -387,3 +390,41 @@ def test_callbacks_are_not_part_of_the_flow_version() -> None:
     assert t2.on_failure is cb and t2.options.retries == 3
     with pytest.raises(FlowDefinitionError, match="on_retry must be callable"):
         task(on_retry="not a function")(work)
+
+
+# -- correlation time-outs --------------------------------------------------------------------
+async def test_a_correlation_that_times_out_alerts_through_the_sinks(tmp_path: Path) -> None:
+    clock = ManualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    async with receiver() as rec:
+        engine = Engine(tmp_path / "evflow.db", grace_period_s=0, clock=clock)
+        engine.add(
+            sturdy,
+            Rule(
+                on="order.*",
+                correlate=Correlate(
+                    a="order.placed",
+                    b="payment.received",
+                    key="data.order",
+                    window_s=60,
+                    on_timeout="alert",
+                ),
+            ),
+        )
+        sinks = [
+            AlertSink("ops", rec.url("hook")),
+            AlertSink("quiet", rec.url("quiet"), events=("run_failed",)),
+        ]
+        async with engine, alerting(engine, sinks):
+            accepted = await engine.emit(Event("order.placed", data={"order": "o-1"}))
+
+            async def held() -> bool:
+                records = await engine.store.list_audit(subject=f"event:{accepted.event_id}")
+                return any(r.kind == "rule.held" for r in records)
+
+            await until(held)
+            clock.advance(61)
+            (body,) = await rec.until("hook", "correlation_timed_out")
+        assert body["flow"] == "sturdy"
+        assert body["rule"]
+        assert "no b event ('payment.received') with data.order='o-1'" in body["message"]
+        assert rec.bodies("quiet") == []  # a sink that did not ask for this kind gets nothing

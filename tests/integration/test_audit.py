@@ -43,7 +43,7 @@ async def make_trail(path: Path) -> None:
     finished = RunLog()
     async with Engine(path, grace_period_s=0) as engine:
         engine.add(audited, Rule(on="order.*"))
-        engine.observers.append(finished)
+        finished.attach(engine)
         with anyio.fail_after(LIMIT_S):
             await engine.run(audited)
             await engine.emit(Event("order.created", data={"n": 1}), actor="token:abcd@127.0.0.1")

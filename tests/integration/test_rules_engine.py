@@ -19,7 +19,7 @@ import pytest
 
 from evflow import Batch, Correlate, Engine, Event, Rule, RunState, TaskState, flow, task
 from evflow.clock import ManualClock
-from evflow.rules import CorrelationTimedOut
+from evflow.signals import CorrelationTimedOut
 from evflow.store.base import AuditRecord
 from tests.observers import RunLog, until
 
@@ -28,14 +28,18 @@ T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
 
 class Alerts:
-    """An engine observer that collects correlation time-outs."""
+    """A subscriber that collects correlation time-out signals."""
 
     def __init__(self) -> None:
         self.timed_out: list[CorrelationTimedOut] = []
         self.arrived = anyio.Event()
 
-    async def correlation_timed_out(self, decision: CorrelationTimedOut) -> None:
-        self.timed_out.append(decision)
+    def attach(self, engine: Engine) -> Alerts:
+        engine.signals.subscribe(CorrelationTimedOut, self.correlation_timed_out)
+        return self
+
+    def correlation_timed_out(self, signal: CorrelationTimedOut) -> None:
+        self.timed_out.append(signal)
         self.arrived.set()
 
 
@@ -44,7 +48,8 @@ async def started(tmp_path: Path, *observers: Any, **options: Any) -> AsyncItera
     """A running engine on a SQLite file under ``tmp_path`` with ``observers`` attached."""
     options.setdefault("grace_period_s", 0)
     engine = Engine(tmp_path / "evflow.db", **options)
-    engine.observers.extend(observers)
+    for observer in observers:
+        observer.attach(engine)
     async with engine:
         yield engine
 

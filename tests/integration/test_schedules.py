@@ -52,7 +52,7 @@ def scheduled_flow(expr: str, *, tz: str = "UTC", misfire: str = "latest") -> An
 async def engine_on(db: Path, fl: Any, clock: ManualClock, runs: RunLog) -> AsyncIterator[Engine]:
     """A running engine on ``db`` with ``fl`` registered and its schedule sensor listening."""
     engine = Engine(db, clock=clock, grace_period_s=0)
-    engine.observers.append(runs)
+    runs.attach(engine)
     engine.add(fl)
     async with engine:
         with anyio.fail_after(LIMIT_S):

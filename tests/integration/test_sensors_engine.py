@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from evflow import Engine, Rule, RunState, flow, task
 from evflow.sensors import FileSensor, KafkaSensor
+from evflow.signals import RunStateChanged
 from evflow.store.base import RunRecord, Store
 from evflow.store.sqlite import SqliteStore
 from tests.brokers import KafkaBroker, unique_topic
@@ -51,6 +52,10 @@ class Tagged:
             self.finished.append(run)
         self.log.run_state(run)
 
+    def attach(self, engine: Engine) -> Tagged:
+        engine.signals.subscribe(RunStateChanged, lambda s: self.run_state(s.run))
+        return self
+
 
 @asynccontextmanager
 async def engine_with(
@@ -58,7 +63,7 @@ async def engine_with(
 ) -> AsyncIterator[Engine]:
     """A running engine with ``fl`` and ``rule``; entered once its sensors are listening."""
     engine = Engine(store, grace_period_s=5)
-    engine.observers.append(runs)
+    runs.attach(engine)
     engine.add(fl, rule)
     async with engine:
         with anyio.fail_after(LIMIT_S):

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from evflow import Engine, Rule, RunResult, RunState, flow, task
 from evflow.errors import SensorError
 from evflow.http.server import HttpServer, create_app
 from evflow.sensors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSensor, sign
+from evflow.signals import RunStateChanged
 from evflow.store.base import EventRecord, RunRecord
 
 SECRET = "orders-secret"
@@ -39,7 +41,7 @@ def handle_order(n: int) -> None:
 
 
 class RunWatcher:
-    """An engine observer that remembers finished runs, by the events that started them."""
+    """A run-signal subscriber that remembers finished runs, by the events that started them."""
 
     def __init__(self) -> None:
         self.by_event: dict[str, str] = {}
@@ -71,12 +73,16 @@ def new_engine(tmp_path: Path, **options: Any) -> Engine:
         ),
         Rule(on=WebhookSensor("partners", token=TOKEN), params={"n": "{data.n}"}),
     )
-    engine.observers.append(RunWatcher())
+    _watchers[engine] = w = RunWatcher()
+    engine.signals.subscribe(RunStateChanged, lambda s: w.run_state(s.run))
     return engine
 
 
+_watchers: weakref.WeakKeyDictionary[Engine, RunWatcher] = weakref.WeakKeyDictionary()
+
+
 def watcher(engine: Engine) -> RunWatcher:
-    return next(o for o in engine.observers if isinstance(o, RunWatcher))
+    return _watchers[engine]
 
 
 @asynccontextmanager
