@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evflow.service import tune_gc
+from evflow.service.serve import tune_gc
 
 from . import etl, fanout, idle, latency, throughput, waiting
 from .common import PROFILES, Figures, Profile, Workload

@@ -26,7 +26,6 @@ import orjson
 from anyio.abc import TaskGroup, TaskStatus
 
 from .abc import Accepted, Sensor
-from .callbacks import run_callbacks
 from .clock import Clock, SystemClock
 from .errors import (
     EngineNotRunning,
@@ -37,10 +36,9 @@ from .errors import (
     UnknownPoolError,
 )
 from .events import Event
-from .executor import Hooks, Instance, RunExecution
-from .flows import Flow
+from .flows.callbacks import run_callbacks
+from .flows.dag import Flow
 from .intake import StoreIntake
-from .limits import Limits, RunGate
 from .rules import (
     CorrelationTimedOut,
     Decision,
@@ -52,7 +50,9 @@ from .rules import (
     RunRequested,
     policy_action,
 )
-from .scheduler import ScheduleSensor
+from .run.executor import Hooks, Instance, RunExecution
+from .run.limits import Limits, RunGate
+from .sensors.schedule import ScheduleSensor
 from .signals import CorrelationTimedOut as CorrelationTimedOutSignal
 from .signals import (
     EventsAccepted,

@@ -70,7 +70,7 @@ class ResultNotSerializable(EvflowError, TypeError):
     """A task returned a value that cannot be stored as JSON."""
 
 
-class TriggerError(EvflowError, ValueError):
+class ScheduleError(EvflowError, ValueError):
     """A schedule (cron expression, interval, time zone) does not parse or is out of range."""
 
 

@@ -59,11 +59,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Self, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..context import current_task
 from ..errors import FlowDefinitionError
-from ..flows import Flow, Node, Task, TaskOptions, caller_location
-from ..flows import TriggerRule as FlowTriggerRule
-from ..triggers import parse_schedule
+from ..flows.dag import Flow, Node, Task, TaskOptions, caller_location
+from ..flows.dag import TriggerRule as FlowTriggerRule
+from ..run.context import current_task
+from ..schedules import parse_schedule
 
 if TYPE_CHECKING:
     from ..engine import RunResult

@@ -9,7 +9,7 @@ import pytest
 
 from evflow import Flow, flow, task
 from evflow.errors import CycleError, DuplicateTaskError, FlowDefinitionError, ParamError
-from evflow.flows import Node, Task
+from evflow.flows.dag import Node, Task
 
 HERE = os.path.basename(__file__)
 

@@ -11,13 +11,13 @@ import anyio
 import pytest
 
 from evflow.clock import Clock, ManualClock, SystemClock
-from evflow.errors import TriggerError
-from evflow.triggers import (
+from evflow.errors import ScheduleError
+from evflow.schedules import (
     EPOCH,
     Cron,
     Interval,
     Misfire,
-    Trigger,
+    Schedule,
     due_fires,
     next_fire,
     parse_schedule,
@@ -33,7 +33,7 @@ def utc(
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
-def walk(trigger: Trigger, start: datetime, n: int) -> list[datetime]:
+def walk(trigger: Schedule, start: datetime, n: int) -> list[datetime]:
     """The first ``n`` fire times after ``start``."""
     out: list[datetime] = []
     t = start
@@ -259,7 +259,7 @@ def test_cron_results_are_aware_utc_and_accept_any_aware_input() -> None:
     t = datetime(2024, 6, 1, 12, tzinfo=ZoneInfo("Asia/Tokyo"))  # 03:00Z
     assert cron.next_after(t) == utc(2024, 6, 2, 0)
     assert cron.next_after(t).tzinfo is UTC
-    with pytest.raises(TriggerError, match="timezone-aware"):
+    with pytest.raises(ScheduleError, match="timezone-aware"):
         cron.next_after(datetime(2024, 6, 1))
 
 
@@ -302,7 +302,7 @@ def test_cron_key_describe_repr() -> None:
     assert cron == Cron("0 2 * * *", PARIS)
     assert hash(cron) == hash(Cron("0 2 * * *", PARIS))
     assert cron != Cron("0 2 * * *")
-    assert isinstance(cron, Trigger)
+    assert isinstance(cron, Schedule)
 
 
 def test_cron_names_and_extensions() -> None:
@@ -329,18 +329,18 @@ def test_cron_names_and_extensions() -> None:
     ],
 )
 def test_cron_bad_expression(expr: str, message: str) -> None:
-    with pytest.raises(TriggerError, match=message):
+    with pytest.raises(ScheduleError, match=message):
         Cron(expr)
 
 
 @pytest.mark.parametrize("tz", ["Mars/Olympus_Mons", "", "../etc/passwd", "Europe/"])
 def test_cron_unknown_time_zone(tz: str) -> None:
-    with pytest.raises(TriggerError, match=r"time zone .*cron expression '0 2 \* \* \*'"):
+    with pytest.raises(ScheduleError, match=r"time zone .*cron expression '0 2 \* \* \*'"):
         Cron("0 2 * * *", tz=tz)
 
 
 def test_cron_unknown_time_zone_message() -> None:
-    with pytest.raises(TriggerError) as info:
+    with pytest.raises(ScheduleError) as info:
         Cron("0 2 * * *", tz="Mars/Olympus_Mons")
     assert str(info.value) == (
         "unknown time zone 'Mars/Olympus_Mons' for cron expression '0 2 * * *' "
@@ -350,7 +350,7 @@ def test_cron_unknown_time_zone_message() -> None:
 
 
 def test_cron_expression_must_be_text() -> None:
-    with pytest.raises(TriggerError, match="must be a string"):
+    with pytest.raises(ScheduleError, match="must be a string"):
         Cron(5)  # type: ignore[arg-type]
 
 
@@ -398,12 +398,12 @@ def test_interval_with_start() -> None:
     ],
 )
 def test_interval_rejects_bad_step(every: object, message: str) -> None:
-    with pytest.raises(TriggerError, match=message):
+    with pytest.raises(ScheduleError, match=message):
         Interval(every)  # type: ignore[arg-type]
 
 
 def test_interval_rejects_naive_start() -> None:
-    with pytest.raises(TriggerError, match="timezone-aware"):
+    with pytest.raises(ScheduleError, match="timezone-aware"):
         Interval(60, start=datetime(2024, 1, 1))
 
 
@@ -512,11 +512,11 @@ def test_misfire_across_dst() -> None:
 
 def test_due_fires_rejects_bad_arguments() -> None:
     now = utc(2024, 1, 1)
-    with pytest.raises(TriggerError, match="unknown misfire policy 'never'; expected one of"):
+    with pytest.raises(ScheduleError, match="unknown misfire policy 'never'; expected one of"):
         due_fires(HOURLY, None, now, "never")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_catchup"):
         due_fires(HOURLY, None, now, "catchup", max_catchup=0)
-    with pytest.raises(TriggerError, match="timezone-aware"):
+    with pytest.raises(ScheduleError, match="timezone-aware"):
         due_fires(HOURLY, None, datetime(2024, 1, 1), "catchup")
 
 
@@ -552,7 +552,7 @@ def test_parse_schedule() -> None:
     ],
 )
 def test_parse_schedule_rejects(value: object, message: str) -> None:
-    with pytest.raises(TriggerError, match=message):
+    with pytest.raises(ScheduleError, match=message):
         parse_schedule(value)
 
 

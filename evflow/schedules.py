@@ -1,6 +1,6 @@
 """Time triggers: when a schedule fires, and which fires are due after a pause.
 
-Pure time logic, no I/O. A :class:`Trigger` is a fixed set of instants; ``next_after`` walks it.
+Pure time logic, no I/O. A :class:`Schedule` is a fixed set of instants; ``next_after`` walks it.
 :func:`due_fires` and :func:`next_fire` apply a misfire policy for a scheduler loop, e.g.::
 
     last = stored_last_fire          # None if the trigger never fired
@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
-from .errors import TriggerError
+from .errors import ScheduleError
 
 __all__ = [
     "CRON_ALIASES",
@@ -43,7 +43,7 @@ __all__ = [
     "Cron",
     "Interval",
     "Misfire",
-    "Trigger",
+    "Schedule",
     "due_fires",
     "next_fire",
     "parse_schedule",
@@ -78,12 +78,12 @@ def _utc(t: datetime, what: str) -> datetime:
     if not isinstance(t, datetime):
         raise TypeError(f"{what} must be a datetime, got {type(t).__name__}")
     if t.tzinfo is None or t.utcoffset() is None:
-        raise TriggerError(f"{what} must be timezone-aware, got naive {t.isoformat()}")
+        raise ScheduleError(f"{what} must be timezone-aware, got naive {t.isoformat()}")
     return t.astimezone(UTC)
 
 
 @runtime_checkable
-class Trigger(Protocol):
+class Schedule(Protocol):
     """A schedule: a fixed set of instants at which it fires."""
 
     @property
@@ -103,7 +103,7 @@ class Trigger(Protocol):
 class Cron:
     """A 5-field cron expression (or an alias such as ``@daily``) in an IANA time zone.
 
-    The expression and the zone are checked here: a bad one raises :class:`TriggerError`.
+    The expression and the zone are checked here: a bad one raises :class:`ScheduleError`.
     Daylight-saving changes are handled as described in this module's docstring.
     """
 
@@ -111,7 +111,7 @@ class Cron:
 
     def __init__(self, expr: str, tz: str = "UTC") -> None:
         if not isinstance(expr, str):
-            raise TriggerError(f"cron expression must be a string, got {expr!r}")
+            raise ScheduleError(f"cron expression must be a string, got {expr!r}")
         self._source = " ".join(expr.split())
         self._expr = _expand_cron(self._source)
         self._zone = _zone(tz, self._source)
@@ -119,11 +119,11 @@ class Cron:
             it = croniter(self._expr, datetime(2000, 1, 1))
             it.get_next(datetime)
         except CroniterBadDateError:
-            raise TriggerError(
+            raise ScheduleError(
                 f"cron expression {self._source!r} never matches a date (such as 31 April)"
             ) from None
         except (ValueError, LookupError, TypeError) as exc:
-            raise TriggerError(f"invalid cron expression {self._source!r}: {exc}") from None
+            raise ScheduleError(f"invalid cron expression {self._source!r}: {exc}") from None
         hours = it.expanded[1]
         self._every_hour = hours == ["*"] or set(hours) >= set(range(24))
 
@@ -205,12 +205,12 @@ class Interval:
             step = every
         elif isinstance(every, int | float) and not isinstance(every, bool):
             if not math.isfinite(every):
-                raise TriggerError(f"interval must be a finite number of seconds, got {every!r}")
+                raise ScheduleError(f"interval must be a finite number of seconds, got {every!r}")
             step = timedelta(seconds=every)
         else:
-            raise TriggerError(f"interval must be a timedelta or seconds, got {every!r}")
+            raise ScheduleError(f"interval must be a timedelta or seconds, got {every!r}")
         if step <= timedelta(0):
-            raise TriggerError(f"interval must be > 0 (at least 1 microsecond), got {every!r}")
+            raise ScheduleError(f"interval must be > 0 (at least 1 microsecond), got {every!r}")
         self._every = step
         self._anchor = EPOCH if start is None else _utc(start, "interval start")
 
@@ -251,7 +251,7 @@ class Interval:
 
 
 def due_fires(
-    trigger: Trigger,
+    trigger: Schedule,
     last_fire: datetime | None,
     now: datetime,
     policy: Misfire,
@@ -274,7 +274,7 @@ def due_fires(
     """
     if policy not in get_args(Misfire):
         choices = ", ".join(get_args(Misfire))
-        raise TriggerError(f"unknown misfire policy {policy!r}; expected one of {choices}")
+        raise ScheduleError(f"unknown misfire policy {policy!r}; expected one of {choices}")
     if max_catchup < 1:
         raise ValueError(f"max_catchup must be >= 1, got {max_catchup!r}")
     if not grace_s >= 0:
@@ -299,7 +299,7 @@ def due_fires(
     return [slot]
 
 
-def next_fire(trigger: Trigger, last_fire: datetime | None, now: datetime) -> datetime:
+def next_fire(trigger: Schedule, last_fire: datetime | None, now: datetime) -> datetime:
     """When a scheduler loop should wake next: the first slot after ``now`` and ``last_fire``.
 
     Call it after emitting what :func:`due_fires` returned for the same ``now``.
@@ -312,28 +312,28 @@ def next_fire(trigger: Trigger, last_fire: datetime | None, now: datetime) -> da
 
 def parse_schedule(
     value: object, *, tz: str = "UTC", start: datetime | None = None
-) -> Trigger | None:
-    """Turn a schedule as users write it into a :class:`Trigger` (``None`` stays ``None``).
+) -> Schedule | None:
+    """Turn a schedule as users write it into a :class:`Schedule` (``None`` stays ``None``).
 
-    Accepts a Trigger, a cron string or alias such as ``"@daily"`` (in time zone ``tz``), or a
-    timedelta (an :class:`Interval` from ``start``). Anything else raises :class:`TriggerError`.
+    Accepts a Schedule, a cron string or alias such as ``"@daily"`` (in time zone ``tz``), or a
+    timedelta (an :class:`Interval` from ``start``). Anything else raises :class:`ScheduleError`.
     """
     if value is None:
         return None
     if isinstance(value, str):
         if value.strip().lower() in ("@once", "@continuous", "@reboot"):
-            raise TriggerError(
+            raise ScheduleError(
                 f"schedule {value.strip()!r} is not a recurring time schedule; "
                 "start such runs from an event or a direct run instead"
             )
         return Cron(value, tz=tz)
     if isinstance(value, timedelta):
         return Interval(value, start=start)
-    if isinstance(value, Trigger):
+    if isinstance(value, Schedule):
         return value
-    raise TriggerError(
+    raise ScheduleError(
         f"cannot use {value!r} ({type(value).__name__}) as a schedule; expected a cron "
-        "expression, an alias such as '@daily', a timedelta, a Trigger or None"
+        "expression, an alias such as '@daily', a timedelta, a Schedule or None"
     )
 
 
@@ -343,17 +343,17 @@ def _expand_cron(text: str) -> str:
         expanded = CRON_ALIASES.get(text.lower())
         if expanded is None:
             known = ", ".join(CRON_ALIASES)
-            raise TriggerError(f"unknown cron alias {text!r}; expected one of {known}")
+            raise ScheduleError(f"unknown cron alias {text!r}; expected one of {known}")
         return expanded
     fields = text.split(" ") if text else []
     if len(fields) != len(_FIELDS):
-        raise TriggerError(
+        raise ScheduleError(
             f"invalid cron expression {text!r}: expected 5 fields "
             f"({' '.join(_FIELDS)}), got {len(fields)}"
         )
     for name, field in zip(_FIELDS, fields, strict=True):
         if any(_HASHED.match(part) for part in field.split(",")):
-            raise TriggerError(
+            raise ScheduleError(
                 f"invalid cron expression {text!r}: random or hashed value {field!r} "
                 f"in the {name} field is not supported"
             )
@@ -361,13 +361,13 @@ def _expand_cron(text: str) -> str:
 
 
 def _zone(tz: str, expr: str) -> ZoneInfo:
-    """The ZoneInfo for ``tz``; an unknown name raises :class:`TriggerError`."""
+    """The ZoneInfo for ``tz``; an unknown name raises :class:`ScheduleError`."""
     if not isinstance(tz, str) or not tz:
-        raise TriggerError(f"time zone for cron expression {expr!r} must be a name, got {tz!r}")
+        raise ScheduleError(f"time zone for cron expression {expr!r} must be a name, got {tz!r}")
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise TriggerError(
+        raise ScheduleError(
             f"unknown time zone {tz!r} for cron expression {expr!r} "
             "(expected an IANA name such as 'Europe/Paris')"
         ) from None
@@ -386,7 +386,7 @@ def _gap_end(before: datetime, after: datetime, zone: ZoneInfo) -> datetime:
     return hi
 
 
-def _latest_slot(trigger: Trigger, after: datetime, now: datetime) -> datetime:
+def _latest_slot(trigger: Schedule, after: datetime, now: datetime) -> datetime:
     """The last slot in ``(after, now]``, which must hold at least one."""
     span = now - after
     back = _SECOND

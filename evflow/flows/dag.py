@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias, overload
 
-from .errors import CycleError, DuplicateTaskError, FlowDefinitionError, ParamError
+from ..errors import CycleError, DuplicateTaskError, FlowDefinitionError, ParamError
 
 __all__ = [
     "TRIGGER_RULES",
@@ -44,7 +44,7 @@ TRIGGER_RULES: frozenset[str] = frozenset(
     ["all_success", "all_done", "one_success", "one_failed", "none_failed", "all_failed"]
 )
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # evflow/
 
 
 def caller_location() -> str:
@@ -582,7 +582,7 @@ def _hash_code(code: Any, h: Any) -> None:
 def _parse_schedule(value: Any, fl: Flow) -> Any:
     if value is None:
         return None
-    from .triggers import parse_schedule  # the time layer is optional for pure DAG users
+    from ..schedules import parse_schedule  # the time layer is optional for pure DAG users
 
     try:
         return parse_schedule(value)
@@ -628,8 +628,8 @@ def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
     ``retry_jitter`` (fraction), ``timeout`` (seconds), ``pool``, ``slots``, ``priority``,
     ``trigger_rule`` and ``branch`` (the task returns the name(s) of the downstream tasks to
     follow; the others are skipped). Callbacks ``on_failure``, ``on_retry`` and ``on_success``
-    (sync or async, given a :class:`~evflow.callbacks.CallbackContext`) are not options: they do
-    not change the flow's version.
+    (sync or async, given a :class:`~evflow.flows.callbacks.CallbackContext`) are not
+    options: they do not change the flow's version.
     """
 
     def wrap(f: Any) -> Any:

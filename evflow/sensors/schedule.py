@@ -1,6 +1,6 @@
 """Schedules as a source of events.
 
-A :class:`ScheduleSensor` turns a flow's :class:`~evflow.triggers.Trigger` into events, one per
+A :class:`ScheduleSensor` turns a flow's :class:`~evflow.schedules.Schedule` into events, one per
 fire time, through the same durable intake as every other source. The last fire time is a
 cursor committed in the same transaction as the fire's event, and the event's dedup key is the
 trigger and fire time, so a restart neither fires twice nor forgets; slots missed while nothing
@@ -14,11 +14,11 @@ from datetime import datetime
 
 from anyio.abc import TaskStatus
 
-from .abc import Intake
-from .clock import Clock, SystemClock
-from .errors import Saturated, TriggerError
-from .events import Event
-from .triggers import Misfire, Trigger, due_fires, next_fire
+from ..abc import Intake
+from ..clock import Clock, SystemClock
+from ..errors import Saturated, ScheduleError
+from ..events import Event
+from ..schedules import Misfire, Schedule, due_fires, next_fire
 
 __all__ = ["SCHEDULE_EVENT_TYPE", "ScheduleSensor"]
 
@@ -31,10 +31,10 @@ class ScheduleSensor:
     """Emits an event at each fire time of ``trigger`` for flow ``flow``."""
 
     def __init__(
-        self, flow: str, trigger: Trigger, *, misfire: str = "latest", clock: Clock | None = None
+        self, flow: str, trigger: Schedule, *, misfire: str = "latest", clock: Clock | None = None
     ) -> None:
         if misfire not in _MISFIRE:
-            raise TriggerError(
+            raise ScheduleError(
                 f"flow {flow!r}: misfire policy must be one of "
                 f"{', '.join(_MISFIRE)}, not {misfire!r}"
             )

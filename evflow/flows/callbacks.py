@@ -3,7 +3,7 @@
 ``on_failure`` / ``on_success`` (and ``on_retry``) on a flow, ``on_failure`` / ``on_retry`` /
 ``on_success`` on a task. A callback is sync (run in a worker thread) or async; it gets one
 :class:`CallbackContext`. One that raises is logged on ``evflow.alerts`` and never changes the
-run's outcome. (Alert sinks, which post to webhooks, are in :mod:`evflow.alerts`.)
+run's outcome. (Alert sinks, which post to webhooks, are in :mod:`evflow.service.alerts`.)
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from .flows import Flow, Task
-from .states import RunState
-from .store.base import RunRecord
+from ..states import RunState
+from ..store.base import RunRecord
+from .dag import Flow, Task
 
 if TYPE_CHECKING:
-    from .executor import Instance
+    from ..run.executor import Instance
 
 __all__ = ["CallbackContext", "invoke_callback", "run_callbacks", "run_path", "task_callbacks"]
 

@@ -35,13 +35,13 @@ from typing import Any
 import anyio
 import orjson
 
-from .callbacks import task_callbacks
+from ..errors import ResultNotSerializable
+from ..flows.callbacks import task_callbacks
+from ..flows.dag import Flow, Node, Param, Task, unmapped
+from ..states import RunState, TaskState
+from ..store.base import AttemptRecord, AuditEntry, Changes, LogRecord, RunRecord, Store, TaskRecord
 from .context import TaskContext, reset_current, set_current
-from .errors import ResultNotSerializable
-from .flows import Flow, Node, Param, Task, unmapped
 from .limits import Limits, Slots
-from .states import RunState, TaskState
-from .store.base import AttemptRecord, AuditEntry, Changes, LogRecord, RunRecord, Store, TaskRecord
 
 __all__ = ["RunExecution", "decide"]
 

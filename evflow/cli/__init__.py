@@ -1,0 +1,5 @@
+"""The ``evflow`` command line: ``main`` parses and dispatches, ``display`` renders."""
+
+from .main import main
+
+__all__ = ["main"]
