@@ -14,8 +14,8 @@ from typing import BinaryIO
 
 import orjson
 
+from .store import Store, connect
 from .store.base import GENESIS_HASH, chain_hash
-from .store.sqlite import SqliteStore
 
 __all__ = ["VerifyResult", "export", "export_path", "verify", "verify_path"]
 
@@ -28,7 +28,7 @@ class VerifyResult:
     reason: str | None = None
 
 
-async def verify(store: SqliteStore) -> VerifyResult:
+async def verify(store: Store) -> VerifyResult:
     """Recompute the hash chain over the whole trail."""
     prev = GENESIS_HASH
     expected_seq = 1
@@ -69,11 +69,11 @@ async def verify(store: SqliteStore) -> VerifyResult:
 
 
 async def verify_path(path: str | os.PathLike[str]) -> VerifyResult:
-    async with SqliteStore(path) as store:
+    async with connect(path) as store:
         return await verify(store)
 
 
-async def export(store: SqliteStore, out: BinaryIO, since: float | None = None) -> int:
+async def export(store: Store, out: BinaryIO, since: float | None = None) -> int:
     """Write records (from ``since``, a unix time) as JSON lines; returns how many."""
     count = 0
     for rec in await store.list_audit(since=since):
@@ -97,5 +97,5 @@ async def export(store: SqliteStore, out: BinaryIO, since: float | None = None) 
 
 
 async def export_path(path: str | os.PathLike[str], out: BinaryIO, since: float | None) -> int:
-    async with SqliteStore(path) as store:
+    async with connect(path) as store:
         return await export(store, out, since)

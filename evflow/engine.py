@@ -39,6 +39,7 @@ from .events import Event
 from .flows.callbacks import run_callbacks
 from .flows.dag import Flow
 from .intake import StoreIntake
+from .records import RunRecord, TaskRecord
 from .rules import (
     CorrelationTimedOut,
     Decision,
@@ -62,7 +63,7 @@ from .signals import (
     TaskStateChanged,
 )
 from .states import RunState, TaskState
-from .store.base import AuditEntry, Changes, RunRecord, Store, TaskRecord
+from .store.base import AuditEntry, Changes, Store
 from .store.sqlite import SqliteStore
 
 __all__ = ["Engine", "RunResult", "TaskResult"]

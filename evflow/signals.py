@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .abc import Accepted
 from .events import Event
-from .store.base import RunRecord, TaskRecord
+from .records import RunRecord, TaskRecord
 
 __all__ = [
     "CorrelationTimedOut",

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
+from evflow.records import RunRecord
 from evflow.signals import RunStateChanged
-from evflow.store.base import RunRecord
 
 if TYPE_CHECKING:
     from evflow import Engine

@@ -28,11 +28,11 @@ from .. import __version__
 from ..errors import EvflowError, LoadError
 from ..events import Event
 from ..flows.dag import Flow
+from ..records import RunRecord
 from ..service.config import load_config
 from ..signals import TaskStateChanged
 from ..states import RunState
-from ..store.base import RunRecord
-from ..store.sqlite import SqliteStore
+from ..store import connect
 from .display import (
     Progress,
     dump_json,
@@ -115,8 +115,8 @@ def _api(args: argparse.Namespace) -> Api | None:
 
 
 def _run_from_json(d: dict[str, Any]) -> RunRecord:
+    from ..records import TaskRecord
     from ..states import RunState, TaskState
-    from ..store.base import TaskRecord
 
     tasks = tuple(
         TaskRecord(
@@ -256,7 +256,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         path = _existing_store(args)
 
         async def fetch() -> list[RunRecord]:
-            async with SqliteStore(path) as store:
+            async with connect(path) as store:
                 return await store.list_runs(flow=args.flow, state=args.state, limit=args.limit)
 
         runs = anyio.run(fetch)
@@ -297,7 +297,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     path = _existing_store(args)
 
     async def fetch() -> int:
-        async with SqliteStore(path) as store:
+        async with connect(path) as store:
             run = await store.get_run(args.run)
             logs = await store.list_logs(run.id)
             attempts = await store.list_attempts(run.id)
@@ -341,7 +341,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         path = _existing_store(args)
 
         async def fetch() -> list[dict[str, Any]]:
-            async with SqliteStore(path) as store:
+            async with connect(path) as store:
                 run = await store.get_run(args.run, with_tasks=False)
                 return [
                     {
@@ -475,7 +475,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     flows = _project_flows(args)
 
     async def go() -> int:
-        async with SqliteStore(path) as store:
+        async with connect(path) as store:
             flow_name = (await store.get_run(args.run, with_tasks=False)).flow
         if flow_name not in flows:
             raise CliError(
@@ -537,7 +537,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         path = _existing_store(args)
 
         async def fetch() -> list[dict[str, Any]]:
-            async with SqliteStore(path) as store:
+            async with connect(path) as store:
                 return [
                     {
                         "id": e.id,
@@ -592,7 +592,7 @@ def cmd_emit(args: argparse.Namespace) -> int:
     path = _store_path(args)
 
     async def put() -> int:
-        async with SqliteStore(path) as store:
+        async with connect(path) as store:
             (acc,) = await store.add_events([event])
         note = (
             "(duplicate)" if acc.duplicate else "stored; the service decides it at its next start"
@@ -631,7 +631,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         run = engine._new_run(fl, params, trigger={"kind": "cli"})
         from ..store.base import AuditEntry, Changes
 
-        async with SqliteStore(path) as store:
+        async with connect(path) as store:
             await store.apply(
                 Changes(
                     runs=[run],

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from ..records import RunRecord
 from ..states import RunState
-from ..store.base import RunRecord
 from .dag import Flow, Task
 
 if TYPE_CHECKING:

@@ -49,9 +49,9 @@ from ..errors import (
     StoreError,
 )
 from ..events import Event
+from ..records import AuditRecord, EventRecord, LogRecord
 from ..signals import RunStateChanged, TaskStateChanged
 from ..states import RunState
-from ..store.base import AuditRecord, EventRecord, LogRecord
 from .server import OrjsonResponse, error_response
 
 __all__ = ["ApiError", "LiveHub", "api_routes", "sse"]

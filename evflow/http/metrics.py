@@ -123,10 +123,10 @@ class _EngineCollector(Collector):
             value=engine.backlog,
         )
         try:
-            store_backlog = getattr(engine.store, "backlog", None)
+            store_backlog: int | None = engine.store.backlog
         except EngineNotRunning:
             store_backlog = None
-        if isinstance(store_backlog, int):
+        if store_backlog is not None:
             yield GaugeMetricFamily(
                 "evflow_store_write_backlog",
                 "Store writes queued and not yet committed",

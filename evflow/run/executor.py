@@ -38,8 +38,9 @@ import orjson
 from ..errors import ResultNotSerializable
 from ..flows.callbacks import task_callbacks
 from ..flows.dag import Flow, Node, Param, Task, unmapped
+from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord
 from ..states import RunState, TaskState
-from ..store.base import AttemptRecord, AuditEntry, Changes, LogRecord, RunRecord, Store, TaskRecord
+from ..store.base import AuditEntry, Changes, Store
 from .context import TaskContext, reset_current, set_current
 from .limits import Limits, Slots
 

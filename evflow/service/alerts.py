@@ -25,9 +25,9 @@ from anyio.abc import TaskStatus
 from ..errors import ConfigError
 from ..flows.callbacks import CallbackContext, run_path
 from ..flows.dag import Flow
+from ..records import RunRecord
 from ..signals import CorrelationTimedOut, RunStateChanged
 from ..states import RunState, TaskState
-from ..store.base import RunRecord
 from .config import AlertSink
 
 if TYPE_CHECKING:

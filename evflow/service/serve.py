@@ -88,7 +88,7 @@ def _summary(
     w = out.write
     w(f"evflow serving {dep.root}\n")
     w(f"  config   {cfg.source}\n")
-    w(f"  store    {engine.store.path}\n")
+    w(f"  store    {engine.store.describe()}\n")
     if url:
         w(f"  http     {url}  (UI {url}/ui, API {url}/api, metrics {url}/metrics)\n")
     else:

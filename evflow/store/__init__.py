@@ -1,26 +1,19 @@
-"""Persistence: the :class:`Store` interface and its SQLite implementation."""
+"""Persistence behind one interface: :class:`~evflow.store.base.Store`, its SQLite backend, and
+:func:`connect`, which picks the backend from a URL. All SQL lives in this package."""
 
-from .base import (
-    AttemptRecord,
-    AuditRecord,
-    DeadLetterRecord,
-    EventRecord,
-    LogRecord,
-    RunRecord,
-    Store,
-    TaskRecord,
-)
-from .sqlite import SqliteStore, open_store
+from __future__ import annotations
 
-__all__ = [
-    "AttemptRecord",
-    "AuditRecord",
-    "DeadLetterRecord",
-    "EventRecord",
-    "LogRecord",
-    "RunRecord",
-    "SqliteStore",
-    "Store",
-    "TaskRecord",
-    "open_store",
-]
+import os
+
+from .base import Store
+from .sqlite import SqliteStore
+
+__all__ = ["SqliteStore", "Store", "connect"]
+
+
+def connect(url: str | os.PathLike[str]) -> Store:
+    """The store a URL or path names: a SQLite file path or a ``sqlite:///`` URL.
+
+    The store is not open yet: use it as ``async with connect(url) as store``.
+    """
+    return SqliteStore(url)

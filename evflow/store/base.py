@@ -9,135 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from ..abc import Accepted
 from ..events import Event
-from ..states import RunState, TaskState
+from ..records import (
+    AttemptRecord,
+    AuditRecord,
+    DeadLetterRecord,
+    EventRecord,
+    LogRecord,
+    RunRecord,
+    TaskRecord,
+)
 
 __all__ = [
-    "AttemptRecord",
     "AuditEntry",
-    "AuditRecord",
     "Changes",
-    "DeadLetterRecord",
-    "EventRecord",
-    "LogRecord",
-    "RunRecord",
     "Store",
-    "TaskRecord",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
-    """One task instance of one run (a mapped task has one per item, named ``node[i]``)."""
-
-    run_id: str
-    name: str
-    node: str
-    state: TaskState
-    attempt: int = 0
-    map_index: int | None = None
-    queued_at: float | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    waiting: str | None = None
-    error: str | None = None
-    traceback: str | None = None
-    result: bytes | None = None  # JSON
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at is None or self.ended_at is None:
-            return None
-        return self.ended_at - self.started_at
-
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """One run of one flow; ``trigger`` says what started it (api, event, schedule, retry)."""
-
-    id: str
-    flow: str
-    flow_version: str
-    params: Mapping[str, Any]
-    state: RunState
-    created_at: float
-    priority: int = 0
-    trigger: Mapping[str, Any] = field(default_factory=dict)
-    started_at: float | None = None
-    ended_at: float | None = None
-    waiting: str | None = None
-    error: str | None = None
-    tasks: tuple[TaskRecord, ...] = ()
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at is None or self.ended_at is None:
-            return None
-        return self.ended_at - self.started_at
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    run_id: str
-    task: str
-    attempt: int
-    state: TaskState
-    started_at: float | None
-    ended_at: float | None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    run_id: str
-    task: str
-    attempt: int
-    time: float
-    level: str
-    message: str
-    seq: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    seq: int
-    id: str
-    dedup_key: str
-    type: str
-    source: str
-    subject: str | None
-    time: str
-    data: Any
-    extensions: Mapping[str, Any]
-    received_at: float
-    status: str
-
-    def to_event(self) -> Event:
-        from ..events import parse_time
-
-        return Event(
-            type=self.type,
-            source=self.source,
-            data=self.data,
-            subject=self.subject,
-            id=self.id,
-            time=parse_time(self.time),
-            dedup_key=self.dedup_key,
-            extensions=dict(self.extensions),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRecord:
-    id: str
-    source: str
-    reason: str
-    payload: bytes
-    headers: Mapping[str, str]
-    received_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,18 +39,6 @@ class AuditEntry:
     data: Mapping[str, Any] | None = None
     actor: str | None = None
     time: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    seq: int
-    time: float
-    kind: str
-    subject: str
-    actor: str | None
-    data: Any
-    prev_hash: str
-    hash: str
 
 
 @dataclass(slots=True)
@@ -188,9 +66,21 @@ class Changes:
 
 
 class Store(Protocol):
-    """What the engine needs from persistence."""
+    """What the engine needs from persistence. Used as an async context manager: entering
+    opens (and migrates) it, leaving commits what is queued and closes it."""
 
-    path: str
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def describe(self) -> str:
+        """Where the data lives, for people (a file path; a URL with its password masked)."""
+        ...
+
+    @property
+    def backlog(self) -> int:
+        """Writes queued and not yet committed (a gauge for metrics)."""
+        ...
 
     # -- writes ------------------------------------------------------------------------------
     async def add_events(
@@ -277,6 +167,11 @@ class Store(Protocol):
     ) -> list[DeadLetterRecord]: ...
 
     async def get_cursor(self, name: str) -> str | None: ...
+
+    async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
+        """Audit rows as stored, in chain order, for verification: ``(seq, time, kind, subject,
+        actor, data bytes, prev_hash, hash)``."""
+        ...
 
     async def list_audit(
         self, *, since: float | None = None, subject: str | None = None, limit: int | None = None

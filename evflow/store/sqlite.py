@@ -29,23 +29,20 @@ import orjson
 from ..abc import Accepted
 from ..errors import EventNotFound, RunNotFound, SchemaVersionError, StoreError
 from ..events import Event
-from ..states import RunState, TaskState
-from .base import (
-    GENESIS_HASH,
+from ..records import (
     AttemptRecord,
-    AuditEntry,
     AuditRecord,
-    Changes,
     DeadLetterRecord,
     EventRecord,
     LogRecord,
     RunRecord,
     TaskRecord,
-    chain_hash,
 )
+from ..states import RunState, TaskState
+from .base import GENESIS_HASH, AuditEntry, Changes, chain_hash
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["SqliteStore", "open_store"]
+__all__ = ["SqliteStore"]
 
 log = logging.getLogger("evflow.store")
 
@@ -256,6 +253,9 @@ class SqliteStore:
         self.commits = 0  # for metrics and benchmarks
 
     # -- lifespan ----------------------------------------------------------------------------
+    def describe(self) -> str:
+        return os.path.abspath(self.path)
+
     async def __aenter__(self) -> SqliteStore:
         try:
             await (await anyio.Path(self.path).absolute()).parent.mkdir(parents=True, exist_ok=True)
@@ -812,8 +812,3 @@ class SqliteStore:
                 (after_seq, limit),
             )
         ]
-
-
-def open_store(url: str | os.PathLike[str] | None) -> SqliteStore:
-    """A store from a URL or path (``None`` → ``evflow.db`` in the working directory)."""
-    return SqliteStore(os.fspath(url) if url is not None else "evflow.db")

@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import Process
 
 from evflow import Engine, RunState, TaskState, flow, task
-from evflow.store.base import RunRecord
+from evflow.records import RunRecord
 from evflow.store.sqlite import SqliteStore
 from tests.observers import until
 

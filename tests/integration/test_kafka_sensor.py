@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from evflow.errors import SensorError
 from evflow.intake import StoreIntake
+from evflow.records import EventRecord
 from evflow.sensors.kafka import KafkaSensor
-from evflow.store.base import EventRecord
 from evflow.store.sqlite import SqliteStore
 from tests.brokers import KafkaBroker, unique_topic
 from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor

@@ -19,8 +19,8 @@ import pytest
 
 from evflow import Batch, Correlate, Engine, Event, Rule, RunState, TaskState, flow, task
 from evflow.clock import ManualClock
+from evflow.records import AuditRecord
 from evflow.signals import CorrelationTimedOut
-from evflow.store.base import AuditRecord
 from tests.observers import RunLog, until
 
 LIMIT_S = 20  # bound on any single wait: a hang fails the test instead of blocking the suite

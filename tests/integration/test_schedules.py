@@ -21,7 +21,7 @@ import pytest
 
 from evflow import Cron, Engine, RunState, flow, task
 from evflow.clock import ManualClock
-from evflow.store.base import RunRecord
+from evflow.records import RunRecord
 from tests.observers import RunLog
 
 LIMIT_S = 20

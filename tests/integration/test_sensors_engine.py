@@ -22,9 +22,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from evflow import Engine, Rule, RunState, flow, task
+from evflow.records import RunRecord
 from evflow.sensors import FileSensor, KafkaSensor
 from evflow.signals import RunStateChanged
-from evflow.store.base import RunRecord, Store
+from evflow.store.base import Store
 from evflow.store.sqlite import SqliteStore
 from tests.brokers import KafkaBroker, unique_topic
 from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor

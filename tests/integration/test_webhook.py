@@ -20,9 +20,9 @@ import pytest
 from evflow import Engine, Rule, RunResult, RunState, flow, task
 from evflow.errors import SensorError
 from evflow.http.server import HttpServer, create_app
+from evflow.records import EventRecord, RunRecord
 from evflow.sensors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSensor, sign
 from evflow.signals import RunStateChanged
-from evflow.store.base import EventRecord, RunRecord
 
 SECRET = "orders-secret"
 TOKEN = "partner-token"

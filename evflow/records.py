@@ -1,0 +1,144 @@
+"""The typed, frozen records evflow keeps: runs, tasks, attempts, logs, events, dead letters and
+the audit trail. The store returns them, signals carry them, the API and CLI render them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .events import Event
+from .states import RunState, TaskState
+
+__all__ = [
+    "AttemptRecord",
+    "AuditRecord",
+    "DeadLetterRecord",
+    "EventRecord",
+    "LogRecord",
+    "RunRecord",
+    "TaskRecord",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One task instance of one run (a mapped task has one per item, named ``node[i]``)."""
+
+    run_id: str
+    name: str
+    node: str
+    state: TaskState
+    attempt: int = 0
+    map_index: int | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    waiting: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    result: bytes | None = None  # JSON
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run of one flow; ``trigger`` says what started it (api, event, schedule, retry)."""
+
+    id: str
+    flow: str
+    flow_version: str
+    params: Mapping[str, Any]
+    state: RunState
+    created_at: float
+    priority: int = 0
+    trigger: Mapping[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    ended_at: float | None = None
+    waiting: str | None = None
+    error: str | None = None
+    tasks: tuple[TaskRecord, ...] = ()
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    run_id: str
+    task: str
+    attempt: int
+    state: TaskState
+    started_at: float | None
+    ended_at: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    run_id: str
+    task: str
+    attempt: int
+    time: float
+    level: str
+    message: str
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    seq: int
+    id: str
+    dedup_key: str
+    type: str
+    source: str
+    subject: str | None
+    time: str
+    data: Any
+    extensions: Mapping[str, Any]
+    received_at: float
+    status: str
+
+    def to_event(self) -> Event:
+        from .events import parse_time
+
+        return Event(
+            type=self.type,
+            source=self.source,
+            data=self.data,
+            subject=self.subject,
+            id=self.id,
+            time=parse_time(self.time),
+            dedup_key=self.dedup_key,
+            extensions=dict(self.extensions),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    id: str
+    source: str
+    reason: str
+    payload: bytes
+    headers: Mapping[str, str]
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    time: float
+    kind: str
+    subject: str
+    actor: str | None
+    data: Any
+    prev_hash: str
+    hash: str
