@@ -613,7 +613,6 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         res = api.call("POST", f"/api/flows/{args.flow}/runs", {"params": params})
         print(f"run {res['run_id']} queued")
         return 0
-    from ..engine import Engine
     from ..service.loader import load_project
 
     dep = load_project(args.project or ".")
@@ -627,23 +626,11 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     path = _store_path(args)
 
     async def put() -> int:
-        engine = Engine(path)
-        run = engine._new_run(fl, params, trigger={"kind": "cli"})
-        from ..store.base import AuditEntry, Changes
+        from ..run.queue import new_run, queued_changes
 
+        run = new_run(fl, params, trigger={"kind": "cli"})
         async with connect(path) as store:
-            await store.apply(
-                Changes(
-                    runs=[run],
-                    tasks=engine._pending_tasks(fl, run),
-                    audit=[
-                        AuditEntry(
-                            "run.queued", f"run:{run.id}", {"flow": fl.name, "trigger": run.trigger}
-                        )
-                    ],
-                ),
-                wait=True,
-            )
+            await store.apply(queued_changes(fl, [run]), wait=True)
         print(
             f"run {run.id} queued in {path}; the service starts it at its next start "
             "(use --url to start it now)"

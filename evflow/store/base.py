@@ -43,8 +43,14 @@ class AuditEntry:
 
 @dataclass(slots=True)
 class Changes:
-    """A set of writes that commit together (and in this order)."""
+    """A set of writes that commit together (and in this order).
 
+    ``new_runs`` and ``new_tasks`` are inserted only where no row with that key exists (runs a
+    rule creates under a deterministic id); ``runs`` and ``tasks`` are written as given.
+    """
+
+    new_runs: list[RunRecord] = field(default_factory=list)
+    new_tasks: list[TaskRecord] = field(default_factory=list)
     runs: list[RunRecord] = field(default_factory=list)
     tasks: list[TaskRecord] = field(default_factory=list)
     attempts: list[AttemptRecord] = field(default_factory=list)
@@ -55,7 +61,8 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(
-            self.runs
+            self.new_runs
+            or self.runs
             or self.tasks
             or self.attempts
             or self.logs

@@ -76,6 +76,14 @@ _SQL_RUN = (
     "state=excluded.state, priority=excluded.priority, started_at=excluded.started_at, "
     "ended_at=excluded.ended_at, waiting=excluded.waiting, error=excluded.error"
 )
+# Runs a rule creates: inserted only if absent, so deciding an event twice never resets a run.
+_SQL_RUN_NEW = (
+    f"INSERT INTO runs ({_RUN_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING"
+)
+_SQL_TASK_NEW = (
+    f"INSERT INTO tasks ({_TASK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(run_id, name) DO NOTHING"
+)
 _SQL_TASK = (
     f"INSERT INTO tasks ({_TASK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(run_id, name) DO UPDATE SET state=excluded.state, attempt=excluded.attempt, "
@@ -415,6 +423,8 @@ class SqliteStore:
         event_ops = [op for op in batch if op.events]
         cursors: dict[str, str] = {}
         dead: list[tuple[Any, ...]] = []
+        new_runs: list[tuple[Any, ...]] = []
+        new_tasks: list[tuple[Any, ...]] = []
         runs: list[tuple[Any, ...]] = []
         tasks: list[tuple[Any, ...]] = []
         attempts: list[tuple[Any, ...]] = []
@@ -430,6 +440,8 @@ class SqliteStore:
             if ch is None:
                 continue
             cursors.update(ch.cursors)
+            new_runs.extend(_run_row(r) for r in ch.new_runs)
+            new_tasks.extend(_task_row(t) for t in ch.new_tasks)
             runs.extend(_run_row(r) for r in ch.runs)
             tasks.extend(_task_row(t) for t in ch.tasks)
             attempts.extend(
@@ -450,6 +462,9 @@ class SqliteStore:
             conn.executemany(_SQL_CURSOR, list(cursors.items()))
         if dead:
             conn.executemany(_SQL_DEAD, dead)
+        if new_runs:
+            conn.executemany(_SQL_RUN_NEW, new_runs)
+            conn.executemany(_SQL_TASK_NEW, new_tasks)
         if runs:
             conn.executemany(_SQL_RUN, runs)
         if tasks:

@@ -1,0 +1,281 @@
+"""The rule loop: the one place where decisions about events become durable.
+
+Accepted events arrive in an in-memory inbox (and, after a restart, from the store's pending
+events). The loop offers them to the :class:`~evflow.rules.ruleset.RuleSet`, fires what the
+rules' timers made due, and writes, in **one** transaction, every decision's audit record, the
+runs the decisions create (inserted only if absent: a run id is a hash of the rule and its
+events, so a replayed event never starts a second run) and the events marked processed. An
+event a policy still holds (debounce, batch, correlation) stays pending, so a restart offers it
+again. Runs start only after that commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+import anyio
+import orjson
+from anyio.abc import TaskStatus
+
+from ..abc import Intake
+from ..clock import Clock
+from ..errors import EvflowError
+from ..events import Event
+from ..flows.dag import Flow
+from ..records import RunRecord
+from ..run.queue import RunQueue, new_run, pending_tasks, run_id_for
+from ..signals import CorrelationTimedOut as CorrelationTimedOutSignal
+from ..signals import Signals
+from ..store.base import AuditEntry, Changes, Store
+from .decisions import CorrelationTimedOut, Decision, Held, NotMapped, NotMatched, RunRequested
+from .policies import policy_action
+from .ruleset import RuleSet
+
+__all__ = ["RuleLoop"]
+
+log = logging.getLogger("evflow.engine")
+
+
+class RuleLoop:
+    """Decides on accepted events, one batch at a time, until cancelled.
+
+    ``capacity_changed`` is called after each batch (the inbox shrank: intake may take more).
+    """
+
+    def __init__(
+        self,
+        *,
+        rules: RuleSet,
+        flows: Mapping[str, Flow],
+        runs: RunQueue,
+        signals: Signals,
+        clock: Clock,
+        capacity_changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.rules = rules
+        self.flows = flows
+        self.runs = runs
+        self.signals = signals
+        self.clock = clock
+        self.capacity_changed = capacity_changed
+        self.inbox: list[Event] = []
+        self._wake = anyio.Event()
+        self._store: Store | None = None
+        self._intake: Intake | None = None
+
+    def open(self, store: Store, intake: Intake) -> None:
+        self._store, self._intake = store, intake
+
+    def offer(self, events: Iterable[Event]) -> None:
+        """Queue events for the next batch and wake the loop."""
+        self.inbox.extend(events)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look again (a rule was added, so a timer may have changed)."""
+        self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        assert self._store is not None and self._intake is not None, "the rule loop is not open"
+        task_status.started()
+        while True:
+            # Reset before looking: anything arriving after the look sets the new event.
+            if self._wake.is_set():
+                self._wake = anyio.Event()
+            if not self.inbox:
+                await self._wait_for_work(self._wake)
+            batch, self.inbox = self.inbox, []
+            try:
+                await self._decide(self._store, self._intake, batch)
+            except Exception:
+                log.exception(
+                    "the rule layer failed on %d event(s); they stay pending and are "
+                    "decided again at the next start",
+                    len(batch),
+                )
+            self.capacity_changed()
+
+    async def _wait_for_work(self, wake: anyio.Event) -> None:
+        """Sleep until events or rules arrive, or a rule's timer (debounce, batch window,
+        correlation timeout) comes due on the clock."""
+        deadline = self.rules.next_deadline()
+        if deadline is None:
+            await wake.wait()
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def timer() -> None:
+                await self.clock.sleep_until(deadline)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(timer)
+            await wake.wait()
+            tg.cancel_scope.cancel()
+
+    async def _decide(self, store: Store, intake: Intake, events: list[Event]) -> None:
+        now = self.clock.now()
+        decisions: list[Decision] = list(self.rules.due(now))
+        offered: list[str] = []
+        for ev in events:
+            ds = self.rules.offer(ev, now)
+            offered.append(ev.id)
+            if not any(
+                isinstance(d, RunRequested | Held | NotMapped | CorrelationTimedOut) for d in ds
+            ):
+                decisions.append(NotMatched(rule="*", event_id=ev.id, reason=_unmatched_reason(ds)))
+            decisions.extend(d for d in ds if not isinstance(d, NotMatched))
+        held = self.rules.held_event_ids()
+        changes = Changes()
+        to_start: list[RunRecord] = []
+        by_id = {ev.id: ev for ev in events}
+        for d in decisions:
+            await self._apply(store, intake, d, changes, to_start, by_id)
+        changes.processed_events.extend(eid for eid in offered if eid not in held)
+        released = {
+            eid
+            for d in decisions
+            if isinstance(d, RunRequested | CorrelationTimedOut)
+            for eid in (d.event_ids)
+        }
+        changes.processed_events.extend(
+            eid for eid in released if eid not in held and eid not in offered
+        )
+        if changes:
+            await store.apply(changes, wait=True)
+        for run in to_start:
+            self.runs.start(run)
+
+    async def _apply(
+        self,
+        store: Store,
+        intake: Intake,
+        d: Decision,
+        changes: Changes,
+        to_start: list[RunRecord],
+        events: Mapping[str, Event],
+    ) -> None:
+        if isinstance(d, NotMatched):
+            changes.audit.append(
+                AuditEntry("rule.not_matched", f"event:{d.event_id}", {"reason": d.reason})
+            )
+        elif isinstance(d, Held):
+            changes.audit.append(
+                AuditEntry("rule.held", f"event:{d.event_id}", {"rule": d.rule, "why": d.why})
+            )
+        elif isinstance(d, NotMapped):
+            changes.audit.append(
+                AuditEntry(
+                    "rule.not_mapped", f"event:{d.event_id}", {"rule": d.rule, "reason": d.reason}
+                )
+            )
+            ev = events.get(d.event_id)
+            payload = ev.to_json() if ev is not None else d.event_id.encode()
+            source = ev.source if ev is not None else "evflow.rules"
+            await intake.dead_letter(
+                source=source,
+                reason=d.reason,
+                payload=payload,
+                dedup_key=f"unmapped:{d.rule}:{d.event_id}",
+            )
+        elif isinstance(d, CorrelationTimedOut):
+            self._timed_out(d, changes)
+        elif isinstance(d, RunRequested):
+            await self._request_run(store, intake, d, changes, to_start)
+
+    def _timed_out(self, d: CorrelationTimedOut, changes: Changes) -> None:
+        for eid in d.event_ids:
+            changes.audit.append(
+                AuditEntry(
+                    "rule.correlation_timed_out",
+                    f"event:{eid}",
+                    {"rule": d.rule, "key": d.key_value, "action": d.action, "reason": d.reason},
+                )
+            )
+        if d.action == "alert":
+            log.warning("rule %s: %s", d.rule, d.reason)
+            flow = self.rules.get(d.rule).flow
+            self.signals.publish(
+                CorrelationTimedOutSignal(
+                    rule=d.rule,
+                    flow=flow or "",
+                    event_ids=d.event_ids,
+                    key=d.key_value,
+                    action=d.action,
+                    reason=d.reason,
+                )
+            )
+
+    async def _request_run(
+        self,
+        store: Store,
+        intake: Intake,
+        d: RunRequested,
+        changes: Changes,
+        to_start: list[RunRecord],
+    ) -> None:
+        run_id = run_id_for(d.key)
+        subjects = [f"event:{eid}" for eid in d.event_ids]
+        # A fast answer for the common replay; the insert below is what makes it safe.
+        if (
+            self.runs.is_active(run_id)
+            or any(r.id == run_id for r in changes.new_runs)
+            or await store.run_exists(run_id)
+        ):
+            for s in subjects:
+                changes.audit.append(
+                    AuditEntry("rule.duplicate", s, {"rule": d.rule, "run_id": run_id})
+                )
+            return
+        flow = self.flows.get(d.flow)
+        if flow is None:
+            for s in subjects:
+                changes.audit.append(
+                    AuditEntry("rule.flow_missing", s, {"rule": d.rule, "flow": d.flow})
+                )
+            return
+        rule = self.rules.get(d.rule)
+        active = self.runs.active_runs(flow.name)
+        action = policy_action(rule.when_running, len(active))
+        if action == "skip":
+            reason = f"flow {flow.name!r} is already running ({len(active)} active run(s))"
+            for s in subjects:
+                changes.audit.append(
+                    AuditEntry("rule.skipped", s, {"rule": d.rule, "reason": reason})
+                )
+            return
+        try:
+            run = new_run(
+                flow,
+                d.params,
+                run_id=run_id,
+                priority=rule.priority,
+                trigger={"kind": "event", "rule": d.rule, "events": list(d.event_ids)},
+            )
+        except EvflowError as exc:
+            for s in subjects:
+                changes.audit.append(
+                    AuditEntry("rule.not_mapped", s, {"rule": d.rule, "reason": str(exc)})
+                )
+            await intake.dead_letter(
+                source="evflow.rules",
+                reason=str(exc),
+                payload=orjson.dumps({"rule": d.rule, "events": d.event_ids}),
+                dedup_key=f"badparams:{d.key}",
+            )
+            return
+        if action == "replace":
+            self.runs.replace(active, f"replaced by run {run_id}")
+        changes.new_runs.append(run)
+        changes.new_tasks.extend(pending_tasks(flow, run))
+        for s in subjects:
+            changes.audit.append(AuditEntry("rule.matched", s, {"rule": d.rule, "run_id": run_id}))
+        changes.audit.append(
+            AuditEntry("run.queued", f"run:{run_id}", {"flow": flow.name, "trigger": run.trigger})
+        )
+        to_start.append(run)
+
+
+def _unmatched_reason(decisions: Iterable[Decision]) -> str:
+    reasons = [f"{d.rule}: {d.reason}" for d in decisions if isinstance(d, NotMatched)]
+    return "; ".join(reasons) if reasons else "no rules"

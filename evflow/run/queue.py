@@ -1,0 +1,434 @@
+"""The run queue: creating runs, admitting them through the run gates, driving them to their end.
+
+Every command on runs lives here — submit, wait, cancel, retry, backfill, resume — and so does
+every store write the engine makes about a run outside its execution (queued, cancelled,
+retried, resumed, crashed). A queued run waits in :class:`~evflow.run.limits.RunGate` for its
+flow's ``max_active_runs`` (and a backfill's ``max_active``) in priority order, then one
+:class:`~evflow.run.executor.RunExecution` walks its DAG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..errors import EvflowError
+from ..flows.callbacks import run_callbacks
+from ..flows.dag import Flow
+from ..records import RunRecord, TaskRecord
+from ..signals import RunStateChanged, Signals
+from ..states import RunState, TaskState
+from ..store.base import AuditEntry, Changes, Store
+from .executor import Hooks, RunExecution
+from .limits import Limits, RunGate
+from .results import RunResult
+
+__all__ = ["RunQueue", "new_run", "pending_tasks", "run_id_for"]
+
+log = logging.getLogger("evflow.engine")
+
+
+def run_id_for(key: str) -> str:
+    """A deterministic run id for an idempotency key: a replay finds the same run."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def new_run(
+    flow: Flow,
+    params: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    priority: int = 0,
+    trigger: Mapping[str, Any] | None = None,
+) -> RunRecord:
+    """A queued run record of ``flow`` with its params bound (raises if they don't bind)."""
+    return RunRecord(
+        id=run_id or uuid.uuid4().hex,
+        flow=flow.name,
+        flow_version=flow.version,
+        params=flow.bind_params(params),
+        state=RunState.QUEUED,
+        created_at=time.time(),
+        priority=priority,
+        trigger=dict(trigger or {"kind": "api"}),
+    )
+
+
+def pending_tasks(flow: Flow, run: RunRecord) -> list[TaskRecord]:
+    """One pending task row per node of ``flow``, for a new run."""
+    return [TaskRecord(run_id=run.id, name=n, node=n, state=TaskState.PENDING) for n in flow.nodes]
+
+
+def queued_changes(flow: Flow, runs: Sequence[RunRecord], actor: str | None = None) -> Changes:
+    """What queueing ``runs`` writes: the runs, their pending tasks, ``run.queued`` records."""
+    return Changes(
+        runs=list(runs),
+        tasks=[t for r in runs for t in pending_tasks(flow, r)],
+        audit=[
+            AuditEntry(
+                "run.queued", f"run:{r.id}", {"flow": flow.name, "trigger": r.trigger}, actor=actor
+            )
+            for r in runs
+        ],
+    )
+
+
+def slot_params(flow: Flow, slot: datetime) -> dict[str, Any]:
+    """A flow that takes a ``scheduled_time`` parameter gets its slot's time (ISO 8601)."""
+    if "scheduled_time" in flow.defaults or "scheduled_time" in flow.required:
+        return {"scheduled_time": slot.isoformat()}
+    return {}
+
+
+@dataclass(slots=True)
+class _ActiveRun:
+    record: RunRecord
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    execution: RunExecution | None = None
+    done: anyio.Event = field(default_factory=anyio.Event)
+    cancel_reason: str | None = None
+
+
+class RunQueue:
+    """The runs this engine holds: waiting at a gate or executing.
+
+    ``flow`` resolves a flow by name (raising :class:`~evflow.errors.FlowNotFound`). The queue
+    is bound to a store and a task group by :meth:`open` when the engine starts.
+    """
+
+    def __init__(
+        self,
+        *,
+        flow: Callable[[str], Flow],
+        limits: Limits,
+        gate: RunGate,
+        signals: Signals,
+        hooks: Hooks,
+        log_level: int,
+    ) -> None:
+        self._flow = flow
+        self.limits = limits
+        self.gate = gate
+        self.signals = signals
+        self.hooks = hooks
+        self.log_level = log_level
+        self.stopping = False
+        self._store: Store | None = None
+        self._tg: TaskGroup | None = None
+        self._active: dict[str, _ActiveRun] = {}
+        self._waiters: dict[str, anyio.Event] = {}
+
+    def open(self, store: Store, tg: TaskGroup) -> None:
+        self._store, self._tg = store, tg
+        self.stopping = False
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "the run queue is not open"
+        return self._store
+
+    def active_runs(self, flow: str | None = None) -> list[str]:
+        """Ids of the runs held here (executing, or waiting at a gate)."""
+        return [rid for rid, a in self._active.items() if flow is None or a.record.flow == flow]
+
+    def is_active(self, run_id: str) -> bool:
+        return run_id in self._active
+
+    # -- commands ----------------------------------------------------------------------------
+    async def submit(
+        self,
+        fl: Flow,
+        params: Mapping[str, Any],
+        *,
+        priority: int = 0,
+        trigger: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> str:
+        run = new_run(fl, params, priority=priority, trigger=trigger)
+        await self.store.apply(queued_changes(fl, [run], actor), wait=True)
+        self.start(run)
+        return run.id
+
+    async def wait(self, run_id: str) -> RunResult:
+        record = await self.store.get_run(run_id, with_tasks=False)
+        if not record.state.finished:
+            active = self._active.get(record.id)
+            if active is not None:
+                await active.done.wait()
+            else:
+                # It may have finished while we read; its end is committed before it leaves
+                # ``_active``, so register the waiter, then read again.
+                ev = self._waiters.setdefault(record.id, anyio.Event())
+                if (await self.store.get_run(record.id, with_tasks=False)).state.finished:
+                    if self._waiters.get(record.id) is ev:
+                        del self._waiters[record.id]
+                    ev.set()
+                await ev.wait()
+        await self.store.flush()
+        return RunResult.from_record(await self.store.get_run(record.id))
+
+    async def cancel(self, run_id: str, *, reason: str, actor: str | None = None) -> bool:
+        record = await self.store.get_run(run_id, with_tasks=False)
+        if record.state.finished:
+            return False
+        await self.store.apply(
+            Changes(
+                audit=[
+                    AuditEntry(
+                        "run.cancel_requested", f"run:{record.id}", {"reason": reason}, actor=actor
+                    )
+                ]
+            )
+        )
+        active = self._active.get(record.id)
+        if active is None:
+            await self._mark_cancelled(record, reason)
+            waiter = self._waiters.pop(record.id, None)
+            if waiter is not None:
+                waiter.set()
+            return True
+        self.stop(active, reason)
+        await active.done.wait()
+        return True
+
+    def replace(self, run_ids: Sequence[str], reason: str) -> None:
+        """Cancel these active runs without waiting (a ``when_running="replace"`` rule)."""
+        for rid in run_ids:
+            active = self._active.get(rid)
+            if active is not None:
+                self.stop(active, reason)
+
+    @staticmethod
+    def stop(active: _ActiveRun, reason: str) -> None:
+        active.cancel_reason = reason
+        if active.execution is not None:
+            active.execution.cancel(reason)
+        else:
+            active.scope.cancel()
+
+    async def retry(self, run_id: str, *, actor: str | None = None) -> str:
+        run = await self.store.get_run(run_id)
+        if not run.state.finished:
+            raise EvflowError(f"run {run.id} is {run.state}; only a finished run can be retried")
+        if run.state is RunState.SUCCEEDED:
+            raise EvflowError(f"run {run.id} succeeded; there is nothing to retry")
+        fl = self._flow(run.flow)
+        reset = [
+            replace(
+                t,
+                state=TaskState.PENDING,
+                started_at=None,
+                ended_at=None,
+                waiting=None,
+                error=None,
+                traceback=None,
+                result=None,
+            )
+            for t in run.tasks
+            if t.state is not TaskState.SUCCEEDED
+        ]
+        queued = replace(
+            run,
+            state=RunState.QUEUED,
+            ended_at=None,
+            error=None,
+            waiting=None,
+            flow_version=fl.version,
+            tasks=(),
+        )
+        await self.store.apply(
+            Changes(
+                runs=[queued],
+                tasks=reset,
+                audit=[
+                    AuditEntry(
+                        "run.retried",
+                        f"run:{run.id}",
+                        {"tasks": [t.name for t in reset]},
+                        actor=actor,
+                    )
+                ],
+            ),
+            wait=True,
+        )
+        kept = [t for t in run.tasks if t.state is TaskState.SUCCEEDED]
+        self.start(replace(queued, tasks=tuple(kept + reset)))
+        return run.id
+
+    async def backfill(
+        self,
+        fl: Flow,
+        start: datetime,
+        end: datetime,
+        *,
+        max_active: int | None = None,
+        actor: str | None = None,
+    ) -> list[str]:
+        if fl.schedule is None:
+            raise EvflowError(f"flow {fl.name!r} has no schedule to backfill")
+        if end < start:
+            raise EvflowError("backfill end is before its start")
+        slots: list[datetime] = []
+        t = fl.schedule.next_after(start - timedelta(microseconds=1))
+        while t <= end:
+            slots.append(t)
+            if len(slots) > 10_000:
+                raise EvflowError("backfill covers more than 10,000 slots; narrow the range")
+            t = fl.schedule.next_after(t)
+        group = uuid.uuid4().hex[:12]
+        runs: list[RunRecord] = []
+        for slot in slots:
+            run_id = run_id_for(f"backfill:{fl.name}:{slot.isoformat()}")
+            if await self.store.run_exists(run_id):
+                continue
+            trigger = {
+                "kind": "backfill",
+                "scheduled_time": slot.isoformat(),
+                "group": group,
+                "max_active": max_active,
+            }
+            runs.append(new_run(fl, slot_params(fl, slot), run_id=run_id, trigger=trigger))
+        if runs:
+            await self.store.apply(queued_changes(fl, runs, actor), wait=True)
+        for r in runs:
+            self.start(r)
+        return [r.id for r in runs]
+
+    async def resume(self, flows: Mapping[str, Flow]) -> None:
+        """Start again the runs the last process left unfinished (of the flows registered)."""
+        for run in await self.store.unfinished_runs():
+            if run.flow not in flows:
+                log.warning(
+                    "run %s of flow %r is unfinished but the flow is not registered; it stays %s",
+                    run.id,
+                    run.flow,
+                    run.state,
+                )
+                continue
+            await self.store.apply(
+                Changes(
+                    audit=[AuditEntry("run.resumed", f"run:{run.id}", {"state": str(run.state)})]
+                )
+            )
+            self.start(run)
+
+    # -- driving -----------------------------------------------------------------------------
+    def start(self, run: RunRecord) -> None:
+        """Hold ``run`` and drive it in the engine's task group."""
+        assert self._tg is not None, "the run queue is not open"
+        active = _ActiveRun(record=run)
+        self._active[run.id] = active
+        self._tg.start_soon(self._drive, active)
+
+    async def _drive(self, active: _ActiveRun) -> None:
+        run = active.record
+        flow = self._flow(run.flow)
+        try:
+            with active.scope:
+                on_wait = partial(self._note_waiting, run)
+                cap = run.trigger.get("max_active")
+                group = f"{run.trigger.get('kind')}:{run.trigger.get('group')}"
+                async with (
+                    self.gate.admit(
+                        group, cap if isinstance(cap, int) else None, run.priority, on_wait
+                    ),
+                    self.gate.admit(flow.name, flow.max_active_runs, run.priority, on_wait),
+                ):
+                    execution = RunExecution(
+                        run=run,
+                        flow=flow,
+                        store=self.store,
+                        limits=self.limits,
+                        hooks=self.hooks,
+                        log_level=self.log_level,
+                    )
+                    active.execution = execution
+                    if active.cancel_reason is not None:
+                        execution.cancel(active.cancel_reason)
+                    await execution.execute()
+            if active.execution is None and active.scope.cancel_called and not self.stopping:
+                with anyio.CancelScope(shield=True):
+                    await self._mark_cancelled(run, active.cancel_reason or "cancelled")
+            elif active.execution is not None:
+                await run_callbacks(flow, active.execution.run)  # on_success / on_failure
+        except Exception:
+            log.exception("run %s of flow %r crashed the executor", run.id, run.flow)
+            with anyio.CancelScope(shield=True):
+                failed = replace(
+                    run,
+                    state=RunState.FAILED,
+                    ended_at=time.time(),
+                    tasks=(),
+                    error="internal error in the executor; see the service log",
+                )
+                await self.store.apply(Changes(runs=[failed]), wait=True)
+                self.signals.publish(RunStateChanged(failed))
+            await run_callbacks(flow, failed)
+        finally:
+            self._active.pop(run.id, None)
+            active.done.set()
+            waiter = self._waiters.pop(run.id, None)
+            if waiter is not None:
+                waiter.set()
+
+    def _note_waiting(self, run: RunRecord, reason: str) -> None:
+        """A run gate made ``run`` wait: record why now, so the store shows it while it waits."""
+        self.store.apply_nowait(
+            Changes(runs=[replace(run, state=RunState.QUEUED, waiting=reason, tasks=())])
+        )
+
+    async def _mark_cancelled(self, record: RunRecord, reason: str) -> None:
+        now = time.time()
+        full = await self.store.get_run(record.id)
+        tasks = [
+            replace(t, state=TaskState.SKIPPED, ended_at=now, waiting=None)
+            for t in full.tasks
+            if not t.state.finished
+        ]
+        cancelled = replace(
+            full, state=RunState.CANCELLED, ended_at=now, error=reason, waiting=None, tasks=()
+        )
+        await self.store.apply(
+            Changes(
+                runs=[cancelled],
+                tasks=tasks,
+                audit=[AuditEntry("run.cancelled", f"run:{record.id}", {"reason": reason})],
+            ),
+            wait=True,
+        )
+        self.signals.publish(RunStateChanged(cancelled))
+
+    # -- shutdown ----------------------------------------------------------------------------
+    async def drain(self, grace_period_s: float) -> None:
+        """Let executing runs finish for ``grace_period_s``, then interrupt what is left (its
+        attempts are recorded interrupted, to resume at the next start). Shielded."""
+        self.stopping = True
+        with anyio.CancelScope(shield=True):
+            executing = [a for a in self._active.values() if a.execution is not None]
+            if executing and grace_period_s > 0:
+                log.info(
+                    "waiting up to %.0fs for %d running run(s) to finish",
+                    grace_period_s,
+                    len(executing),
+                )
+                with anyio.move_on_after(grace_period_s):
+                    for a in executing:
+                        await a.done.wait()
+            for a in list(self._active.values()):
+                if a.execution is not None:
+                    a.execution.interrupt()
+                else:
+                    a.scope.cancel()
+            for a in list(self._active.values()):
+                with anyio.move_on_after(10):
+                    await a.done.wait()
