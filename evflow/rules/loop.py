@@ -144,7 +144,8 @@ class RuleLoop:
         if changes:
             await store.apply(changes, wait=True)
         for run in to_start:
-            self.runs.start(run)
+            if run.id in changes.created_runs:  # another decider may have created it first
+                self.runs.start(run)
 
     async def _apply(
         self,

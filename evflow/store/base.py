@@ -46,7 +46,9 @@ class Changes:
     """A set of writes that commit together (and in this order).
 
     ``new_runs`` and ``new_tasks`` are inserted only where no row with that key exists (runs a
-    rule creates under a deterministic id); ``runs`` and ``tasks`` are written as given.
+    rule creates under a deterministic id); once committed, ``created_runs`` holds the ids of
+    those actually inserted, and only those may be started. ``runs`` and ``tasks`` are written
+    as given.
     """
 
     new_runs: list[RunRecord] = field(default_factory=list)
@@ -58,6 +60,7 @@ class Changes:
     audit: list[AuditEntry] = field(default_factory=list)
     processed_events: list[str] = field(default_factory=list)
     cursors: dict[str, str] = field(default_factory=dict)
+    created_runs: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(

@@ -423,7 +423,7 @@ class SqliteStore:
         event_ops = [op for op in batch if op.events]
         cursors: dict[str, str] = {}
         dead: list[tuple[Any, ...]] = []
-        new_runs: list[tuple[Any, ...]] = []
+        new_runs: list[tuple[Changes, tuple[Any, ...]]] = []
         new_tasks: list[tuple[Any, ...]] = []
         runs: list[tuple[Any, ...]] = []
         tasks: list[tuple[Any, ...]] = []
@@ -440,7 +440,7 @@ class SqliteStore:
             if ch is None:
                 continue
             cursors.update(ch.cursors)
-            new_runs.extend(_run_row(r) for r in ch.new_runs)
+            new_runs.extend((ch, _run_row(r)) for r in ch.new_runs)
             new_tasks.extend(_task_row(t) for t in ch.new_tasks)
             runs.extend(_run_row(r) for r in ch.runs)
             tasks.extend(_task_row(t) for t in ch.tasks)
@@ -463,8 +463,12 @@ class SqliteStore:
         if dead:
             conn.executemany(_SQL_DEAD, dead)
         if new_runs:
-            conn.executemany(_SQL_RUN_NEW, new_runs)
-            conn.executemany(_SQL_TASK_NEW, new_tasks)
+            created: set[str] = set()
+            for ch, row in new_runs:
+                if conn.execute(_SQL_RUN_NEW, row).rowcount:
+                    ch.created_runs.add(row[0])
+                    created.add(row[0])
+            conn.executemany(_SQL_TASK_NEW, [t for t in new_tasks if t[0] in created])
         if runs:
             conn.executemany(_SQL_RUN, runs)
         if tasks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -12,7 +13,8 @@ import pytest
 
 from evflow import Engine, RunState, TaskState, flow, get_logger, task
 from evflow.errors import SchemaVersionError
-from evflow.store.base import GENESIS_HASH, chain_hash
+from evflow.records import RunRecord, TaskRecord
+from evflow.store.base import GENESIS_HASH, Changes, chain_hash
 from evflow.store.schema import SCHEMA_VERSION
 from evflow.store.sqlite import SqliteStore
 
@@ -248,3 +250,45 @@ async def test_audit_trail_has_a_record_per_state_change(tmp_path: Path) -> None
         assert seqs == list(range(1, len(rows) + 1))
         for before, current in itertools.pairwise(rows):
             assert current[6] == before[7]
+
+
+async def test_a_run_created_twice_under_one_id_is_inserted_once_and_never_reset(
+    tmp_path: Path,
+) -> None:
+    """Two writers (two deciders, a replay) creating the run of one (rule, event): the first
+    insert wins, the second changes nothing and learns that it did not create the run."""
+    db = tmp_path / "evflow.db"
+
+    def run_of(n: int) -> RunRecord:
+        return RunRecord(
+            id="r-1",
+            flow="hello",
+            flow_version="v",
+            params={"n": n},
+            state=RunState.QUEUED,
+            created_at=1.0,
+        )
+
+    def creating(n: int) -> Changes:
+        run = run_of(n)
+        task = TaskRecord(run_id=run.id, name="t", node="t", state=TaskState.PENDING)
+        return Changes(new_runs=[run], new_tasks=[task])
+
+    async with SqliteStore(db) as one, SqliteStore(db) as two:
+        first, second = creating(1), creating(2)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: one.apply(first, wait=True))
+            tg.start_soon(lambda: two.apply(second, wait=True))
+        assert len(first.created_runs | second.created_runs) == 1
+        assert first.created_runs.isdisjoint(second.created_runs)
+        winner = 1 if first.created_runs else 2
+        done = replace(run_of(winner), state=RunState.SUCCEEDED)
+        await one.apply(Changes(runs=[done]), wait=True)
+        again = creating(3)  # decided once more, later: the finished run stays as it is
+        await two.apply(again, wait=True)
+        assert again.created_runs == set()
+        stored = await two.get_run("r-1")
+        assert stored.state is RunState.SUCCEEDED
+        assert stored.params == {"n": winner}
+        assert [t.name for t in stored.tasks] == ["t"]
+        assert await two.count_runs() == 1
