@@ -1,0 +1,185 @@
+"""OpenTelemetry traces from the event to the task, continuing the sender's trace.
+
+evflow depends only on ``opentelemetry-api``: with no SDK installed or configured, every helper
+here returns at once (one ``isinstance`` check), so tracing costs nothing measurable. The service
+installs the SDK when ``[tracing]`` or the standard ``OTEL_*`` variables ask for it
+(:mod:`evflow.service.telemetry`); an embedding application may install its own.
+
+The chain, and where its links are kept durably:
+
+* **intake** — one span per event, a child of the sender's context (W3C ``traceparent`` /
+  ``tracestate`` from an HTTP header, a Kafka record header, or the CloudEvents
+  distributed-tracing extension attribute). The stored event carries the intake span's context
+  in its ``traceparent`` extension, so a decision made after a restart still joins the trace.
+* **decision** — one span per rule decision that starts a run, a child of the (first) event's
+  context and linked to every event of a batch or correlation. The run's ``trigger`` keeps the
+  decision span's context.
+* **run** — one span per run (per execution of it), a child of the decision (or of nothing, for
+  a run started from the API or the CLI).
+* **task attempt** — one span per attempt, retries included, a child of the run span; while the
+  task's code runs it is the current span, so the user's own instrumentation nests under it.
+  Waiting for a slot shows as a span event.
+
+Attributes are stable and never hold payloads or params (they may carry personal data).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = [
+    "TRACEPARENT",
+    "TRACESTATE",
+    "carrier_of",
+    "context_of",
+    "enabled",
+    "failed",
+    "inject",
+    "start_span",
+    "trace_id_of",
+    "use",
+]
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+# version-traceid-parentid-flags; all-zero ids are invalid (W3C Trace Context, section 3.2).
+_TRACEPARENT_RE = re.compile(
+    r"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"
+)
+_PROPAGATOR = TraceContextTextMapPropagator()
+_provider: trace.TracerProvider | None = None  # set by use(); else the global provider
+
+
+def use(provider: trace.TracerProvider | None) -> None:
+    """Trace through ``provider`` instead of OpenTelemetry's global one (None: the global)."""
+    global _provider
+    _provider = provider
+
+
+def _current_provider() -> trace.TracerProvider:
+    return _provider if _provider is not None else trace.get_tracer_provider()
+
+
+def enabled() -> bool:
+    """True once a real tracer provider (an SDK) is installed; the default proxy records
+    nothing, and then evflow builds no spans at all."""
+    return not isinstance(_current_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def carrier_of(fields: Mapping[str, Any]) -> dict[str, str]:
+    """The W3C trace context found in ``fields``: CloudEvents extension attributes (an event's
+    ``extensions``), HTTP headers, or Kafka record headers (the ``headers`` extension).
+
+    Only a well-formed ``traceparent`` counts; a malformed one is ignored (the trace starts
+    here), never an error.
+    """
+    found: dict[str, str] = {}
+    for source in (fields, fields.get("headers")):
+        if not isinstance(source, Mapping):
+            continue
+        for key, value in source.items():
+            k = str(key).lower()
+            if k in (TRACEPARENT, "ce-traceparent", "ce_traceparent") and TRACEPARENT not in found:
+                if isinstance(value, str) and _TRACEPARENT_RE.match(value.strip()):
+                    found[TRACEPARENT] = value.strip()
+            elif (
+                k in (TRACESTATE, "ce-tracestate", "ce_tracestate")
+                and TRACESTATE not in found
+                and isinstance(value, str)
+            ):
+                found[TRACESTATE] = value.strip()
+        if TRACEPARENT in found:
+            break
+    if TRACEPARENT not in found:
+        return {}
+    return found
+
+
+def context_of(fields: Mapping[str, Any] | None) -> Context | None:
+    """The OpenTelemetry context of the trace context in ``fields`` (None if there is none)."""
+    if not fields:
+        return None
+    carrier = carrier_of(fields)
+    if not carrier:
+        return None
+    return _PROPAGATOR.extract(carrier)
+
+
+def inject(span: Span) -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) naming ``span``, to store beside an event or run."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
+
+
+def trace_id_of(fields: Mapping[str, Any] | None) -> str | None:
+    """The 32-hex trace id in ``fields``' ``traceparent``, for the UI and API."""
+    carrier = carrier_of(fields) if fields else {}
+    tp = carrier.get(TRACEPARENT)
+    return tp.split("-")[1] if tp else None
+
+
+@contextmanager
+def start_span(
+    name: str,
+    *,
+    parent: Mapping[str, Any] | None = None,
+    links: Sequence[Mapping[str, Any]] = (),
+    attributes: Mapping[str, str | int | float | bool] | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    current: bool = False,
+) -> Iterator[Span | None]:
+    """A span named ``name`` (None when tracing is off), ended on exit.
+
+    ``parent`` and each of ``links`` are mappings holding a ``traceparent`` (event extensions,
+    a run's trigger). With ``current``, the span is the current one inside the block (user code
+    then nests under it). An exception leaving the block marks the span as an error and records
+    the exception's type and message, then propagates.
+    """
+    if not enabled():
+        yield None
+        return
+    ctx = context_of(parent)
+    span_links = [
+        Link(trace.get_current_span(c).get_span_context())
+        for link in links
+        if (c := context_of(link)) is not None
+    ]
+    span = (
+        _current_provider()
+        .get_tracer("evflow")
+        .start_span(
+            name, context=ctx, kind=kind, attributes=dict(attributes or {}), links=span_links
+        )
+    )
+    try:
+        if current:
+            with trace.use_span(span, end_on_exit=False, record_exception=False):
+                yield span
+        else:
+            yield span
+    except BaseException as exc:
+        failed(span, exc)
+        raise
+    finally:
+        span.end()
+
+
+def failed(span: Span | None, exc: BaseException | str) -> None:
+    """Mark ``span`` as failed by ``exc`` (an exception, or an error message)."""
+    if span is None:
+        return
+    if isinstance(exc, BaseException):
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    else:
+        span.set_status(Status(StatusCode.ERROR, exc))
