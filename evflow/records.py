@@ -95,6 +95,9 @@ class LogRecord:
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
+    """A stored event. ``uid`` is evflow's identity of it (decisions, runs and the audit trail
+    are keyed on it); ``id`` and ``source`` are the sender's, unique only as a pair."""
+
     seq: int
     id: str
     dedup_key: str
@@ -106,6 +109,7 @@ class EventRecord:
     extensions: Mapping[str, Any]
     received_at: float
     status: str
+    uid: str
 
     def to_event(self) -> Event:
         from .events import parse_time
@@ -119,6 +123,7 @@ class EventRecord:
             time=parse_time(self.time),
             dedup_key=self.dedup_key,
             extensions=dict(self.extensions),
+            uid=self.uid,
         )
 
 

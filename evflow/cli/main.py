@@ -540,6 +540,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             async with connect(path) as store:
                 return [
                     {
+                        "uid": e.uid,
                         "id": e.id,
                         "type": e.type,
                         "source": e.source,

@@ -410,6 +410,7 @@ def _jsonable_log(r: LogRecord) -> dict[str, Any]:
 def _jsonable_event(e: EventRecord, decisions: list[AuditRecord]) -> dict[str, Any]:
     return {
         "seq": e.seq,
+        "uid": e.uid,
         "id": e.id,
         "dedup_key": e.dedup_key,
         "type": e.type,
@@ -654,13 +655,13 @@ def api_routes(
             source=request.query_params.get("source") or None,
             status=status,
         )
-        out = [_jsonable_event(e, await store.list_audit(subject=f"event:{e.id}")) for e in events]
+        out = [_jsonable_event(e, await store.list_audit(subject=f"event:{e.uid}")) for e in events]
         return JsonResponse({"events": out, "limit": limit, "offset": offset})
 
     async def get_event(request: Request) -> Response:
         store = engine.store
         e = await store.get_event(request.path_params["id"])
-        return JsonResponse(_jsonable_event(e, await store.list_audit(subject=f"event:{e.id}")))
+        return JsonResponse(_jsonable_event(e, await store.list_audit(subject=f"event:{e.uid}")))
 
     async def emit(request: Request) -> Response:
         actor = authorize(request)

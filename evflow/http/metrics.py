@@ -208,7 +208,7 @@ class Metrics:
     def events_accepted(self, signal: EventsAccepted) -> None:
         now = time.monotonic()
         for ev in signal.events:
-            self._accepted_at[ev.id] = now
+            self._accepted_at[ev.uid] = now
         while len(self._accepted_at) > _MAX_TRACKED:
             self._accepted_at.popitem(last=False)
 

@@ -192,7 +192,11 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "seq": {"type": "integer"},
-            "id": {"type": "string"},
+            "uid": {
+                "type": "string",
+                "description": "evflow's identity of the event; decisions and runs name it",
+            },
+            "id": {"type": "string", "description": "the sender's id, unique within its source"},
             "dedup_key": {"type": "string"},
             "type": {"type": "string"},
             "source": {"type": "string"},

@@ -119,16 +119,17 @@ class RuleLoop:
         offered: list[str] = []
         for ev in events:
             ds = self.rules.offer(ev, now)
-            offered.append(ev.id)
+            offered.append(ev.uid)
             if not any(
                 isinstance(d, RunRequested | Held | NotMapped | CorrelationTimedOut) for d in ds
             ):
-                decisions.append(NotMatched(rule="*", event_id=ev.id, reason=_unmatched_reason(ds)))
+                reason = _unmatched_reason(ds)
+                decisions.append(NotMatched(rule="*", event_id=ev.uid, reason=reason))
             decisions.extend(d for d in ds if not isinstance(d, NotMatched))
         held = self.rules.held_event_ids()
         changes = Changes()
         to_start: list[RunRecord] = []
-        by_id = {ev.id: ev for ev in events}
+        by_id = {ev.uid: ev for ev in events}
         for d in decisions:
             await self._apply(store, intake, d, changes, to_start, by_id)
         changes.processed_events.extend(eid for eid in offered if eid not in held)

@@ -89,7 +89,7 @@ class RuleState:
         joins a window that has already closed.
         """
         out = self.due(now)
-        eid = event.id
+        eid = event.uid
         if eid in self._released:
             self._released.move_to_end(eid)
             out.extend(d for d in self._released[eid] if not any(d is o for o in out))
@@ -174,10 +174,10 @@ class RuleState:
 
     def _offer_debounce(self, event: Event, now: datetime, quiet_s: float) -> Decision:
         self._deb_params = self.rule._complete({"": self.rule._map_refs(event, "")})
-        self._deb_ids.append(event.id)
-        self._held.add(event.id)
+        self._deb_ids.append(event.uid)
+        self._held.add(event.uid)
         self._deb_deadline = now + timedelta(seconds=quiet_s)
-        return Held(self._name, event.id, f"debouncing until {self._deb_deadline.isoformat()}")
+        return Held(self._name, event.uid, f"debouncing until {self._deb_deadline.isoformat()}")
 
     def _fire_debounce(self) -> Decision:
         decision = self._run(self._deb_params, tuple(self._deb_ids))
@@ -203,11 +203,11 @@ class RuleState:
             item = self.rule._complete({"": self.rule._map_refs(event, "")})
         if not self._batch and batch.window_s is not None:
             self._batch_deadline = now + timedelta(seconds=batch.window_s)
-        self._batch.append((event.id, item))
-        self._held.add(event.id)
+        self._batch.append((event.uid, item))
+        self._held.add(event.uid)
         if batch.count is not None and len(self._batch) >= batch.count:
             return self._fire_batch()
-        return Held(self._name, event.id, self._batch_why())
+        return Held(self._name, event.uid, self._batch_why())
 
     def _fire_batch(self) -> Decision:
         batch = self.rule.batch
@@ -251,7 +251,7 @@ class RuleState:
         if not sides:
             return NotMatched(
                 self._name,
-                event.id,
+                event.uid,
                 f"type {event.type!r} matches neither a ({corr.a!r}) nor b ({corr.b!r})",
             )
         key_text = _key_text(key_value)
@@ -261,7 +261,7 @@ class RuleState:
             if not queue:
                 continue
             mine = _Waiter(
-                event.id, side, key_value, key_text, self._side_item(event, side), deadline
+                event.uid, side, key_value, key_text, self._side_item(event, side), deadline
             )
             partner = self._waiters.pop(queue.popleft())
             if not queue:
@@ -272,14 +272,14 @@ class RuleState:
             return decision
         side = sides[0]
         waiter = _Waiter(
-            event.id, side, key_value, key_text, self._side_item(event, side), deadline
+            event.uid, side, key_value, key_text, self._side_item(event, side), deadline
         )
-        self._waiters[event.id] = waiter
-        self._held.add(event.id)
-        self._queues.setdefault((side, key_text), deque()).append(event.id)
+        self._waiters[event.uid] = waiter
+        self._held.add(event.uid)
+        self._queues.setdefault((side, key_text), deque()).append(event.uid)
         self._seq += 1
-        heapq.heappush(self._heap, (deadline, self._seq, event.id))
-        return Held(self._name, event.id, self._waiting_why(waiter))
+        heapq.heappush(self._heap, (deadline, self._seq, event.uid))
+        return Held(self._name, event.uid, self._waiting_why(waiter))
 
     def _time_out(self, waiter: _Waiter) -> list[Decision]:
         corr = self.rule.correlate

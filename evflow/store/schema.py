@@ -109,4 +109,13 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+MIGRATIONS.append(
+    # 2: every event has an identity of evflow's own (the sender's id is unique only within its
+    # source). The per-insert token that told a fresh insert from a repeat already was one.
+    """
+    ALTER TABLE events RENAME COLUMN ingest TO uid;
+    CREATE UNIQUE INDEX events_uid ON events(uid);
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

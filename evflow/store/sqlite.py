@@ -55,12 +55,12 @@ _TASK_COLS = (
     "waiting, error, traceback, result"
 )
 _EVENT_COLS = (
-    "seq, id, dedup_key, type, source, subject, time, data, extensions, received_at, status"
+    "seq, id, dedup_key, type, source, subject, time, data, extensions, received_at, status, uid"
 )
 
 _SQL_EVENT = (
     "INSERT OR IGNORE INTO events (id, dedup_key, type, source, subject, time, data, "
-    "extensions, received_at, ingest) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    "extensions, received_at, uid) VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
 _SQL_CURSOR = (
     "INSERT INTO cursors (name, value) VALUES (?, ?) "
@@ -98,7 +98,7 @@ _SQL_ATTEMPT = (
     "error=excluded.error"
 )
 _SQL_LOG = "INSERT INTO logs (run_id, task, attempt, time, level, message) VALUES (?,?,?,?,?,?)"
-_SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE id = ?"
+_SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE uid = ?"
 _SQL_AUDIT = (
     "INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash) "
     "VALUES (?,?,?,?,?,?,?,?)"
@@ -214,6 +214,7 @@ def _event_from(row: Any) -> EventRecord:
         extensions=_loads(row[8]) or {},
         received_at=row[9],
         status=row[10],
+        uid=row[11],
     )
 
 
@@ -498,11 +499,10 @@ class SqliteStore:
         self, conn: sqlite3.Connection, ops: list[_Op], now: float
     ) -> list[AuditEntry]:
         rows = []
-        tokens: dict[str, str] = {}
+        first: dict[str, str] = {}  # dedup key -> uid of its first event in this batch
         for op in ops:
             for ev in op.events:
-                token = uuid.uuid4().hex
-                tokens.setdefault(ev.dedup_key, token)
+                first.setdefault(ev.dedup_key, ev.uid)
                 rows.append(
                     (
                         ev.id,
@@ -514,32 +514,37 @@ class SqliteStore:
                         _dumps(ev.data),
                         _dumps(dict(ev.extensions)),
                         now,
-                        token,
+                        ev.uid,
                     )
                 )
         conn.executemany(_SQL_EVENT, rows)
-        stored: dict[str, tuple[str, str]] = {}
-        keys = list(tokens)
+        stored: dict[str, str] = {}  # dedup key -> uid of the stored copy
+        keys = list(first)
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT dedup_key, id, ingest FROM events WHERE dedup_key IN ({marks})"
-            for key, eid, ingest in conn.execute(sql, chunk).fetchall():
-                stored[key] = (eid, ingest)
+            sql = f"SELECT dedup_key, uid FROM events WHERE dedup_key IN ({marks})"
+            for key, uid in conn.execute(sql, chunk).fetchall():
+                stored[key] = uid
         dup_counts: dict[str, int] = {}
         claimed: set[str] = set()
         received: list[AuditEntry] = []
         for op in ops:
             results = []
             for ev in op.events:
-                eid, ingest = stored[ev.dedup_key]
-                fresh = ingest == tokens[ev.dedup_key] and ev.dedup_key not in claimed
+                eid = stored[ev.dedup_key]
+                fresh = eid == first[ev.dedup_key] and ev.dedup_key not in claimed
                 if fresh:
                     claimed.add(ev.dedup_key)
                     received.append(
                         AuditEntry(
                             "event.received",
                             f"event:{eid}",
-                            {"type": ev.type, "source": ev.source, "dedup_key": ev.dedup_key},
+                            {
+                                "type": ev.type,
+                                "source": ev.source,
+                                "id": ev.id,
+                                "dedup_key": ev.dedup_key,
+                            },
                             time=now,
                         )
                     )
@@ -749,7 +754,18 @@ class SqliteStore:
         return [_event_from(r) for r in rows]
 
     async def get_event(self, event_id: str) -> EventRecord:
-        rows = await self._read(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,))
+        """The event whose evflow identity (uid) is ``event_id``; failing that, the one event
+        whose sender id it is (a sender's id is unique only within its source)."""
+        rows = await self._read(f"SELECT {_EVENT_COLS} FROM events WHERE uid = ?", (event_id,))
+        if not rows:
+            rows = await self._read(
+                f"SELECT {_EVENT_COLS} FROM events WHERE id = ? LIMIT 2", (event_id,)
+            )
+            if len(rows) > 1:
+                raise EventNotFound(
+                    f"several events have the sender id {event_id!r} (from different sources); "
+                    "name one by its evflow id (uid)"
+                )
         if not rows:
             raise EventNotFound(f"no event {event_id!r} in store {self.path}")
         return _event_from(rows[0])

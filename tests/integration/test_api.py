@@ -621,11 +621,13 @@ async def test_events_with_their_decisions(tmp_path: Path) -> None:
             },
         )
         assert resp.status_code == 202, resp.text
-        assert resp.json() == {"event_id": "ce-1", "duplicate": False}
+        assert resp.json()["duplicate"] is False
+        first = resp.json()["event_id"]  # evflow's identity of the event, not the sender's id
+        assert first != "ce-1"
         again = await client.post(
             "/api/events", json={"id": "ce-1", "source": "shop", "type": "order.created"}
         )
-        assert again.status_code == 202 and again.json() == {"event_id": "ce-1", "duplicate": True}
+        assert again.status_code == 202 and again.json() == {"event_id": first, "duplicate": True}
         plain = await client.post("/api/events", json={"type": "misc.thing", "data": {"x": 1}})
         assert plain.status_code == 202
         plain_id = plain.json()["event_id"]
@@ -639,13 +641,14 @@ async def test_events_with_their_decisions(tmp_path: Path) -> None:
                 else None
             )
 
-        matched = await until(lambda: decided("ce-1"))
+        matched = await until(lambda: decided(first))
         assert matched["type"] == "order.created" and matched["data"] == {"n": 7}
+        assert (matched["uid"], matched["id"], matched["source"]) == (first, "ce-1", "shop")
         decision = next(d for d in matched["decisions"] if d["kind"] == "rule.matched")
         assert decision["data"]["rule"] == "orders"
         run = await finished(client, decision["data"]["run_id"])
         assert run["state"] == "succeeded" and run["params"] == {"n": 7}
-        assert run["trigger"]["events"] == ["ce-1"]
+        assert run["trigger"]["events"] == [first]
         emitted = [d for d in matched["decisions"] if d["kind"] == "event.emitted"]
         assert [(d["actor"], d["data"]["duplicate"]) for d in emitted] == [
             (LOCAL_ACTOR, False),
@@ -658,7 +661,7 @@ async def test_events_with_their_decisions(tmp_path: Path) -> None:
         assert "orders" in reason["data"]["reason"]
 
         listing = (await client.get("/api/events")).json()
-        assert [e["id"] for e in listing["events"]] == [plain_id, "ce-1"]
+        assert [e["uid"] for e in listing["events"]] == [plain_id, first]
         assert all("decisions" in e for e in listing["events"])
         shop = (await client.get("/api/events", params={"source": "shop", "limit": 5})).json()
         assert [e["id"] for e in shop["events"]] == ["ce-1"]
@@ -693,8 +696,9 @@ async def test_dead_letters_show_why(tmp_path: Path) -> None:
         assert letter["source"] == "evflow.api"
         assert "n" in letter["reason"]
         assert letter["payload_encoding"] == "utf-8"
-        assert orjson.loads(letter["payload"])["id"] == event_id
-        decisions = (await client.get(f"/api/events/{event_id}")).json()["decisions"]
+        event = (await client.get(f"/api/events/{event_id}")).json()
+        assert orjson.loads(letter["payload"])["id"] == event["id"]
+        decisions = event["decisions"]
         assert "rule.not_mapped" in {d["kind"] for d in decisions}
 
         await engine.intake.dead_letter(source="raw", reason="not JSON", payload=b"\xff\x00bin")

@@ -111,20 +111,20 @@ async def test_a_matching_event_starts_a_run_and_a_mismatch_is_audited_with_its_
         assert result.ok, result.error
         assert result.params == {"name": "Ada", "country": "FR"}
         assert result.result("greet") == "hello Ada from FR"
-        assert run.trigger == {"kind": "event", "rule": "welcome-eu", "events": [hit.id]}
+        assert run.trigger == {"kind": "event", "rule": "welcome-eu", "events": [hit.uid]}
 
-        matched = await audit(engine, hit.id, "rule.matched")
+        matched = await audit(engine, hit.uid, "rule.matched")
         assert matched.data == {"rule": "welcome-eu", "run_id": run.id}
-        country = await audit(engine, wrong_country.id, "rule.not_matched")
+        country = await audit(engine, wrong_country.uid, "rule.not_matched")
         assert country.data["reason"] == (
             "welcome-eu: data.country='US' is not one of ['FR', 'BE']"
         )
-        kind = await audit(engine, wrong_type.id, "rule.not_matched")
+        kind = await audit(engine, wrong_type.uid, "rule.not_matched")
         assert kind.data["reason"] == "welcome-eu: type 'order.created' does not match 'user.*'"
 
         assert await engine.store.count_runs() == 1
         for ev in (wrong_country, wrong_type, hit):
-            assert (await engine.store.get_event(ev.id)).status == "processed"
+            assert (await engine.store.get_event(ev.uid)).status == "processed"
 
 
 async def test_params_are_taken_from_event_paths_and_never_evaluated(tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ async def test_params_are_taken_from_event_paths_and_never_evaluated(tmp_path: P
         }
 
         # a matching event that lacks a value the rule needs: no run, a dead letter
-        record = await audit(engine, unmappable.id, "rule.not_mapped")
+        record = await audit(engine, unmappable.uid, "rule.not_mapped")
         assert "param 'title' needs data.doc.title" in record.data["reason"]
         letters = await until(engine.store.list_dead_letters)
         assert len(letters) == 1
@@ -263,7 +263,7 @@ async def test_debounce_makes_one_run_with_the_last_events_params(tmp_path: Path
                 # 20 s later: past the first event's quiet time, inside the latest one's
                 clock.advance(20)
             await engine.emit(ev)
-            held = await audit(engine, ev.id, "rule.held")
+            held = await audit(engine, ev.uid, "rule.held")
             assert "debouncing until" in held.data["why"]
         assert await engine.store.count_runs() == 0
 
@@ -271,10 +271,10 @@ async def test_debounce_makes_one_run_with_the_last_events_params(tmp_path: Path
         (run,) = await runs.wait_for(1)
         assert run.state is RunState.SUCCEEDED
         assert run.params == {"version": 3}
-        assert run.trigger["events"] == [ev.id for ev in burst]
+        assert run.trigger["events"] == [ev.uid for ev in burst]
         for ev in burst:
-            assert await matched_run(engine, ev.id) == run.id
-            assert (await engine.store.get_event(ev.id)).status == "processed"
+            assert await matched_run(engine, ev.uid) == run.id
+            assert (await engine.store.get_event(ev.uid)).status == "processed"
         assert await engine.store.count_runs() == 1
 
 
@@ -307,9 +307,9 @@ async def test_batch_by_count_makes_one_run_per_full_batch(tmp_path: Path) -> No
         ]
         assert [(await engine.wait(r.id)).result("total") for r in by_first] == [6, 15]
         # the seventh waits for two more; it stays undecided in the store meanwhile
-        held = await audit(engine, events[6].id, "rule.held")
+        held = await audit(engine, events[6].uid, "rule.held")
         assert held.data["why"] == "batch 1/3"
-        assert (await engine.store.get_event(events[6].id)).status == "pending"
+        assert (await engine.store.get_event(events[6].uid)).status == "pending"
         assert await engine.store.count_runs() == 2
 
 
@@ -331,7 +331,7 @@ async def test_batch_by_time_makes_one_run_with_the_windows_events(tmp_path: Pat
         engine.add(digest, rule)
         for ev in first:
             await engine.emit(ev)
-            await audit(engine, ev.id, "rule.held")
+            await audit(engine, ev.uid, "rule.held")
         clock.advance(60)
         (run,) = await runs.wait_for(1)
         assert [e["id"] for e in run.params["events"]] == [ev.id for ev in first]
@@ -339,7 +339,7 @@ async def test_batch_by_time_makes_one_run_with_the_windows_events(tmp_path: Pat
 
         # the next event opens a new window
         await engine.emit(later)
-        await audit(engine, later.id, "rule.held")
+        await audit(engine, later.uid, "rule.held")
         clock.advance(60)
         _, second = await runs.wait_for(2)
         assert [e["data"]["name"] for e in second.params["events"]] == ["cy"]
@@ -386,25 +386,25 @@ async def test_correlate_runs_once_for_a_pair_and_alerts_when_the_partner_never_
         engine.add(_payments_flow(), _correlate_rule("alert"))
         await engine.emit(placed_1)
         await engine.emit(placed_2)
-        await audit(engine, placed_2.id, "rule.held")
+        await audit(engine, placed_2.uid, "rule.held")
         clock.advance(100)  # the payment comes within the window
         await engine.emit(paid_1)
         (run,) = await runs.wait_for(1)
         assert run.params == {"order": "o-1", "customer": "ada", "amount": 9.5}
-        assert run.trigger["events"] == [placed_1.id, paid_1.id]
+        assert run.trigger["events"] == [placed_1.uid, paid_1.uid]
 
         clock.advance(200)  # o-2's window (300 s from its arrival) closes without a payment
         with anyio.fail_after(LIMIT_S):
             await alerts.arrived.wait()
         (timed_out,) = alerts.timed_out
-        assert timed_out.event_ids == (placed_2.id,)
+        assert timed_out.event_ids == (placed_2.uid,)
         assert timed_out.action == "alert"
         assert "no b event ('payment.received') with data.order='o-2'" in timed_out.reason
-        record = await audit(engine, placed_2.id, "rule.correlation_timed_out")
+        record = await audit(engine, placed_2.uid, "rule.correlation_timed_out")
         assert record.data["action"] == "alert"
         assert record.data["key"] == "o-2"
-        assert "rule.matched" not in await kinds(engine, placed_2.id)
-        assert (await engine.store.get_event(placed_2.id)).status == "processed"
+        assert "rule.matched" not in await kinds(engine, placed_2.uid)
+        assert (await engine.store.get_event(placed_2.uid)).status == "processed"
         assert await engine.store.count_runs() == 1
 
 
@@ -415,14 +415,14 @@ async def test_correlate_with_on_timeout_run_runs_the_lone_side(tmp_path: Path) 
     async with started(tmp_path, runs, clock=clock) as engine:
         engine.add(_payments_flow(), _correlate_rule("run"))
         await engine.emit(placed)
-        await audit(engine, placed.id, "rule.held")
+        await audit(engine, placed.uid, "rule.held")
         clock.advance(300)
         (run,) = await runs.wait_for(1)
         assert run.state is RunState.SUCCEEDED
         assert run.params == {"order": "o-3", "customer": "cy", "amount": None}
-        timed_out = await audit(engine, placed.id, "rule.correlation_timed_out")
+        timed_out = await audit(engine, placed.uid, "rule.correlation_timed_out")
         assert timed_out.data["action"] == "run"
-        assert await matched_run(engine, placed.id) == run.id
+        assert await matched_run(engine, placed.uid) == run.id
         assert await engine.store.count_runs() == 1
 
 
@@ -481,7 +481,7 @@ async def test_when_running_queue_runs_both_in_order(tmp_path: Path) -> None:
         await engine.emit(first)
         await gates.wait_started(1)
         await engine.emit(second)
-        second_run = await matched_run(engine, second.id)
+        second_run = await matched_run(engine, second.uid)
         queued = await engine.store.get_run(second_run)
         assert queued.state is RunState.QUEUED  # waits for the first (max_active_runs=1)
 
@@ -502,15 +502,15 @@ async def test_when_running_skip_drops_the_second_with_an_audit_record(tmp_path:
         await engine.emit(first)
         await gates.wait_started(1)
         await engine.emit(second)
-        skipped = await audit(engine, second.id, "rule.skipped")
+        skipped = await audit(engine, second.uid, "rule.skipped")
         assert skipped.data["rule"] == "job-skip"
         assert "flow 'job' is already running (1 active run(s))" in skipped.data["reason"]
-        assert "rule.matched" not in await kinds(engine, second.id)
+        assert "rule.matched" not in await kinds(engine, second.uid)
         assert await engine.store.count_runs() == 1
 
         gates.release[1].set()
         with anyio.fail_after(LIMIT_S):
-            await engine.wait(await matched_run(engine, first.id))
+            await engine.wait(await matched_run(engine, first.uid))
         gates.release[3].set()
         await engine.emit(third)  # nothing is running any more: this one starts
         finished = await runs.wait_for(2)
@@ -529,11 +529,11 @@ async def test_when_running_replace_cancels_the_first_and_runs_the_second(
         engine.add(gates.flow(), _job_rule("replace"))
         await engine.emit(first)
         await gates.wait_started(1)
-        first_run = await matched_run(engine, first.id)
+        first_run = await matched_run(engine, first.uid)
         gates.release[2].set()
         await engine.emit(second)
         finished = await runs.wait_for(2)
-        second_run = await matched_run(engine, second.id)
+        second_run = await matched_run(engine, second.uid)
 
         by_id = {r.id: r for r in finished}
         assert by_id[first_run].state is RunState.CANCELLED

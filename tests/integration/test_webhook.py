@@ -166,7 +166,7 @@ async def test_signed_json_is_stored_and_starts_a_run(tmp_path: Path) -> None:
         answer = resp.json()
         assert answer["duplicate"] is False
         (ev,) = await events_of(engine)
-        assert ev.id == answer["event_id"]
+        assert ev.uid == answer["event_id"]
         assert (ev.type, ev.source, ev.data) == ("webhook.orders", "webhook/orders", {"n": 7})
         assert ev.dedup_key == "webhook:orders:d-1"
         assert ev.extensions["delivery"] == "d-1"
@@ -224,17 +224,18 @@ async def test_cloudevents_structured_mode(tmp_path: Path) -> None:
         assert resp.status_code == 202, resp.text
         (ev,) = await events_of(engine)
         assert (ev.type, ev.source, ev.subject) == ("order.created", "webhook/orders", "order/1")
-        assert ev.id == "ce-1" == resp.json()["event_id"]
+        assert ev.id == "ce-1"
+        assert ev.uid == resp.json()["event_id"]
         assert ev.time.startswith("2024-05-01T12:00:00")
         assert ev.extensions["origin"] == "shop/eu"
         assert ev.extensions["tenant"] == "acme"
         assert ev.dedup_key == "webhook:orders:shop/eu/ce-1"
-        assert (await run_of(engine, "ce-1")).result("echo") == 3
+        assert (await run_of(engine, ev.uid)).result("echo") == 3
 
         again = await client.post(
             "/hooks/orders", content=body, headers={**headers, **sign(SECRET, body)}
         )
-        assert again.json() == {"event_id": "ce-1", "duplicate": True}
+        assert again.json() == {"event_id": ev.uid, "duplicate": True}
 
         bad = orjson.dumps([cloudevent])
         resp = await client.post(
@@ -269,7 +270,7 @@ async def test_cloudevents_binary_mode(tmp_path: Path) -> None:
         assert ev.extensions["origin"] == "https://shop.example/eu"
         assert ev.extensions["tenant"] == "acme"
         assert ev.dedup_key == "webhook:orders:https://shop.example/eu/pay-42"
-        assert (await run_of(engine, "pay-42")).result("echo") == 5
+        assert (await run_of(engine, ev.uid)).result("echo") == 5
 
         no_id = {k: v for k, v in ce.items() if k != "ce-id"}
         resp = await client.post("/hooks/orders", content=body, headers={**signed(body), **no_id})
@@ -440,7 +441,7 @@ async def test_burst_of_1000_requests_loses_and_doubles_nothing(tmp_path: Path) 
                 await seen.changed()
         assert set(seen.by_event) == event_ids
         events = await events_of(engine)
-        assert {e.id for e in events} == event_ids
+        assert {e.uid for e in events} == event_ids
         assert sorted(e.data["n"] for e in events) == list(range(total))
         runs = await engine.store.list_runs(flow="handle_order", limit=10 * total)
         assert len(runs) == total

@@ -41,7 +41,7 @@ def ev(
     source: str = "shop",
     subject: str | None = None,
 ) -> Event:
-    return Event(type=type_, source=source, data=data, subject=subject, id=id_, time=T0)
+    return Event(type=type_, source=source, data=data, subject=subject, id=id_, time=T0, uid=id_)
 
 
 @dataclass
