@@ -35,7 +35,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from .. import __version__
-from ..display import jsonable_run
+from ..cli.display import jsonable_run
 from ..engine import Engine
 from ..errors import (
     EngineNotRunning,

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from ..config import Config
+from ..service.config import Config
 from ..engine import Engine
 from .api import JsonResponse, LiveHub, api_index, api_routes
 from .metrics import Metrics, metrics_route, monitor_loop_lag

@@ -21,9 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from evflow import Correlate, Engine, Event, Flow, Rule, RunState, flow, task
-from evflow.alerts import AlertManager, CallbackContext
+from evflow.service.alerts import AlertManager, CallbackContext
 from evflow.clock import ManualClock
-from evflow.config import AlertSink
+from evflow.service.config import AlertSink
 from evflow.errors import FlowDefinitionError
 from evflow.http.server import HttpServer
 from tests.observers import until

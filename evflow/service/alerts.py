@@ -22,16 +22,16 @@ import httpx
 import orjson
 from anyio.abc import TaskStatus
 
-from .callbacks import CallbackContext, run_path
+from ..callbacks import CallbackContext, run_path
 from .config import AlertSink
-from .errors import ConfigError
-from .flows import Flow
-from .signals import CorrelationTimedOut, RunStateChanged
-from .states import RunState, TaskState
-from .store.base import RunRecord
+from ..errors import ConfigError
+from ..flows import Flow
+from ..signals import CorrelationTimedOut, RunStateChanged
+from ..states import RunState, TaskState
+from ..store.base import RunRecord
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ..engine import Engine
 
 __all__ = [
     "ALERT_KINDS",

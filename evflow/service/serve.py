@@ -22,8 +22,8 @@ from typing import TextIO
 import anyio
 
 from .config import Config, load_config
-from .engine import Engine
-from .errors import ConfigError, EvflowError, LoadError
+from ..engine import Engine
+from ..errors import ConfigError, EvflowError, LoadError
 from .loader import Deployment, load_project
 from .logs import configure_logging
 
@@ -34,8 +34,8 @@ log = logging.getLogger("evflow.service")
 
 def configure_sensors(dep: Deployment, cfg: Config) -> list[str]:
     """Fill sensors' unset connection settings from the config; returns warnings."""
-    from .sensors.kafka import KafkaSensor
-    from .sensors.webhook import WebhookSensor
+    from ..sensors.kafka import KafkaSensor
+    from ..sensors.webhook import WebhookSensor
 
     warnings = []
     for sensor in dep.sensors:
@@ -123,8 +123,8 @@ def _summary(
 
 async def _serve(cfg: Config, dep: Deployment, warnings: list[str], store: str | None) -> None:
     from .alerts import AlertManager
-    from .http.app import build_app, run_app_services
-    from .http.server import HttpServer
+    from ..http.app import build_app, run_app_services
+    from ..http.server import HttpServer
 
     engine = build_engine(cfg, dep, store=store)
     alerts = AlertManager(cfg.alerts).attach(engine) if cfg.alerts else None

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from .store.base import LogRecord, RunRecord, TaskRecord
+from ..store.base import LogRecord, RunRecord, TaskRecord
 
 __all__ = ["Progress", "fmt_duration", "fmt_time", "render_run", "table"]
 

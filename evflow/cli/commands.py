@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 import orjson
 
-from . import __version__
-from .config import load_config
+from .. import __version__
+from ..service.config import load_config
 from .display import (
     Progress,
     dump_json,
@@ -36,16 +36,16 @@ from .display import (
     render_run,
     table,
 )
-from .errors import EvflowError, LoadError
-from .events import Event
-from .flows import Flow
-from .signals import TaskStateChanged
-from .states import RunState
-from .store.base import RunRecord
-from .store.sqlite import SqliteStore
+from ..errors import EvflowError, LoadError
+from ..events import Event
+from ..flows import Flow
+from ..signals import TaskStateChanged
+from ..states import RunState
+from ..store.base import RunRecord
+from ..store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from ..engine import Engine
 
 __all__ = ["main"]
 
@@ -115,8 +115,8 @@ def _api(args: argparse.Namespace) -> Api | None:
 
 
 def _run_from_json(d: dict[str, Any]) -> RunRecord:
-    from .states import RunState, TaskState
-    from .store.base import TaskRecord
+    from ..states import RunState, TaskState
+    from ..store.base import TaskRecord
 
     tasks = tuple(
         TaskRecord(
@@ -168,7 +168,7 @@ def _local_engine(store: str, flows: Iterable[Flow]) -> Engine:
 
     A pool the config does not size gets as many slots as its largest task takes.
     """
-    from .engine import Engine
+    from ..engine import Engine
 
     flows = list(flows)
     cfg = load_config(".")
@@ -220,7 +220,7 @@ def _report(record: RunRecord, store: str, out: TextIO) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .loader import load_flow_target
+    from ..service.loader import load_flow_target
 
     fl = load_flow_target(args.target)
     try:
@@ -369,7 +369,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _list_flows(path: str) -> tuple[dict[str, Any], list[LoadError]]:
-    from .loader import load_flows
+    from ..service.loader import load_flows
 
     errors: list[LoadError] = []
     target = Path(path)
@@ -406,8 +406,8 @@ def cmd_flows(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .engine import Engine
-    from .loader import load_project
+    from ..engine import Engine
+    from ..service.loader import load_project
 
     base = Path(args.path)
     errors: list[LoadError] = []
@@ -441,7 +441,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _project_flows(args: argparse.Namespace) -> dict[str, Flow]:
-    from .loader import load_project
+    from ..service.loader import load_project
 
     return load_project(getattr(args, "project", None) or ".").flows
 
@@ -613,8 +613,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         res = api.call("POST", f"/api/flows/{args.flow}/runs", {"params": params})
         print(f"run {res['run_id']} queued")
         return 0
-    from .engine import Engine
-    from .loader import load_project
+    from ..engine import Engine
+    from ..service.loader import load_project
 
     dep = load_project(args.project or ".")
     if args.flow not in dep.flows:
@@ -629,7 +629,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     async def put() -> int:
         engine = Engine(path)
         run = engine._new_run(fl, params, trigger={"kind": "cli"})
-        from .store.base import AuditEntry, Changes
+        from ..store.base import AuditEntry, Changes
 
         async with SqliteStore(path) as store:
             await store.apply(
@@ -654,7 +654,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from . import audit
+    from .. import audit
 
     path = _existing_store(args)
     if args.audit_cmd == "verify":
@@ -676,7 +676,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .service import serve
+    from ..service import serve
 
     return serve(
         args.project,

@@ -21,10 +21,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .abc import Sensor
-from .errors import EvflowError, FlowNotFound, LoadError
-from .flows import Flow
-from .rules import Rule
+from ..abc import Sensor
+from ..errors import EvflowError, FlowNotFound, LoadError
+from ..flows import Flow
+from ..rules import Rule
 
 __all__ = ["Deployment", "load_flow_target", "load_flows", "load_project", "load_rules"]
 
