@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from ..service.config import Config
 from ..engine import Engine
+from ..service.config import Config
 from .api import JsonResponse, LiveHub, api_index, api_routes
 from .metrics import Metrics, metrics_route, monitor_loop_lag
 from .openapi import openapi_document

@@ -23,12 +23,12 @@ import orjson
 from anyio.abc import TaskStatus
 
 from ..callbacks import CallbackContext, run_path
-from .config import AlertSink
 from ..errors import ConfigError
 from ..flows import Flow
 from ..signals import CorrelationTimedOut, RunStateChanged
 from ..states import RunState, TaskState
 from ..store.base import RunRecord
+from .config import AlertSink
 
 if TYPE_CHECKING:
     from ..engine import Engine

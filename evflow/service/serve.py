@@ -21,9 +21,9 @@ from typing import TextIO
 
 import anyio
 
-from .config import Config, load_config
 from ..engine import Engine
 from ..errors import ConfigError, EvflowError, LoadError
+from .config import Config, load_config
 from .loader import Deployment, load_project
 from .logs import configure_logging
 
@@ -122,9 +122,9 @@ def _summary(
 
 
 async def _serve(cfg: Config, dep: Deployment, warnings: list[str], store: str | None) -> None:
-    from .alerts import AlertManager
     from ..http.app import build_app, run_app_services
     from ..http.server import HttpServer
+    from .alerts import AlertManager
 
     engine = build_engine(cfg, dep, store=store)
     alerts = AlertManager(cfg.alerts).attach(engine) if cfg.alerts else None

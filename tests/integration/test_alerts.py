@@ -21,11 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from evflow import Correlate, Engine, Event, Flow, Rule, RunState, flow, task
-from evflow.service.alerts import AlertManager, CallbackContext
 from evflow.clock import ManualClock
-from evflow.service.config import AlertSink
 from evflow.errors import FlowDefinitionError
 from evflow.http.server import HttpServer
+from evflow.service.alerts import AlertManager, CallbackContext
+from evflow.service.config import AlertSink
 from tests.observers import until
 
 LIMIT_S = 20  # generous bound on any single wait; a hang fails instead of blocking the suite
