@@ -67,7 +67,7 @@ def project(root: Path, port: int) -> Path:
 @asynccontextmanager
 async def serving_from_config(root: Path, logs: Path) -> AsyncIterator[Service]:
     """``evflow serve`` on the port its ``evflow.toml`` names (no ``--port``)."""
-    logs.mkdir(parents=True, exist_ok=True)
+    await anyio.Path(logs).mkdir(parents=True, exist_ok=True)
     stderr = logs / "stderr.log"
     with stderr.open("wb") as err:
         process = await anyio.open_process(
