@@ -15,6 +15,7 @@ line and the reason — never a bare traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -81,6 +82,7 @@ def import_file(file: Path, base: Path | None = None) -> ModuleType:
     existing = sys.modules.get(name)
     if existing is not None and getattr(existing, "__file__", None) == str(file):
         return existing
+    _claim_folders(name, base)
     try:
         return importlib.import_module(name)
     except BaseException as exc:
@@ -88,6 +90,29 @@ def import_file(file: Path, base: Path | None = None) -> ModuleType:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise LoadError(_describe_failure(exc, file)) from exc
+
+
+def _claim_folders(name: str, base: Path) -> None:
+    """Make the folders above module ``name`` (under ``base``) the packages it imports from.
+
+    A folder without ``__init__.py`` (``flows/``) is a namespace package, which any regular
+    package of the same name elsewhere on ``sys.path`` would shadow; it is registered as the
+    package of that name unless a regular one is already imported.
+    """
+    parts = name.split(".")[:-1]
+    for i in range(1, len(parts) + 1):
+        package = ".".join(parts[:i])
+        folder = base.joinpath(*parts[:i])
+        if (folder / "__init__.py").exists():
+            continue
+        module = sys.modules.get(package)
+        if module is not None and str(folder) in list(getattr(module, "__path__", [])):
+            continue
+        if module is not None and getattr(module, "__file__", None) is not None:
+            continue  # a regular package of that name is in use: leave it
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        sys.modules[package] = importlib.util.module_from_spec(spec)
 
 
 def _package_root(file: Path) -> Path:
