@@ -194,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--store", metavar="PATH", help="store file (default: [store] path)")
     sp.add_argument("--host", help="HTTP bind address (default: [http] host, 127.0.0.1)")
     sp.add_argument(
-        "--port", type=int, help="HTTP port, 0 picks a free one (default: [http] port, 8000)"
+        "--port",
+        metavar="PORT",
+        help="HTTP port, 0 picks a free one (default: [http] port, 8000)",
     )
     sp.add_argument(
         "--log-format",
