@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,6 @@ from .client import Client, CliError, HttpClient, LocalClient
 __all__ = ["build_parser", "choose_client", "main"]
 
 PROBE_TIMEOUT_S = 0.5
-
-ClientCommand = Callable[[Any, argparse.Namespace], Awaitable[int]]
 
 
 def notice(message: str) -> None:
