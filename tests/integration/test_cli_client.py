@@ -32,6 +32,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def service_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
 def project(root: Path, port: int) -> Path:
     write(
         root / "evflow.toml",
@@ -116,6 +120,16 @@ async def test_trigger_without_url_reaches_the_service_of_evflow_toml(tmp_path: 
         assert run["id"] == match.group(1)
         assert run["params"] == {"name": "ada"}
         assert run["trigger"]["kind"] == "api"
+
+        # the audit trail: exported through the service, verified in the store itself
+        status, out, err = await evflow("audit", "export", "--url", service_url(port), cwd=root)
+        assert status == 0, out + err
+        exported = [orjson.loads(line) for line in out.splitlines()]
+        assert f"run:{run['id']}" in {a["subject"] for a in exported if a["kind"] == "run.queued"}
+        assert [a["seq"] for a in exported] == list(range(1, len(exported) + 1))
+        status, out, err = await evflow("audit", "verify", cwd=root)
+        assert status == 0, out + err
+        assert re.match(r"audit trail intact: (\d+) record", out), out
         assert await service.stop() == 0
 
 
