@@ -1,21 +1,21 @@
-"""``evflow serve``: the long-running service around an :class:`~evflow.Engine`.
+"""The long-lived service, ``evflow serve``: the project's configuration (``evflow.toml``), the
+loading of its ``flows/`` and ``sensors/``, logging, alert sinks, and the process that runs an
+engine with its HTTP server until SIGTERM.
 
-``config`` reads ``evflow.toml`` and ``EVFLOW_*``, ``loader`` imports a project's ``flows/`` and
-``sensors/``, ``serve`` wires the engine, HTTP and alerts and owns signals and logging set-up,
-``alerts`` posts alerts to sinks, ``logs`` formats the service's own log lines.
+``serve`` and ``tune_gc`` are imported on first use, so reading the configuration (the command
+line does it for every command) does not import the engine and the HTTP stack.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["tune_gc"]
+__all__ = ["build_engine", "configure_sensors", "serve", "tune_gc"]
 
 
 def __getattr__(name: str) -> Any:
-    # ``evflow.service.tune_gc`` without importing the whole service (HTTP, engine) up front.
-    if name == "tune_gc":
-        from .serve import tune_gc
+    if name in __all__:
+        from . import serve as _serve
 
-        return tune_gc
+        return getattr(_serve, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,8 +23,8 @@ import orjson
 from anyio.abc import TaskStatus
 
 from ..errors import ConfigError
+from ..flows import Flow
 from ..flows.callbacks import CallbackContext, run_path
-from ..flows.dag import Flow
 from ..records import RunRecord
 from ..signals import CorrelationTimedOut, RunStateChanged
 from ..states import RunState, TaskState

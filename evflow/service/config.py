@@ -11,12 +11,13 @@ Environment overrides are ``EVFLOW_<SECTION>_<KEY>`` (``EVFLOW_HTTP_PORT=9000``,
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from ..errors import ConfigError
 
@@ -29,6 +30,8 @@ __all__ = [
     "StoreConfig",
     "WebhookConfig",
     "load_config",
+    "pool_slots",
+    "setting",
 ]
 
 
@@ -127,9 +130,78 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def _coerce(value: Any, current: Any, where: str) -> Any:
-    """Convert ``value`` (from TOML or an env string) to the type of the default."""
-    if isinstance(current, bool):
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """The allowed values of a numeric setting, and how to say so."""
+
+    low: float
+    high: float | None
+    expected: str
+
+
+_PORT = _Range(0, 65535, "a port, a whole number from 0 to 65535 (0 picks a free one)")
+_COUNT = _Range(1, None, "a whole number of at least 1")
+_RANGES: dict[str, _Range] = {
+    "http.port": _PORT,
+    "engine.max_tasks": _COUNT,
+    "engine.max_threads": _COUNT,
+    "engine.max_backlog": _COUNT,
+    "engine.grace_period_s": _Range(0, None, "a number of seconds, 0 or more"),
+    "kafka.fetch_max_wait_ms": _Range(0, None, "a whole number of milliseconds, 0 or more"),
+    "pools": _Range(1, None, "a whole number of slots, at least 1"),
+}
+
+
+def _kind(cls: type, name: str) -> type:
+    """The declared type of a dataclass field, without ``| None``: bool, int, float or str."""
+    hint = get_type_hints(cls)[name]
+    declared = get_args(hint) or (hint,)
+    return next((kind for kind in (bool, int, float) if kind in declared), str)
+
+
+def _number(value: Any, kind: type, where: str, limits: _Range | None) -> int | float:
+    """``value`` (from TOML, an environment string or the command line) as a checked number."""
+    expected = limits.expected if limits is not None else f"a {kind.__name__}"
+    wrong = f"not a {'whole number' if kind is int else 'number'}"
+    number: int | float
+    if isinstance(value, str):
+        try:
+            number = int(value.strip()) if kind is int else float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is {wrong}; use {expected}") from None
+    elif (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (kind is int and not isinstance(value, int))
+    ):
+        raise ConfigError(f"{where}: {value!r} is {wrong}; use {expected}")
+    else:
+        number = value
+    if kind is float:
+        number = float(number)
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: {value!r} is not a finite number; use {expected}")
+    if limits is not None and (
+        number < limits.low or (limits.high is not None and number > limits.high)
+    ):
+        raise ConfigError(f"{where}: {value!r} is out of range; use {expected}")
+    return number
+
+
+def setting(section: str, key: str, value: Any, where: str) -> Any:
+    """``value`` converted to the type of ``[section] key`` and checked against its range.
+
+    ``where`` names its origin in messages (``evflow.toml [http].port``, ``EVFLOW_HTTP_PORT``,
+    ``--port``).
+    """
+    cls = _SECTIONS[section]
+    kind = _kind(cls, key)
+    if value is None or value == "":
+        if getattr(cls(), key) is None:
+            return None
+        if kind is not str:
+            raise ConfigError(f"{where}: a value is required")
+    if kind is bool:
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()
@@ -138,30 +210,25 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if isinstance(current, int) and not isinstance(current, bool):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-    if isinstance(current, float):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
-    if value == "" and current is None:
-        return None
-    if current is None and isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    if kind in (int, float):
+        return _number(value, kind, where, _RANGES.get(f"{section}.{key}"))
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
 
 
-def _apply_section(obj: Any, values: Mapping[str, Any], where: str) -> None:
+def pool_slots(value: Any, where: str) -> int:
+    """A pool's slots, checked."""
+    return int(_number(value, int, where, _RANGES["pools"]))
+
+
+def _apply_section(obj: Any, values: Mapping[str, Any], where: str, section: str) -> None:
     names = {f.name for f in fields(obj)}
     for key, value in values.items():
         if key not in names:
             known = ", ".join(sorted(names))
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {known}")
-        setattr(obj, key, _coerce(value, getattr(obj, key), f"{where}.{key}"))
+        setattr(obj, key, setting(section, key, value, f"{where}.{key}"))
 
 
 def load_config(
@@ -188,13 +255,24 @@ def load_config(
         if key in _SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a table")
-            _apply_section(getattr(cfg, key), value, where)
+            _apply_section(getattr(cfg, key), value, where, key)
         elif key == "pools":
-            cfg.pools = {str(k): _coerce(v, 0, f"{where}.{k}") for k, v in value.items()}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a table of name = slots")
+            cfg.pools = {str(k): pool_slots(v, f"{where}.{k}") for k, v in value.items()}
         elif key == "webhooks":
             for name, wh in value.items():
                 hook = WebhookConfig()
-                _apply_section(hook, wh, f"{where}.{name}")
+                if not isinstance(wh, dict):
+                    raise ConfigError(f"{where}.{name}: expected a table with secret or token")
+                for k, v in wh.items():
+                    if k not in ("secret", "token"):
+                        raise ConfigError(
+                            f"{where}.{name}: unknown key {k!r}; known keys: secret, token"
+                        )
+                    if v is not None and not isinstance(v, str):
+                        raise ConfigError(f"{where}.{name}.{k}: expected a string, got {v!r}")
+                    setattr(hook, k, v)
                 cfg.webhooks[name] = hook
         elif key == "alerts":
             sinks = value.get("sinks", []) if isinstance(value, dict) else value
@@ -230,9 +308,9 @@ def _apply_env(cfg: Config, env: Mapping[str, str]) -> None:
         if section in _SECTIONS:
             obj = getattr(cfg, section)
             if rest in {f.name for f in fields(obj)}:
-                setattr(obj, rest, _coerce(value, getattr(obj, rest), var))
+                setattr(obj, rest, setting(section, rest, value, var))
         elif section == "pools":
-            cfg.pools[rest] = _coerce(value, 0, var)
+            cfg.pools[rest] = pool_slots(value, var)
         elif section == "webhooks":
             name, _, key = rest.rpartition("_")
             if name and key in ("secret", "token"):

@@ -2,7 +2,10 @@
 
 A project is a folder with ``flows/`` (modules defining :class:`~evflow.flows.Flow` objects,
 ``@flow`` functions or Airflow-compat DAGs) and ``sensors/`` (modules defining sensors and
-:class:`~evflow.rules.Rule` objects, at module level or in lists). The project folder is put on
+:class:`~evflow.rules.Rule` objects). Every rule created while a project file loads counts,
+whether it is assigned to a name, kept in a list or written as a bare ``Rule(...)`` expression;
+one that names an unknown flow, or a parameter its flow does not take, is a load error at its
+file and line. The project folder is put on
 ``sys.path`` so ``flows/x.py`` imports as ``flows.x`` and files may import their neighbours.
 
 A file that fails to import becomes a :class:`~evflow.errors.LoadError` naming the file, the
@@ -12,10 +15,13 @@ line and the reason — never a bare traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +29,7 @@ from typing import Any
 
 from ..abc import Sensor
 from ..errors import EvflowError, FlowNotFound, LoadError
-from ..flows.dag import Flow
+from ..flows import Flow
 from ..rules import Rule
 
 __all__ = ["Deployment", "load_flow_target", "load_flows", "load_project", "load_rules"]
@@ -38,6 +44,11 @@ class Deployment:
     origins: dict[str, Path] = field(default_factory=dict)
     rules: list[Rule] = field(default_factory=list)
     sensors: list[Sensor] = field(default_factory=list)
+    #: where each rule was created (``file:line``), by ``id(rule)``
+    rule_origins: dict[int, str] = field(default_factory=dict)
+
+    def rule_origin(self, rule: Rule) -> str:
+        return self.rule_origins.get(id(rule), "sensors/")
 
 
 def _describe_failure(exc: BaseException, file: Path) -> str:
@@ -71,6 +82,7 @@ def import_file(file: Path, base: Path | None = None) -> ModuleType:
     existing = sys.modules.get(name)
     if existing is not None and getattr(existing, "__file__", None) == str(file):
         return existing
+    _claim_folders(name, base)
     try:
         return importlib.import_module(name)
     except BaseException as exc:
@@ -78,6 +90,29 @@ def import_file(file: Path, base: Path | None = None) -> ModuleType:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise LoadError(_describe_failure(exc, file)) from exc
+
+
+def _claim_folders(name: str, base: Path) -> None:
+    """Make the folders above module ``name`` (under ``base``) the packages it imports from.
+
+    A folder without ``__init__.py`` (``flows/``) is a namespace package, which any regular
+    package of the same name elsewhere on ``sys.path`` would shadow; it is registered as the
+    package of that name unless a regular one is already imported.
+    """
+    parts = name.split(".")[:-1]
+    for i in range(1, len(parts) + 1):
+        package = ".".join(parts[:i])
+        folder = base.joinpath(*parts[:i])
+        if (folder / "__init__.py").exists():
+            continue
+        module = sys.modules.get(package)
+        if module is not None and str(folder) in list(getattr(module, "__path__", [])):
+            continue
+        if module is not None and getattr(module, "__file__", None) is not None:
+            continue  # a regular package of that name is in use: leave it
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        sys.modules[package] = importlib.util.module_from_spec(spec)
 
 
 def _package_root(file: Path) -> Path:
@@ -187,27 +222,81 @@ def _flow_module(fl: Flow) -> str:
     return ""
 
 
+@contextmanager
+def recording_rules(base: Path) -> Iterator[list[tuple[Rule, str]]]:
+    """Record every :class:`Rule` created in this block, with the project ``file:line``
+    (under ``base``) that created it.
+
+    A bare ``Rule(...)`` expression leaves no name behind to find it by, so creation itself is
+    observed: ``Rule.__init__`` is wrapped for the duration of the block (loading is
+    single-threaded).
+    """
+    created: list[tuple[Rule, str]] = []
+    original = Rule.__init__
+    root = str(base.resolve()) + os.sep
+
+    def init(self: Rule, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        created.append((self, _creator(root)))
+
+    setattr(Rule, "__init__", init)  # noqa: B010 (a method assignment mypy refuses)
+    try:
+        yield created
+    finally:
+        setattr(Rule, "__init__", original)  # noqa: B010
+
+
+def _creator(root: str) -> str:
+    """``file:line`` of the innermost frame in a project file (under ``root``)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        name = os.path.abspath(frame.f_code.co_filename)
+        if name.startswith(root):
+            return f"{name}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "sensors/"
+
+
 def load_rules(
-    path: str | os.PathLike[str], *, base: Path, errors: list[LoadError] | None = None
+    path: str | os.PathLike[str],
+    *,
+    base: Path,
+    errors: list[LoadError] | None = None,
+    origins: dict[int, str] | None = None,
 ) -> tuple[list[Rule], list[Sensor]]:
-    """Rules and sensors defined at the top level of the modules under ``path``."""
+    """The rules created while the modules under ``path`` load, and the sensors they define.
+
+    ``origins`` (if given) receives each rule's ``file:line`` by ``id(rule)``.
+    """
     rules: list[Rule] = []
     sensors: list[Sensor] = []
     root = Path(path)
     if not root.exists():
         return rules, sensors
+    seen: set[int] = set()
+
+    def keep(rule: Rule, where: str | None) -> None:
+        if id(rule) not in seen:
+            seen.add(id(rule))
+            rules.append(rule)
+            if origins is not None and where is not None:
+                origins[id(rule)] = where
+
     for file in _py_files(root.resolve()):
-        try:
-            module = import_file(file, base)
-        except LoadError as exc:
-            if errors is None:
-                raise
-            errors.append(exc)
-            continue
+        with recording_rules(base) as created:
+            try:
+                module = import_file(file, base)
+            except LoadError as exc:
+                if errors is None:
+                    raise
+                errors.append(exc)
+                continue
+        for rule, where in created:
+            keep(rule, where)
         for value in vars(module).values():
             for item in value if isinstance(value, list | tuple) else [value]:
-                if isinstance(item, Rule) and all(item is not r for r in rules):
-                    rules.append(item)
+                if isinstance(item, Rule):
+                    keep(item, str(file))
                 elif _is_sensor(item) and all(item is not s for s in sensors):
                     sensors.append(item)
     return rules, sensors
@@ -228,15 +317,47 @@ def load_project(
     flows_dir = base / "flows"
     if flows_dir.exists():
         dep.flows = load_flows(flows_dir, base=base, errors=errors)
-    dep.rules, dep.sensors = load_rules(base / "sensors", base=base, errors=errors)
+    dep.rules, dep.sensors = load_rules(
+        base / "sensors", base=base, errors=errors, origins=dep.rule_origins
+    )
     for rule in dep.rules:
-        target = rule.flow
-        if target is not None and str(target) not in dep.flows:
-            err = LoadError(
-                f"a rule in sensors/ targets flow {target!r}, which is not defined "
-                f"in flows/ (flows: {', '.join(sorted(dep.flows)) or 'none'})"
-            )
+        problem = rule_problem(rule, dep.flows)
+        if problem is not None:
+            err = LoadError(f"{dep.rule_origin(rule)}: {problem}")
             if errors is None:
                 raise err
             errors.append(err)
     return dep
+
+
+def rule_problem(rule: Rule, flows: dict[str, Flow]) -> str | None:
+    """Why ``rule`` cannot start its flow (no flow, an unknown one, a parameter it does not
+    take), or ``None``."""
+    known = ", ".join(sorted(flows)) or "none"
+    if rule.flow is None:
+        return f"a rule on {_on(rule)!r} names no flow: pass flow='NAME' (flows: {known})"
+    fl = flows.get(str(rule.flow))
+    if fl is None:
+        return (
+            f"a rule on {_on(rule)!r} targets flow {rule.flow!r}, which is not defined "
+            f"in flows/ (flows: {known})"
+        )
+    if rule.params and not fl.open_params:
+        takes = set(fl.defaults) | fl.required
+        unknown = sorted(set(rule.params) - takes)
+        if unknown:
+            return (
+                f"a rule on {_on(rule)!r} passes parameter {', '.join(map(repr, unknown))}, "
+                f"which flow {fl.name!r} does not take; its parameters are: "
+                f"{', '.join(sorted(takes)) or '(none)'}"
+            )
+    return None
+
+
+def _on(rule: Rule) -> str:
+    on = rule.on
+    if on is None:
+        return "*"
+    if isinstance(on, str):
+        return on
+    return str(getattr(on, "name", None) or getattr(on, "source", None) or on)

@@ -11,6 +11,7 @@ from there.
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -23,7 +24,7 @@ import anyio
 
 from ..engine import Engine
 from ..errors import ConfigError, EvflowError, LoadError
-from .config import Config, load_config
+from .config import Config, load_config, setting
 from .loader import Deployment, load_project
 from .logs import configure_logging
 
@@ -179,7 +180,7 @@ def serve(
     project: str | None = None,
     *,
     host: str | None = None,
-    port: int | None = None,
+    port: int | str | None = None,
     store: str | None = None,
     log_format: str = "auto",
     log_level: str = "INFO",
@@ -196,7 +197,7 @@ def serve(
         if host is not None:
             cfg.http.host = host
         if port is not None:
-            cfg.http.port = port
+            cfg.http.port = setting("http", "port", port, "--port")
         if store is not None:
             store = str(Path(store).resolve())
         dep = load_project(root, errors=errors)
@@ -212,10 +213,46 @@ def serve(
         warnings = configure_sensors(dep, cfg)
         tune_gc()
         anyio.run(_serve, cfg, dep, warnings, store)
-    except EvflowError as exc:
-        print(f"evflow: error: {exc}", file=sys.stderr)
+    except (EvflowError, OSError) as exc:
+        print(f"evflow: error: {start_up_error(exc)}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"evflow: error: {exc}", file=sys.stderr)
+    except BaseExceptionGroup as group:
+        # A task group's failure to start: one line per cause, when each is a known one.
+        causes = leaves(group)
+        if not all(isinstance(c, EvflowError | OSError) for c in causes):
+            raise
+        for cause in dict.fromkeys(start_up_error(c) for c in causes):
+            print(f"evflow: error: {cause}", file=sys.stderr)
         return 2
     return 0
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions in ``group`` and its nested groups."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+_CHANGE_PORT = (
+    "choose another port with --port N, [http] port in evflow.toml or EVFLOW_HTTP_PORT "
+    "(0 picks a free one)"
+)
+
+
+def start_up_error(exc: BaseException) -> str:
+    """One line saying what stopped the service from starting, and what to do."""
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return str(exc)
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        return f"{what}: another process listens there; stop it, or {_CHANGE_PORT}"
+    if exc.errno == errno.EACCES:
+        return f"{what}: ports below 1024 need privileges; {_CHANGE_PORT}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{what}: that is not an address of this machine; set [http] host "
+            "(or --host) to one of its addresses, e.g. 127.0.0.1"
+        )
+    return what
