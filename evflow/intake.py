@@ -18,6 +18,7 @@ from .abc import Accepted
 from .errors import Saturated
 from .events import Event
 from .store.base import Store
+from .tracing import IntakeSpans
 
 __all__ = ["StoreIntake"]
 
@@ -68,7 +69,14 @@ class StoreIntake:
     ) -> list[Accepted]:
         if events and self.saturated:
             raise Saturated(f"engine backlog is full ({self._backlog()} events waiting)")
-        results = await self.store.add_events(events, cursors=cursors)
+        spans = IntakeSpans(events)
+        events = spans.events
+        try:
+            results = await self.store.add_events(events, cursors=cursors)
+        except BaseException as exc:
+            spans.end(error=exc)
+            raise
+        spans.end([r.duplicate for r in results])
         fresh = [ev for ev, res in zip(events, results, strict=True) if not res.duplicate]
         for ev, res in zip(events, results, strict=True):
             (self.duplicates if res.duplicate else self.accepted)[ev.source] += 1

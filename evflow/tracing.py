@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry import trace
@@ -35,9 +36,12 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .events import Event
+
 __all__ = [
     "TRACEPARENT",
     "TRACESTATE",
+    "IntakeSpans",
     "carrier_of",
     "context_of",
     "enabled",
@@ -172,6 +176,42 @@ def start_span(
         raise
     finally:
         span.end()
+
+
+class IntakeSpans:
+    """One ``evflow.intake`` span per event, each a child of the sender's context; ``events``
+    are the events to store, carrying their span's context. End them with :meth:`end` once the
+    store answered."""
+
+    __slots__ = ("events", "spans")
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self.spans: list[Span] = []
+        self.events = list(events)
+        if not enabled():
+            return
+        tracer = _current_provider().get_tracer("evflow")
+        for i, ev in enumerate(events):
+            span = tracer.start_span(
+                f"evflow.intake {ev.type}",
+                context=context_of(ev.extensions),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "evflow.event.type": ev.type,
+                    "evflow.event.source": ev.source,
+                    "evflow.event.uid": ev.uid,
+                },
+            )
+            self.spans.append(span)
+            self.events[i] = replace(ev, extensions={**ev.extensions, **inject(span)})
+
+    def end(self, duplicates: Sequence[bool] = (), error: BaseException | None = None) -> None:
+        for i, span in enumerate(self.spans):
+            if error is not None:
+                failed(span, error)
+            elif i < len(duplicates):
+                span.set_attribute("evflow.event.duplicate", duplicates[i])
+            span.end()
 
 
 def failed(span: Span | None, exc: BaseException | str) -> None:

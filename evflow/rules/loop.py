@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 import anyio
 import orjson
 from anyio.abc import TaskStatus
 
+from .. import tracing
 from ..abc import Intake
 from ..clock import Clock
 from ..errors import EvflowError
@@ -60,6 +62,8 @@ class RuleLoop:
         self.clock = clock
         self.capacity_changed = capacity_changed
         self.inbox: list[Event] = []
+        # Trace contexts of events a policy still holds, for the decision that releases them.
+        self._carriers: dict[str, dict[str, str]] = {}
         self._wake = anyio.Event()
         self._store: Store | None = None
         self._intake: Intake | None = None
@@ -127,6 +131,10 @@ class RuleLoop:
                 decisions.append(NotMatched(rule="*", event_id=ev.uid, reason=reason))
             decisions.extend(d for d in ds if not isinstance(d, NotMatched))
         held = self.rules.held_event_ids()
+        if tracing.enabled():
+            for ev in events:
+                if carrier := tracing.carrier_of(ev.extensions):
+                    self._carriers[ev.uid] = carrier
         changes = Changes()
         to_start: list[RunRecord] = []
         by_id = {ev.uid: ev for ev in events}
@@ -142,6 +150,8 @@ class RuleLoop:
         changes.processed_events.extend(
             eid for eid in released if eid not in held and eid not in offered
         )
+        if self._carriers:
+            self._carriers = {k: v for k, v in self._carriers.items() if k in held}
         if changes:
             await store.apply(changes, wait=True)
         for run in to_start:
@@ -266,6 +276,8 @@ class RuleLoop:
                 dedup_key=f"badparams:{d.key}",
             )
             return
+        if tracing.enabled():
+            run = self._traced(d, run)
         if action == "replace":
             self.runs.replace(active, f"replaced by run {run_id}")
         changes.new_runs.append(run)
@@ -276,6 +288,25 @@ class RuleLoop:
             AuditEntry("run.queued", f"run:{run_id}", {"flow": flow.name, "trigger": run.trigger})
         )
         to_start.append(run)
+
+    def _traced(self, d: RunRequested, run: RunRecord) -> RunRecord:
+        """A decision span, child of the first event's trace and linked to every event's; the
+        run keeps its context in its trigger, so the run's span continues the trace."""
+        carriers = [c for eid in d.event_ids if (c := self._carriers.get(eid))]
+        with tracing.start_span(
+            f"evflow.decide {d.rule}",
+            parent=carriers[0] if carriers else None,
+            links=carriers if len(d.event_ids) > 1 else (),
+            attributes={
+                "evflow.rule": d.rule,
+                "evflow.flow": d.flow,
+                "evflow.run_id": run.id,
+                "evflow.events": len(d.event_ids),
+            },
+        ) as span:
+            if span is None:
+                return run
+            return replace(run, trigger={**run.trigger, **tracing.inject(span)})
 
 
 def _unmatched_reason(decisions: Iterable[Decision]) -> str:

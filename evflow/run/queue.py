@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from .. import tracing
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
 from ..flows.dag import Flow
@@ -355,7 +356,21 @@ class RunQueue:
                     active.execution = execution
                     if active.cancel_reason is not None:
                         execution.cancel(active.cancel_reason)
-                    await execution.execute()
+                    with tracing.start_span(
+                        f"evflow.run {flow.name}",
+                        parent=run.trigger,
+                        attributes={
+                            "evflow.flow": flow.name,
+                            "evflow.run_id": run.id,
+                            "evflow.trigger": str(run.trigger.get("kind", "")),
+                        },
+                        current=True,  # task attempts become its children
+                    ) as span:
+                        state = await execution.execute()
+                        if span is not None:
+                            span.set_attribute("evflow.state", str(state))
+                            if state is RunState.FAILED:
+                                tracing.failed(span, execution.run.error or "failed")
             if active.execution is None and active.scope.cancel_called and not self.stopping:
                 with anyio.CancelScope(shield=True):
                     await self._mark_cancelled(run, active.cancel_reason or "cancelled")

@@ -68,6 +68,7 @@ from starlette.responses import Response
 from ..abc import Accepted, Intake
 from ..errors import EngineNotRunning, EventError, Saturated, SensorError, StoreError
 from ..events import Event, body_hash
+from ..tracing import carrier_of
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -250,7 +251,7 @@ class WebhookSensor:
             )
         body = await self._read_body(request)
         self._authenticate(request, body)
-        event = self._to_event(request, body)
+        event = _with_http_trace_context(self._to_event(request, body), request)
         accepted = await self._submit(intake, event)
         return _answer(202, {"event_id": accepted.event_id, "duplicate": accepted.duplicate})
 
@@ -471,6 +472,17 @@ class WebhookSensor:
             self._in_flight -= 1
             if not self._in_flight and self._drained is not None:
                 self._drained.set()
+
+
+def _with_http_trace_context(event: Event, request: Request) -> Event:
+    """The request's W3C ``traceparent``/``tracestate`` headers as the event's trace context,
+    unless the event carries its own (the CloudEvents distributed-tracing attribute)."""
+    if "traceparent" in event.extensions:
+        return event
+    found = carrier_of(request.headers)
+    if not found:
+        return event
+    return replace(event, extensions={**event.extensions, **found})
 
 
 def _is_json(content_type: str) -> bool:

@@ -87,6 +87,15 @@ class KafkaConfig:
 
 
 @dataclass
+class TracingConfig:
+    """``[tracing]``: where to send OpenTelemetry traces, and how the UI links to them."""
+
+    endpoint: str | None = None  # OTLP/HTTP traces URL, e.g. http://127.0.0.1:4318/v1/traces
+    service_name: str | None = None  # default: OTEL_SERVICE_NAME, else "evflow"
+    link: str | None = None  # e.g. "https://tracing.example/trace/{trace_id}"
+
+
+@dataclass
 class WebhookConfig:
     secret: str | None = None
     token: str | None = None
@@ -111,6 +120,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     pools: dict[str, int] = field(default_factory=dict)
     webhooks: dict[str, WebhookConfig] = field(default_factory=dict)
     alerts: list[AlertSink] = field(default_factory=list)
@@ -127,6 +137,7 @@ _SECTIONS: dict[str, type] = {
     "http": HttpConfig,
     "engine": EngineConfig,
     "kafka": KafkaConfig,
+    "tracing": TracingConfig,
 }
 
 

@@ -22,6 +22,7 @@ from typing import TextIO
 
 import anyio
 
+from .. import tracing
 from ..engine import Engine
 from ..errors import ConfigError, EvflowError, LoadError
 from .config import Config, load_config, setting
@@ -113,6 +114,8 @@ def _summary(
             + (f"  — {status}" if status != "listening" else "")
             + "\n"
         )
+    if tracing.enabled():
+        w(f"  tracing  OTLP to {cfg.tracing.endpoint or 'the OTEL_EXPORTER_OTLP_* endpoint'}\n")
     for warning in warnings:
         w(f"  warning  {warning}\n")
     w(
@@ -123,6 +126,19 @@ def _summary(
 
 
 async def _serve(cfg: Config, dep: Deployment, warnings: list[str], store: str | None) -> None:
+    from .telemetry import setup_tracing
+
+    stop_tracing = setup_tracing(cfg.tracing, os.environ)
+    try:
+        await _serve_engine(cfg, dep, warnings, store)
+    finally:
+        if stop_tracing is not None:
+            await anyio.to_thread.run_sync(stop_tracing)  # exports what is still buffered
+
+
+async def _serve_engine(
+    cfg: Config, dep: Deployment, warnings: list[str], store: str | None
+) -> None:
     from ..http.app import build_app, run_app_services
     from ..http.server import HttpServer
     from .alerts import AlertManager
