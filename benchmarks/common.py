@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from evflow import RunState, TaskState
-from evflow.executor import Instance
-from evflow.store.base import RunRecord
+from evflow.store.base import RunRecord, TaskRecord
 
 __all__ = [
     "MIB",
@@ -202,7 +201,7 @@ class RunWatcher:
         self._all: asyncio.Future[None] | None = None
         self._expected = 0
 
-    def task_state(self, run_id: str, flow: str, inst: Instance) -> None:
+    def task_state(self, run_id: str, flow: str, inst: TaskRecord) -> None:
         if inst.state is TaskState.SUCCEEDED:
             self.tasks_succeeded += 1
 

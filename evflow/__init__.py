@@ -4,12 +4,12 @@ Events in (files, Kafka, webhooks, clocks), rules decide, DAGs of coroutines run
 limits, everything durable in an embedded store.
 """
 
-from .context import get_logger
 from .engine import Engine, RunResult, TaskResult
 from .errors import EvflowError
 from .events import Event
 from .flows import Flow, flow, task, unmapped
 from .rules import Batch, Correlate, Rule
+from .run.context import get_logger
 from .states import RunState, TaskState
 from .triggers import Cron, Interval
 

@@ -22,10 +22,10 @@ import httpx
 import orjson
 from anyio.abc import TaskStatus
 
-from .callbacks import CallbackContext, run_path
 from .config import AlertSink
 from .errors import ConfigError
 from .flows import Flow
+from .flows.callbacks import CallbackContext, run_path
 from .states import RunState, TaskState
 from .store.base import RunRecord
 

@@ -26,7 +26,6 @@ import orjson
 from anyio.abc import TaskGroup, TaskStatus
 
 from .abc import Accepted, Sensor
-from .callbacks import run_callbacks
 from .clock import Clock, SystemClock
 from .errors import (
     EngineNotRunning,
@@ -37,10 +36,9 @@ from .errors import (
     UnknownPoolError,
 )
 from .events import Event
-from .executor import Hooks, Instance, RunExecution
 from .flows import Flow
+from .flows.callbacks import run_callbacks
 from .intake import StoreIntake
-from .limits import Limits, RunGate
 from .rules import (
     CorrelationTimedOut,
     Decision,
@@ -52,7 +50,10 @@ from .rules import (
     RunRequested,
     policy_action,
 )
+from .run.executor import RunExecution
+from .run.limits import Limits, RunGate
 from .scheduler import ScheduleSensor
+from .signals import RunStateChanged, Signals, TaskStateChanged
 from .states import RunState, TaskState
 from .store.base import AuditEntry, Changes, RunRecord, Store, TaskRecord
 from .store.sqlite import SqliteStore
@@ -223,7 +224,11 @@ class Engine:
         self.sensors: dict[str, Sensor] = {}
         self.sensor_status: dict[str, str] = {}
         self._status_changed = anyio.Event()
-        self.hooks = Hooks()
+        self.signals = Signals()
+        self.signals.subscribe(
+            TaskStateChanged, lambda s: self._on_task_state(s.task.run_id, s.flow, s.task)
+        )
+        self.signals.subscribe(RunStateChanged, lambda s: self._on_run_state(s.run))
         self.observers: list[Observer] = []
         self._store: Store | None = None
         self._intake: StoreIntake | None = None
@@ -341,8 +346,6 @@ class Engine:
                 backlog=lambda: len(self._inbox),
                 on_accepted=self._on_accepted,
             )
-            self.hooks.on_task_state = self._on_task_state
-            self.hooks.on_run_state = self._on_run_state
             tg = await stack.enter_async_context(anyio.create_task_group())
             self._tg = tg
             stack.push_async_callback(self._shutdown)
@@ -753,7 +756,8 @@ class Engine:
                         flow=flow,
                         store=self.store,
                         limits=self.limits,
-                        hooks=self.hooks,
+                        signals=self.signals,
+                        clock=self.clock,
                         log_level=self.task_log_level,
                     )
                     active.execution = execution
@@ -796,7 +800,7 @@ class Engine:
         return [rid for rid, a in self._active.items() if flow is None or a.record.flow == flow]
 
     # -- observation hooks -------------------------------------------------------------------
-    def _on_task_state(self, run_id: str, flow: str, inst: Instance) -> None:
+    def _on_task_state(self, run_id: str, flow: str, inst: TaskRecord) -> None:
         for obs in self.observers:
             fn = getattr(obs, "task_state", None)
             if fn is not None:

@@ -59,10 +59,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Self, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..context import current_task
 from ..errors import FlowDefinitionError
-from ..flows import Flow, Node, Task, TaskOptions, caller_location
+from ..flows import Flow, Node, Task, TaskOptions
 from ..flows import TriggerRule as FlowTriggerRule
+from ..flows.dag import caller_location
+from ..run.context import current_task
 from ..triggers import parse_schedule
 
 if TYPE_CHECKING:

@@ -49,9 +49,8 @@ from ..errors import (
     StoreError,
 )
 from ..events import Event
-from ..executor import Instance
 from ..states import RunState
-from ..store.base import AuditRecord, EventRecord, LogRecord, RunRecord
+from ..store.base import AuditRecord, EventRecord, LogRecord, RunRecord, TaskRecord
 from .server import OrjsonResponse, error_response
 
 __all__ = ["ApiError", "LiveHub", "api_routes", "sse"]
@@ -133,7 +132,7 @@ class LiveHub:
         if self._subs:
             self._publish(run.id, "run", jsonable_run(run, tasks=False))
 
-    def task_state(self, run_id: str, flow: str, inst: Instance) -> None:
+    def task_state(self, run_id: str, flow: str, inst: TaskRecord) -> None:
         if self._subs:
             self._publish(
                 run_id,

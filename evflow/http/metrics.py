@@ -40,9 +40,8 @@ from starlette.routing import Route
 from ..engine import Engine
 from ..errors import EngineNotRunning, StoreError
 from ..events import Event
-from ..executor import Instance
 from ..states import RunState, TaskState
-from ..store.base import RunRecord
+from ..store.base import RunRecord, TaskRecord
 
 __all__ = ["Metrics", "metrics_route", "monitor_loop_lag"]
 
@@ -227,7 +226,7 @@ class Metrics:
         elif run.state.finished:
             self._run_started.pop(run.id, None)
 
-    def task_state(self, run_id: str, flow: str, inst: Instance) -> None:
+    def task_state(self, run_id: str, flow: str, inst: TaskRecord) -> None:
         self.task_transitions.labels(flow, str(inst.state)).inc()
         if inst.state is TaskState.RUNNING:
             t0 = self._run_started.pop(run_id, None)

@@ -13,7 +13,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 from evflow.errors import UnknownPoolError
-from evflow.limits import GLOBAL_POOL, Limits, PoolUsage, RunGate, SlotPool
+from evflow.run.limits import GLOBAL_POOL, Limits, PoolUsage, RunGate, SlotPool
 
 TIMEOUT = 5
 

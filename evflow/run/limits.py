@@ -21,7 +21,7 @@ from types import MappingProxyType, TracebackType
 
 import anyio
 
-from .errors import UnknownPoolError
+from ..errors import UnknownPoolError
 
 __all__ = ["GLOBAL_POOL", "Limits", "PoolUsage", "RunGate", "SlotPool"]
 

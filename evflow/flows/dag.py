@@ -1,11 +1,8 @@
-"""Flows and tasks: how a DAG of coroutines is defined and validated.
+"""The DAG: flows, their nodes and tasks, how they are built, validated and versioned.
 
-Two styles build the same :class:`Flow`:
-
-* decorator style — ``@task`` functions called inside an ``@flow`` function; passing one task's
-  result to another is a dependency and the flow function's parameters become run parameters;
-* explicit style — ``with Flow("name") as dag:`` then ``task(fn)`` wraps a plain function and
-  ``a >> b``, ``a >> [b, c] >> d``, ``[a, b] >> c`` declare the order.
+A flow is a named DAG of :class:`Node` objects, each a :class:`Task` (a function and its
+options) placed in that flow. The decorators in :mod:`evflow.flows.decorators` and the ``with
+Flow(...)`` block build it through the active :class:`Builder`.
 
 Validation happens while the flow is defined, so a broken flow fails at import with its file
 and line, never half-way through a run.
@@ -20,31 +17,24 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeAlias, overload
+from typing import Any
 
-from .errors import CycleError, DuplicateTaskError, FlowDefinitionError, ParamError
+from ..errors import CycleError, DuplicateTaskError, FlowDefinitionError, ParamError
+from .trigger_rules import TRIGGER_RULES, TriggerRule
 
 __all__ = [
-    "TRIGGER_RULES",
     "Flow",
     "Node",
     "Param",
     "Task",
     "TaskOptions",
-    "TriggerRule",
-    "flow",
-    "task",
+    "caller_location",
+    "make_task",
     "unmapped",
 ]
 
-TriggerRule: TypeAlias = Literal[
-    "all_success", "all_done", "one_success", "one_failed", "none_failed", "all_failed"
-]
-TRIGGER_RULES: frozenset[str] = frozenset(
-    ["all_success", "all_done", "one_success", "one_failed", "none_failed", "all_failed"]
-)
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# The evflow package: frames inside it are not the user's code.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def caller_location() -> str:
@@ -146,7 +136,7 @@ class Task:
         return f"<Task {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        builder = _BUILDER.get()
+        builder = BUILDER.get()
         if builder is None:
             return self.fn(*args, **kwargs)
         return builder.add_call(self, args, kwargs, mapped=False)
@@ -154,7 +144,7 @@ class Task:
     def map(self, *args: Any, **kwargs: Any) -> Node:
         """One task instance per item: list/tuple arguments and task results are iterated
         (zipped, equal length); wrap an argument in :class:`unmapped` to pass it whole."""
-        builder = _BUILDER.get()
+        builder = BUILDER.get()
         if builder is None:
             raise FlowDefinitionError(
                 f"task {self.name!r}: .map() is only valid inside a flow definition",
@@ -278,7 +268,7 @@ def _as_nodes(other: object, origin: Node) -> list[Node]:
     return items  # type: ignore[return-value]
 
 
-class _Builder:
+class Builder:
     """Collects nodes while a flow is being defined (the active ``with`` block or ``@flow``)."""
 
     def __init__(self, flow: Flow, *, explicit: bool) -> None:
@@ -304,7 +294,7 @@ class _Builder:
         return node
 
 
-_BUILDER: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar(
+BUILDER: contextvars.ContextVar[Builder | None] = contextvars.ContextVar(
     "evflow_flow_builder", default=None
 )
 
@@ -352,7 +342,7 @@ class Flow:
         self.on_retry = on_retry
         self.tags = tuple(tags)
         self.schedule = _parse_schedule(schedule, self)
-        self._token: contextvars.Token[_Builder | None] | None = None
+        self._token: contextvars.Token[Builder | None] | None = None
         self._version: str | None = None
         self._order: list[Node] | None = None
 
@@ -361,12 +351,12 @@ class Flow:
 
     # -- explicit style ----------------------------------------------------------------------
     def __enter__(self) -> Flow:
-        self._token = _BUILDER.set(_Builder(self, explicit=True))
+        self._token = BUILDER.set(Builder(self, explicit=True))
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         assert self._token is not None
-        _BUILDER.reset(self._token)
+        BUILDER.reset(self._token)
         self._token = None
         if exc_type is None:
             self.validate()
@@ -441,7 +431,7 @@ class Flow:
                     task=name or repr(fn),
                     location=location,
                 )
-            t = _make_task(fn, name=name, **options)
+            t = make_task(fn, name=name, **options)
         node = Node(self, name or t.name, t, (), {}, mapped=False, explicit=True, location=location)
         self._add_node(node)
         return node
@@ -582,7 +572,7 @@ def _hash_code(code: Any, h: Any) -> None:
 def _parse_schedule(value: Any, fl: Flow) -> Any:
     if value is None:
         return None
-    from .triggers import parse_schedule  # the time layer is optional for pure DAG users
+    from ..triggers import parse_schedule  # the time layer is optional for pure DAG users
 
     try:
         return parse_schedule(value)
@@ -592,7 +582,8 @@ def _parse_schedule(value: Any, fl: Flow) -> Any:
         ) from None
 
 
-def _make_task(fn: Callable[..., Any], *, name: str | None = None, **options: Any) -> Task:
+def make_task(fn: Callable[..., Any], *, name: str | None = None, **options: Any) -> Task:
+    """A :class:`Task` of ``fn`` with the decorator's options (short names accepted), checked."""
     tname = name or getattr(fn, "__name__", None) or type(fn).__name__
     where = f"task {tname!r}"
     options = dict(options)
@@ -611,74 +602,3 @@ def _make_task(fn: Callable[..., Any], *, name: str | None = None, **options: An
         ) from None
     opts.check(where)
     return Task(fn, tname, opts, **callbacks)
-
-
-@overload
-def task(fn: Callable[..., Any], /) -> Any: ...
-@overload
-def task(*, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Any]: ...
-def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
-    """Make a task of ``fn``.
-
-    As a decorator (``@task`` or ``@task(retries=3, pool="db")``) it returns a :class:`Task`.
-    Inside a ``with Flow(...)`` block, ``task(fn)`` adds ``fn`` to that flow and returns its
-    :class:`Node`, ready for ``>>``.
-
-    Options: ``retries``, ``retry_delay`` (seconds), ``retry_backoff`` (factor),
-    ``retry_jitter`` (fraction), ``timeout`` (seconds), ``pool``, ``slots``, ``priority``,
-    ``trigger_rule`` and ``branch`` (the task returns the name(s) of the downstream tasks to
-    follow; the others are skipped). Callbacks ``on_failure``, ``on_retry`` and ``on_success``
-    (sync or async, given a :class:`~evflow.callbacks.CallbackContext`) are not options: they do
-    not change the flow's version.
-    """
-
-    def wrap(f: Any) -> Any:
-        builder = _BUILDER.get()
-        if builder is not None and builder.explicit:
-            return builder.flow.add_task(f, name=name, **options)
-        if isinstance(f, Task):
-            return f.with_options(name=name or f.name, **options)
-        return _make_task(f, name=name, **options)
-
-    if fn is None:
-        return wrap
-    return wrap(fn)
-
-
-def flow(fn: Any = None, /, *, name: str | None = None, **flow_options: Any) -> Any:
-    """Define a flow from a function whose body calls tasks.
-
-    The body runs once, now, with placeholders for its parameters; each task call adds a node
-    and passing a task's result to another task is a dependency. Returns the :class:`Flow`.
-    """
-
-    def build(f: Callable[..., Any]) -> Flow:
-        fl = Flow(name or f.__name__, **flow_options)
-        fl.location = f"{f.__code__.co_filename}:{f.__code__.co_firstlineno}"
-        fl.description = fl.description or inspect.getdoc(f) or ""
-        sig = inspect.signature(f)
-        placeholders: dict[str, Any] = {}
-        for p in sig.parameters.values():
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                raise FlowDefinitionError(
-                    f"flow {fl.name!r}: *args/**kwargs parameters are not supported",
-                    flow=fl.name,
-                    location=fl.location,
-                )
-            if p.default is p.empty:
-                fl.required.add(p.name)
-            else:
-                fl.defaults[p.name] = p.default
-            placeholders[p.name] = Param(p.name)
-        fl.open_params = False
-        token = _BUILDER.set(_Builder(fl, explicit=False))
-        try:
-            f(**placeholders)
-        finally:
-            _BUILDER.reset(token)
-        fl.validate()
-        return fl
-
-    if fn is None:
-        return build
-    return build(fn)

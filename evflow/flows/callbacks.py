@@ -13,16 +13,13 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 
-from .flows import Flow, Task
-from .states import RunState
-from .store.base import RunRecord
-
-if TYPE_CHECKING:
-    from .executor import Instance
+from ..states import RunState
+from ..store.base import RunRecord, TaskRecord
+from .dag import Flow, Task
 
 __all__ = ["CallbackContext", "invoke_callback", "run_callbacks", "run_path", "task_callbacks"]
 
@@ -73,7 +70,7 @@ async def task_callbacks(
     flow: Flow,
     task: Task,
     run_id: str,
-    inst: Instance,
+    record: TaskRecord,
     params: Mapping[str, Any],
 ) -> None:
     """The task's ``on_<event>`` callback; on a retry also the flow's ``on_retry``."""
@@ -85,10 +82,10 @@ async def task_callbacks(
     ctx = CallbackContext(
         flow=flow.name,
         run_id=run_id,
-        task=inst.name,
-        state=str(inst.state),
-        error=inst.error,
-        attempt=inst.attempt,
+        task=record.name,
+        state=str(record.state),
+        error=record.error,
+        attempt=record.attempt,
         params=MappingProxyType(dict(params)),
         url_hint=run_path(run_id),
     )

@@ -1,0 +1,17 @@
+"""Runs: one run's execution (the DAG walk), its task attempts, the resource limits they run
+under, the ledger of what they record, and what a running task knows about itself."""
+
+from .context import TaskContext, current_task, get_logger
+from .executor import RunExecution
+from .ledger import Ledger
+from .limits import Limits, RunGate
+
+__all__ = [
+    "Ledger",
+    "Limits",
+    "RunExecution",
+    "RunGate",
+    "TaskContext",
+    "current_task",
+    "get_logger",
+]

@@ -1,0 +1,400 @@
+"""One run: walk the DAG, run each task's attempts under the limits, record everything.
+
+All ready tasks start at once in the run's task group. A task starts when every upstream task
+has finished and its trigger rule (:mod:`evflow.flows.trigger_rules`) says so; a task that a
+branch did not choose is skipped whatever its rule. Each attempt
+(:mod:`evflow.run.attempt`) holds its pool and global slots only while it runs (not while it
+waits to retry); slots are released however the attempt ends. Every state change goes to the
+store through the run's :class:`~evflow.run.ledger.Ledger` and is published as a signal.
+Timestamps and retry delays come from the injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import anyio
+import anyio.abc
+import orjson
+
+from ..clock import Clock
+from ..flows import binding
+from ..flows.dag import Flow, Node
+from ..flows.trigger_rules import FAILED_STATES, decide
+from ..signals import RunStateChanged, Signals, TaskStateChanged
+from ..states import RunState, TaskState
+from ..store.base import AttemptRecord, LogRecord, RunRecord, Store, TaskRecord
+from .attempt import Instance, TaskAttempts
+from .ledger import Ledger
+from .limits import Limits, Slots
+
+__all__ = ["RunExecution"]
+
+log = logging.getLogger("evflow.executor")
+
+_MID_ATTEMPT = (TaskState.RUNNING, TaskState.WAITING, TaskState.RETRYING)
+
+
+class RunExecution:
+    """Executes one run of ``flow`` to its end (or until cancelled)."""
+
+    def __init__(
+        self,
+        *,
+        run: RunRecord,
+        flow: Flow,
+        store: Store,
+        limits: Limits,
+        signals: Signals,
+        clock: Clock,
+        log_level: int = logging.INFO,
+    ) -> None:
+        self.run = run
+        self.flow = flow
+        self.ledger = Ledger(store, run.id)
+        self.limits = limits
+        self.signals = signals
+        self.clock = clock
+        self.log_level = log_level
+        self.params = dict(run.params)
+        self.state = run.state
+        self.instances: dict[str, Instance] = {}
+        self.node_state: dict[str, TaskState] = {}
+        self.skipped_edges: set[tuple[str, str]] = set()
+        self.cancel_scope: anyio.CancelScope | None = None
+        self.cancel_reason: str | None = None
+        self.interrupting = False
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._log_buffer: list[LogRecord] = []
+        self._load(run)
+
+    def now(self) -> float:
+        """The clock's time as a POSIX timestamp (what the records hold)."""
+        return self.clock.now().timestamp()
+
+    # -- restoring state ---------------------------------------------------------------------
+    def _load(self, run: RunRecord) -> None:
+        for t in run.tasks:
+            inst = Instance(t)
+            if t.result is not None:
+                inst.result = orjson.loads(t.result)
+            self.instances[t.name] = inst
+        for name, node in self.flow.nodes.items():
+            known = self.instances.get(name)
+            if known is not None and known.state.finished:
+                self.node_state[name] = known.state
+                if node.options.branch and known.state is TaskState.SUCCEEDED:
+                    self.apply_branch(node, known)
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _run_record(self) -> RunRecord:
+        return replace(self.run, state=self.state, tasks=())
+
+    async def save(
+        self,
+        insts: list[Instance],
+        kind: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        *,
+        attempts: list[AttemptRecord] | None = None,
+    ) -> None:
+        """Record the instances' current records (one commit group) and publish them."""
+        await self.ledger.tasks_changed([i.record for i in insts], kind, data, attempts or ())
+        if self.signals.wants(TaskStateChanged):
+            for i in insts:
+                self._publish_task(i.record)
+
+    def _publish_task(self, record: TaskRecord) -> None:
+        self.signals.publish(TaskStateChanged(flow=self.flow.name, task=record))
+
+    def _publish_run(self) -> None:
+        if self.signals.wants(RunStateChanged):
+            self.signals.publish(RunStateChanged(run=self._run_record()))
+
+    def log_sink(
+        self, run_id: str, task: str, attempt: int, t: float, level: str, message: str
+    ) -> None:
+        # Called from the event loop or a worker thread; the store's queue is loop-bound,
+        # so lines are buffered and flushed by the attempt that wrote them.
+        self._log_buffer.append(LogRecord(run_id, task, attempt, t, level, message))
+
+    async def flush_logs(self) -> None:
+        if self._log_buffer:
+            buf, self._log_buffer = self._log_buffer, []
+            await self.ledger.logs(buf)
+
+    def blocked(self, inst: Instance, reason: str) -> None:
+        """A limit made ``inst`` wait: record why now, so the store shows it while it waits."""
+        rec = inst.update(state=TaskState.WAITING, waiting=reason)
+        self.ledger.task_waiting(rec, reason)
+        if self.signals.wants(TaskStateChanged):
+            self._publish_task(rec)
+
+    # -- the walk ----------------------------------------------------------------------------
+    async def execute(self) -> RunState:
+        """Run to the end; returns the final state (``running`` if interrupted by shutdown)."""
+        self._log_buffer = []
+        self.run = replace(
+            self.run,
+            state=RunState.RUNNING,
+            waiting=None,
+            started_at=self.run.started_at or self.now(),
+        )
+        self.state = RunState.RUNNING
+        await self.ledger.run_changed(self._run_record(), "run.running")
+        self._publish_run()
+        await self._interrupted_before()
+        try:
+            with anyio.CancelScope() as scope:
+                self.cancel_scope = scope
+                if self.cancel_reason is not None or self.interrupting:
+                    scope.cancel()  # cancelled before the scope existed
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    for node in self.flow.order():
+                        if node.name not in self.node_state and not node.upstream:
+                            tg.start_soon(self._run_node, node)
+                    if self.node_state:
+                        self._resume_ready(tg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish()
+        return self.state
+
+    async def _interrupted_before(self) -> None:
+        """Tasks that were mid-attempt when the process died are interrupted, not lost.
+
+        The attempt cut short is recorded, so interruptions (and the failures that count
+        against the retries) are counted across restarts.
+        """
+        interrupted = [i for i in self.instances.values() if i.state in _MID_ATTEMPT]
+        now = self.now()
+        cut_short = [
+            AttemptRecord(
+                self.run.id,
+                i.name,
+                i.record.attempt,
+                TaskState.INTERRUPTED,
+                i.record.started_at,
+                now,
+                "the process stopped during this attempt",
+            )
+            for i in interrupted
+            if i.state is TaskState.RUNNING and i.record.attempt > 0
+        ]
+        for inst in interrupted:
+            inst.update(state=TaskState.INTERRUPTED)
+        if interrupted:
+            await self.save(interrupted, "task.interrupted", attempts=cut_short)
+        if any(i.state is TaskState.INTERRUPTED for i in self.instances.values()):
+            for a in await self.ledger.past_attempts():
+                known = self.instances.get(a.task)
+                if known is not None and a.state is TaskState.INTERRUPTED:
+                    known.interruptions += 1
+                elif known is not None and a.state is TaskState.FAILED:
+                    known.failures += 1
+
+    def _resume_ready(self, tg: anyio.abc.TaskGroup) -> None:
+        """After a restart: start nodes whose upstreams all finished before the crash."""
+        for node in self.flow.order():
+            if node.name in self.node_state or not node.upstream:
+                continue
+            if all(u.name in self.node_state for u in node.upstream):
+                tg.start_soon(self._run_node, node)
+
+    async def _finish(self) -> None:
+        if self.interrupting:
+            # Shutdown: the run stays ``running`` and resumes at the next start.
+            await self.flush_logs()
+            await self.ledger.flush()
+            return
+        now = self.now()
+        leftover = [i for i in self.instances.values() if not i.state.finished]
+        for node in self.flow.nodes.values():
+            if node.name not in self.instances and node.name not in self.node_state:
+                leftover.append(self._instance(node.name, node.name))
+        for inst in leftover:
+            inst.update(
+                state=TaskState.SKIPPED  # never ran
+                if inst.state in (TaskState.PENDING, TaskState.WAITING)
+                else TaskState.CANCELLED,
+                ended_at=inst.record.ended_at or now,
+            )
+        for state in (TaskState.SKIPPED, TaskState.CANCELLED):
+            group = [i for i in leftover if i.state is state]
+            if group:
+                await self.save(group, f"task.{state}")
+        error: str | None
+        if self.cancel_reason is not None:
+            self.state = RunState.CANCELLED
+            error = self.cancel_reason
+        else:
+            failed = [n for n, s in self.node_state.items() if s in FAILED_STATES]
+            self.state = RunState.FAILED if failed else RunState.SUCCEEDED
+            error = f"task(s) failed: {', '.join(sorted(failed))}" if failed else None
+        self.run = replace(self.run, state=self.state, ended_at=now, error=error, waiting=None)
+        await self.flush_logs()
+        await self.ledger.run_changed(
+            self._run_record(), f"run.{self.state}", {"error": error} if error else None, wait=True
+        )
+        self._publish_run()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Cancel the run: running tasks are cancelled, pending ones skipped."""
+        if self.cancel_reason is None and not self.interrupting:
+            self.cancel_reason = reason
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    def interrupt(self) -> None:
+        """Stop for shutdown: running attempts are recorded as interrupted, to resume later."""
+        self.interrupting = True
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    def _instance(self, name: str, node: str, map_index: int | None = None) -> Instance:
+        inst = self.instances.get(name)
+        if inst is None:
+            rec = TaskRecord(
+                self.run.id,
+                name,
+                node,
+                TaskState.PENDING,
+                map_index=map_index,
+                queued_at=self.now(),
+            )
+            inst = self.instances[name] = Instance(rec)
+        return inst
+
+    def _result_of(self, name: str) -> Any:
+        inst = self.instances.get(name)
+        return inst.result if inst is not None else None
+
+    def _node_done(self, node: Node, state: TaskState) -> Node | None:
+        """Record ``node`` finished; start the downstream tasks it made ready.
+
+        One of them is returned for the caller to run in its own task, so a chain of tasks
+        runs in one task instead of spawning one per step.
+        """
+        self.node_state[node.name] = state
+        ready = [
+            down
+            for down in node.downstream
+            if down.name not in self.node_state
+            and all(u.name in self.node_state for u in down.upstream)
+        ]
+        if not ready:
+            return None
+        tg = self._tg
+        assert tg is not None
+        for down in ready[1:]:
+            tg.start_soon(self._run_node, down)
+        return ready[0]
+
+    async def _run_node(self, node: Node) -> None:
+        current: Node | None = node
+        while current is not None:
+            current = self._node_done(current, await self._run_one(current))
+
+    async def _run_one(self, node: Node) -> TaskState:
+        """Run one node (all its instances, if mapped) or settle it by its trigger rule."""
+        if any((u.name, node.name) in self.skipped_edges for u in node.upstream):
+            verdict: TaskState | None = TaskState.SKIPPED  # a branch did not choose it
+        else:
+            verdict = decide(node.options.trigger_rule, self._upstream_states(node))
+        if verdict is not None:
+            inst = self._instance(node.name, node.name)
+            inst.update(state=verdict, ended_at=self.now())
+            await self.save([inst], f"task.{verdict}", {"trigger_rule": node.options.trigger_rule})
+            return verdict
+        if node.mapped:
+            return await self._run_mapped(node)
+        inst = self._instance(node.name, node.name)
+        args, kwargs = binding.bind(node, self._result_of, self.params)
+        return await TaskAttempts(self, node, inst, args, kwargs).run()
+
+    def _upstream_states(self, node: Node) -> list[TaskState]:
+        return [
+            TaskState.SKIPPED
+            if (u.name, node.name) in self.skipped_edges
+            else self.node_state[u.name]
+            for u in node.upstream
+        ]
+
+    async def _run_mapped(self, node: Node) -> TaskState:
+        parent = self._instance(node.name, node.name)
+        try:
+            calls = binding.expand(node, self._result_of, self.params)
+        except Exception as exc:  # a bad mapping input fails the task, not the engine
+            parent.update(state=TaskState.FAILED, error=str(exc), ended_at=self.now())
+            await self.save([parent], "task.failed", {"error": str(exc)})
+            return TaskState.FAILED
+        parent.update(state=TaskState.RUNNING, started_at=parent.record.started_at or self.now())
+        children = [self._instance(f"{node.name}[{i}]", node.name, i) for i in range(len(calls))]
+        await self.save([parent, *children], None)
+        # Each instance's slots are taken here, in order, before it is spawned: a mapped task
+        # of 100,000 items under a pool of 10 keeps 10 running tasks and 99,990 plain records,
+        # not 100,000 parked tasks.
+        opts = node.options
+        ahead: set[Slots] = set()  # slots taken for instances that have not started yet
+        try:
+            async with anyio.create_task_group() as tg:
+                for child, (args, kwargs) in zip(children, calls, strict=True):
+                    if child.state.finished:
+                        continue
+                    held = await self.limits.hold(
+                        opts.pool, opts.slots, opts.priority, partial(self.blocked, child)
+                    )
+                    ahead.add(held)
+                    tg.start_soon(self._run_child, node, child, args, kwargs, held, ahead)
+        finally:
+            for held in ahead:  # spawned but cancelled before they started
+                held.release()
+        failed = [c.name for c in children if c.state is not TaskState.SUCCEEDED]
+        parent.result = [c.result for c in children]
+        parent.update(
+            ended_at=self.now(),
+            state=TaskState.FAILED if failed else TaskState.SUCCEEDED,
+            error=f"{len(failed)} of {len(children)} instances failed" if failed else None,
+            result=orjson.dumps(parent.result),
+        )
+        await self.save([parent], f"task.{parent.state}", {"instances": len(children)})
+        return parent.state
+
+    async def _run_child(
+        self,
+        node: Node,
+        inst: Instance,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        held: Slots,
+        ahead: set[Slots],
+    ) -> None:
+        """One instance of a mapped task, started with the slots its parent took for it."""
+        ahead.discard(held)
+        try:
+            await TaskAttempts(self, node, inst, args, kwargs).run(held)
+        finally:
+            held.release()
+
+    def apply_branch(self, node: Node, inst: Instance) -> None:
+        """A branch task succeeded: the downstream tasks it did not choose are skipped."""
+        chosen = inst.result
+        names = {chosen} if isinstance(chosen, str) else set(chosen or [])
+        known = {d.name for d in node.downstream}
+        unknown = names - known
+        if unknown:
+            log.warning(
+                "branch task %r of flow %r chose unknown task(s) %s; downstream: %s",
+                node.name,
+                self.flow.name,
+                sorted(unknown),
+                sorted(known),
+            )
+        for d in node.downstream:
+            if d.name not in names:
+                self.skipped_edges.add((node.name, d.name))
