@@ -17,9 +17,10 @@ import inspect
 import random
 import traceback
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from functools import partial
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -61,8 +62,21 @@ class Instance:
 
     def update(self, **changes: Any) -> TaskRecord:
         """Replace the record with ``changes`` applied (one copy per transition)."""
-        self.record = rec = replace(self.record, **changes)
+        self.record = rec = evolve(self.record, changes)
         return rec
+
+
+_FIELDS = tuple(f.name for f in fields(TaskRecord))
+_INDEX = {name: i for i, name in enumerate(_FIELDS)}
+_values = attrgetter(*_FIELDS)
+
+
+def evolve(record: TaskRecord, changes: dict[str, Any]) -> TaskRecord:
+    """``dataclasses.replace`` for task records, twice as fast (it runs on every transition)."""
+    values = list(_values(record))
+    for name, value in changes.items():
+        values[_INDEX[name]] = value
+    return TaskRecord(*values)
 
 
 # -- what one call of the task function came to ---------------------------------------------

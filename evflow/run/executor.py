@@ -12,6 +12,7 @@ Timestamps and retry delays come from the injected clock.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
@@ -21,7 +22,7 @@ import anyio
 import anyio.abc
 import orjson
 
-from ..clock import Clock
+from ..clock import Clock, SystemClock
 from ..flows import binding
 from ..flows.dag import Flow, Node
 from ..flows.trigger_rules import FAILED_STATES, decide
@@ -59,6 +60,7 @@ class RunExecution:
         self.limits = limits
         self.signals = signals
         self.clock = clock
+        self._wall = type(clock) is SystemClock
         self.log_level = log_level
         self.params = dict(run.params)
         self.state = run.state
@@ -74,6 +76,8 @@ class RunExecution:
 
     def now(self) -> float:
         """The clock's time as a POSIX timestamp (what the records hold)."""
+        if self._wall:
+            return time.time()  # what SystemClock tells, without building a datetime
         return self.clock.now().timestamp()
 
     # -- restoring state ---------------------------------------------------------------------
@@ -103,7 +107,7 @@ class RunExecution:
         attempts: list[AttemptRecord] | None = None,
     ) -> None:
         """Record the instances' current records (one commit group) and publish them."""
-        await self.ledger.tasks_changed([i.record for i in insts], kind, data, attempts or ())
+        await self.ledger.tasks_changed([i.record for i in insts], kind, data, attempts)
         if self.signals.wants(TaskStateChanged):
             for i in insts:
                 self._publish_task(i.record)

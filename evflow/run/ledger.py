@@ -7,7 +7,7 @@ when the store's interface changes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from ..store.base import AttemptRecord, AuditEntry, Changes, LogRecord, RunRecord, Store, TaskRecord
@@ -39,16 +39,16 @@ class Ledger:
 
     async def tasks_changed(
         self,
-        tasks: Sequence[TaskRecord],
+        tasks: list[TaskRecord],
         kind: str | None,
         data: Mapping[str, Any] | None = None,
-        attempts: Sequence[AttemptRecord] = (),
+        attempts: list[AttemptRecord] | None = None,
     ) -> None:
         """Task records changed together; ``kind`` (``task.running``, ...) audits each of them;
         ``attempts`` are the attempts that ended with this change."""
         rid = self.run_id
         audit = [AuditEntry(kind, f"run:{rid}/task:{t.name}", data) for t in tasks] if kind else []
-        await self.store.apply(Changes(tasks=list(tasks), audit=audit, attempts=list(attempts)))
+        await self.store.apply(Changes(tasks=tasks, audit=audit, attempts=attempts or []))
 
     def task_waiting(self, task: TaskRecord, reason: str) -> None:
         """A limit made ``task`` wait; recorded without waiting (called from sync code)."""
