@@ -1,8 +1,9 @@
 """Flows: how a DAG of tasks is defined, validated and versioned, how a task's arguments are
 bound and its trigger rule evaluated, and the user's flow and task callbacks."""
 
-from .dag import Flow, Node, Param, Task, TaskOptions, unmapped
+from .dag import Flow, Node
 from .decorators import flow, task
+from .task import Param, Task, TaskOptions, unmapped
 from .trigger_rules import TRIGGER_RULES, TriggerRule
 
 __all__ = [

@@ -14,7 +14,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .dag import Node, Param, unmapped
+from .dag import Node
+from .task import Param, unmapped
 
 __all__ = ["Call", "ResultOf", "bind", "bind_explicit", "expand", "value"]
 

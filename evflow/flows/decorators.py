@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from ..errors import FlowDefinitionError
-from .dag import BUILDER, Builder, Flow, Param, Task, make_task
+from .dag import Builder, Flow
+from .task import BUILDER, Param, Task, make_task
 
 __all__ = ["flow", "task"]
 
