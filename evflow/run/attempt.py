@@ -152,8 +152,7 @@ class TaskAttempts:
             if isinstance(outcome, Succeeded):
                 return await self._on_success(outcome, ended)
             if isinstance(outcome, NotSerializable):
-                inst.failures += 1
-                return await self._on_failure(outcome.error, None, ended)
+                return await self._on_unstorable_result(outcome, ended)
             if isinstance(outcome, TimedOut):
                 delay = await self._on_timeout(outcome, ended)
             else:
@@ -178,17 +177,17 @@ class TaskAttempts:
     async def _call(self) -> Outcome:
         """One call of the task function, in the task's context."""
         ex, inst, opts = self.ex, self.inst, self.node.options
+        attempt = inst.record.attempt
         ctx = TaskContext(
-            ex.run.id, ex.flow.name, inst.name, inst.record.attempt, ex.params, ex.log_sink,
-            ex.log_level,
-        )  # fmt: skip
+            ex.run.id, ex.flow.name, inst.name, attempt, ex.params, ex.log_sink, ex.log_level
+        )
         token = set_current(ctx)
         try:
             if opts.timeout_s is None:
-                value = await _call(self.node.task, self.args, self.kwargs, ex)
+                value = await _invoke(self.node.task, self.args, self.kwargs, ex)
             else:
                 with anyio.fail_after(opts.timeout_s):
-                    value = await _call(self.node.task, self.args, self.kwargs, ex)
+                    value = await _invoke(self.node.task, self.args, self.kwargs, ex)
         except TimeoutError:
             return TimedOut(f"TimeoutError: task {inst.name!r} timed out after {opts.timeout_s:g}s")
         except Exception as exc:
@@ -237,6 +236,11 @@ class TaskAttempts:
     async def _on_timeout(self, outcome: TimedOut, ended: float) -> float | None:
         """The attempt ran out of time: like an exception, without a traceback."""
         return await self._on_exception(Raised(outcome.error, None), ended)
+
+    async def _on_unstorable_result(self, outcome: NotSerializable, ended: float) -> TaskState:
+        """The result cannot be stored as JSON: a failure, and retrying would not help."""
+        self.inst.failures += 1
+        return await self._on_failure(outcome.error, None, ended)
 
     async def _on_retry(self, error: str, tb: str | None, ended: float) -> float:
         ex, inst, opts = self.ex, self.inst, self.node.options
@@ -300,7 +304,7 @@ class TaskAttempts:
         return TaskState.FAILED
 
 
-async def _call(t: Task, args: list[Any], kwargs: dict[str, Any], ex: RunExecution) -> Any:
+async def _invoke(t: Task, args: list[Any], kwargs: dict[str, Any], ex: RunExecution) -> Any:
     """Call the task function: async ones on the loop, sync ones in a worker thread."""
     if t.is_async:
         value = await t.fn(*args, **kwargs)
