@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -60,7 +60,11 @@ class RunExecution:
         self.limits = limits
         self.signals = signals
         self.clock = clock
-        self._wall = type(clock) is SystemClock
+        #: The clock's time as a POSIX timestamp (what the records hold); the system clock's
+        #: is ``time.time()``, read without building a datetime on every transition.
+        self.now: Callable[[], float] = (
+            time.time if type(clock) is SystemClock else self._clock_time
+        )
         self.log_level = log_level
         self.params = dict(run.params)
         self.state = run.state
@@ -74,10 +78,7 @@ class RunExecution:
         self._log_buffer: list[LogRecord] = []
         self._load(run)
 
-    def now(self) -> float:
-        """The clock's time as a POSIX timestamp (what the records hold)."""
-        if self._wall:
-            return time.time()  # what SystemClock tells, without building a datetime
+    def _clock_time(self) -> float:
         return self.clock.now().timestamp()
 
     # -- restoring state ---------------------------------------------------------------------
@@ -89,9 +90,9 @@ class RunExecution:
             self.instances[t.name] = inst
         for name, node in self.flow.nodes.items():
             known = self.instances.get(name)
-            if known is not None and known.state.finished:
-                self.node_state[name] = known.state
-                if node.options.branch and known.state is TaskState.SUCCEEDED:
+            if known is not None and known.record.state.finished:
+                self.node_state[name] = known.record.state
+                if node.options.branch and known.record.state is TaskState.SUCCEEDED:
                     self.apply_branch(node, known)
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -107,13 +108,12 @@ class RunExecution:
         attempts: list[AttemptRecord] | None = None,
     ) -> None:
         """Record the instances' current records (one commit group) and publish them."""
-        await self.ledger.tasks_changed([i.record for i in insts], kind, data, attempts)
+        records = [i.record for i in insts]
+        await self.ledger.tasks_changed(records, kind, data, attempts)
         if self.signals.wants(TaskStateChanged):
-            for i in insts:
-                self._publish_task(i.record)
-
-    def _publish_task(self, record: TaskRecord) -> None:
-        self.signals.publish(TaskStateChanged(flow=self.flow.name, task=record))
+            publish, flow = self.signals.publish, self.flow.name
+            for rec in records:
+                publish(TaskStateChanged(flow, rec))
 
     def _publish_run(self) -> None:
         if self.signals.wants(RunStateChanged):
@@ -136,7 +136,7 @@ class RunExecution:
         rec = inst.update(state=TaskState.WAITING, waiting=reason)
         self.ledger.task_waiting(rec, reason)
         if self.signals.wants(TaskStateChanged):
-            self._publish_task(rec)
+            self.signals.publish(TaskStateChanged(self.flow.name, rec))
 
     # -- the walk ----------------------------------------------------------------------------
     async def execute(self) -> RunState:
@@ -175,12 +175,12 @@ class RunExecution:
         The attempt cut short is recorded, so interruptions (and the failures that count
         against the retries) are counted across restarts.
         """
-        interrupted = [i for i in self.instances.values() if i.state in _MID_ATTEMPT]
+        interrupted = [i for i in self.instances.values() if i.record.state in _MID_ATTEMPT]
         now = self.now()
         cut_short = [
             AttemptRecord(
                 self.run.id,
-                i.name,
+                i.record.name,
                 i.record.attempt,
                 TaskState.INTERRUPTED,
                 i.record.started_at,
@@ -188,13 +188,13 @@ class RunExecution:
                 "the process stopped during this attempt",
             )
             for i in interrupted
-            if i.state is TaskState.RUNNING and i.record.attempt > 0
+            if i.record.state is TaskState.RUNNING and i.record.attempt > 0
         ]
         for inst in interrupted:
             inst.update(state=TaskState.INTERRUPTED)
         if interrupted:
             await self.save(interrupted, "task.interrupted", attempts=cut_short)
-        if any(i.state is TaskState.INTERRUPTED for i in self.instances.values()):
+        if any(i.record.state is TaskState.INTERRUPTED for i in self.instances.values()):
             for a in await self.ledger.past_attempts():
                 known = self.instances.get(a.task)
                 if known is not None and a.state is TaskState.INTERRUPTED:
@@ -217,19 +217,19 @@ class RunExecution:
             await self.ledger.flush()
             return
         now = self.now()
-        leftover = [i for i in self.instances.values() if not i.state.finished]
+        leftover = [i for i in self.instances.values() if not i.record.state.finished]
         for node in self.flow.nodes.values():
             if node.name not in self.instances and node.name not in self.node_state:
                 leftover.append(self._instance(node.name, node.name))
         for inst in leftover:
             inst.update(
                 state=TaskState.SKIPPED  # never ran
-                if inst.state in (TaskState.PENDING, TaskState.WAITING)
+                if inst.record.state in (TaskState.PENDING, TaskState.WAITING)
                 else TaskState.CANCELLED,
                 ended_at=inst.record.ended_at or now,
             )
         for state in (TaskState.SKIPPED, TaskState.CANCELLED):
-            group = [i for i in leftover if i.state is state]
+            group = [i for i in leftover if i.record.state is state]
             if group:
                 await self.save(group, f"task.{state}")
         error: str | None
@@ -348,7 +348,7 @@ class RunExecution:
         try:
             async with anyio.create_task_group() as tg:
                 for child, (args, kwargs) in zip(children, calls, strict=True):
-                    if child.state.finished:
+                    if child.record.state.finished:
                         continue
                     held = await self.limits.hold(
                         opts.pool, opts.slots, opts.priority, partial(self.blocked, child)
@@ -358,7 +358,7 @@ class RunExecution:
         finally:
             for held in ahead:  # spawned but cancelled before they started
                 held.release()
-        failed = [c.name for c in children if c.state is not TaskState.SUCCEEDED]
+        failed = [c.record.name for c in children if c.record.state is not TaskState.SUCCEEDED]
         parent.result = [c.result for c in children]
         parent.update(
             ended_at=self.now(),
@@ -366,8 +366,8 @@ class RunExecution:
             error=f"{len(failed)} of {len(children)} instances failed" if failed else None,
             result=orjson.dumps(parent.result),
         )
-        await self.save([parent], f"task.{parent.state}", {"instances": len(children)})
-        return parent.state
+        await self.save([parent], f"task.{parent.record.state}", {"instances": len(children)})
+        return parent.record.state
 
     async def _run_child(
         self,
