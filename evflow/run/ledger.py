@@ -7,7 +7,7 @@ when the store's interface changes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from ..store.base import AttemptRecord, AuditEntry, Changes, LogRecord, RunRecord, Store, TaskRecord
@@ -37,18 +37,21 @@ class Ledger:
             Changes(runs=[run], audit=[AuditEntry(kind, f"run:{run.id}", data)]), wait=wait
         )
 
-    async def tasks_changed(
+    def tasks_changed(
         self,
         tasks: list[TaskRecord],
         kind: str | None,
         data: Mapping[str, Any] | None = None,
         attempts: list[AttemptRecord] | None = None,
-    ) -> None:
+    ) -> Awaitable[None]:
         """Task records changed together; ``kind`` (``task.running``, ...) audits each of them;
-        ``attempts`` are the attempts that ended with this change."""
+        ``attempts`` are the attempts that ended with this change.
+
+        Returns the store's awaitable directly (no coroutine of its own: this runs on every
+        transition of every task)."""
         rid = self.run_id
         audit = [AuditEntry(kind, f"run:{rid}/task:{t.name}", data) for t in tasks] if kind else []
-        await self.store.apply(Changes(tasks=tasks, audit=audit, attempts=attempts or []))
+        return self.store.apply(Changes(tasks=tasks, audit=audit, attempts=attempts or []))
 
     def task_waiting(self, task: TaskRecord, reason: str) -> None:
         """A limit made ``task`` wait; recorded without waiting (called from sync code)."""
