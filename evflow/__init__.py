@@ -7,7 +7,7 @@ limits, everything durable in an embedded store.
 from .engine import Engine, RunResult, TaskResult
 from .errors import EvflowError
 from .events import Event
-from .flows.dag import Flow, flow, task, unmapped
+from .flows import Flow, flow, task, unmapped
 from .rules import Batch, Correlate, Rule
 from .run.context import get_logger
 from .schedules import Cron, Interval

@@ -30,16 +30,14 @@ from .errors import EngineNotRunning, EvflowError, FlowNotFound, UnknownPoolErro
 from .events import Event
 from .flows.dag import Flow
 from .intake import StoreIntake
-from .records import RunRecord
 from .rules import Rule, RuleSet
 from .rules.loop import RuleLoop
-from .run.executor import Hooks, Instance
 from .run.limits import Limits, RunGate
 from .run.queue import RunQueue
 from .run.results import RunResult, TaskResult
 from .sensors.schedule import ScheduleSensor
 from .sensors.supervisor import SensorSupervisor
-from .signals import EventsAccepted, RunStateChanged, Signals, TaskStateChanged
+from .signals import EventsAccepted, Signals
 from .store import Store, connect
 from .store.base import AuditEntry, Changes
 
@@ -82,14 +80,13 @@ class Engine:
         self.flows: dict[str, Flow] = {}
         self.rules = RuleSet()
         self.signals = Signals()
-        self.hooks = Hooks(on_task_state=self._on_task_state, on_run_state=self._on_run_state)
         self._sensors = SensorSupervisor(self.signals)
         self._runs = RunQueue(
             flow=self.flow,
             limits=self.limits,
             gate=self.gate,
             signals=self.signals,
-            hooks=self.hooks,
+            clock=self.clock,
             log_level=task_log_level,
         )
         self._rules_loop = RuleLoop(
@@ -351,14 +348,6 @@ class Engine:
     def _require_running(self) -> None:
         if self._tg is None:
             raise EngineNotRunning("the engine is not running; use `async with Engine(...)`")
-
-    # -- signals -----------------------------------------------------------------------------
-    def _on_task_state(self, run_id: str, flow: str, inst: Instance) -> None:
-        if self.signals.wants(TaskStateChanged):
-            self.signals.publish(TaskStateChanged(flow, inst.record(run_id)))
-
-    def _on_run_state(self, run: RunRecord) -> None:
-        self.signals.publish(RunStateChanged(run))
 
     # -- events ------------------------------------------------------------------------------
     async def emit(self, event: Event, *, actor: str | None = None) -> Accepted:

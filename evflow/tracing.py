@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+import anyio
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
@@ -172,7 +173,10 @@ def start_span(
         else:
             yield span
     except BaseException as exc:
-        failed(span, exc)
+        if _cancellation(exc):
+            span.set_attribute("evflow.cancelled", True)  # stopped, not failed
+        else:
+            failed(span, exc)
         raise
     finally:
         span.end()
@@ -212,6 +216,13 @@ class IntakeSpans:
             elif i < len(duplicates):
                 span.set_attribute("evflow.event.duplicate", duplicates[i])
             span.end()
+
+
+def _cancellation(exc: BaseException) -> bool:
+    try:
+        return isinstance(exc, anyio.get_cancelled_exc_class())
+    except anyio.NoEventLoopError:  # outside any event loop nothing is being cancelled
+        return False
 
 
 def failed(span: Span | None, exc: BaseException | str) -> None:

@@ -60,8 +60,9 @@ from typing import TYPE_CHECKING, Any, Self, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import FlowDefinitionError
-from ..flows.dag import Flow, Node, Task, TaskOptions, caller_location
-from ..flows.dag import TriggerRule as FlowTriggerRule
+from ..flows import Flow, Node, Task, TaskOptions
+from ..flows import TriggerRule as FlowTriggerRule
+from ..flows.task import caller_location
 from ..run.context import current_task
 from ..schedules import parse_schedule
 

@@ -1,21 +1,10 @@
-"""How a flow is defined: the DAG of tasks, its validation, and the callbacks it declares.
+"""Flows: how a DAG of tasks is defined, validated and versioned, how a task's arguments are
+bound and its trigger rule evaluated, and the user's flow and task callbacks."""
 
-``dag`` builds and validates the graph (both the decorator and the explicit style),
-``callbacks`` runs the user's ``on_failure``/``on_retry``/``on_success`` code.
-"""
-
-from .dag import (
-    TRIGGER_RULES,
-    Flow,
-    Node,
-    Param,
-    Task,
-    TaskOptions,
-    TriggerRule,
-    flow,
-    task,
-    unmapped,
-)
+from .dag import Flow, Node
+from .decorators import flow, task
+from .task import Param, Task, TaskOptions, unmapped
+from .trigger_rules import TRIGGER_RULES, TriggerRule
 
 __all__ = [
     "TRIGGER_RULES",

@@ -3,7 +3,7 @@
 ``on_failure`` / ``on_success`` (and ``on_retry``) on a flow, ``on_failure`` / ``on_retry`` /
 ``on_success`` on a task. A callback is sync (run in a worker thread) or async; it gets one
 :class:`CallbackContext`. One that raises is logged on ``evflow.alerts`` and never changes the
-run's outcome. (Alert sinks, which post to webhooks, are in :mod:`evflow.service.alerts`.)
+run's outcome. (Alert sinks, which post to webhooks, are in :mod:`evflow.alerts`.)
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 
-from ..records import RunRecord
+from ..records import RunRecord, TaskRecord
 from ..states import RunState
-from .dag import Flow, Task
-
-if TYPE_CHECKING:
-    from ..run.executor import Instance
+from .dag import Flow
+from .task import Task
 
 __all__ = ["CallbackContext", "invoke_callback", "run_callbacks", "run_path", "task_callbacks"]
 
@@ -73,7 +71,7 @@ async def task_callbacks(
     flow: Flow,
     task: Task,
     run_id: str,
-    inst: Instance,
+    record: TaskRecord,
     params: Mapping[str, Any],
 ) -> None:
     """The task's ``on_<event>`` callback; on a retry also the flow's ``on_retry``."""
@@ -85,10 +83,10 @@ async def task_callbacks(
     ctx = CallbackContext(
         flow=flow.name,
         run_id=run_id,
-        task=inst.name,
-        state=str(inst.state),
-        error=inst.error,
-        attempt=inst.attempt,
+        task=record.name,
+        state=str(record.state),
+        error=record.error,
+        attempt=record.attempt,
         params=MappingProxyType(dict(params)),
         url_hint=run_path(run_id),
     )

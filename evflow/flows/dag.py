@@ -1,11 +1,9 @@
-"""Flows and tasks: how a DAG of coroutines is defined and validated.
+"""The DAG: flows and their nodes, how they are built, validated and versioned.
 
-Two styles build the same :class:`Flow`:
-
-* decorator style — ``@task`` functions called inside an ``@flow`` function; passing one task's
-  result to another is a dependency and the flow function's parameters become run parameters;
-* explicit style — ``with Flow("name") as dag:`` then ``task(fn)`` wraps a plain function and
-  ``a >> b``, ``a >> [b, c] >> d``, ``[a, b] >> c`` declare the order.
+A flow is a named DAG of :class:`Node` objects, each a :class:`~evflow.flows.task.Task` (a
+function and its options) placed in that flow. The decorators in
+:mod:`evflow.flows.decorators` and the ``with Flow(...)`` block build it through the active
+:class:`Builder`.
 
 Validation happens while the flow is defined, so a broken flow fails at import with its file
 and line, never half-way through a run.
@@ -15,185 +13,13 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import inspect
-import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeAlias, overload
+from typing import Any
 
 from ..errors import CycleError, DuplicateTaskError, FlowDefinitionError, ParamError
+from .task import BUILDER, Task, TaskOptions, caller_location, make_task, unmapped
 
-__all__ = [
-    "TRIGGER_RULES",
-    "Flow",
-    "Node",
-    "Param",
-    "Task",
-    "TaskOptions",
-    "TriggerRule",
-    "flow",
-    "task",
-    "unmapped",
-]
-
-TriggerRule: TypeAlias = Literal[
-    "all_success", "all_done", "one_success", "one_failed", "none_failed", "all_failed"
-]
-TRIGGER_RULES: frozenset[str] = frozenset(
-    ["all_success", "all_done", "one_success", "one_failed", "none_failed", "all_failed"]
-)
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # evflow/
-
-
-def caller_location() -> str:
-    """``file:line`` of the innermost frame outside the evflow package (the user's code)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_PACKAGE_DIR) and "importlib" not in filename:
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        frame = frame.f_back  # type: ignore[assignment]
-    return "<unknown>"
-
-
-@dataclass(frozen=True, slots=True)
-class TaskOptions:
-    """How a task runs: retries, timeout, limits, trigger rule."""
-
-    retries: int = 0
-    retry_delay_s: float = 1.0
-    retry_backoff: float = 2.0
-    retry_jitter: float = 0.1
-    max_retry_delay_s: float = 300.0
-    timeout_s: float | None = None
-    pool: str | None = None
-    slots: int = 1
-    priority: int = 0
-    trigger_rule: TriggerRule = "all_success"
-    branch: bool = False
-
-    def check(self, where: str) -> None:
-        if self.retries < 0:
-            raise FlowDefinitionError(f"{where}: retries must be >= 0, not {self.retries}")
-        if self.retry_delay_s < 0 or self.retry_backoff < 1 or not 0 <= self.retry_jitter <= 1:
-            raise FlowDefinitionError(
-                f"{where}: retry_delay_s must be >= 0, retry_backoff >= 1, 0 <= retry_jitter <= 1"
-            )
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise FlowDefinitionError(f"{where}: timeout must be > 0 seconds, not {self.timeout_s}")
-        if self.slots < 1:
-            raise FlowDefinitionError(f"{where}: slots must be >= 1, not {self.slots}")
-        if self.trigger_rule not in TRIGGER_RULES:
-            raise FlowDefinitionError(
-                f"{where}: unknown trigger_rule {self.trigger_rule!r}; "
-                f"expected one of {', '.join(sorted(TRIGGER_RULES))}"
-            )
-
-    def retry_delay(self, attempt: int, rand: float) -> float:
-        """Seconds to wait before attempt ``attempt + 1``; ``rand`` in [0, 1) supplies jitter."""
-        base = self.retry_delay_s * self.retry_backoff ** max(attempt - 1, 0)
-        base = min(base, self.max_retry_delay_s)
-        return max(0.0, base * (1 + self.retry_jitter * (2 * rand - 1)))
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """A run parameter's placeholder inside an ``@flow`` function body."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class unmapped:
-    """Wrap an argument of ``task.map(...)`` that is passed whole to every instance."""
-
-    value: Any
-
-
-class Task:
-    """A task definition: a function and its :class:`TaskOptions`.
-
-    Called inside an ``@flow`` body it adds a node to the flow and returns it (a reference to
-    its future result). Called anywhere else it simply calls the function, so tasks stay
-    testable as plain functions.
-    """
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        name: str,
-        options: TaskOptions,
-        *,
-        on_failure: Callable[..., Any] | None = None,
-        on_retry: Callable[..., Any] | None = None,
-        on_success: Callable[..., Any] | None = None,
-    ) -> None:
-        self.fn = fn
-        self.name = name
-        self.options = options
-        # Callbacks live here, not in TaskOptions: they are not part of the flow's version.
-        self.on_failure = on_failure
-        self.on_retry = on_retry
-        self.on_success = on_success
-        self.is_async = inspect.iscoroutinefunction(fn)
-        self.location = caller_location()
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
-
-    def __repr__(self) -> str:
-        return f"<Task {self.name}>"
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        builder = _BUILDER.get()
-        if builder is None:
-            return self.fn(*args, **kwargs)
-        return builder.add_call(self, args, kwargs, mapped=False)
-
-    def map(self, *args: Any, **kwargs: Any) -> Node:
-        """One task instance per item: list/tuple arguments and task results are iterated
-        (zipped, equal length); wrap an argument in :class:`unmapped` to pass it whole."""
-        builder = _BUILDER.get()
-        if builder is None:
-            raise FlowDefinitionError(
-                f"task {self.name!r}: .map() is only valid inside a flow definition",
-                task=self.name,
-                location=caller_location(),
-            )
-        return builder.add_call(self, args, kwargs, mapped=True)
-
-    def with_options(self, **changes: Any) -> Task:
-        name = changes.get("name", self.name)
-        callbacks = {k: getattr(self, k) for k in _CALLBACKS}
-        callbacks.update(_pop_callbacks(changes, f"task {name!r}"))
-        opts = replace(self.options, **_rename_options(changes))
-        opts.check(f"task {self.name!r}")
-        return Task(self.fn, name, opts, **callbacks)
-
-
-_CALLBACKS = ("on_failure", "on_retry", "on_success")
-
-
-def _pop_callbacks(options: dict[str, Any], where: str) -> dict[str, Any]:
-    """Remove the callback options from ``options`` and return them, checked."""
-    out = {k: options.pop(k) for k in _CALLBACKS if k in options}
-    for k, fn in out.items():
-        if fn is not None and not callable(fn):
-            raise FlowDefinitionError(
-                f"{where}: {k} must be callable, not {type(fn).__name__}",
-                location=caller_location(),
-            )
-    return out
-
-
-def _rename_options(kw: Mapping[str, Any]) -> dict[str, Any]:
-    """Accept the short names of the public decorator (``timeout``, ``retry_delay``)."""
-    aliases = {"timeout": "timeout_s", "retry_delay": "retry_delay_s"}
-    out = {aliases.get(k, k): v for k, v in kw.items() if k != "name"}
-    if "retry_delay_s" in out and hasattr(out["retry_delay_s"], "total_seconds"):
-        out["retry_delay_s"] = out["retry_delay_s"].total_seconds()
-    return out
+__all__ = ["Builder", "Flow", "Node"]
 
 
 class Node:
@@ -278,7 +104,7 @@ def _as_nodes(other: object, origin: Node) -> list[Node]:
     return items  # type: ignore[return-value]
 
 
-class _Builder:
+class Builder:
     """Collects nodes while a flow is being defined (the active ``with`` block or ``@flow``)."""
 
     def __init__(self, flow: Flow, *, explicit: bool) -> None:
@@ -302,11 +128,6 @@ class _Builder:
         for ref in node.refs():
             fl.add_edge(ref, node)
         return node
-
-
-_BUILDER: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar(
-    "evflow_flow_builder", default=None
-)
 
 
 class Flow:
@@ -352,7 +173,7 @@ class Flow:
         self.on_retry = on_retry
         self.tags = tuple(tags)
         self.schedule = _parse_schedule(schedule, self)
-        self._token: contextvars.Token[_Builder | None] | None = None
+        self._token: contextvars.Token[Builder | None] | None = None
         self._version: str | None = None
         self._order: list[Node] | None = None
 
@@ -361,12 +182,12 @@ class Flow:
 
     # -- explicit style ----------------------------------------------------------------------
     def __enter__(self) -> Flow:
-        self._token = _BUILDER.set(_Builder(self, explicit=True))
+        self._token = BUILDER.set(Builder(self, explicit=True))
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         assert self._token is not None
-        _BUILDER.reset(self._token)
+        BUILDER.reset(self._token)
         self._token = None
         if exc_type is None:
             self.validate()
@@ -441,7 +262,7 @@ class Flow:
                     task=name or repr(fn),
                     location=location,
                 )
-            t = _make_task(fn, name=name, **options)
+            t = make_task(fn, name=name, **options)
         node = Node(self, name or t.name, t, (), {}, mapped=False, explicit=True, location=location)
         self._add_node(node)
         return node
@@ -590,95 +411,3 @@ def _parse_schedule(value: Any, fl: Flow) -> Any:
         raise FlowDefinitionError(
             f"flow {fl.name!r}: bad schedule: {exc}", flow=fl.name, location=fl.location
         ) from None
-
-
-def _make_task(fn: Callable[..., Any], *, name: str | None = None, **options: Any) -> Task:
-    tname = name or getattr(fn, "__name__", None) or type(fn).__name__
-    where = f"task {tname!r}"
-    options = dict(options)
-    callbacks = _pop_callbacks(options, where)
-    if not callable(fn):
-        raise FlowDefinitionError(
-            f"{where} is not callable (got {type(fn).__name__})",
-            task=tname,
-            location=caller_location(),
-        )
-    try:
-        opts = TaskOptions(**_rename_options(options))
-    except TypeError as exc:
-        raise FlowDefinitionError(
-            f"{where}: {exc}", task=tname, location=caller_location()
-        ) from None
-    opts.check(where)
-    return Task(fn, tname, opts, **callbacks)
-
-
-@overload
-def task(fn: Callable[..., Any], /) -> Any: ...
-@overload
-def task(*, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Any]: ...
-def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
-    """Make a task of ``fn``.
-
-    As a decorator (``@task`` or ``@task(retries=3, pool="db")``) it returns a :class:`Task`.
-    Inside a ``with Flow(...)`` block, ``task(fn)`` adds ``fn`` to that flow and returns its
-    :class:`Node`, ready for ``>>``.
-
-    Options: ``retries``, ``retry_delay`` (seconds), ``retry_backoff`` (factor),
-    ``retry_jitter`` (fraction), ``timeout`` (seconds), ``pool``, ``slots``, ``priority``,
-    ``trigger_rule`` and ``branch`` (the task returns the name(s) of the downstream tasks to
-    follow; the others are skipped). Callbacks ``on_failure``, ``on_retry`` and ``on_success``
-    (sync or async, given a :class:`~evflow.flows.callbacks.CallbackContext`) are not
-    options: they do not change the flow's version.
-    """
-
-    def wrap(f: Any) -> Any:
-        builder = _BUILDER.get()
-        if builder is not None and builder.explicit:
-            return builder.flow.add_task(f, name=name, **options)
-        if isinstance(f, Task):
-            return f.with_options(name=name or f.name, **options)
-        return _make_task(f, name=name, **options)
-
-    if fn is None:
-        return wrap
-    return wrap(fn)
-
-
-def flow(fn: Any = None, /, *, name: str | None = None, **flow_options: Any) -> Any:
-    """Define a flow from a function whose body calls tasks.
-
-    The body runs once, now, with placeholders for its parameters; each task call adds a node
-    and passing a task's result to another task is a dependency. Returns the :class:`Flow`.
-    """
-
-    def build(f: Callable[..., Any]) -> Flow:
-        fl = Flow(name or f.__name__, **flow_options)
-        fl.location = f"{f.__code__.co_filename}:{f.__code__.co_firstlineno}"
-        fl.description = fl.description or inspect.getdoc(f) or ""
-        sig = inspect.signature(f)
-        placeholders: dict[str, Any] = {}
-        for p in sig.parameters.values():
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                raise FlowDefinitionError(
-                    f"flow {fl.name!r}: *args/**kwargs parameters are not supported",
-                    flow=fl.name,
-                    location=fl.location,
-                )
-            if p.default is p.empty:
-                fl.required.add(p.name)
-            else:
-                fl.defaults[p.name] = p.default
-            placeholders[p.name] = Param(p.name)
-        fl.open_params = False
-        token = _BUILDER.set(_Builder(fl, explicit=False))
-        try:
-            f(**placeholders)
-        finally:
-            _BUILDER.reset(token)
-        fl.validate()
-        return fl
-
-    if fn is None:
-        return build
-    return build(fn)

@@ -1,2 +1,17 @@
-"""One run: its execution (the DAG walk and each task attempt), the limits it runs under,
-the context a task sees, and the results a caller gets back."""
+"""Runs: one run's execution (the DAG walk), its task attempts, the resource limits they run
+under, the ledger of what they record, and what a running task knows about itself."""
+
+from .context import TaskContext, current_task, get_logger
+from .executor import RunExecution
+from .ledger import Ledger
+from .limits import Limits, RunGate
+
+__all__ = [
+    "Ledger",
+    "Limits",
+    "RunExecution",
+    "RunGate",
+    "TaskContext",
+    "current_task",
+    "get_logger",
+]

@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import tracing
+from ..clock import Clock
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
 from ..flows.dag import Flow
@@ -30,7 +31,7 @@ from ..records import RunRecord, TaskRecord
 from ..signals import RunStateChanged, Signals
 from ..states import RunState, TaskState
 from ..store.base import AuditEntry, Changes, Store
-from .executor import Hooks, RunExecution
+from .executor import RunExecution
 from .limits import Limits, RunGate
 from .results import RunResult
 
@@ -114,14 +115,14 @@ class RunQueue:
         limits: Limits,
         gate: RunGate,
         signals: Signals,
-        hooks: Hooks,
+        clock: Clock,
         log_level: int,
     ) -> None:
         self._flow = flow
         self.limits = limits
         self.gate = gate
         self.signals = signals
-        self.hooks = hooks
+        self.clock = clock
         self.log_level = log_level
         self.stopping = False
         self._store: Store | None = None
@@ -350,7 +351,8 @@ class RunQueue:
                         flow=flow,
                         store=self.store,
                         limits=self.limits,
-                        hooks=self.hooks,
+                        signals=self.signals,
+                        clock=self.clock,
                         log_level=self.log_level,
                     )
                     active.execution = execution

@@ -511,7 +511,11 @@ class RunView {
       this.columnsEl = h("div", { class: "run-columns" },
         h("section", { class: "card" }, h("h2", {}, "Tasks"), this.tableEl),
         this.panelEl));
-    this.refresh();
+    // Notices sent between starting the run and this page listening are lost to it: read the
+    // run once more shortly after the first read while it is still going.
+    this.refresh().then(() => {
+      if (this.run && !RUN_FINISHED.has(this.run.state)) this.refreshSoon();
+    });
   }
 
   unmount() {
@@ -590,6 +594,9 @@ class RunView {
     for (const key of ["node", "state", "attempt", "started_at", "ended_at", "error", "waiting"]) {
       if (key in data) t[key] = data[key];
     }
+    // The run's own "running" notice may have come before this page listened: a run with a
+    // running task is running.
+    if (data.state === "running" && run.state === "queued") run.state = "running";
     if (t.started_at && t.ended_at) t.duration_s = t.ended_at - t.started_at;
     else t.duration_s = null;
     if (!TASK_FINISHED.has(t.state)) {

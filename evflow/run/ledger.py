@@ -1,0 +1,81 @@
+"""The ledger of one run: every store write and audit entry its execution makes goes here.
+
+The executor says what happened (a run started, tasks changed state, an attempt ended, log
+lines were written); the ledger turns that into store writes. It is the one place to change
+when the store's interface changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord
+from ..store.base import AuditEntry, Changes, Store
+
+__all__ = ["Ledger"]
+
+
+class Ledger:
+    """Records one run's transitions in ``store`` (grouped commits) and its audit trail."""
+
+    __slots__ = ("run_id", "store")
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+
+    async def run_changed(
+        self,
+        run: RunRecord,
+        kind: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        wait: bool = False,
+    ) -> None:
+        """The run's record changed (``kind``: ``run.running``, ``run.succeeded``, ...)."""
+        await self.store.apply(
+            Changes(runs=[run], audit=[AuditEntry(kind, f"run:{run.id}", data)]), wait=wait
+        )
+
+    def tasks_changed(
+        self,
+        tasks: list[TaskRecord],
+        kind: str | None,
+        data: Mapping[str, Any] | None = None,
+        attempts: list[AttemptRecord] | None = None,
+    ) -> Awaitable[None]:
+        """Task records changed together; ``kind`` (``task.running``, ...) audits each of them;
+        ``attempts`` are the attempts that ended with this change.
+
+        Returns the store's awaitable directly (no coroutine of its own: this runs on every
+        transition of every task)."""
+        rid = self.run_id
+        audit = [AuditEntry(kind, f"run:{rid}/task:{t.name}", data) for t in tasks] if kind else []
+        return self.store.apply(Changes(tasks=tasks, audit=audit, attempts=attempts or []))
+
+    def task_waiting(self, task: TaskRecord, reason: str) -> None:
+        """A limit made ``task`` wait; recorded without waiting (called from sync code)."""
+        self.store.apply_nowait(
+            Changes(
+                tasks=[task],
+                audit=[
+                    AuditEntry(
+                        "task.waiting", f"run:{self.run_id}/task:{task.name}", {"reason": reason}
+                    )
+                ],
+            )
+        )
+
+    async def logs(self, lines: list[LogRecord]) -> None:
+        """Log lines the run's tasks wrote."""
+        await self.store.apply(Changes(logs=lines))
+
+    async def flush(self) -> None:
+        """Wait until everything recorded so far is committed."""
+        await self.store.flush()
+
+    async def past_attempts(self) -> list[AttemptRecord]:
+        """The attempts recorded for this run so far (committed ones)."""
+        await self.store.flush()
+        return await self.store.list_attempts(self.run_id)
