@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import orjson
 
 from ..records import LogRecord, RunRecord, TaskRecord
+from ..tracing import trace_id_of
 
 __all__ = ["Progress", "fmt_duration", "fmt_time", "render_run", "table"]
 
@@ -246,6 +247,7 @@ def jsonable_run(run: RunRecord, *, tasks: bool = True) -> dict[str, Any]:
         "state": str(run.state),
         "priority": run.priority,
         "trigger": dict(run.trigger),
+        "trace_id": trace_id_of(run.trigger),
         "created_at": run.created_at,
         "started_at": run.started_at,
         "ended_at": run.ended_at,

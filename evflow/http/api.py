@@ -52,6 +52,7 @@ from ..events import Event
 from ..records import AuditRecord, EventRecord, LogRecord
 from ..signals import RunStateChanged, TaskStateChanged
 from ..states import RunState
+from ..tracing import trace_id_of
 from .server import OrjsonResponse, error_response
 
 __all__ = ["ApiError", "LiveHub", "api_routes", "sse"]
@@ -419,6 +420,7 @@ def _jsonable_event(e: EventRecord, decisions: list[AuditRecord]) -> dict[str, A
         "time": e.time,
         "data": e.data,
         "extensions": dict(e.extensions),
+        "trace_id": trace_id_of(e.extensions),
         "received_at": e.received_at,
         "status": e.status,
         "decisions": [jsonable_audit(a) for a in decisions],
@@ -466,6 +468,8 @@ async def api_index(request: Request) -> Response:
             "version": __version__,
             "openapi": "/openapi.json",
             "endpoints": ENDPOINTS,
+            # a link to the user's tracing backend: "{trace_id}" is replaced (see [tracing])
+            "trace_link": getattr(request.app.state, "trace_link", None),
         }
     )
 

@@ -35,7 +35,8 @@ __all__ = ["build_app", "run_app_services"]
 
 def build_app(engine: Engine, config: Config | None = None) -> Starlette:
     """The service's Starlette app for ``engine``, configured by ``config.http``."""
-    http = (config or Config()).http
+    cfg = config or Config()
+    http = cfg.http
     hub = LiveHub().attach(engine)
     metrics = Metrics(engine).attach()
     document = openapi_document()
@@ -56,6 +57,7 @@ def build_app(engine: Engine, config: Config | None = None) -> Starlette:
     )
     app.state.live_hub = hub
     app.state.metrics = metrics
+    app.state.trace_link = cfg.tracing.link
     return app
 
 

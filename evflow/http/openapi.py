@@ -131,6 +131,10 @@ _SCHEMAS: dict[str, Any] = {
             },
             "priority": {"type": "integer"},
             "trigger": {"type": "object"},
+            "trace_id": {
+                "type": ["string", "null"],
+                "description": "the trace this run continues (runs started by events)",
+            },
             "created_at": {"type": "number"},
             "started_at": {"type": ["number", "null"]},
             "ended_at": {"type": ["number", "null"]},
@@ -197,6 +201,10 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "evflow's identity of the event; decisions and runs name it",
             },
             "id": {"type": "string", "description": "the sender's id, unique within its source"},
+            "trace_id": {
+                "type": ["string", "null"],
+                "description": "the W3C trace id the event arrived with (or was given)",
+            },
             "dedup_key": {"type": "string"},
             "type": {"type": "string"},
             "source": {"type": "string"},

@@ -25,6 +25,9 @@ from starlette.routing import Route
 
 from evflow import Batch, Engine, Event, Rule, RunState, flow, task, tracing
 from evflow.http.server import HttpServer
+from evflow.sensors import KafkaSensor
+from tests.brokers import KafkaBroker, unique_topic
+from tests.integration.test_sensors_engine import FAST, producer
 from tests.integration.test_service import clean_env, serving, write
 from tests.observers import RunLog, until
 
@@ -144,6 +147,45 @@ async def test_a_batched_run_links_every_events_trace(
     assert decision.context.trace_id == 1  # a child of the first event's trace
 
 
+@pytest.mark.kafka
+async def test_a_kafka_records_traceparent_header_is_the_parent_of_its_intake(
+    kafka_broker: KafkaBroker, kafka_topic: str, tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    sensor = KafkaSensor(
+        "orders",
+        kafka_topic,
+        bootstrap_servers=kafka_broker.bootstrap,
+        group_id=unique_topic("group"),
+        **FAST,
+    )
+    runs = RunLog()
+    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+        runs.attach(engine)
+        engine.add(orders, Rule(on=sensor, params={"n": "{data.n}"}, name="orders"))
+
+        async def listening() -> bool:
+            return engine.sensor_status.get("orders") == "listening"
+
+        await until(listening)
+        async with producer(kafka_broker) as p:
+            await p.send_and_wait(
+                kafka_topic,
+                value=orjson.dumps({"n": 5}),
+                partition=0,
+                headers=[("traceparent", SENDER.encode())],
+            )
+        (run,) = await runs.wait_for(1)
+    assert run.state is RunState.SUCCEEDED
+    got = by_name(spans)
+    (intake,) = got[f"evflow.intake kafka.{kafka_topic}"]
+    assert intake.context.trace_id == int(TRACE, 16)
+    assert parent_of(intake) == int(SENDER_SPAN, 16)
+    (attempt,) = got["evflow.task load"]
+    (run_span,) = got["evflow.run orders"]
+    assert attempt.context.trace_id == int(TRACE, 16)
+    assert parent_of(attempt) == run_span.context.span_id
+
+
 # -- the service, exporting over OTLP/HTTP --------------------------------------------------
 
 
@@ -172,11 +214,14 @@ async def test_evflow_serve_exports_one_trace_from_the_webhook_sender_to_the_tas
     write(
         project / "flows" / "hello.py",
         """
+        from opentelemetry import trace
+
         from evflow import flow, task
 
         @task
         def greet(name: str) -> str:
-            return f"hello {name}"
+            with trace.get_tracer("user").start_as_current_span("user.work"):
+                return f"hello {name}"
 
         @flow
         def hello(name: str) -> None:
@@ -197,6 +242,7 @@ async def test_evflow_serve_exports_one_trace_from_the_webhook_sender_to_the_tas
         port = await tg.start(HttpServer(access_log=False).serve, collector.app, "127.0.0.1", 0)
         env = clean_env(
             EVFLOW_TRACING_ENDPOINT=f"http://127.0.0.1:{port}/v1/traces",
+            EVFLOW_TRACING_LINK="https://tracing.example/trace/{trace_id}",
             OTEL_BSP_SCHEDULE_DELAY="100",
         )
         async with serving(project, tmp_path / "logs", env) as service:
@@ -216,6 +262,12 @@ async def test_evflow_serve_exports_one_trace_from_the_webhook_sender_to_the_tas
                     return bool(runs) and runs[0]["state"] == "succeeded"
 
                 await until(succeeded)
+                (run,) = (await client.get("/api/runs")).json()["runs"]
+                assert run["trace_id"] == TRACE
+                (event,) = (await client.get("/api/events")).json()["events"]
+                assert event["trace_id"] == TRACE
+                index = (await client.get("/api")).json()
+                assert index["trace_link"] == "https://tracing.example/trace/{trace_id}"
             assert await service.stop() == 0  # the shutdown exports what is buffered
         tg.cancel_scope.cancel()
 
@@ -230,4 +282,6 @@ async def test_evflow_serve_exports_one_trace_from_the_webhook_sender_to_the_tas
     assert decide.parent_span_id == intake.span_id
     assert by["evflow.run hello"].parent_span_id == decide.span_id
     assert by["evflow.task greet"].parent_span_id == by["evflow.run hello"].span_id
+    # the task's own instrumentation nests under its attempt
+    assert by["user.work"].parent_span_id == by["evflow.task greet"].span_id
     assert os.environ.get("EVFLOW_TRACING_ENDPOINT") is None  # the test's own env is untouched

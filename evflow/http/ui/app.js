@@ -221,6 +221,20 @@ function loadFlows(force = false) {
   return flowsCache;
 }
 
+// The link to the user's tracing backend ([tracing] link, "{trace_id}" in it), read once.
+let traceLink = undefined;
+fetch("/api", { headers: { Accept: "application/json" } })
+  .then((r) => (r.ok ? r.json() : {}))
+  .then((d) => { traceLink = d.trace_link ?? null; })
+  .catch(() => { traceLink = null; });
+
+function traceEl(traceId) {
+  const text = h("span", { class: "mono", testid: "run-trace" }, traceId);
+  if (!traceLink) return text;
+  return h("a", { href: traceLink.replace("{trace_id}", encodeURIComponent(traceId)),
+    target: "_blank", rel: "noopener", testid: "run-trace-link" }, text);
+}
+
 // -- banner and toast ---------------------------------------------------------------------
 
 const banner = document.getElementById("banner");
@@ -658,6 +672,7 @@ class RunView {
         item("Ended", timeEl(run.ended_at)),
         item("Duration", durationEl(run)),
         run.flow_version ? item("Flow version", h("span", { class: "mono", title: run.flow_version }, String(run.flow_version).slice(0, 12))) : null,
+        run.trace_id ? item("Trace", traceEl(run.trace_id)) : null,
         wide("Params", params ? h("code", { class: "mono params", testid: "run-params" }, compact(params, 400)) : h("span", { class: "muted" }, "none"))),
       run.waiting && run.state === "queued"
         ? h("p", { class: "note waiting", testid: "run-waiting" }, `Waiting: ${run.waiting}`) : null,
