@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -133,7 +133,9 @@ def trace_id_of(fields: Mapping[str, Any] | None) -> str | None:
     return tp.split("-")[1] if tp else None
 
 
-@contextmanager
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
+
+
 def start_span(
     name: str,
     *,
@@ -142,17 +144,28 @@ def start_span(
     attributes: Mapping[str, str | int | float | bool] | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
     current: bool = False,
-) -> Iterator[Span | None]:
+) -> AbstractContextManager[Span | None]:
     """A span named ``name`` (None when tracing is off), ended on exit.
 
     ``parent`` and each of ``links`` are mappings holding a ``traceparent`` (event extensions,
     a run's trigger). With ``current``, the span is the current one inside the block (user code
     then nests under it). An exception leaving the block marks the span as an error and records
-    the exception's type and message, then propagates.
+    the exception's type and message, then propagates. With tracing off this costs one check.
     """
     if not enabled():
-        yield None
-        return
+        return _NO_SPAN
+    return _span(name, parent, links, attributes, kind, current)
+
+
+@contextmanager
+def _span(
+    name: str,
+    parent: Mapping[str, Any] | None,
+    links: Sequence[Mapping[str, Any]],
+    attributes: Mapping[str, str | int | float | bool] | None,
+    kind: SpanKind,
+    current: bool,
+) -> Iterator[Span]:
     ctx = context_of(parent)
     span_links = [
         Link(trace.get_current_span(c).get_span_context())
