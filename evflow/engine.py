@@ -225,9 +225,7 @@ class Engine:
         self.sensor_status: dict[str, str] = {}
         self._status_changed = anyio.Event()
         self.signals = Signals()
-        self.signals.subscribe(
-            TaskStateChanged, lambda s: self._on_task_state(s.task.run_id, s.flow, s.task)
-        )
+        self.signals.subscribe(TaskStateChanged, self._on_task_state)
         self.signals.subscribe(RunStateChanged, lambda s: self._on_run_state(s.run))
         self.observers: list[Observer] = []
         self._store: Store | None = None
@@ -800,11 +798,11 @@ class Engine:
         return [rid for rid, a in self._active.items() if flow is None or a.record.flow == flow]
 
     # -- observation hooks -------------------------------------------------------------------
-    def _on_task_state(self, run_id: str, flow: str, inst: TaskRecord) -> None:
+    def _on_task_state(self, changed: TaskStateChanged) -> None:
         for obs in self.observers:
             fn = getattr(obs, "task_state", None)
             if fn is not None:
-                _notify(fn, run_id, flow, inst)
+                _notify(fn, changed.task.run_id, changed.flow, changed.task)
 
     def _on_run_state(self, run: RunRecord) -> None:
         for obs in self.observers:

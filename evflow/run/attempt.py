@@ -136,7 +136,8 @@ class TaskAttempts:
                     else:
                         await self._on_cancellation()
                 raise
-            await ex.flush_logs()
+            if ex.log_buffer:
+                await ex.flush_logs()
             ended = ex.now()
             if isinstance(outcome, Succeeded):
                 return await self._on_success(outcome, ended)
