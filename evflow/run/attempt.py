@@ -29,7 +29,7 @@ import orjson
 from ..errors import ResultNotSerializable
 from ..flows.callbacks import task_callbacks
 from ..flows.dag import Node
-from ..flows.task import Task
+from ..flows.tasks import Task
 from ..states import TaskState
 from ..store.base import AttemptRecord, TaskRecord
 from .context import TaskContext, reset_current, set_current
