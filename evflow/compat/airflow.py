@@ -62,7 +62,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..errors import FlowDefinitionError
 from ..flows import Flow, Node, Task, TaskOptions
 from ..flows import TriggerRule as FlowTriggerRule
-from ..flows.task import caller_location
+from ..flows.tasks import caller_location
 from ..run.context import current_task
 from ..schedules import parse_schedule
 

@@ -3,7 +3,7 @@ bound and its trigger rule evaluated, and the user's flow and task callbacks."""
 
 from .dag import Flow, Node
 from .decorators import flow, task
-from .task import Param, Task, TaskOptions, unmapped
+from .tasks import Param, Task, TaskOptions, unmapped
 from .trigger_rules import TRIGGER_RULES, TriggerRule
 
 __all__ = [

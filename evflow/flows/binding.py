@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .dag import Node
-from .task import Param, unmapped
+from .tasks import Param, unmapped
 
 __all__ = ["Call", "ResultOf", "bind", "bind_explicit", "expand", "value"]
 

@@ -20,7 +20,7 @@ import anyio
 from ..records import RunRecord, TaskRecord
 from ..states import RunState
 from .dag import Flow
-from .task import Task
+from .tasks import Task
 
 __all__ = ["CallbackContext", "invoke_callback", "run_callbacks", "run_path", "task_callbacks"]
 

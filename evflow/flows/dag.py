@@ -1,6 +1,6 @@
 """The DAG: flows and their nodes, how they are built, validated and versioned.
 
-A flow is a named DAG of :class:`Node` objects, each a :class:`~evflow.flows.task.Task` (a
+A flow is a named DAG of :class:`Node` objects, each a :class:`~evflow.flows.tasks.Task` (a
 function and its options) placed in that flow. The decorators in
 :mod:`evflow.flows.decorators` and the ``with Flow(...)`` block build it through the active
 :class:`Builder`.
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import CycleError, DuplicateTaskError, FlowDefinitionError, ParamError
-from .task import BUILDER, Task, TaskOptions, caller_location, make_task, unmapped
+from .tasks import BUILDER, Task, TaskOptions, caller_location, make_task, unmapped
 
 __all__ = ["Builder", "Flow", "Node"]
 

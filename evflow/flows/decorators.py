@@ -16,7 +16,7 @@ from typing import Any, overload
 
 from ..errors import FlowDefinitionError
 from .dag import Builder, Flow
-from .task import BUILDER, Param, Task, make_task
+from .tasks import BUILDER, Param, Task, make_task
 
 __all__ = ["flow", "task"]
 

@@ -31,7 +31,7 @@ from .. import tracing
 from ..errors import ResultNotSerializable
 from ..flows.callbacks import task_callbacks
 from ..flows.dag import Node
-from ..flows.task import Task
+from ..flows.tasks import Task
 from ..records import AttemptRecord, TaskRecord
 from ..states import TaskState
 from .context import TaskContext, reset_current, set_current
@@ -139,7 +139,8 @@ class TaskAttempts:
                 else:
                     slots = ex.limits.slots(opts.pool, opts.slots, opts.priority, on_wait)
                 outcome = await self._attempt(slots, span)
-            await ex.flush_logs()
+            if ex.log_buffer:
+                await ex.flush_logs()
             ended = ex.now()
             if isinstance(outcome, Succeeded):
                 return await self._on_success(outcome, ended)

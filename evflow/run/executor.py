@@ -76,7 +76,8 @@ class RunExecution:
         self.cancel_reason: str | None = None
         self.interrupting = False
         self._tg: anyio.abc.TaskGroup | None = None
-        self._log_buffer: list[LogRecord] = []
+        #: Log lines written by this run's tasks, not yet handed to the store.
+        self.log_buffer: list[LogRecord] = []
         self._load(run)
 
     def _clock_time(self) -> float:
@@ -125,11 +126,11 @@ class RunExecution:
     ) -> None:
         # Called from the event loop or a worker thread; the store's queue is loop-bound,
         # so lines are buffered and flushed by the attempt that wrote them.
-        self._log_buffer.append(LogRecord(run_id, task, attempt, t, level, message))
+        self.log_buffer.append(LogRecord(run_id, task, attempt, t, level, message))
 
     async def flush_logs(self) -> None:
-        if self._log_buffer:
-            buf, self._log_buffer = self._log_buffer, []
+        if self.log_buffer:
+            buf, self.log_buffer = self.log_buffer, []
             await self.ledger.logs(buf)
 
     def blocked(self, inst: Instance, reason: str) -> None:
@@ -142,7 +143,7 @@ class RunExecution:
     # -- the walk ----------------------------------------------------------------------------
     async def execute(self) -> RunState:
         """Run to the end; returns the final state (``running`` if interrupted by shutdown)."""
-        self._log_buffer = []
+        self.log_buffer = []
         self.run = replace(
             self.run,
             state=RunState.RUNNING,
@@ -307,8 +308,13 @@ class RunExecution:
 
     async def _run_one(self, node: Node) -> TaskState:
         """Run one node (all its instances, if mapped) or settle it by its trigger rule."""
-        if any((u.name, node.name) in self.skipped_edges for u in node.upstream):
-            verdict: TaskState | None = TaskState.SKIPPED  # a branch did not choose it
+        verdict: TaskState | None = None
+        if not node.upstream:
+            pass  # a root task always runs
+        elif self.skipped_edges and any(
+            (u.name, node.name) in self.skipped_edges for u in node.upstream
+        ):
+            verdict = TaskState.SKIPPED  # a branch did not choose it
         else:
             verdict = decide(node.options.trigger_rule, self._upstream_states(node))
         if verdict is not None:
