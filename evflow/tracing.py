@@ -26,6 +26,7 @@ Attributes are stable and never hold payloads or params (they may carry personal
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
@@ -74,10 +75,30 @@ def _current_provider() -> trace.TracerProvider:
     return _provider if _provider is not None else trace.get_tracer_provider()
 
 
+_NOT_RECORDING = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_global_real = False  # a real global provider, once set, is never replaced (OpenTelemetry's rule)
+_global_checked_at = -1e9
+
+
 def enabled() -> bool:
     """True once a real tracer provider (an SDK) is installed; the default proxy records
-    nothing, and then evflow builds no spans at all."""
-    return not isinstance(_current_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    nothing, and then evflow builds no spans at all.
+
+    Asked once per span, so it is cheap: the global provider is looked up at most once a
+    second until a real one appears (spans in the first second after an application installs
+    one without :func:`use` may be missed).
+    """
+    global _global_real, _global_checked_at
+    if _provider is not None:
+        return not isinstance(_provider, _NOT_RECORDING)
+    if _global_real:
+        return True
+    now = time.monotonic()
+    if now - _global_checked_at < 1.0:
+        return False
+    _global_checked_at = now
+    _global_real = not isinstance(trace.get_tracer_provider(), _NOT_RECORDING)
+    return _global_real
 
 
 def carrier_of(fields: Mapping[str, Any]) -> dict[str, str]:

@@ -3,8 +3,8 @@ loading of its ``flows/`` and ``sensors/``, logging, alert sinks, and the proces
 engine with its HTTP server until SIGTERM.
 
 ``build_engine``, ``configure_sensors`` and ``tune_gc`` are imported on first use, so reading
-the configuration (the command
-line does it for every command) does not import the engine and the HTTP stack.
+the configuration (the command line does it for every command) does not import the engine and
+the HTTP stack.
 """
 
 from __future__ import annotations
