@@ -14,11 +14,16 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from playwright.async_api import ConsoleMessage, Page, expect
 
-from evflow import Engine, Flow, flow, get_logger, task
+from evflow import Engine, Event, Flow, Rule, flow, get_logger, task, tracing
 from evflow.http.app import build_app, run_app_services
 from evflow.http.server import HttpServer
+from evflow.service.config import Config
+from tests.observers import until
 
 from .browser import chromium
 
@@ -71,9 +76,9 @@ def make_flows(flag: Path, release: anyio.Event) -> list[Flow]:
 
 
 @asynccontextmanager
-async def served(engine: Engine) -> AsyncIterator[str]:
+async def served(engine: Engine, config: Config | None = None) -> AsyncIterator[str]:
     """The service's app for ``engine`` on an ephemeral loopback port; yields its base URL."""
-    app = build_app(engine)
+    app = build_app(engine, config)
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(10):
             await tg.start(run_app_services, app)
@@ -264,3 +269,47 @@ async def test_ui_files_are_served_and_root_redirects(tmp_path: Path) -> None:
         # Only the UI's own files: never the package's sources.
         for path in ("/ui/__init__.py", "/ui/../api.py", "/ui/missing.js"):
             assert (await client.get(path)).status_code == 404, path
+
+
+async def test_a_run_started_by_a_traced_event_shows_its_trace_as_a_link(tmp_path: Path) -> None:
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    try:
+        fl = make_flows(tmp_path / "flag", anyio.Event())[0]
+        engine = Engine(tmp_path / "evflow.db", grace_period_s=0)
+        engine.add(fl, Rule("hello.wanted", params={"name": "{data.name}"}))
+        cfg = Config()
+        cfg.tracing.link = "https://tracing.example/trace/{trace_id}"
+        async with engine, served(engine, cfg) as base, chromium() as browser:
+            accepted = await engine.emit(
+                Event(
+                    "hello.wanted",
+                    data={"name": "ada"},
+                    extensions={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+                )
+            )
+            run_id = await until(lambda: _run_of(engine, accepted.event_id))
+            context = await browser.new_context()
+            page = await context.new_page()
+            problems, _ = watch(page)
+            await page.goto(f"{base}/ui/#/runs/{run_id}", timeout=WAIT_MS)
+            link = page.get_by_test_id("run-trace-link")
+            await expect(link).to_have_text(trace_id, timeout=WAIT_MS)
+            assert await link.get_attribute("href") == f"https://tracing.example/trace/{trace_id}"
+            await page.goto(f"{base}/ui/#/events", timeout=WAIT_MS)
+            await expect(page.get_by_test_id("event-trace").first).to_have_text(
+                trace_id, timeout=WAIT_MS
+            )
+            assert problems == []
+            await context.close()
+    finally:
+        tracing.use(None)
+        provider.shutdown()
+
+
+async def _run_of(engine: Engine, event_uid: str) -> str | None:
+    runs = await engine.store.list_runs()
+    return next((r.id for r in runs if event_uid in r.trigger.get("events", ())), None)

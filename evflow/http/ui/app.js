@@ -228,11 +228,11 @@ fetch("/api", { headers: { Accept: "application/json" } })
   .then((d) => { traceLink = d.trace_link ?? null; })
   .catch(() => { traceLink = null; });
 
-function traceEl(traceId) {
-  const text = h("span", { class: "mono", testid: "run-trace" }, traceId);
+function traceEl(traceId, testid = "run-trace") {
+  const text = h("span", { class: "mono", testid }, traceId);
   if (!traceLink) return text;
   return h("a", { href: traceLink.replace("{trace_id}", encodeURIComponent(traceId)),
-    target: "_blank", rel: "noopener", testid: "run-trace-link" }, text);
+    target: "_blank", rel: "noopener", testid: `${testid}-link` }, text);
 }
 
 // -- banner and toast ---------------------------------------------------------------------
@@ -1288,9 +1288,10 @@ class EventsView {
       h("thead", {}, h("tr", {}, ["Time", "Type", "Source", "Subject", "Status", "Decisions"].map((c) => h("th", {}, c)))),
       h("tbody", {}, events.map((ev) => h("tr", { testid: `event-row-${ev.id}` },
         h("td", {}, typeof ev.received_at === "number" ? timeEl(ev.received_at) : h("span", { title: ev.time ?? "" }, fmtIso(ev.time))),
-        h("td", {}, h("details", { "data-id": ev.id, open: open.has(String(ev.id)) },
+        h("td", {}, h("details", { "data-id": ev.uid ?? ev.id, open: open.has(String(ev.uid ?? ev.id)) },
           h("summary", { class: "mono" }, ev.type),
-          h("pre", { class: "json" }, json(ev.data)))),
+          h("pre", { class: "json" }, json(ev.data)),
+          ev.trace_id ? h("p", { class: "small" }, "trace ", traceEl(ev.trace_id, "event-trace")) : null)),
         h("td", { class: "mono small" }, ev.source),
         h("td", { class: "small" }, ev.subject ?? h("span", { class: "muted" }, "—")),
         h("td", {}, h("span", { class: ["pill", `status-${ev.status}`] }, ev.status ?? "—")),
