@@ -27,6 +27,7 @@ from evflow import Batch, Engine, Event, Rule, RunState, flow, task, tracing
 from evflow.http.server import HttpServer
 from evflow.sensors import KafkaSensor
 from tests.brokers import KafkaBroker, unique_topic
+from tests.integration import test_webhook as hooks
 from tests.integration.test_sensors_engine import FAST, producer
 from tests.integration.test_service import clean_env, serving, write
 from tests.observers import RunLog, until
@@ -184,6 +185,50 @@ async def test_a_kafka_records_traceparent_header_is_the_parent_of_its_intake(
     (run_span,) = got["evflow.run orders"]
     assert attempt.context.trace_id == int(TRACE, 16)
     assert parent_of(attempt) == run_span.context.span_id
+
+
+@pytest.mark.parametrize("mode", ["structured", "binary"])
+async def test_a_cloudevents_traceparent_attribute_wins_over_the_http_header(
+    tmp_path: Path, spans: InMemorySpanExporter, mode: str
+) -> None:
+    other = "00-11111111111111111111111111111111-2222222222222222-01"  # the HTTP hop's
+    if mode == "structured":
+        body = orjson.dumps(
+            {
+                "specversion": "1.0",
+                "type": "order.created",
+                "source": "shop",
+                "id": "ce-1",
+                "traceparent": SENDER,
+                "data": {"n": 1},
+            }
+        )
+        headers = {"Content-Type": "application/cloudevents+json"}
+    else:
+        body = orjson.dumps({"n": 1})
+        headers = {
+            "Content-Type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-type": "order.created",
+            "ce-source": "shop",
+            "ce-id": "ce-1",
+            "ce-traceparent": SENDER,
+        }
+    engine = hooks.new_engine(tmp_path)
+    runs = RunLog().attach(engine)
+    async with hooks.running(engine), hooks.serving(engine) as client:
+        resp = await client.post(
+            "/hooks/orders",
+            content=body,
+            headers={**headers, "traceparent": other, **hooks.sign(hooks.SECRET, body)},
+        )
+        assert resp.status_code == 202, resp.text
+        (run,) = await runs.wait_for(1)
+    assert run.state is RunState.SUCCEEDED
+    (intake,) = by_name(spans)["evflow.intake order.created"]
+    assert intake.context.trace_id == int(TRACE, 16)
+    assert parent_of(intake) == int(SENDER_SPAN, 16)
+    assert {s.context.trace_id for s in spans.get_finished_spans()} == {int(TRACE, 16)}
 
 
 # -- the service, exporting over OTLP/HTTP --------------------------------------------------
