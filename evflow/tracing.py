@@ -41,6 +41,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from .events import Event
 
 __all__ = [
+    "NO_SPAN",
     "TRACEPARENT",
     "TRACESTATE",
     "IntakeSpans",
@@ -154,7 +155,7 @@ def trace_id_of(fields: Mapping[str, Any] | None) -> str | None:
     return tp.split("-")[1] if tp else None
 
 
-_NO_SPAN: AbstractContextManager[None] = nullcontext()
+NO_SPAN: AbstractContextManager[None] = nullcontext()
 
 
 def start_span(
@@ -174,7 +175,7 @@ def start_span(
     the exception's type and message, then propagates. With tracing off this costs one check.
     """
     if not enabled():
-        return _NO_SPAN
+        return NO_SPAN
     return _span(name, parent, links, attributes, kind, current)
 
 

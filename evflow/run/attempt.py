@@ -122,14 +122,18 @@ class TaskAttempts:
         if inst.record.state is TaskState.INTERRUPTED and inst.interruptions > MAX_INTERRUPTIONS:
             return await self._on_too_many_interruptions()
         while True:
-            with tracing.start_span(
-                f"evflow.task {inst.record.name}",
-                attributes={
-                    "evflow.flow": ex.flow.name,
-                    "evflow.task": inst.record.name,
-                    "evflow.run_id": ex.run.id,
-                },
-                current=True,  # the task's own instrumentation nests under its attempt
+            with (
+                tracing.start_span(
+                    f"evflow.task {inst.record.name}",
+                    attributes={
+                        "evflow.flow": ex.flow.name,
+                        "evflow.task": inst.record.name,
+                        "evflow.run_id": ex.run.id,
+                    },
+                    current=True,  # the task's own instrumentation nests under its attempt
+                )
+                if tracing.enabled()
+                else tracing.NO_SPAN  # nothing built per attempt when tracing is off
             ) as span:
                 on_wait = (
                     partial(ex.blocked, inst) if span is None else partial(_waiting, span, ex, inst)
