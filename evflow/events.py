@@ -7,6 +7,7 @@ which the store drops repeats. Serialised with orjson.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ import orjson
 
 from .errors import EventError
 
-__all__ = ["Event", "body_hash", "utcnow"]
+__all__ = ["Event", "body_hash", "parse_json", "utcnow"]
+
+_INT64 = (-(2**63), 2**64 - 1)  # what orjson (and so the store) keeps exactly
 
 
 def utcnow() -> datetime:
@@ -96,6 +99,11 @@ class Event:
         """
         if not isinstance(d, Mapping):
             raise EventError(f"an event must be a JSON object, not {type(d).__name__}")
+        spec = d.get("specversion")
+        if spec is not None and spec != "1.0":
+            raise EventError(
+                f"unsupported CloudEvents specversion {spec!r}; evflow accepts version 1.0"
+            )
         etype = d.get("type")
         if not isinstance(etype, str) or not etype:
             raise EventError("event field 'type' is missing or not a string")
@@ -140,10 +148,55 @@ class Event:
     @classmethod
     def from_json(cls, raw: bytes | str) -> Event:
         try:
-            d = orjson.loads(raw)
+            d = parse_json(raw)
         except orjson.JSONDecodeError as exc:
             raise EventError(f"event is not valid JSON: {exc}") from None
         return cls.from_dict(d)
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """JSON from a sender, with every number kept exact.
+
+    orjson reads an integer beyond 64 bits as a float (10**30 would become 1e+30) and cannot
+    write one back, so such an integer is refused with :class:`EventError` naming where it is,
+    rather than stored changed. Raises ``orjson.JSONDecodeError`` for text that is not JSON.
+    """
+    value = orjson.loads(raw)
+    if _has_float(value):  # only then can a big integer hide among the values
+        exact = json.loads(raw)
+        where = _big_int(exact, "")
+        if where is not None:
+            raise EventError(
+                f"the integer at {where or 'the top level'} does not fit in 64 bits; "
+                "send it as a string to keep it exact"
+            )
+    return value
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
+def _big_int(value: Any, path: str) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return path if not _INT64[0] <= value <= _INT64[1] else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _big_int(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def parse_time(value: Any) -> datetime:

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict
@@ -48,7 +49,7 @@ from ..errors import (
     Saturated,
     StoreError,
 )
-from ..events import Event
+from ..events import Event, parse_json
 from ..records import AuditRecord, EventRecord, LogRecord
 from ..signals import RunStateChanged, TaskStateChanged
 from ..states import RunState
@@ -56,6 +57,8 @@ from ..tracing import trace_id_of
 from .server import OrjsonResponse, error_response
 
 __all__ = ["ApiError", "LiveHub", "api_routes", "sse"]
+
+log = logging.getLogger("evflow.http")
 
 MAX_BODY_BYTES = 1 << 20
 LOG_POLL_S = 0.25
@@ -277,9 +280,11 @@ async def _read_json(request: Request, *, required: bool = True) -> Any:
             raise ApiError(400, "the body is empty; send a JSON object")
         return None
     try:
-        return orjson.loads(body)
+        return parse_json(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    except EventError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -290,19 +295,27 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
-def _int_arg(
-    request: Request, name: str, default: int, *, lo: int = 0, hi: int | None = None
-) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+_INT_MAX = 2**62  # well inside the stores' 64-bit integers
+
+
+def _int_arg(request: Request, name: str, default: int, *, lo: int = 0, hi: int = _INT_MAX) -> int:
+    return _bounded_int(request.query_params.get(name), f"query parameter {name}", default, lo, hi)
+
+
+def _bounded_int(raw: str | None, what: str, default: int, lo: int, hi: int) -> int:
+    """``raw`` as a whole number in ``[lo, hi]`` (``default`` when absent or empty), else a 400
+    naming ``what``."""
+    if raw is None or raw.strip() == "":
         return default
+    text = raw.strip()
+    if len(text) > 20:  # longer than any number in range: refuse before converting
+        raise ApiError(400, f"{what}={text[:24]!r}… must be a whole number between {lo} and {hi}")
     try:
-        value = int(raw)
+        value = int(text)
     except ValueError:
-        raise ApiError(400, f"query parameter {name}={raw!r} is not a whole number") from None
-    if value < lo or (hi is not None and value > hi):
-        bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise ApiError(400, f"query parameter {name}={value} must be {bound}")
+        raise ApiError(400, f"{what}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{what}={value} must be between {lo} and {hi}")
     return value
 
 
@@ -628,10 +641,11 @@ def api_routes(
         run = await store.get_run(request.path_params["id"], with_tasks=False)
         task = request.query_params.get("task") or None
         after = _int_arg(request, "after", 0)
-        last_event_id = request.headers.get("last-event-id", "").strip()
+        resume_after = _bounded_int(
+            request.headers.get("last-event-id"), "header Last-Event-ID", 0, 0, _INT_MAX
+        )
         if _wants_stream(request):
-            if last_event_id.isdigit():
-                after = max(after, int(last_event_id))
+            after = max(after, resume_after)
             return _stream(_follow_logs(engine, live, run.id, task, after))
         lines = await store.list_logs(run.id, task, after_seq=after)
         return JsonResponse(
@@ -765,5 +779,9 @@ async def _follow_logs(
             if hub.closing.is_set():
                 break
     except (EngineNotRunning, StoreError, RunNotFound):
+        state = "unavailable"
+    except Exception as exc:  # the response has started: end the stream cleanly, say why
+        log.exception("the log stream of run %s failed", run_id)
+        yield sse("error", {"error": f"{type(exc).__name__}: {exc}", "status": 500})
         state = "unavailable"
     yield sse("end", {"run_id": run_id, "state": state, "last_seq": after})

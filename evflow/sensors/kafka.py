@@ -56,7 +56,7 @@ from anyio.abc import TaskStatus
 
 from ..abc import Intake
 from ..errors import EventError, Saturated, SensorError
-from ..events import Event
+from ..events import Event, parse_json
 
 __all__ = ["KafkaSensor"]
 
@@ -456,7 +456,7 @@ class KafkaSensor:
             if ce is not None:
                 ce["data"] = _binary_data(value, _content_type(headers))
                 return self._from_cloudevent(ce, record, key, kafka_time, extensions)
-            parsed = None if value is None else orjson.loads(value)
+            parsed = None if value is None else parse_json(value)
             structured = (_content_type(headers) or "").startswith(_CE_STRUCTURED)
             if isinstance(parsed, dict) and (
                 structured or ("specversion" in parsed and "type" in parsed)
@@ -541,5 +541,5 @@ def _binary_data(value: bytes | None, content_type: str | None) -> Any:
     if value is None:
         return None
     if content_type is None or "json" in content_type.lower():
-        return orjson.loads(value)
+        return parse_json(value)
     return _raw_data(value)

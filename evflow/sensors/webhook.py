@@ -67,7 +67,7 @@ from starlette.responses import Response
 
 from ..abc import Accepted, Intake
 from ..errors import EngineNotRunning, EventError, Saturated, SensorError, StoreError
-from ..events import Event, body_hash
+from ..events import Event, body_hash, parse_json
 from ..tracing import carrier_of
 
 __all__ = [
@@ -495,6 +495,8 @@ def _parse_json(body: bytes) -> Any:
     if not body.strip():
         raise _Reject(400, "the body is empty; send a JSON document")
     try:
-        return orjson.loads(body)
+        return parse_json(body)
     except orjson.JSONDecodeError as exc:
         raise _Reject(400, f"the body is not valid JSON: {exc}") from None
+    except EventError as exc:
+        raise _Reject(400, str(exc)) from None

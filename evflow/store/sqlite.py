@@ -218,6 +218,11 @@ def _event_from(row: Any) -> EventRecord:
     )
 
 
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching ``text`` literally as a prefix (``%`` and ``_`` escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _chunks(items: Sequence[Any], n: int = 500) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -625,7 +630,8 @@ class SqliteStore:
         if not rows:
             rows = (
                 await self._read(
-                    f"SELECT {_RUN_COLS} FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",)
+                    f"SELECT {_RUN_COLS} FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                    (_like_prefix(run_id),),
                 )
                 if len(run_id) >= 4
                 else []
