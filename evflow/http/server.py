@@ -5,7 +5,8 @@
 * ``POST /hooks/{name}`` — handed to the engine's :class:`~evflow.sensors.webhook.WebhookSensor`
   of that name (404 if there is none);
 * ``GET /healthz`` — 200 while the process serves HTTP;
-* ``GET /readyz`` — 200 while the engine runs and its store is open, else 503.
+* ``GET /readyz`` — 200 while the engine runs and its store is open (with each sensor's
+  status and the ones not listening yet), else 503.
 
 Further parts (``/api``, ``/ui``, ``/metrics``) are passed as ``extra_routes``, typically
 ``Mount("/api", routes=[...])``; they find the engine and the API token on ``request.app.state``
@@ -98,7 +99,16 @@ def create_app(
         problem = _not_ready(engine)
         if problem is not None:
             return error_response(503, problem, headers={"Retry-After": str(_UNAVAILABLE_RETRY_S)})
-        return OrjsonResponse({"status": "ready", "sensors": dict(engine.sensor_status)})
+        # Ready to take work once the store is open; each sensor says whether it listens yet
+        # (a slow one never holds the others, or the webhooks, up).
+        sensors = dict(engine.sensor_status)
+        return OrjsonResponse(
+            {
+                "status": "ready",
+                "sensors": sensors,
+                "waiting_for": sorted(n for n, st in sensors.items() if st != "listening"),
+            }
+        )
 
     routes: list[BaseRoute] = [
         Mount("/hooks", routes=[Route("/{name}", hook, methods=["POST"])]),

@@ -62,6 +62,9 @@ def configure_sensors(dep: Deployment, cfg: Config) -> list[str]:
     return warnings
 
 
+SENSOR_WAIT_S = 1.0  # how long the service waits for sensors to listen before it serves
+
+
 def build_engine(cfg: Config, dep: Deployment, *, store: str | None = None) -> Engine:
     """An engine with the project's flows and rules registered."""
     engine = Engine(
@@ -73,6 +76,9 @@ def build_engine(cfg: Config, dep: Deployment, *, store: str | None = None) -> E
         grace_period_s=cfg.engine.grace_period_s,
         task_log_level=logging.getLevelName(cfg.engine.task_log_level.upper()),
     )
+    # Webhooks are served as soon as the store is open: a sensor slow to start (a Kafka group
+    # waiting out a dead member's session) keeps starting in the background.
+    engine.sensor_start_timeout_s = SENSOR_WAIT_S
     for fl in dep.flows.values():
         engine.add(fl)
     for rule in dep.rules:
@@ -105,7 +111,7 @@ def _summary(
     )
     for s in engine.describe_sensors():
         status = s["status"]
-        mark = "on " if status == "listening" else "OFF"
+        mark = {"listening": "on ", "starting": "…  "}.get(status, "OFF")
         where = s["describe"]
         if s["source"].startswith("webhook/") and url:
             where = f"POST {url}/hooks/{s['name']}"
