@@ -319,3 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nevflow: interrupted after {time.monotonic() - started:.1f}s", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``evflow audit export | head``): stop quietly, and keep Python
+        # from complaining again while it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

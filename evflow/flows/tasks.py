@@ -85,9 +85,53 @@ class TaskOptions:
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """A run parameter's placeholder inside an ``@flow`` function body."""
+    """A run parameter's placeholder inside an ``@flow`` function body.
+
+    The body runs once, when the flow is defined, to build its graph: a parameter has no value
+    yet. Using it as one (``range(n)``, ``if mode == "full":`` as a truth value, ``len``,
+    ``int``, iterating it) raises :class:`~evflow.errors.FlowDefinitionError` saying how to do
+    it instead; passing it to tasks is what it is for.
+    """
 
     name: str
+
+    def _misused(self, what: str) -> FlowDefinitionError:
+        return FlowDefinitionError(
+            f"parameter {self.name!r} is used as a value at {caller_location()} ({what}), but "
+            "a flow's body only builds its graph, once, before any run: the value exists only "
+            "inside tasks. Pass the parameter to a task instead: a task that computes the list, "
+            "then .map over its result; or a task with branch=True that returns which tasks "
+            "to run"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Param):
+            return self.name == other.name
+        raise self._misused("compared with ==; its value exists only in a run")
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((Param, self.name))
+
+    def __bool__(self) -> bool:
+        raise self._misused("as a truth value, e.g. in an if")
+
+    def __iter__(self) -> Any:
+        raise self._misused("iterated")
+
+    def __len__(self) -> int:
+        raise self._misused("len()")
+
+    def __index__(self) -> int:
+        raise self._misused("as an integer, e.g. in range()")
+
+    def __int__(self) -> int:
+        raise self._misused("int()")
+
+    def __float__(self) -> float:
+        raise self._misused("float()")
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,7 +241,9 @@ class RunExecution:
         else:
             failed = [n for n, s in self.node_state.items() if s in FAILED_STATES]
             self.state = RunState.FAILED if failed else RunState.SUCCEEDED
-            error = f"task(s) failed: {', '.join(sorted(failed))}" if failed else None
+            # Name the tasks that failed themselves, not those their failure stopped.
+            culprits = [n for n in failed if self.node_state[n] is TaskState.FAILED] or failed
+            error = f"task(s) failed: {', '.join(sorted(culprits))}" if failed else None
         self.run = replace(self.run, state=self.state, ended_at=now, error=error, waiting=None)
         await self.flush_logs()
         await self.ledger.run_changed(

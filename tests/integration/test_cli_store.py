@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 
+from tests.integration.test_audit import make_trail
 from tests.integration.test_service import clean_env, evflow, write
 
 
@@ -125,3 +128,20 @@ async def test_trigger_into_a_store_then_cancel_it(tmp_path: Path) -> None:
     assert cancelled["state"] == "cancelled"
     status, out, err = await evflow("cancel", run_id, "--store", str(store), cwd=root)
     assert status == 0 and "already finished" in out
+
+
+async def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """``evflow audit export | head -1``: no BrokenPipeError traceback, a clean exit."""
+    db = tmp_path / "evflow.db"
+    await make_trail(db)
+    for _ in range(30):  # enough records that the export outruns a reader taking one line
+        await make_trail(db)
+    script = (
+        f"{sys.executable} -m evflow.cli audit export --store {db} | head -1 >/dev/null; "
+        "exit ${PIPESTATUS[0]}"
+    )
+    with anyio.fail_after(120):
+        done = await anyio.run_process(["bash", "-c", script], check=False)
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

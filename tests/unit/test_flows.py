@@ -276,3 +276,27 @@ def test_empty_flow_is_refused() -> None:
 def test_map_outside_a_flow_is_refused() -> None:
     with pytest.raises(FlowDefinitionError, match=r"\.map\(\) is only valid inside a flow"):
         load.map([[1], [2]])
+
+
+def test_a_parameter_used_as_a_value_while_the_graph_is_built_says_how_to_do_it() -> None:
+    @task
+    def step(i: int) -> int:
+        return i
+
+    def loop_over(n: int) -> None:
+        for i in range(n):  # the graph is built once: n has no value yet
+            step(i)
+
+    with pytest.raises(FlowDefinitionError) as caught:
+        flow(loop_over)
+    message = str(caught.value)
+    assert "parameter 'n'" in message and "range()" in message
+    assert "test_flows.py:" in message  # the user's own line
+    assert ".map" in message and "branch=True" in message
+
+    def choose(mode: str) -> None:
+        if mode == "full":  # compared while the graph is built: no value yet
+            step(1)
+
+    with pytest.raises(FlowDefinitionError, match=r"parameter 'mode'.*compared"):
+        flow(choose)
