@@ -13,9 +13,9 @@ import anyio
 from aiokafka import TopicPartition
 
 from evflow.sensors import KafkaSensor
+from tests.observers import LIMIT_S
 
 Offsets = dict[tuple[str, int], int]
-LIMIT_S = 20
 
 
 class CommitLog:

@@ -22,7 +22,7 @@ __all__ = ["flow", "task"]
 
 
 @overload
-def task(fn: Callable[..., Any], /) -> Any: ...
+def task(fn: Callable[..., Any], /, *, name: str | None = None, **options: Any) -> Any: ...
 @overload
 def task(*, name: str | None = None, **options: Any) -> Callable[[Callable[..., Any]], Any]: ...
 def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
@@ -53,6 +53,12 @@ def task(fn: Any = None, /, *, name: str | None = None, **options: Any) -> Any:
     return wrap(fn)
 
 
+@overload
+def flow(fn: Callable[..., Any], /, *, name: str | None = None, **flow_options: Any) -> Flow: ...
+@overload
+def flow(
+    *, name: str | None = None, **flow_options: Any
+) -> Callable[[Callable[..., Any]], Flow]: ...
 def flow(fn: Any = None, /, *, name: str | None = None, **flow_options: Any) -> Any:
     """Define a flow from a function whose body calls tasks.
 

@@ -26,9 +26,7 @@ from evflow.errors import FlowDefinitionError
 from evflow.http.server import HttpServer
 from evflow.service.alerts import AlertManager, CallbackContext
 from evflow.service.config import AlertSink
-from tests.observers import until
-
-LIMIT_S = 20  # generous bound on any single wait; a hang fails instead of blocking the suite
+from tests.observers import LIMIT_S, until
 
 
 class Receiver:

@@ -22,9 +22,8 @@ from evflow.http.app import build_app, run_app_services
 from evflow.http.server import HttpServer
 from evflow.sensors.webhook import WebhookSensor
 from evflow.service.config import Config, HttpConfig
-from tests.observers import until
+from tests.observers import LIMIT_S, until
 
-LIMIT_S = 20
 TOKEN = "s3cret-api-token"
 TOKEN_ACTOR = f"token:{hashlib.sha256(TOKEN.encode()).hexdigest()[:8]}@127.0.0.1"
 LOCAL_ACTOR = "anonymous@127.0.0.1"

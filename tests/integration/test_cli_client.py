@@ -16,14 +16,13 @@ import anyio
 import orjson
 
 from tests.integration.test_service import (
-    LIMIT_S,
     Service,
     clean_env,
     evflow,
     evflow_command,
     write,
 )
-from tests.observers import until
+from tests.observers import LIMIT_S, until
 
 
 def free_port() -> int:

@@ -19,8 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from evflow import Engine, flow, get_logger, task
-
-LIMIT_S = 20
+from tests.observers import LIMIT_S
 
 
 @task

@@ -16,9 +16,7 @@ import pytest
 from evflow import Engine, Flow, RunResult, RunState, TaskState, flow, task, unmapped
 from evflow.errors import ParamError, UnknownPoolError
 from evflow.records import RunRecord, TaskRecord
-from tests.observers import until
-
-LIMIT_S = 20  # generous bound on any single wait; a hang fails instead of blocking the suite
+from tests.observers import LIMIT_S, until
 
 
 @asynccontextmanager

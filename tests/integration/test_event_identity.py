@@ -14,9 +14,10 @@ import pytest
 
 from evflow import Engine, Event, Rule, RunState, flow, task
 from evflow.sensors import KafkaSensor
+from evflow.sensors.webhook import sign
 from tests.brokers import KafkaBroker, unique_topic
 from tests.integration.test_sensors_engine import FAST, producer
-from tests.integration.test_webhook import SECRET, events_of, new_engine, running, serving, sign
+from tests.integration.test_webhook import SECRET, events_of, new_engine, running, serving
 from tests.observers import RunLog, until
 
 

@@ -14,14 +14,13 @@ import httpx
 import orjson
 
 from tests.integration.test_service import (
-    LIMIT_S,
     clean_env,
     copy_example,
     evflow,
     serving,
-    until,
     write,
 )
+from tests.observers import LIMIT_S, until
 
 
 async def cli_json(*args: str, cwd: Path) -> Any:

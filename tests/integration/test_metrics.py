@@ -21,9 +21,8 @@ from evflow.http.app import build_app, run_app_services
 from evflow.http.metrics import Metrics, monitor_loop_lag
 from evflow.http.server import HttpServer
 from evflow.sensors.webhook import WebhookSensor
-from tests.observers import until
+from tests.observers import LIMIT_S, until
 
-LIMIT_S = 20
 RELEASE: dict[str, anyio.Event] = {}
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from tests.integration.test_service import LIMIT_S, clean_env, evflow, lines, serving, write
-from tests.observers import until
+from tests.integration.test_service import clean_env, evflow, lines, serving, write
+from tests.observers import LIMIT_S, until
 
 
 def project(root: Path, rules: str) -> Path:

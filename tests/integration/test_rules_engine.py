@@ -21,9 +21,8 @@ from evflow import Batch, Correlate, Engine, Event, Rule, RunState, TaskState, f
 from evflow.clock import ManualClock
 from evflow.records import AuditRecord
 from evflow.signals import CorrelationTimedOut
-from tests.observers import RunLog, until
+from tests.observers import LIMIT_S, RunLog, until
 
-LIMIT_S = 20  # bound on any single wait: a hang fails the test instead of blocking the suite
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
 

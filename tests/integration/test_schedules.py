@@ -22,9 +22,8 @@ import pytest
 from evflow import Cron, Engine, RunState, flow, task
 from evflow.clock import ManualClock
 from evflow.records import RunRecord
-from tests.observers import RunLog
+from tests.observers import LIMIT_S, RunLog
 
-LIMIT_S = 20
 PARIS = ZoneInfo("Europe/Paris")
 
 

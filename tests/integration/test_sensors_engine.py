@@ -29,9 +29,8 @@ from evflow.store.base import Store
 from evflow.store.sqlite import SqliteStore
 from tests.brokers import KafkaBroker, unique_topic
 from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor
-from tests.observers import RunLog, until
+from tests.observers import LIMIT_S, RunLog, until
 
-LIMIT_S = 20
 SETTLE = 0.2
 # Tansu holds every fetch for fetch_max_wait_ms and rebalances in about session_timeout / 2.
 FAST: dict[str, Any] = {

@@ -25,11 +25,10 @@ from anyio.abc import Process
 
 from evflow import RunState, TaskState
 from evflow.store.sqlite import SqliteStore
-from tests.observers import until
+from tests.observers import LIMIT_S, until
 
 REPO = Path(__file__).resolve().parents[2]
 START_S = 30  # a cold start imports evflow, loads the project and opens the store
-LIMIT_S = 20
 SUMMARY_END = "stop with Ctrl-C or SIGTERM"
 
 

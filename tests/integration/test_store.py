@@ -17,8 +17,7 @@ from evflow.records import RunRecord, TaskRecord
 from evflow.store.base import GENESIS_HASH, Changes, chain_hash
 from evflow.store.schema import SCHEMA_VERSION
 from evflow.store.sqlite import SqliteStore
-
-LIMIT_S = 20
+from tests.observers import LIMIT_S
 
 
 def user_version(path: Path) -> int:

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from evflow import Batch, Engine, Event, Rule, RunState, flow, task, tracing
 from evflow.http.server import HttpServer
 from evflow.sensors import KafkaSensor
+from evflow.sensors.webhook import sign
 from tests.brokers import KafkaBroker, unique_topic
 from tests.integration import test_webhook as hooks
 from tests.integration.test_sensors_engine import FAST, producer
@@ -220,7 +221,7 @@ async def test_a_cloudevents_traceparent_attribute_wins_over_the_http_header(
         resp = await client.post(
             "/hooks/orders",
             content=body,
-            headers={**headers, "traceparent": other, **hooks.sign(hooks.SECRET, body)},
+            headers={**headers, "traceparent": other, **sign(hooks.SECRET, body)},
         )
         assert resp.status_code == 202, resp.text
         (run,) = await runs.wait_for(1)

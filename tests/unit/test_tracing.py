@@ -81,8 +81,9 @@ def test_stored_contexts_chain_spans_into_the_senders_trace(spans: InMemorySpanE
     assert by_name["intake"].parent is not None
     assert by_name["intake"].parent.span_id == 0xB7AD6B7169203331
     for child, parent in [("decision", "intake"), ("run", "decision"), ("attempt", "run")]:
-        assert by_name[child].parent is not None
-        assert by_name[child].parent.span_id == by_name[parent].context.span_id
+        up, ctx = by_name[child].parent, by_name[parent].context
+        assert up is not None and ctx is not None
+        assert up.span_id == ctx.span_id
 
 
 def test_a_batch_links_every_events_trace(spans: InMemorySpanExporter) -> None:
