@@ -51,6 +51,7 @@ from ..errors import (
 )
 from ..events import Event, parse_json
 from ..records import AuditRecord, EventRecord, LogRecord
+from ..sensors.webhook import accepted_json
 from ..signals import RunStateChanged, TaskStateChanged
 from ..states import RunState
 from ..tracing import trace_id_of
@@ -689,9 +690,7 @@ def api_routes(
         except EventError as exc:
             raise ApiError(400, f"not a valid event: {exc}") from None
         accepted = await engine.emit(event, actor=actor)
-        return JsonResponse(
-            {"event_id": accepted.event_id, "duplicate": accepted.duplicate}, status_code=202
-        )
+        return JsonResponse(accepted_json(accepted), status_code=202)
 
     async def dead_letters(request: Request) -> Response:
         limit = _int_arg(request, "limit", 50, lo=1, hi=1000)

@@ -523,6 +523,10 @@ def openapi_document() -> dict[str, Any]:
                             "properties": {
                                 "event_id": {"type": "string"},
                                 "duplicate": {"type": "boolean"},
+                                "url": {
+                                    "type": "string",
+                                    "description": "where the event's decisions and runs appear",
+                                },
                             },
                         },
                         "Stored",

@@ -253,7 +253,7 @@ class WebhookSensor:
         self._authenticate(request, body)
         event = _with_http_trace_context(self._to_event(request, body), request)
         accepted = await self._submit(intake, event)
-        return _answer(202, {"event_id": accepted.event_id, "duplicate": accepted.duplicate})
+        return _answer(202, accepted_json(accepted))
 
     async def _read_body(self, request: Request) -> bytes:
         """The raw body, refusing (413) more than ``max_body_bytes`` without buffering it."""
@@ -483,6 +483,16 @@ def _with_http_trace_context(event: Event, request: Request) -> Event:
     if not found:
         return event
     return replace(event, extensions={**event.extensions, **found})
+
+
+def accepted_json(accepted: Accepted) -> dict[str, Any]:
+    """The 202 answer for an accepted event: its id, whether it was a repeat, and where its
+    rule decisions and the runs they started appear."""
+    return {
+        "event_id": accepted.event_id,
+        "duplicate": accepted.duplicate,
+        "url": f"/api/events/{accepted.event_id}",
+    }
 
 
 def _is_json(content_type: str) -> bool:

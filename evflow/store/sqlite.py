@@ -630,13 +630,19 @@ class SqliteStore:
         if not rows:
             rows = (
                 await self._read(
-                    f"SELECT {_RUN_COLS} FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                    f"SELECT {_RUN_COLS} FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 6",
                     (_like_prefix(run_id),),
                 )
                 if len(run_id) >= 4
                 else []
             )
-            if len(rows) != 1:
+            if len(rows) > 1:
+                more = ", …" if len(rows) > 5 else ""
+                raise RunNotFound(
+                    f"run id prefix {run_id!r} is ambiguous: it matches runs "
+                    f"{', '.join(str(r[0]) for r in rows[:5])}{more}; give more characters"
+                )
+            if not rows:
                 raise RunNotFound(f"no run {run_id!r} in store {self.path}")
         tasks: tuple[TaskRecord, ...] = ()
         if with_tasks:

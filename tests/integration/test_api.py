@@ -626,7 +626,9 @@ async def test_events_with_their_decisions(tmp_path: Path) -> None:
         again = await client.post(
             "/api/events", json={"id": "ce-1", "source": "shop", "type": "order.created"}
         )
-        assert again.status_code == 202 and again.json() == {"event_id": first, "duplicate": True}
+        assert again.status_code == 202
+        assert again.json() == {"event_id": first, "duplicate": True, "url": f"/api/events/{first}"}
+        assert (await client.get(again.json()["url"])).json()["uid"] == first
         plain = await client.post("/api/events", json={"type": "misc.thing", "data": {"x": 1}})
         assert plain.status_code == 202
         plain_id = plain.json()["event_id"]

@@ -191,7 +191,8 @@ async def test_replayed_delivery_makes_one_event_and_one_run(tmp_path: Path) -> 
         await run_of(engine, first.json()["event_id"])
         again = await post_order(client, {"n": 1}, delivery="same")
         assert again.status_code == 202
-        assert again.json() == {"event_id": first.json()["event_id"], "duplicate": True}
+        uid = first.json()["event_id"]
+        assert again.json() == {"event_id": uid, "duplicate": True, "url": f"/api/events/{uid}"}
         # Without a delivery id, the body's hash is the dedup key.
         plain = [await post_order(client, {"n": 9}) for _ in range(2)]
         assert [r.json()["duplicate"] for r in plain] == [False, True]
@@ -235,7 +236,11 @@ async def test_cloudevents_structured_mode(tmp_path: Path) -> None:
         again = await client.post(
             "/hooks/orders", content=body, headers={**headers, **sign(SECRET, body)}
         )
-        assert again.json() == {"event_id": ev.uid, "duplicate": True}
+        assert again.json() == {
+            "event_id": ev.uid,
+            "duplicate": True,
+            "url": f"/api/events/{ev.uid}",
+        }
 
         bad = orjson.dumps([cloudevent])
         resp = await client.post(
