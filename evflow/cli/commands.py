@@ -91,7 +91,13 @@ def prepare_run(args: argparse.Namespace) -> None:
 
 async def cmd_run(client: LocalClient, args: argparse.Namespace) -> int:
     """Run one flow here, to its end, with live progress (after :func:`prepare_run`)."""
-    record = await client.run(args.loaded_flow, args.params)
+    from ..run.capture import capture_task_output
+
+    undo = capture_task_output()  # the tasks' print() goes to their logs, not over the progress
+    try:
+        record = await client.run(args.loaded_flow, args.params)
+    finally:
+        undo()
     if args.json:
         dump_json(jsonable_run(record))
     else:

@@ -71,7 +71,8 @@ class TaskLogger:
                 ctx.run_id, ctx.task, ctx.attempt, time.time(), logging.getLevelName(lvl), text
             )
         if self._std.isEnabledFor(lvl):
-            extra = {"run_id": ctx.run_id, "task": ctx.task} if ctx else {}
+            # stored above already: the task-output capture must not store it again
+            extra = {"run_id": ctx.run_id, "task": ctx.task, "evflow_stored": True} if ctx else {}
             self._std.log(lvl, text, extra=extra)
 
     def debug(self, msg: str, *args: Any) -> None:

@@ -25,6 +25,7 @@ import anyio
 from .. import tracing
 from ..engine import Engine
 from ..errors import ConfigError, EvflowError, LoadError
+from ..run.capture import capture_task_output
 from .config import Config, load_config, setting
 from .loader import Deployment, load_project
 from .logs import configure_logging
@@ -210,6 +211,7 @@ def serve(
     """Run the service until SIGTERM/SIGINT; returns the process exit status."""
     root = Path(project or ".").resolve()
     configure_logging(log_format, log_level)
+    capture_task_output()  # a task's print() and logging go to its attempt, not into our log
     errors: list[LoadError] = []
     try:
         if not root.is_dir():
