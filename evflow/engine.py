@@ -310,14 +310,29 @@ class Engine:
         self._require_running()
         return await self._runs.cancel(run_id, reason=reason, actor=actor)
 
-    async def retry(self, run_id: str, *, actor: str | None = None) -> str:
-        """Run a failed or cancelled run again from its unfinished tasks.
+    async def retry(
+        self,
+        run_id: str,
+        *,
+        from_task: str | None = None,
+        whole: bool = False,
+        actor: str | None = None,
+    ) -> str:
+        """Run a finished run again, in one of three ways:
 
-        Tasks that succeeded keep their results and are not run again; the others go back to
-        pending (their attempt count goes on). Returns the run's id.
+        * by default, from its unfinished tasks: tasks that succeeded keep their results and
+          are not run again (a failed or cancelled run only);
+        * ``from_task="x"``: ``x`` and everything downstream of it run again, with fresh
+          results from ``x`` (when its input was the problem, fixed since);
+        * ``whole=True``: every task runs again.
+
+        Tasks that run again go back to pending; their attempt count goes on, so each try stays
+        in the attempt history. Returns the run's id.
         """
         self._require_running()
-        return await self._runs.retry(run_id, actor=actor)
+        if whole and from_task is not None:
+            raise EvflowError("retry either the whole run or from a task, not both")
+        return await self._runs.retry(run_id, from_task=from_task, whole=whole, actor=actor)
 
     async def backfill(
         self,

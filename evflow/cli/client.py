@@ -111,7 +111,9 @@ class Client(Protocol):
     async def emit(self, event: Event) -> Accepted: ...
     async def trigger(self, flow: str, params: Mapping[str, Any]) -> Queued: ...
     async def cancel(self, run_id: str) -> bool: ...
-    async def retry(self, run_id: str) -> Retried: ...
+    async def retry(
+        self, run_id: str, *, from_task: str | None = None, whole: bool = False
+    ) -> Retried: ...
     async def backfill(
         self, flow: str, start: datetime, end: datetime, max_active: int
     ) -> Backfilled: ...
@@ -290,8 +292,11 @@ class HttpClient:
     async def cancel(self, run_id: str) -> bool:
         return bool((await self._call("POST", f"/api/runs/{run_id}/cancel")).get("cancelled"))
 
-    async def retry(self, run_id: str) -> Retried:
-        return Retried((await self._call("POST", f"/api/runs/{run_id}/retry"))["run_id"])
+    async def retry(
+        self, run_id: str, *, from_task: str | None = None, whole: bool = False
+    ) -> Retried:
+        body = {"from_task": from_task, "whole": whole}
+        return Retried((await self._call("POST", f"/api/runs/{run_id}/retry", body))["run_id"])
 
     async def backfill(
         self, flow: str, start: datetime, end: datetime, max_active: int
@@ -321,6 +326,15 @@ class HttpClient:
 
 
 # -- a store right here -------------------------------------------------------------------------
+
+
+def retry_what(from_task: str | None, whole: bool) -> str:
+    """What a retry runs again, in words."""
+    if whole:
+        return "running every task again"
+    if from_task:
+        return f"running {from_task!r} and everything downstream of it again"
+    return "retrying its failed tasks"
 
 
 def open_store(path: str) -> Store:
@@ -429,12 +443,14 @@ class LocalClient:
             self.out.write(f"run {run_id} of flow {fl.name} (store {self.path})\n")
             return await self._follow(engine, fl, run_id)
 
-    async def retry(self, run_id: str) -> Retried:
+    async def retry(
+        self, run_id: str, *, from_task: str | None = None, whole: bool = False
+    ) -> Retried:
         flow_name = (await self.store.get_run(run_id, with_tasks=False)).flow
         fl = self.project_flow(flow_name, what=f"run {run_id} is of flow {flow_name!r}, which")
         async with self.engine([fl]) as engine:
-            new_id = await engine.retry(run_id, actor="cli")
-            self.out.write(f"run {new_id} of flow {fl.name}: retrying its failed tasks\n")
+            new_id = await engine.retry(run_id, from_task=from_task, whole=whole, actor="cli")
+            self.out.write(f"run {new_id} of flow {fl.name}: {retry_what(from_task, whole)}\n")
             return Retried(new_id, await self._follow(engine, fl, new_id))
 
     async def backfill(

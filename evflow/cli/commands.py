@@ -20,7 +20,7 @@ from ..events import Event
 from ..flows import Flow
 from ..records import RunRecord
 from ..states import RunState
-from .client import Client, CliError, LocalClient
+from .client import Client, CliError, LocalClient, retry_what
 from .display import (
     dump_json,
     fmt_duration,
@@ -206,9 +206,10 @@ async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_retry(client: Client, args: argparse.Namespace) -> int:
-    retried = await client.retry(args.run)
+    retried = await client.retry(args.run, from_task=args.from_task, whole=args.all)
     if retried.record is None:
-        print(f"run {retried.run_id} queued again from its failed tasks on {client.where}")
+        what = retry_what(args.from_task, args.all)
+        print(f"run {retried.run_id} queued again ({what}) on {client.where}")
         return 0
     assert isinstance(client, LocalClient)
     _report(retried.record, client, sys.stdout)

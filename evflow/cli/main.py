@@ -233,11 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add(
         "retry",
-        "retry a failed run from its failed tasks (on a service; on a store it runs here)",
+        "run a finished run again: from its failed tasks (default), from a task, or whole "
+        "(on a service; on a store it runs here)",
         c.cmd_retry,
         project=True,
     )
     sp.add_argument("run", metavar="RUN", help="run id (a unique prefix is enough)")
+    how = sp.add_mutually_exclusive_group()
+    how.add_argument(
+        "--from",
+        dest="from_task",
+        metavar="TASK",
+        help="run TASK and everything downstream of it again, with fresh results from TASK",
+    )
+    how.add_argument("--all", action="store_true", help="run every task of the run again")
 
     sp = add(
         "backfill",

@@ -626,9 +626,16 @@ def api_routes(
 
     async def retry(request: Request) -> Response:
         actor = authorize(request)
+        body = _object(await _read_json(request, required=False))
+        from_task = body.get("from_task")
+        whole = body.get("whole", False)
+        if from_task is not None and not isinstance(from_task, str):
+            raise ApiError(400, "from_task must be a task name (a string)")
+        if not isinstance(whole, bool):
+            raise ApiError(400, "whole must be true or false")
         run = await engine.store.get_run(request.path_params["id"], with_tasks=False)
         try:
-            run_id = await engine.retry(run.id, actor=actor)
+            run_id = await engine.retry(run.id, from_task=from_task, whole=whole, actor=actor)
         except (RunNotFound, EngineNotRunning):
             raise
         except EvflowError as exc:

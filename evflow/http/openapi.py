@@ -437,15 +437,36 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/runs/{id}/retry": {
             "post": {
-                "summary": "Run a failed or cancelled run again from its unfinished tasks",
+                "summary": "Run a finished run again: from its failed tasks (default), from a "
+                "task and everything downstream of it, or whole",
                 "security": _SECURED,
                 "parameters": [run_id],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "from_task": {
+                                        "type": "string",
+                                        "description": "run this task and its downstream again",
+                                    },
+                                    "whole": {
+                                        "type": "boolean",
+                                        "description": "run every task again",
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
                 "responses": {
                     "201": _json(
                         {"type": "object", "properties": {"run_id": {"type": "string"}}},
                         "Queued again",
                     ),
-                    **_errors(401, 403, 404, 409, 503),
+                    **_errors(400, 401, 403, 404, 409, 503),
                 },
             }
         },

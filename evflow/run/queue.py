@@ -85,6 +85,18 @@ def queued_changes(flow: Flow, runs: Sequence[RunRecord], actor: str | None = No
     )
 
 
+def _with_downstream(flow: Flow, name: str) -> set[str]:
+    """``name`` and every task downstream of it."""
+    found: set[str] = set()
+    stack = [flow.nodes[name]]
+    while stack:
+        node = stack.pop()
+        if node.name not in found:
+            found.add(node.name)
+            stack.extend(node.downstream)
+    return found
+
+
 def slot_params(flow: Flow, slot: datetime) -> dict[str, Any]:
     """A flow that takes a ``scheduled_time`` parameter gets its slot's time (ISO 8601)."""
     if "scheduled_time" in flow.defaults or "scheduled_time" in flow.required:
@@ -218,13 +230,34 @@ class RunQueue:
         else:
             active.scope.cancel()
 
-    async def retry(self, run_id: str, *, actor: str | None = None) -> str:
+    async def retry(
+        self,
+        run_id: str,
+        *,
+        from_task: str | None = None,
+        whole: bool = False,
+        actor: str | None = None,
+    ) -> str:
         run = await self.store.get_run(run_id)
         if not run.state.finished:
             raise EvflowError(f"run {run.id} is {run.state}; only a finished run can be retried")
-        if run.state is RunState.SUCCEEDED:
-            raise EvflowError(f"run {run.id} succeeded; there is nothing to retry")
         fl = self._flow(run.flow)
+        if whole:
+            again = set(fl.nodes)
+        elif from_task is not None:
+            if from_task not in fl.nodes:
+                raise EvflowError(
+                    f"flow {fl.name!r} has no task {from_task!r}; tasks: {', '.join(fl.nodes)}"
+                )
+            again = _with_downstream(fl, from_task)
+        else:
+            if run.state is RunState.SUCCEEDED:
+                raise EvflowError(
+                    f"run {run.id} succeeded; there is nothing to retry from failed tasks "
+                    "(re-run it whole, or from a task)"
+                )
+            again = {t.node for t in run.tasks if t.state is not TaskState.SUCCEEDED}
+        mode = "whole" if whole else f"from {from_task}" if from_task else "from failed"
         reset = [
             replace(
                 t,
@@ -237,7 +270,7 @@ class RunQueue:
                 result=None,
             )
             for t in run.tasks
-            if t.state is not TaskState.SUCCEEDED
+            if t.node in again
         ]
         queued = replace(
             run,
@@ -256,14 +289,14 @@ class RunQueue:
                     AuditEntry(
                         "run.retried",
                         f"run:{run.id}",
-                        {"tasks": [t.name for t in reset]},
+                        {"mode": mode, "tasks": [t.name for t in reset]},
                         actor=actor,
                     )
                 ],
             ),
             wait=True,
         )
-        kept = [t for t in run.tasks if t.state is TaskState.SUCCEEDED]
+        kept = [t for t in run.tasks if t.node not in again]
         self.start(replace(queued, tasks=tuple(kept + reset)))
         return run.id
 

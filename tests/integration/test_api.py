@@ -871,3 +871,22 @@ async def test_a_slow_stream_client_loses_events_not_memory(tmp_path: Path) -> N
     assert chunks[2].startswith(b"event: task\n") and b'"state":"running"' in chunks[2]
     await body.aclose()
     assert hub.connections == 0
+
+
+async def test_retry_whole_or_from_a_task_through_the_api(tmp_path: Path) -> None:
+    async with service(tmp_path) as (_engine, client):
+        run_id = await trigger(client, "hello", name="ada")
+        assert (await finished(client, run_id))["state"] == "succeeded"
+        url = f"/api/runs/{run_id}/retry"
+        assert_error(await client.post(url, json={}), 409, "nothing to retry")
+        assert_error(await client.post(url, json={"from_task": 5}), 400, "from_task")
+        assert_error(await client.post(url, json={"whole": "yes"}), 400, "whole")
+        assert_error(await client.post(url, json={"from_task": "nope"}), 409, "'nope'")
+        resp = await client.post(url, json={"whole": True})
+        assert resp.status_code == 201, resp.text
+        run = await finished(client, run_id)
+        assert run["state"] == "succeeded"
+        assert [t["attempt"] for t in run["tasks"]] == [2]
+        resp = await client.post(url, json={"from_task": "greet"})
+        assert resp.status_code == 201, resp.text
+        assert [t["attempt"] for t in (await finished(client, run_id))["tasks"]] == [3]

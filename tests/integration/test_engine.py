@@ -14,7 +14,7 @@ import anyio.lowlevel
 import pytest
 
 from evflow import Engine, Flow, RunResult, RunState, TaskState, flow, task, unmapped
-from evflow.errors import ParamError, UnknownPoolError
+from evflow.errors import EvflowError, ParamError, UnknownPoolError
 from evflow.records import RunRecord, TaskRecord
 from tests.observers import LIMIT_S, until
 
@@ -831,3 +831,64 @@ async def test_cancelling_a_mapped_run_gives_every_slot_back(tmp_path: Path) -> 
         states = [t.state for name, t in result.tasks.items() if name.startswith("block[")]
         assert states.count(TaskState.CANCELLED) == 2  # the two that were running
         assert states.count(TaskState.SKIPPED) == 48  # the rest never started
+
+
+async def test_retry_from_a_task_reruns_it_and_downstream_and_whole_reruns_all(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "input.txt"
+    source.write_text("bad")
+
+    @task
+    def extract() -> str:
+        return source.read_text()
+
+    @task
+    def transform(text: str) -> str:
+        if text == "bad":
+            raise ValueError("bad input")
+        return text.upper()
+
+    @task
+    def load(text: str) -> str:
+        return f"loaded {text}"
+
+    @flow
+    def pipeline() -> None:
+        load(transform(extract()))
+
+    async with started(tmp_path) as engine:
+        with anyio.fail_after(LIMIT_S):
+            first = await engine.run(pipeline)
+            assert first.state is RunState.FAILED
+            assert first.error == "task(s) failed: transform"
+            source.write_text("good")  # the input is fixed; the stored extract result is not
+            again = await engine.wait(await engine.retry(first.run_id))
+            assert again.state is RunState.FAILED  # from failed: transform got the old input
+            assert again.tasks["extract"].attempts == 1
+            cleared = await engine.wait(await engine.retry(first.run_id, from_task="extract"))
+            assert cleared.ok, cleared.error
+            assert cleared.result("load") == "loaded GOOD"
+            assert {n: t.attempts for n, t in cleared.tasks.items()} == {
+                "extract": 2,
+                "transform": 3,
+                "load": 1,
+            }
+            with pytest.raises(EvflowError, match="nothing to retry from failed tasks"):
+                await engine.retry(first.run_id)
+            whole = await engine.wait(await engine.retry(first.run_id, whole=True))
+            assert whole.ok
+            assert {n: t.attempts for n, t in whole.tasks.items()} == {
+                "extract": 3,
+                "transform": 4,
+                "load": 2,
+            }
+            with pytest.raises(EvflowError, match="no task 'nope'"):
+                await engine.retry(first.run_id, from_task="nope")
+        attempts = await engine.store.list_attempts(first.run_id)
+        assert [(a.task, a.attempt, str(a.state)) for a in attempts if a.task == "transform"] == [
+            ("transform", 1, "failed"),
+            ("transform", 2, "failed"),
+            ("transform", 3, "succeeded"),
+            ("transform", 4, "succeeded"),
+        ]
