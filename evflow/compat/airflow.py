@@ -119,18 +119,22 @@ class TriggerRule(StrEnum):
 
 
 _RULES: dict[str, str] = {
-    "all_success": "all_success",
+    # Airflow's all_success skips a task when an upstream was skipped; evflow's native one
+    # leaves skipped upstreams out (a friendlier join after a branch): use the strict one here.
+    "all_success": "all_success_strict",
+    "all_failed": "all_failed",
     "all_done": "all_done",
+    "all_done_min_one_success": "all_done_min_one_success",
+    "all_skipped": "all_skipped",
     "one_success": "one_success",
     "one_failed": "one_failed",
+    "one_done": "one_done",
     "none_failed": "none_failed",
-    "all_failed": "all_failed",
-    # evflow's all_success leaves skipped upstreams out and skips when all were skipped:
-    # exactly "no upstream failed and at least one succeeded".
-    "none_failed_min_one_success": "all_success",
-    "none_failed_or_skipped": "all_success",
-    "always": "all_done",
-    "dummy": "all_done",
+    "none_failed_min_one_success": "none_failed_min_one_success",
+    "none_failed_or_skipped": "none_failed_min_one_success",  # its old name
+    "none_skipped": "none_skipped",
+    "always": "always",
+    "dummy": "always",  # its old name
 }
 
 # Arguments that change nothing observable here: accepted silently.

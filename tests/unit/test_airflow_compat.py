@@ -190,7 +190,8 @@ async def test_trigger_rule_strings(tmp_path: Path) -> None:
         [fail, ok] >> done
         [fail, ok] >> one_ok
         fail >> always
-    assert always.options.trigger_rule == "all_done"
+    assert always.options.trigger_rule == "always"
+    assert strict.options.trigger_rule == "all_success_strict"  # Airflow's all_success
     result = await run(tmp_path, dag)
     assert states(result) == {
         "fail": TaskState.FAILED,
@@ -208,8 +209,10 @@ def test_unknown_and_unsupported_trigger_rules_name_the_task() -> None:
         EmptyOperator(task_id="x", trigger_rule="all_sucess", dag=DAG("r"))
     assert (e.value.flow, e.value.task) == ("r", "x")
     assert "test_airflow_compat.py" in (e.value.location or "")
-    with pytest.raises(FlowDefinitionError, match="'none_skipped' has no evflow equivalent"):
-        EmptyOperator(task_id="y", trigger_rule=TriggerRule.NONE_SKIPPED, dag=DAG("r2"))
+    with pytest.raises(
+        FlowDefinitionError, match="'all_done_setup_success' has no evflow equivalent"
+    ):
+        EmptyOperator(task_id="y", trigger_rule=TriggerRule.ALL_DONE_SETUP_SUCCESS, dag=DAG("r2"))
 
 
 async def test_branch_skips_the_path_not_taken(tmp_path: Path) -> None:
@@ -440,3 +443,29 @@ def test_version_follows_the_callable_code() -> None:
 
     assert build(first) == build(first)
     assert build(first) != build(second)
+
+
+async def test_all_success_skips_after_a_skipped_upstream_as_in_airflow(tmp_path: Path) -> None:
+    """Airflow's all_success skips a task when an upstream was skipped; evflow's own leaves
+    skipped upstreams out. The compat layer keeps Airflow's meaning."""
+
+    def choose() -> str:
+        return "left"
+
+    with DAG("strict_join") as dag:
+        pick = BranchPythonOperator(task_id="pick", python_callable=choose)
+        left = EmptyOperator(task_id="left")
+        right = EmptyOperator(task_id="right")
+        join = EmptyOperator(task_id="join")  # all_success by default
+        lenient = EmptyOperator(task_id="lenient", trigger_rule="none_failed_min_one_success")
+        pick >> [left, right]
+        [left, right] >> join
+        [left, right] >> lenient
+    result = await run(tmp_path, dag)
+    assert states(result) == {
+        "pick": TaskState.SUCCEEDED,
+        "left": TaskState.SUCCEEDED,
+        "right": TaskState.SKIPPED,
+        "join": TaskState.SKIPPED,
+        "lenient": TaskState.SUCCEEDED,
+    }

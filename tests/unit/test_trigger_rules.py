@@ -29,7 +29,25 @@ RUN = None
         ("one_failed", [OK, OK], SKIP),
         ("all_failed", [FAIL, UPF], RUN),
         ("all_failed", [FAIL, OK], SKIP),
-        ("all_failed", [FAIL, SKIP], RUN),
+        ("all_failed", [FAIL, SKIP], SKIP),  # Airflow: a skipped upstream skips it
+        # Airflow's other rules, case by case as its documentation states them
+        ("all_success_strict", [OK, OK], RUN),
+        ("all_success_strict", [OK, SKIP], SKIP),  # Airflow's all_success
+        ("all_success_strict", [SKIP, FAIL], UPF),
+        ("all_done_min_one_success", [FAIL, OK], RUN),
+        ("all_done_min_one_success", [FAIL, SKIP], SKIP),
+        ("all_skipped", [SKIP, SKIP], RUN),
+        ("all_skipped", [SKIP, OK], SKIP),
+        ("one_done", [SKIP, FAIL], RUN),
+        ("one_done", [SKIP, OK], RUN),
+        ("one_done", [SKIP, SKIP], SKIP),
+        ("one_success", [SKIP, SKIP], SKIP),
+        ("none_failed_min_one_success", [OK, SKIP], RUN),
+        ("none_failed_min_one_success", [SKIP, SKIP], SKIP),
+        ("none_failed_min_one_success", [OK, UPF], UPF),
+        ("none_skipped", [OK, FAIL], RUN),
+        ("none_skipped", [OK, SKIP], SKIP),
+        ("always", [FAIL, SKIP], RUN),
     ],
 )
 def test_decide(rule: str, states: list[TaskState], verdict: TaskState | None) -> None:
