@@ -313,3 +313,40 @@ async def test_a_run_started_by_a_traced_event_shows_its_trace_as_a_link(tmp_pat
 async def _run_of(engine: Engine, event_uid: str) -> str | None:
     runs = await engine.store.list_runs()
     return next((r.id for r in runs if event_uid in r.trigger.get("events", ())), None)
+
+
+async def test_a_finished_run_is_rerun_whole_or_cleared_from_a_task(tmp_path: Path) -> None:
+    release = anyio.Event()
+    release.set()
+    hello = make_flows(tmp_path / "flag", release)[0]
+    async with (
+        running_engine(tmp_path, hello) as engine,
+        served(engine) as base,
+        chromium() as browser,
+    ):
+        result = await engine.run(hello, name="ada")
+        assert result.ok
+        context = await browser.new_context()
+        context.set_default_timeout(WAIT_MS)
+        page = await context.new_page()
+        problems, _ = watch(page)
+        await page.goto(f"{base}/ui/#/runs/{result.run_id}", timeout=WAIT_MS)
+        await expect(page.get_by_test_id("run-state")).to_have_text("succeeded")
+        await expect(page.get_by_test_id("retry-run")).to_have_count(0)  # nothing failed
+
+        await page.get_by_test_id("rerun-run").click()  # every task again
+
+        async def attempts(task: str, n: int) -> bool:
+            run = await engine.store.get_run(result.run_id)
+            return run.state.finished and {t.name: t.attempt for t in run.tasks}[task] == n
+
+        await until(lambda: attempts("greet", 2))
+        await expect(page.get_by_test_id("run-state")).to_have_text("succeeded")
+
+        await page.get_by_test_id("task-row-shout").click()
+        await page.get_by_test_id("retry-from-task").click()  # shout alone: nothing downstream
+        await until(lambda: attempts("shout", 3))
+        run = await engine.store.get_run(result.run_id)
+        assert {t.name: t.attempt for t in run.tasks} == {"greet": 2, "shout": 3}
+        assert problems == []
+        await context.close()

@@ -646,7 +646,12 @@ class RunView {
     const actions = [];
     if (run.state === "failed" || run.state === "cancelled") {
       actions.push(h("button", { type: "button", class: "btn primary big", testid: "retry-run",
-        onclick: (e) => this.retry(e.currentTarget) }, "↻ Retry from failed"));
+        onclick: (e) => this.retry(e.currentTarget, {}, "↻ Retry from failed") }, "↻ Retry from failed"));
+    }
+    if (RUN_FINISHED.has(run.state)) {
+      actions.push(h("button", { type: "button", class: "btn", testid: "rerun-run",
+        title: "Run every task again",
+        onclick: (e) => this.retry(e.currentTarget, { whole: true }, "Re-run all") }, "Re-run all"));
     }
     if (run.state === "queued" || run.state === "running") {
       actions.push(h("button", { type: "button", class: "btn danger", testid: "cancel-run",
@@ -830,6 +835,11 @@ class RunView {
         h("div", { class: "meta-item" }, h("dt", {}, "Attempts"), h("dd", {}, String(t.attempt ?? 0))),
         h("div", { class: "meta-item" }, h("dt", {}, "Started"), h("dd", {}, timeEl(t.started_at))),
         h("div", { class: "meta-item" }, h("dt", {}, "Duration"), h("dd", {}, durationEl(t)))),
+      RUN_FINISHED.has(this.run.state)
+        ? h("p", {}, h("button", { type: "button", class: "btn", testid: "retry-from-task",
+          title: "Run this task and everything downstream of it again, with fresh results",
+          onclick: (e) => this.retry(e.currentTarget, { from_task: t.node ?? t.name }, "Clear from here") },
+          "Clear from here")) : null,
       t.waiting && WAITING_STATES.has(t.state) ? h("p", { class: "note waiting" }, `Waiting: ${t.waiting}`) : null,
       t.error ? h("div", { class: "error-box", testid: "task-error" }, h("strong", {}, "Error: "), t.error) : null,
       t.traceback ? h("details", { class: "traceback", open: true },
@@ -977,11 +987,11 @@ class RunView {
     this.log = null;
   }
 
-  async retry(button) {
+  async retry(button, body, label) {
     button.disabled = true;
     button.textContent = "Retrying…";
     try {
-      const res = await api(`/runs/${encodeURIComponent(this.id)}/retry`, { method: "POST" });
+      const res = await api(`/runs/${encodeURIComponent(this.id)}/retry`, { method: "POST", body });
       hideError();
       toast("Retry queued");
       if (res?.run_id && res.run_id !== this.id) {
@@ -992,7 +1002,7 @@ class RunView {
     } catch (err) {
       showError(err);
       button.disabled = false;
-      button.textContent = "↻ Retry from failed";
+      button.textContent = label;
     }
   }
 
