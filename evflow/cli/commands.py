@@ -165,6 +165,11 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    if args.task:
+        run = await client.get_run(args.run)
+        names = [t.name for t in run.tasks]
+        if args.task not in names and args.task not in {t.node for t in run.tasks}:
+            raise CliError(f"run {run.id} has no task {args.task!r}; its tasks: {', '.join(names)}")
     lines = await client.list_logs(args.run, args.task)
     if args.json:
         dump_json(

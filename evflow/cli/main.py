@@ -24,6 +24,7 @@ import httpx
 from .. import __version__
 from ..errors import EvflowError
 from ..service.config import Config, load_config
+from ..states import RunState
 from . import commands as c
 from .client import Client, CliError, HttpClient, LocalClient
 
@@ -149,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("runs", "list recent runs, newest first", c.cmd_runs, json=True)
     sp.add_argument("--flow", metavar="FLOW", help="only runs of this flow")
-    sp.add_argument("--state", metavar="STATE", help="only runs in this state, e.g. failed")
+    sp.add_argument(
+        "--state",
+        metavar="STATE",
+        choices=[str(s) for s in RunState],
+        help=f"only runs in this state: {', '.join(str(s) for s in RunState)}",
+    )
     sp.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (20)")
 
     sp = add("show", "show a run: its tasks, durations, errors and logs", c.cmd_show, json=True)

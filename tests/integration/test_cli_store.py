@@ -81,6 +81,24 @@ async def test_retry_a_failed_run_from_a_store(tmp_path: Path) -> None:
     assert attempts == {"first": 1, "second": 2}  # the finished task kept its result
     assert (root / "marks.txt").read_text() == "first\n"
 
+    # from a task: it and what is downstream of it run again, here
+    status, out, err = await evflow(
+        "retry", run_id, "--from", "first", "--store", str(store), cwd=root
+    )
+    assert status == 0, out + err
+    assert "running 'first' and everything downstream of it again" in out
+    assert (root / "marks.txt").read_text() == "first\nfirst\n"
+    status, out, err = await evflow(
+        "retry", run_id, "--from", "nope", "--store", str(store), cwd=root
+    )
+    assert status == 2 and "no task 'nope'" in err, out + err
+
+    # user mistakes are errors naming what exists, with status 2
+    status, out, err = await evflow("logs", run_id, "nope", "--store", str(store), cwd=root)
+    assert status == 2 and "its tasks: first, second" in err, out + err
+    status, out, err = await evflow("runs", "--state", "done", "--store", str(store), cwd=root)
+    assert status == 2 and "invalid choice: 'done'" in err, out + err
+
 
 async def test_backfill_runs_each_slot_once(tmp_path: Path) -> None:
     root = project(tmp_path / "p")
