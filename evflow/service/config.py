@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from ..errors import ConfigError
+from ..sensors.signatures import SCHEMES
 
 __all__ = [
     "AlertSink",
@@ -99,6 +100,7 @@ class TracingConfig:
 class WebhookConfig:
     secret: str | None = None
     token: str | None = None
+    scheme: str | None = None  # evflow (default), standard, github
 
 
 @dataclass
@@ -277,9 +279,14 @@ def load_config(
                 if not isinstance(wh, dict):
                     raise ConfigError(f"{where}.{name}: expected a table with secret or token")
                 for k, v in wh.items():
-                    if k not in ("secret", "token"):
+                    if k not in ("secret", "token", "scheme"):
                         raise ConfigError(
-                            f"{where}.{name}: unknown key {k!r}; known keys: secret, token"
+                            f"{where}.{name}: unknown key {k!r}; known keys: secret, token, scheme"
+                        )
+                    if k == "scheme" and v not in SCHEMES:
+                        raise ConfigError(
+                            f"{where}.{name}.scheme: {v!r} is not a signature scheme; "
+                            f"use one of {', '.join(SCHEMES)}"
                         )
                     if v is not None and not isinstance(v, str):
                         raise ConfigError(f"{where}.{name}.{k}: expected a string, got {v!r}")
@@ -324,6 +331,11 @@ def _apply_env(cfg: Config, env: Mapping[str, str]) -> None:
             cfg.pools[rest] = pool_slots(value, var)
         elif section == "webhooks":
             name, _, key = rest.rpartition("_")
-            if name and key in ("secret", "token"):
+            if name and key in ("secret", "token", "scheme"):
+                if key == "scheme" and value not in SCHEMES:
+                    raise ConfigError(
+                        f"{var}: {value!r} is not a signature scheme; "
+                        f"use one of {', '.join(SCHEMES)}"
+                    )
                 hook = cfg.webhooks.setdefault(name, WebhookConfig())
                 setattr(hook, key, value)

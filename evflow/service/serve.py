@@ -55,6 +55,8 @@ def configure_sensors(dep: Deployment, cfg: Config) -> list[str]:
             if hook is not None:
                 sensor.secret = sensor.secret or hook.secret
                 sensor.token = sensor.token or hook.token
+                if hook.scheme is not None:
+                    sensor.scheme = hook.scheme
             if not sensor.secret and not sensor.token:
                 warnings.append(
                     f"webhook {sensor.name!r} accepts unauthenticated requests: set "
