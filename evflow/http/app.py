@@ -24,7 +24,8 @@ from starlette.routing import Mount, Route
 
 from ..engine import Engine
 from ..service.config import Config
-from .api import JsonResponse, LiveHub, api_index, api_routes
+from .api import JsonResponse, api_index, api_routes
+from .live import LiveHub
 from .metrics import Metrics, metrics_route, monitor_loop_lag
 from .openapi import openapi_document
 from .server import create_app

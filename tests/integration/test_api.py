@@ -17,8 +17,9 @@ import pytest
 from starlette.routing import Route
 
 from evflow import Engine, Interval, Rule, flow, get_logger, task
-from evflow.http.api import ENDPOINTS, MAX_BODY_BYTES, LiveHub, api_routes
+from evflow.http.api import ENDPOINTS, MAX_BODY_BYTES, api_routes
 from evflow.http.app import build_app, run_app_services
+from evflow.http.live import LiveHub
 from evflow.http.server import HttpServer
 from evflow.sensors.webhook import WebhookSensor
 from evflow.service.config import Config, HttpConfig
