@@ -1,0 +1,184 @@
+"""The store contract: what every backend must do, tested through the ``Store`` protocol only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import anyio
+import pytest
+
+from evflow import Event
+from evflow.errors import EventNotFound, RunNotFound
+from evflow.records import AttemptRecord, LogRecord, RunRecord, TaskRecord
+from evflow.states import RunState, TaskState
+from evflow.store import Store
+from evflow.store.base import GENESIS_HASH, AuditEntry, Changes, chain_hash
+
+Factory = Callable[[], Store]
+
+
+def run(run_id: str, state: RunState = RunState.QUEUED, **kw: object) -> RunRecord:
+    base = RunRecord(
+        id=run_id,
+        flow="f",
+        flow_version="v1",
+        params={"n": 1},
+        state=state,
+        created_at=1000.0,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def task(run_id: str, name: str, state: TaskState = TaskState.PENDING) -> TaskRecord:
+    return TaskRecord(run_id=run_id, name=name, node=name, state=state)
+
+
+async def test_events_are_stored_once_per_dedup_key_and_keep_their_identity(
+    store_factory: Callable[[], Store],
+) -> None:
+    async with store_factory() as store:
+        a = Event("order.created", source="shop/eu", id="o-1", data={"n": 1})
+        b = Event("order.created", source="shop/us", id="o-1", data={"n": 2})
+        again = Event("order.created", source="shop/eu", id="o-1", data={"n": 1})
+        first = await store.add_events([a, b])
+        assert [x.duplicate for x in first] == [False, False]
+        assert [x.event_id for x in first] == [a.uid, b.uid]
+        (repeat,) = await store.add_events([again])
+        assert repeat.duplicate and repeat.event_id == a.uid
+        assert await store.count_duplicates() == 1
+        assert await store.count_duplicates(source="shop/eu") == 1
+        stored = await store.get_event(a.uid)
+        assert (stored.uid, stored.id, stored.source, stored.data) == (
+            a.uid,
+            "o-1",
+            "shop/eu",
+            {"n": 1},
+        )
+        assert [e.uid for e in await store.pending_events()] == [a.uid, b.uid]
+        with pytest.raises(EventNotFound):
+            await store.get_event("o-1")  # the sender's id names two events: ambiguous
+
+
+async def test_records_round_trip_exactly(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        data = {
+            "big": 2**63 - 1,
+            "neg": -(2**63),
+            "float": 0.1,
+            "text": "zürich ✓",
+            "nested": [None],
+        }
+        ev = Event("x", data=data, subject="s/1", extensions={"tenant": "acme"})
+        await store.add_events([ev])
+        got = await store.get_event(ev.uid)
+        assert got.data == data and got.subject == "s/1" and got.extensions["tenant"] == "acme"
+        r = run("r1", params={"when": "2026-01-01", "n": 2**62}, trigger={"kind": "api"})
+        await store.apply(Changes(runs=[r], tasks=[task("r1", "a")]), wait=True)
+        back = await store.get_run("r1")
+        assert back.params == r.params and back.trigger == r.trigger
+        assert [t.name for t in back.tasks] == ["a"]
+
+
+async def test_a_run_created_twice_is_inserted_once(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        one = Changes(new_runs=[run("r1", params={"n": 1})], new_tasks=[task("r1", "a")])
+        two = Changes(new_runs=[run("r1", params={"n": 2})], new_tasks=[task("r1", "a")])
+        await store.apply(one, wait=True)
+        await store.apply(two, wait=True)
+        assert one.created_runs == {"r1"} and two.created_runs == set()
+        assert (await store.get_run("r1")).params == {"n": 1}
+        assert await store.run_exists("r1") and not await store.run_exists("r2")
+
+
+async def test_run_transitions_tasks_attempts_and_reads(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        await store.apply(Changes(runs=[run("r1"), run("r2", created_at=2000.0)]), wait=True)
+        done = run("r1", RunState.SUCCEEDED, started_at=1001.0, ended_at=1003.0)
+        t = replace(task("r1", "a", TaskState.SUCCEEDED), attempt=2, result=b'{"ok":true}')
+        attempts = [
+            AttemptRecord("r1", "a", 1, TaskState.FAILED, 1001.0, 1002.0, "boom"),
+            AttemptRecord("r1", "a", 2, TaskState.SUCCEEDED, 1002.0, 1003.0),
+        ]
+        await store.apply(Changes(runs=[done], tasks=[t], attempts=attempts), wait=True)
+        got = await store.get_run("r1")
+        assert got.state is RunState.SUCCEEDED and got.duration_s == 2.0
+        assert got.tasks[0].result == b'{"ok":true}'
+        assert [(a.attempt, a.error) for a in await store.list_attempts("r1")] == [
+            (1, "boom"),
+            (2, None),
+        ]
+        assert [r.id for r in await store.list_runs()] == ["r2", "r1"]  # newest first
+        assert [r.id for r in await store.list_runs(state="succeeded")] == ["r1"]
+        assert await store.count_runs(state="queued") == 1
+        assert [r.id for r in await store.unfinished_runs()] == ["r2"]
+        with pytest.raises(RunNotFound):
+            await store.get_run("nope")
+
+
+async def test_logs_page_in_order(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        lines = [LogRecord("r1", "a", 1, 1000.0 + i, "INFO", f"line {i}") for i in range(25)]
+        await store.apply(Changes(logs=lines), wait=True)
+        first = await store.list_logs("r1", "a", limit=10)
+        rest = await store.list_logs("r1", "a", after_seq=first[-1].seq)
+        assert [x.message for x in first + rest] == [f"line {i}" for i in range(25)]
+
+
+async def test_processed_events_leave_the_pending_set(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        a, b = Event("x"), Event("y")
+        await store.add_events([a, b])
+        await store.apply(Changes(processed_events=[a.uid]), wait=True)
+        assert [e.uid for e in await store.pending_events()] == [b.uid]
+        assert (await store.get_event(a.uid)).status == "processed"
+
+
+async def test_cursors_are_committed_with_their_events(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        await store.add_events([Event("tick")], cursors={"schedule:f": "2026-01-01T00:00:00+00:00"})
+        assert await store.get_cursor("schedule:f") == "2026-01-01T00:00:00+00:00"
+        assert await store.get_cursor("other") is None
+
+
+async def test_dead_letters_keep_the_payload_and_why(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        first = await store.add_dead_letter(
+            source="kafka/k", reason="not JSON", payload=b"\xff", dedup_key="kafka:t/0/1"
+        )
+        again = await store.add_dead_letter(
+            source="kafka/k", reason="not JSON", payload=b"\xff", dedup_key="kafka:t/0/1"
+        )
+        assert first and again
+        (letter,) = await store.list_dead_letters()
+        assert (letter.source, letter.reason, letter.payload) == ("kafka/k", "not JSON", b"\xff")
+
+
+async def test_the_audit_trail_chains_every_record(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        entries = [AuditEntry("run.queued", f"run:r{i}", {"i": i}, actor="cli") for i in range(3)]
+        await store.apply(Changes(audit=entries), wait=True)
+        rows = await store.audit_rows()
+        prev = GENESIS_HASH
+        for seq, t, kind, subject, actor, data, prev_hash, h in rows:
+            assert prev_hash == prev
+            assert chain_hash(prev, seq, t, kind, subject, actor, data) == h
+            prev = h
+        subjects = [r.subject for r in await store.list_audit()]
+        assert subjects[-3:] == ["run:r0", "run:r1", "run:r2"]
+
+
+async def test_two_stores_on_one_location_write_at_once(
+    store_factory: Callable[[], Store],
+) -> None:
+    async with store_factory() as one, store_factory() as two:
+
+        async def emit(s: Store, prefix: str) -> None:
+            for i in range(20):
+                await s.add_events([Event("x", source=prefix, id=str(i))])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(emit, one, "a")
+            tg.start_soon(emit, two, "b")
+        assert len(await one.list_events(limit=100)) == 40
+        assert len(await two.pending_events()) == 40
