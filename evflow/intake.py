@@ -17,7 +17,7 @@ import anyio
 from .abc import Accepted
 from .errors import Saturated
 from .events import Event
-from .store.base import Store
+from .store.base import DeadLetter, Store
 from .tracing import IntakeSpans
 
 __all__ = ["StoreIntake"]
@@ -97,6 +97,18 @@ class StoreIntake:
         return await self.store.add_dead_letter(
             source=source, reason=reason, payload=payload, headers=headers, dedup_key=dedup_key
         )
+
+    def dead_letter_note(
+        self,
+        *,
+        source: str,
+        reason: str,
+        payload: bytes,
+        dedup_key: str | None = None,
+    ) -> DeadLetter:
+        """A dead letter to commit with other changes (counted now, as it is decided)."""
+        self.dead_letters[source] += 1
+        return DeadLetter(source=source, reason=reason, payload=payload, dedup_key=dedup_key)
 
     async def get_cursor(self, name: str) -> str | None:
         return await self.store.get_cursor(name)

@@ -20,7 +20,7 @@ import orjson
 from anyio.abc import TaskStatus
 
 from .. import tracing
-from ..abc import Intake
+from ..intake import StoreIntake as Intake
 from ..clock import Clock
 from ..errors import EvflowError
 from ..events import Event
@@ -184,11 +184,14 @@ class RuleLoop:
             ev = events.get(d.event_id)
             payload = ev.to_json() if ev is not None else d.event_id.encode()
             source = ev.source if ev is not None else "evflow.rules"
-            await intake.dead_letter(
-                source=source,
-                reason=d.reason,
-                payload=payload,
-                dedup_key=f"unmapped:{d.rule}:{d.event_id}",
+            # In the same commit as the decision, so the two are never seen apart.
+            changes.dead_letters.append(
+                intake.dead_letter_note(
+                    source=source,
+                    reason=d.reason,
+                    payload=payload,
+                    dedup_key=f"unmapped:{d.rule}:{d.event_id}",
+                )
             )
         elif isinstance(d, CorrelationTimedOut):
             self._timed_out(d, changes)
@@ -269,11 +272,13 @@ class RuleLoop:
                 changes.audit.append(
                     AuditEntry("rule.not_mapped", s, {"rule": d.rule, "reason": str(exc)})
                 )
-            await intake.dead_letter(
-                source="evflow.rules",
-                reason=str(exc),
-                payload=orjson.dumps({"rule": d.rule, "events": d.event_ids}),
-                dedup_key=f"badparams:{d.key}",
+            changes.dead_letters.append(
+                intake.dead_letter_note(
+                    source="evflow.rules",
+                    reason=str(exc),
+                    payload=orjson.dumps({"rule": d.rule, "events": d.event_ids}),
+                    dedup_key=f"badparams:{d.key}",
+                )
             )
             return
         if tracing.enabled():

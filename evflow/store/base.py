@@ -26,6 +26,7 @@ from ..records import (
 __all__ = [
     "AuditEntry",
     "Changes",
+    "DeadLetter",
     "Store",
 ]
 
@@ -39,6 +40,18 @@ class AuditEntry:
     data: Mapping[str, Any] | None = None
     actor: str | None = None
     time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input that could not become an event or a run, kept with the reason; a repeated
+    ``dedup_key`` is stored once."""
+
+    source: str
+    reason: str
+    payload: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    dedup_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -58,6 +71,7 @@ class Changes:
     attempts: list[AttemptRecord] = field(default_factory=list)
     logs: list[LogRecord] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     processed_events: list[str] = field(default_factory=list)
     cursors: dict[str, str] = field(default_factory=dict)
     created_runs: set[str] = field(default_factory=set)
@@ -70,6 +84,7 @@ class Changes:
             or self.attempts
             or self.logs
             or self.audit
+            or self.dead_letters
             or self.processed_events
             or self.cursors
         )

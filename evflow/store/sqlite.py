@@ -39,7 +39,7 @@ from ..records import (
     TaskRecord,
 )
 from ..states import RunState, TaskState
-from .base import GENESIS_HASH, AuditEntry, Changes, chain_hash
+from .base import GENESIS_HASH, AuditEntry, Changes, DeadLetter, chain_hash
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SqliteStore"]
@@ -128,6 +128,18 @@ class _Op:
     done: anyio.Event | None = None
     result: Any = None
     error: BaseException | None = None
+
+
+def _dead_row(d: DeadLetter) -> tuple[Any, ...]:
+    return (
+        uuid.uuid4().hex,
+        d.source,
+        d.reason,
+        bytes(d.payload),
+        _dumps(dict(d.headers)),
+        d.dedup_key,
+        time.time(),
+    )
 
 
 def _run_row(r: RunRecord) -> tuple[Any, ...]:
@@ -446,6 +458,7 @@ class SqliteStore:
             if ch is None:
                 continue
             cursors.update(ch.cursors)
+            dead.extend(_dead_row(d) for d in ch.dead_letters)
             new_runs.extend((ch, _run_row(r)) for r in ch.new_runs)
             new_tasks.extend(_task_row(t) for t in ch.new_tasks)
             runs.extend(_run_row(r) for r in ch.runs)
@@ -580,16 +593,7 @@ class SqliteStore:
         headers: Mapping[str, str] | None = None,
         dedup_key: str | None = None,
     ) -> str:
-        dl_id = uuid.uuid4().hex
-        row = (
-            dl_id,
-            source,
-            reason,
-            bytes(payload),
-            _dumps(dict(headers or {})),
-            dedup_key,
-            time.time(),
-        )
+        row = _dead_row(DeadLetter(source, reason, bytes(payload), dict(headers or {}), dedup_key))
         result: str = await self._submit(_Op(dead_letter=row))
         return result
 
