@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiosqlite
@@ -40,6 +39,7 @@ from ..records import (
 )
 from ..states import RunState, TaskState
 from .base import GENESIS_HASH, AuditEntry, Changes, DeadLetter, chain_hash
+from .batching import Op, WriteQueue
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SqliteStore"]
@@ -115,19 +115,6 @@ def _dumps(value: Any) -> bytes:
 
 def _loads(raw: bytes | str | None) -> Any:
     return None if raw is None else orjson.loads(raw)
-
-
-@dataclass(slots=True)
-class _Op:
-    """One caller's share of a grouped transaction."""
-
-    changes: Changes | None = None
-    events: Sequence[Event] = ()
-    cursors: Mapping[str, str] = field(default_factory=dict)
-    dead_letter: tuple[Any, ...] | None = None
-    done: anyio.Event | None = None
-    result: Any = None
-    error: BaseException | None = None
 
 
 def _dead_row(d: DeadLetter) -> tuple[Any, ...]:
@@ -263,19 +250,12 @@ class SqliteStore:
         synchronous: Literal["normal", "full"] = "normal",
     ) -> None:
         self.path = parse_store_url(os.fspath(path))
-        self.max_pending = max_pending
         self.synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._write_limiter = anyio.CapacityLimiter(1)
         self._reader: aiosqlite.Connection | None = None
-        self._pending: list[_Op] = []
-        self._pending_count = 0
-        self._wake = anyio.Event()
-        self._space = anyio.Event()
-        self._batch_done = anyio.Event()
+        self._queue = WriteQueue(repr(self.path), self._commit, max_pending=max_pending)
         self._stack: AsyncExitStack | None = None
-        self._closing = False
-        self._stopped = False
         self.commits = 0  # for metrics and benchmarks
 
     # -- lifespan ----------------------------------------------------------------------------
@@ -296,8 +276,8 @@ class SqliteStore:
             stack.push_async_callback(self._reader.close)
             await self._reader.execute("PRAGMA busy_timeout=10000")
             tg = await stack.enter_async_context(anyio.create_task_group())
-            await tg.start(self._write_loop)
-            stack.push_async_callback(self._stop_writer)
+            await tg.start(self._queue.run)
+            stack.push_async_callback(self._queue.close)
             self._stack = stack.pop_all()
         return self
 
@@ -305,14 +285,6 @@ class SqliteStore:
         assert self._stack is not None
         stack, self._stack = self._stack, None
         await stack.aclose()
-
-    async def _stop_writer(self) -> None:
-        # Commit what is queued, then stop the loop; shielded so a cancelled owner still
-        # leaves every accepted write on disk.
-        with anyio.CancelScope(shield=True):
-            self._closing = True
-            await self.flush()
-            self._wake.set()
 
     async def _close_writer(self) -> None:
         conn, self._writer = self._writer, None
@@ -376,45 +348,7 @@ class SqliteStore:
                 raise
 
     # -- the writer --------------------------------------------------------------------------
-    async def _enqueue(self, op: _Op, weight: int, *, wait: bool = False) -> None:
-        if self._stopped or (self._stack is None and not self._closing):
-            raise StoreError(f"the store {self.path!r} is not open (or already closed)")
-        while self._pending_count >= self.max_pending:
-            self._space = anyio.Event() if self._space.is_set() else self._space
-            await self._space.wait()
-        if wait:  # every op of a batch is committed together: one event tells them all
-            op.done = self._batch_done
-        self._pending.append(op)
-        self._pending_count += weight
-        self._wake.set()
-
-    async def _submit(self, op: _Op, weight: int = 1) -> Any:
-        await self._enqueue(op, weight, wait=True)
-        assert op.done is not None
-        await op.done.wait()
-        if op.error is not None:
-            raise StoreError(f"store {self.path!r}: write failed: {op.error}") from op.error
-        return op.result
-
-    async def _write_loop(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        task_status.started()
-        while True:
-            if not self._pending:
-                if self._closing:
-                    self._stopped = True
-                    return
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                continue
-            batch, self._pending = self._pending, []
-            done, self._batch_done = self._batch_done, anyio.Event()
-            self._pending_count = 0
-            self._space.set()
-            with anyio.CancelScope(shield=True):
-                await self._commit(batch)
-            done.set()
-
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit(self, batch: list[Op]) -> None:
         try:
             await anyio.to_thread.run_sync(self._write_batch, batch, limiter=self._write_limiter)
             self.commits += 1
@@ -423,7 +357,7 @@ class SqliteStore:
             for op in batch:
                 op.error = exc
 
-    def _write_batch(self, batch: list[_Op]) -> None:
+    def _write_batch(self, batch: list[Op]) -> None:
         """One transaction for the whole batch, in the writer's thread."""
         conn = self._writer
         assert conn is not None
@@ -436,7 +370,7 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             raise
 
-    def _apply_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+    def _apply_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
         now = time.time()
         event_ops = [op for op in batch if op.events]
         cursors: dict[str, str] = {}
@@ -452,8 +386,9 @@ class SqliteStore:
         for op in batch:
             cursors.update(op.cursors)
             if op.dead_letter is not None:
-                dead.append(op.dead_letter)
-                op.result = op.dead_letter[0]
+                row = _dead_row(op.dead_letter)
+                dead.append(row)
+                op.result = row[0]
             ch = op.changes
             if ch is None:
                 continue
@@ -514,7 +449,7 @@ class SqliteStore:
             conn.executemany(_SQL_AUDIT, rows)
 
     def _insert_events(
-        self, conn: sqlite3.Connection, ops: list[_Op], now: float
+        self, conn: sqlite3.Connection, ops: list[Op], now: float
     ) -> list[AuditEntry]:
         rows = []
         first: dict[str, str] = {}  # dedup key -> uid of its first event in this batch
@@ -580,8 +515,8 @@ class SqliteStore:
     ) -> list[Accepted]:
         if not events and not cursors:
             return []
-        op = _Op(events=list(events), cursors=dict(cursors or {}))
-        result: list[Accepted] = await self._submit(op, max(1, len(events)))
+        op = Op(events=list(events), cursors=dict(cursors or {}))
+        result: list[Accepted] = await self._queue.submit(op, max(1, len(events)))
         return result if events else []
 
     async def add_dead_letter(
@@ -593,34 +528,29 @@ class SqliteStore:
         headers: Mapping[str, str] | None = None,
         dedup_key: str | None = None,
     ) -> str:
-        row = _dead_row(DeadLetter(source, reason, bytes(payload), dict(headers or {}), dedup_key))
-        result: str = await self._submit(_Op(dead_letter=row))
+        letter = DeadLetter(source, reason, bytes(payload), dict(headers or {}), dedup_key)
+        result: str = await self._queue.submit(Op(dead_letter=letter))
         return result
 
     async def apply(self, changes: Changes, *, wait: bool = False) -> None:
         weight = len(changes.tasks) + len(changes.runs) + len(changes.logs) + 1
-        op = _Op(changes=changes)
+        op = Op(changes=changes)
         if wait:
-            await self._submit(op, weight)
+            await self._queue.submit(op, weight)
         else:
-            await self._enqueue(op, weight)
+            await self._queue.enqueue(op, weight)
 
     def apply_nowait(self, changes: Changes) -> None:
         """Queue ``changes`` without waiting for room (for small notes from sync callbacks)."""
-        if self._stopped or (self._stack is None and not self._closing):
-            raise StoreError(f"the store {self.path!r} is not open (or already closed)")
-        self._pending.append(_Op(changes=changes))
-        self._pending_count += 1
-        self._wake.set()
+        self._queue.put_nowait(Op(changes=changes))
 
     async def flush(self) -> None:
-        if self._pending or self._pending_count:
-            await self._submit(_Op())
+        await self._queue.flush()
 
     @property
     def backlog(self) -> int:
         """Writes queued but not yet committed."""
-        return self._pending_count
+        return self._queue.backlog
 
     # -- reads -------------------------------------------------------------------------------
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
