@@ -114,5 +114,13 @@ class Saturated(EvflowError):
         self.retry_after_s = retry_after_s
 
 
+class StoreUnavailable(Saturated, StoreError):
+    """The store's database cannot be reached right now (evflow reconnects with backoff);
+    nothing was stored, and the caller should retry later, as when the backlog is full."""
+
+    def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
+        super().__init__(message, retry_after_s)
+
+
 class RunFailed(EvflowError):
     """Raised by ``RunResult.raise_for_state()`` when a run did not succeed."""

@@ -41,6 +41,7 @@ from ..states import RunState, TaskState
 from .base import GENESIS_HASH, AuditEntry, Changes, DeadLetter, chain_hash
 from .batching import Op, WriteQueue
 from .schema import MIGRATIONS, SCHEMA_VERSION
+from .urls import sqlite_path
 
 __all__ = ["SqliteStore"]
 
@@ -227,14 +228,6 @@ def _chunks(items: Sequence[Any], n: int = 500) -> Iterable[Sequence[Any]]:
         yield items[i : i + n]
 
 
-def parse_store_url(url: str) -> str:
-    """``sqlite:///rel/path.db``, ``sqlite:////abs/path.db`` or a plain path → a file path."""
-    if url.startswith("sqlite://"):
-        rest = url[len("sqlite://") :]
-        return rest[1:] if rest.startswith("/") else rest
-    return url
-
-
 class SqliteStore:
     """The embedded :class:`~evflow.store.base.Store`. Use as ``async with SqliteStore(path)``.
 
@@ -249,7 +242,7 @@ class SqliteStore:
         max_pending: int = 50_000,
         synchronous: Literal["normal", "full"] = "normal",
     ) -> None:
-        self.path = parse_store_url(os.fspath(path))
+        self.path = sqlite_path(os.fspath(path))
         self.synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._write_limiter = anyio.CapacityLimiter(1)

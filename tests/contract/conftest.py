@@ -1,7 +1,6 @@
 """One suite for every store backend: each test takes ``store_factory`` and opens its stores
-(``async with store_factory() as store``), once per backend in ``BACKENDS``. A new backend
-plugs in by adding one entry, a factory of an unopened store for a test's ``tmp_path``, and
-nothing else."""
+(``async with store_factory() as store``), once per backend. A backend plugs in with one
+entry in ``location``: where a test's stores live, given the test's ``tmp_path``."""
 
 from __future__ import annotations
 
@@ -12,13 +11,19 @@ import pytest
 
 from evflow.store import Store, connect
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "sqlite": lambda tmp: connect(tmp / "evflow.db"),
-}
+BACKENDS = ("postgres", "sqlite")
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+@pytest.fixture(params=BACKENDS)
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where this test's stores live: a SQLite file, or an empty PostgreSQL schema."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return str(tmp_path / "evflow.db")
+
+
+@pytest.fixture
+def store_factory(store_location: str) -> Callable[[], Store]:
     """Make stores of one backend on one shared location (two of them: two connections)."""
-    backend = BACKENDS[request.param]
-    return lambda: backend(tmp_path)
+    return lambda: connect(store_location)

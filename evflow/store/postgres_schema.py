@@ -1,0 +1,133 @@
+"""The PostgreSQL schema, as ordered forward migrations.
+
+``evflow_schema.version`` holds the number of migrations applied. Migrations run at start under
+an advisory lock, so two processes starting at once never both migrate; a store written by a
+newer evflow (a higher version than we know) is refused rather than guessed at.
+
+Types: instants are ``timestamptz``, except the audit trail's ``time``, which is
+``double precision`` because the record's hash covers that exact value (a copy from SQLite
+must verify unchanged). Parameters, triggers and headers are ``jsonb``. An event's ``data`` and
+``extensions`` are ``json``: kept as received, key order and all, and ``jsonb`` would refuse a
+``\\u0000`` inside a string, failing the batch it arrived in.
+"""
+
+from __future__ import annotations
+
+MIGRATION_LOCK = 0x65766F6D  # pg_advisory_lock key taken while migrating ("evom")
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema, as SQLite's after its second migration
+    """
+    CREATE TABLE events (
+        seq bigserial PRIMARY KEY,
+        uid text NOT NULL UNIQUE,
+        id text NOT NULL,
+        dedup_key text NOT NULL UNIQUE,
+        type text NOT NULL,
+        source text NOT NULL,
+        subject text,
+        time timestamptz NOT NULL,
+        data json,
+        extensions json,
+        received_at timestamptz NOT NULL,
+        status text NOT NULL DEFAULT 'pending'
+    );
+    CREATE INDEX events_id ON events (id);
+    CREATE INDEX events_pending ON events (seq) WHERE status = 'pending';
+    CREATE INDEX events_source ON events (source, seq);
+    CREATE TABLE duplicates (
+        source text PRIMARY KEY,
+        count bigint NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id text PRIMARY KEY,
+        source text NOT NULL,
+        reason text NOT NULL,
+        payload bytea,
+        headers jsonb,
+        dedup_key text UNIQUE,
+        received_at timestamptz NOT NULL
+    );
+    CREATE INDEX dead_letters_received ON dead_letters (received_at);
+    CREATE TABLE cursors (
+        name text PRIMARY KEY,
+        value text NOT NULL
+    );
+    CREATE TABLE runs (
+        id text PRIMARY KEY,
+        flow text NOT NULL,
+        flow_version text NOT NULL,
+        params jsonb NOT NULL,
+        state text NOT NULL,
+        priority integer NOT NULL DEFAULT 0,
+        trigger jsonb,
+        created_at timestamptz NOT NULL,
+        started_at timestamptz,
+        ended_at timestamptz,
+        waiting text,
+        error text
+    );
+    CREATE INDEX runs_created ON runs (created_at);
+    CREATE INDEX runs_flow ON runs (flow, created_at);
+    CREATE INDEX runs_unfinished ON runs (state) WHERE state IN ('queued', 'running');
+    CREATE TABLE tasks (
+        run_id text NOT NULL,
+        name text NOT NULL,
+        node text NOT NULL,
+        map_index integer,
+        state text NOT NULL,
+        attempt integer NOT NULL DEFAULT 0,
+        queued_at timestamptz,
+        started_at timestamptz,
+        ended_at timestamptz,
+        waiting text,
+        error text,
+        traceback text,
+        result bytea,
+        PRIMARY KEY (run_id, name)
+    );
+    CREATE TABLE attempts (
+        run_id text NOT NULL,
+        task text NOT NULL,
+        attempt integer NOT NULL,
+        state text NOT NULL,
+        started_at timestamptz,
+        ended_at timestamptz,
+        error text,
+        PRIMARY KEY (run_id, task, attempt)
+    );
+    CREATE TABLE logs (
+        seq bigserial PRIMARY KEY,
+        run_id text NOT NULL,
+        task text NOT NULL,
+        attempt integer NOT NULL,
+        time timestamptz NOT NULL,
+        level text NOT NULL,
+        message text NOT NULL
+    );
+    CREATE INDEX logs_task ON logs (run_id, task, seq);
+    CREATE TABLE audit (
+        seq bigint PRIMARY KEY,
+        time double precision NOT NULL,
+        kind text NOT NULL,
+        subject text NOT NULL,
+        actor text,
+        data bytea,
+        prev_hash text NOT NULL,
+        hash text NOT NULL
+    );
+    CREATE INDEX audit_subject ON audit (subject);
+    CREATE INDEX audit_time ON audit (time);
+    -- The chain's head, one row: every writer locks it, so the chain stays one line even
+    -- with several processes writing.
+    CREATE TABLE audit_head (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        seq bigint NOT NULL,
+        hash text NOT NULL
+    );
+    INSERT INTO audit_head (seq, hash)
+        VALUES (0, '0000000000000000000000000000000000000000000000000000000000000000');
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,40 @@
+"""Store URLs: which backend a URL names, and how to show it without its password."""
+
+from __future__ import annotations
+
+import os
+import re
+from urllib.parse import urlsplit
+
+__all__ = ["is_postgres", "mask", "sqlite_path"]
+
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*):[^@]*@")
+
+
+def is_postgres(url: str | os.PathLike[str]) -> bool:
+    """Whether ``url`` names a PostgreSQL database (else it is a SQLite path or URL)."""
+    return isinstance(url, str) and url.lower().startswith(_POSTGRES_SCHEMES)
+
+
+def mask(url: str) -> str:
+    """``url`` with its password shown as ``***`` (in the user part, and as a ``password=``
+    query parameter); anything else is returned as it is."""
+    masked = _USERINFO.sub(r"\1:***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", masked)
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///rel/path.db``, ``sqlite:////abs/path.db`` or a plain path → a file path."""
+    if url.startswith("sqlite://"):
+        rest = url[len("sqlite://") :]
+        return rest[1:] if rest.startswith("/") else rest
+    return url
+
+
+def postgres_target(url: str) -> str:
+    """``host:port/db`` of a PostgreSQL URL, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    port = parts.port or 5432
+    return f"{host}:{port}{parts.path or '/'}"
