@@ -30,8 +30,11 @@ $(VENV)/.installed-test: pyproject.toml
 browser:
 	scripts/install-browser
 
+# The whole suite on SQLite, then the engine, rules, sensor and service suites again with
+# every engine on PostgreSQL (EVFLOW_TEST_STORE; see tests/postgres.py for the server used).
 test: install-test browser
 	$(BIN)/python -m pytest
+	EVFLOW_TEST_STORE=postgres $(BIN)/python -m pytest tests/unit tests/integration tests/contract
 
 lint: install-test
 	$(BIN)/ruff check evflow tests benchmarks flows sensors

@@ -71,9 +71,10 @@ def private_server() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
         os.chmod(root, 0o755)
-    run = lambda *a: subprocess.run(  # noqa: E731
-        _as_postgres_user(list(a)), check=True, capture_output=True, text=True
-    )
+
+    def run(*cmd: str) -> None:
+        subprocess.run(_as_postgres_user(list(cmd)), check=True, capture_output=True, text=True)
+
     try:
         run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
         run(
@@ -142,3 +143,34 @@ def terminate_backends(database_url: str) -> int:
             (name,),
         ).fetchall()
     return len(rows)
+
+
+# -- the backend a test run uses ---------------------------------------------------------------
+
+BACKEND_ENV = "EVFLOW_TEST_STORE"
+_session: dict[str, str] = {}
+_locations: dict[tuple[str, str], str] = {}
+
+
+def backend() -> str:
+    """``sqlite`` (the default) or ``postgres``: the store the engine suites run on
+    (``EVFLOW_TEST_STORE``; ``make test`` runs them on both)."""
+    value = os.environ.get(BACKEND_ENV, "sqlite")
+    if value not in ("sqlite", "postgres"):
+        pytest.fail(f"{BACKEND_ENV}={value!r}: use sqlite or postgres", pytrace=False)
+    return value
+
+
+def use_session_database(url: str) -> None:
+    _session["url"] = url
+
+
+def store_for(tmp_path: os.PathLike[str], name: str = "evflow.db") -> str:
+    """Where a test's engine keeps its state: ``tmp_path/name`` on SQLite, or a fresh schema
+    on PostgreSQL. The same arguments give the same location within a test run."""
+    if backend() == "sqlite":
+        return os.path.join(os.fspath(tmp_path), name)
+    key = (os.fspath(tmp_path), name)
+    if key not in _locations:
+        _locations[key] = fresh_schema(_session["url"])
+    return _locations[key]

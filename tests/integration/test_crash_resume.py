@@ -19,8 +19,9 @@ from anyio.abc import Process
 
 from evflow import Engine, RunState, TaskState, flow, task
 from evflow.records import RunRecord
-from evflow.store.sqlite import SqliteStore
+from evflow.store import Store, connect
 from tests.observers import until
+from tests.postgres import store_for
 
 SCRIPT = Path(__file__).parent / "scripts" / "crash_flows.py"
 LIMIT_S = 60  # includes starting a Python interpreter; a hang fails instead of blocking
@@ -42,7 +43,7 @@ async def spawn(tmp_path: Path, flow: str, mode: str, out: IO[bytes], *, release
     cmd = [
         sys.executable,
         str(SCRIPT),
-        str(tmp_path / "evflow.db"),
+        store_for(tmp_path),
         str(tmp_path / "work"),
         flow,
         mode,
@@ -57,7 +58,7 @@ async def run_ids(work: Path) -> dict[str, str] | None:
     return json.loads(await p.read_text()) if await p.exists() else None
 
 
-async def tasks_of(store: SqliteStore, run_id: str) -> dict[str, tuple[TaskState, int]]:
+async def tasks_of(store: Store, run_id: str) -> dict[str, tuple[TaskState, int]]:
     run = await store.get_run(run_id)
     return {t.name: (t.state, t.attempt) for t in run.tasks}
 
@@ -83,14 +84,14 @@ async def resume(tmp_path: Path, flow: str) -> None:
 async def test_killed_run_resumes_without_redoing_finished_tasks(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
 
     with output_file(tmp_path / "chain-start.out") as out:
         async with await spawn(tmp_path, "chain", "start", out, released=False) as proc:
             ids = await until(lambda: run_ids(work))
             r1, r2 = ids["r1"], ids["r2"]
             await until(lambda: _has_lines(work / "two.log", ["r1"]))
-            async with SqliteStore(db) as store:
+            async with connect(db) as store:
                 # The running record is committed right after the task starts; pin the crash
                 # after that commit so "the interrupted attempt counts" is what is tested.
                 async def step_two_running() -> bool:
@@ -110,7 +111,7 @@ async def test_killed_run_resumes_without_redoing_finished_tasks(tmp_path: Path)
     assert await lines(work / "one.log") == ["r1"]
     await resume(tmp_path, "chain")
 
-    async with SqliteStore(db) as store:
+    async with connect(db) as store:
         first = await store.get_run(r1)
         second = await store.get_run(r2)
         assert first.state is RunState.SUCCEEDED, first.error
@@ -149,14 +150,14 @@ async def test_killed_run_resumes_without_redoing_finished_tasks(tmp_path: Path)
 async def test_branch_choice_survives_a_restart(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
 
     with output_file(tmp_path / "branch-start.out") as out:
         async with await spawn(tmp_path, "branch", "start", out, released=False) as proc:
             ids = await until(lambda: run_ids(work))
             r1 = ids["r1"]
             await until(lambda: _has_lines(work / "slow.log", ["slow"]))
-            async with SqliteStore(db) as store:
+            async with connect(db) as store:
 
                 async def decided() -> bool:
                     t = await tasks_of(store, r1)
@@ -171,7 +172,7 @@ async def test_branch_choice_survives_a_restart(tmp_path: Path) -> None:
 
     await resume(tmp_path, "branch")
 
-    async with SqliteStore(db) as store:
+    async with connect(db) as store:
         run = await store.get_run(r1)
         assert run.state is RunState.SUCCEEDED, run.error
         assert await tasks_of(store, r1) == {
@@ -194,7 +195,7 @@ async def _has_lines(path: Path, expected: list[str]) -> bool:
 async def test_shutdown_interrupts_a_running_task_and_the_next_start_resumes_it(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
     calls = {"first": 0, "blocker": 0}
     blocking = anyio.Event()
     released = False
@@ -221,7 +222,7 @@ async def test_shutdown_interrupts_a_running_task_and_the_next_start_resumes_it(
             run_id = await engine.submit(graceful)
             await blocking.wait()
 
-    async with SqliteStore(db) as store:
+    async with connect(db) as store:
         run = await store.get_run(run_id)
         assert run.state is RunState.RUNNING  # unfinished, to resume; not failed or cancelled
         assert await tasks_of(store, run_id) == {
@@ -245,7 +246,7 @@ async def test_shutdown_interrupts_a_running_task_and_the_next_start_resumes_it(
 async def test_shutdown_lets_running_tasks_finish_within_the_grace_period(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
     running = anyio.Event()
     release = anyio.Event()
 
@@ -275,7 +276,7 @@ async def test_shutdown_lets_running_tasks_finish_within_the_grace_period(
             await running.wait()
             tg.start_soon(release_once_stopping, engine)
 
-    async with SqliteStore(db) as store:
+    async with connect(db) as store:
         run = await store.get_run(run_id)
         assert run.state is RunState.SUCCEEDED, run.error
         assert await tasks_of(store, run_id) == {"finishing": (TaskState.SUCCEEDED, 1)}
@@ -283,7 +284,7 @@ async def test_shutdown_lets_running_tasks_finish_within_the_grace_period(
 
 async def test_a_task_interrupted_again_and_again_is_given_up(tmp_path: Path) -> None:
     # A task that takes the process down with it must not restart-loop forever.
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
     entered = 0
     blocking = anyio.Event()
 
@@ -317,13 +318,13 @@ async def test_a_task_interrupted_again_and_again_is_given_up(tmp_path: Path) ->
     t = result.tasks["never_finishes"]
     assert t.state is TaskState.FAILED
     assert t.error is not None and "interrupted 4 times" in t.error
-    async with SqliteStore(db) as store:
+    async with connect(db) as store:
         attempts = [(a.attempt, a.state) for a in await store.list_attempts(run_id)]
     assert attempts == [(n, TaskState.INTERRUPTED) for n in (1, 2, 3, 4)]
 
 
 async def test_failed_attempts_before_a_restart_count_against_the_retries(tmp_path: Path) -> None:
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
     entered = 0
     blocking = anyio.Event()
 

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from evflow import Engine, flow, get_logger, task
 from tests.observers import LIMIT_S
+from tests.postgres import store_for
 
 
 @task
@@ -63,7 +64,7 @@ async def test_engine_in_a_starlette_lifespan(tmp_path: Path) -> None:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         seen["sigterm_before"] = signal.getsignal(signal.SIGTERM)  # the application's own
-        async with Engine(tmp_path / "app.db", grace_period_s=1) as engine:
+        async with Engine(store_for(tmp_path, "app.db"), grace_period_s=1) as engine:
             engine.add(summing)
             app.state.engine = engine
             seen["sigterm_inside"] = signal.getsignal(signal.SIGTERM)

@@ -17,13 +17,14 @@ from evflow import Engine, Flow, RunResult, RunState, TaskState, flow, task, unm
 from evflow.errors import EvflowError, ParamError, UnknownPoolError
 from evflow.records import RunRecord, TaskRecord
 from tests.observers import LIMIT_S, until
+from tests.postgres import store_for
 
 
 @asynccontextmanager
 async def started(tmp_path: Path, **options: Any) -> AsyncIterator[Engine]:
     """A running engine on a fresh SQLite file under ``tmp_path``."""
     options.setdefault("grace_period_s", 0)
-    async with Engine(tmp_path / "evflow.db", **options) as engine:
+    async with Engine(store_for(tmp_path), **options) as engine:
         yield engine
 
 
@@ -696,7 +697,7 @@ async def test_unknown_pool_is_refused_at_registration(tmp_path: Path) -> None:
     def too_big() -> None:
         greedy()
 
-    engine = Engine(tmp_path / "other.db", pools={"small": 2})
+    engine = Engine(store_for(tmp_path, "other.db"), pools={"small": 2})
     with pytest.raises(ValueError, match="asks for 3 slots of pool 'small'"):
         engine.add(too_big)
 
@@ -815,7 +816,9 @@ async def test_cancelling_a_mapped_run_gives_every_slot_back(tmp_path: Path) -> 
     def many() -> None:
         block.map(list(range(50)))
 
-    async with Engine(tmp_path / "e.db", pools={"p": 2}, max_tasks=3, grace_period_s=0) as engine:
+    async with Engine(
+        store_for(tmp_path, "e.db"), pools={"p": 2}, max_tasks=3, grace_period_s=0
+    ) as engine:
         engine.add(many)
         with anyio.fail_after(LIMIT_S):
             run_id = await engine.submit(many)

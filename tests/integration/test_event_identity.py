@@ -19,6 +19,7 @@ from tests.brokers import KafkaBroker, unique_topic
 from tests.integration.test_sensors_engine import FAST, producer
 from tests.integration.test_webhook import SECRET, events_of, new_engine, running, serving
 from tests.observers import RunLog, until
+from tests.postgres import store_for
 
 
 @task
@@ -45,7 +46,7 @@ async def test_emitted_events_sharing_an_id_across_sources_each_start_a_run(
     tmp_path: Path,
 ) -> None:
     runs = RunLog()
-    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
         runs.attach(engine)
         engine.add(handle_order, Rule("order.created", params={"n": "{data.n}"}))
         eu = await engine.emit(Event("order.created", source="shop/eu", id="o-1", data={"n": 1}))
@@ -124,7 +125,7 @@ async def test_kafka_cloudevents_sharing_an_id_across_sources_each_start_a_run(
         **FAST,
     )
     runs = RunLog()
-    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
         runs.attach(engine)
         engine.add(handle_order, Rule(on=sensor, params={"n": "{data.n}"}))
         await until(lambda: _listening(engine))

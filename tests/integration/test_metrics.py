@@ -22,6 +22,7 @@ from evflow.http.metrics import Metrics, monitor_loop_lag
 from evflow.http.server import HttpServer
 from evflow.sensors.webhook import WebhookSensor
 from tests.observers import LIMIT_S, until
+from tests.postgres import store_for
 
 RELEASE: dict[str, anyio.Event] = {}
 
@@ -81,7 +82,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def new_engine(tmp_path: Path) -> Engine:
-    engine = Engine(tmp_path / "evflow.db", pools={"db": 2}, grace_period_s=0)
+    engine = Engine(store_for(tmp_path), pools={"db": 2}, grace_period_s=0)
     for fl in (hello, boom, pooled, blocking):
         engine.add(fl)
     engine.add(

@@ -22,6 +22,7 @@ from evflow.clock import ManualClock
 from evflow.records import AuditRecord
 from evflow.signals import CorrelationTimedOut
 from tests.observers import LIMIT_S, RunLog, until
+from tests.postgres import store_for
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -46,7 +47,7 @@ class Alerts:
 async def started(tmp_path: Path, *observers: Any, **options: Any) -> AsyncIterator[Engine]:
     """A running engine on a SQLite file under ``tmp_path`` with ``observers`` attached."""
     options.setdefault("grace_period_s", 0)
-    engine = Engine(tmp_path / "evflow.db", **options)
+    engine = Engine(store_for(tmp_path), **options)
     for observer in observers:
         observer.attach(engine)
     async with engine:

@@ -23,6 +23,7 @@ from evflow import Cron, Engine, RunState, flow, task
 from evflow.clock import ManualClock
 from evflow.records import RunRecord
 from tests.observers import LIMIT_S, RunLog
+from tests.postgres import store_for
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -48,7 +49,7 @@ def scheduled_flow(expr: str, *, tz: str = "UTC", misfire: str = "latest") -> An
 
 
 @asynccontextmanager
-async def engine_on(db: Path, fl: Any, clock: ManualClock, runs: RunLog) -> AsyncIterator[Engine]:
+async def engine_on(db: str, fl: Any, clock: ManualClock, runs: RunLog) -> AsyncIterator[Engine]:
     """A running engine on ``db`` with ``fl`` registered and its schedule sensor listening."""
     engine = Engine(db, clock=clock, grace_period_s=0)
     runs.attach(engine)
@@ -102,7 +103,7 @@ async def test_a_schedule_fires_once_at_its_slot(tmp_path: Path) -> None:
     clock = ManualClock(utc(2024, 1, 1, 0, 30))
     runs = RunLog()
     fl = scheduled_flow("0 * * * *")
-    async with engine_on(tmp_path / "evflow.db", fl, clock, runs) as engine:
+    async with engine_on(store_for(tmp_path), fl, clock, runs) as engine:
         await move(clock, utc(2024, 1, 1, 1, 0, 5))  # just past the 01:00 slot
         (run,) = await runs.wait_for(1)
         assert run.state is RunState.SUCCEEDED
@@ -123,7 +124,7 @@ async def test_a_schedule_fires_once_at_its_slot(tmp_path: Path) -> None:
 
 
 async def test_a_restart_within_a_slot_does_not_fire_it_again(tmp_path: Path) -> None:
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
     clock = ManualClock(utc(2024, 1, 1, 0, 30))
     runs = RunLog()
     fl = scheduled_flow("0 * * * *")
@@ -154,7 +155,7 @@ async def test_a_restart_within_a_slot_does_not_fire_it_again(tmp_path: Path) ->
 async def test_slots_missed_while_stopped_follow_the_misfire_policy(
     tmp_path: Path, misfire: str, after_restart: list[str]
 ) -> None:
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
     clock = ManualClock(utc(2024, 1, 1, 0, 30))
     runs = RunLog()
     fl = scheduled_flow("0 * * * *", misfire=misfire)
@@ -202,7 +203,7 @@ async def test_a_paris_schedule_fires_once_on_a_dst_night(
     runs = RunLog()
     # catchup: every slot the trigger yields is run, so a doubled slot would show as a run
     fl = scheduled_flow("30 2 * * *", tz="Europe/Paris", misfire="catchup")
-    async with engine_on(tmp_path / "evflow.db", fl, clock, runs) as engine:
+    async with engine_on(store_for(tmp_path), fl, clock, runs) as engine:
         await move(clock, start + timedelta(days=1))  # across the DST night
         await runs.wait_for(1)
         await move(clock, start + timedelta(days=2))  # and the ordinary night after

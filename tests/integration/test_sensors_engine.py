@@ -30,6 +30,7 @@ from evflow.store.sqlite import SqliteStore
 from tests.brokers import KafkaBroker, unique_topic
 from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor
 from tests.observers import LIMIT_S, RunLog, until
+from tests.postgres import store_for
 
 SETTLE = 0.2
 # Tansu holds every fetch for fetch_max_wait_ms and rebalances in about session_timeout / 2.
@@ -133,7 +134,7 @@ async def test_a_csv_written_slowly_in_chunks_makes_exactly_one_run(tmp_path: Pa
 
 
 async def test_files_dropped_while_down_run_once_each_at_the_next_start(tmp_path: Path) -> None:
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
     inbox = tmp_path / "inbox"
     fl = ingest_flow(inbox)
     runs = RunLog()
@@ -264,7 +265,7 @@ async def test_each_message_runs_once_and_a_poison_message_is_dead_lettered(
 async def test_a_message_stored_but_not_committed_is_redelivered_and_runs_once(
     kafka_broker: KafkaBroker, kafka_topic: str, tmp_path: Path
 ) -> None:
-    db = tmp_path / "evflow.db"
+    db = store_for(tmp_path)
     common: dict[str, Any] = {
         "bootstrap_servers": kafka_broker.bootstrap,
         "group_id": unique_topic("group"),

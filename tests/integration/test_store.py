@@ -18,6 +18,7 @@ from evflow.store.base import GENESIS_HASH, Changes, chain_hash
 from evflow.store.schema import SCHEMA_VERSION
 from evflow.store.sqlite import SqliteStore
 from tests.observers import LIMIT_S
+from tests.postgres import store_for
 
 
 def user_version(path: Path) -> int:
@@ -144,7 +145,7 @@ async def test_task_logs_are_stored_with_their_level(tmp_path: Path) -> None:
     def logging_flow(n: int) -> None:
         threaded(chatty(n))
 
-    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
         with anyio.fail_after(LIMIT_S):
             result = await engine.run(logging_flow, n=7)
         assert result.ok, result.error
@@ -178,7 +179,7 @@ async def test_logs_of_each_attempt_are_kept(tmp_path: Path) -> None:
     def retried() -> None:
         twice()
 
-    async with Engine(tmp_path / "evflow.db", grace_period_s=0, task_log_level=10) as engine:
+    async with Engine(store_for(tmp_path), grace_period_s=0, task_log_level=10) as engine:
         with anyio.fail_after(LIMIT_S):
             result = await engine.run(retried)
         assert result.ok, result.error
@@ -205,7 +206,7 @@ async def test_audit_trail_has_a_record_per_state_change(tmp_path: Path) -> None
     def audited() -> None:
         after(flaky())
 
-    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
         with anyio.fail_after(LIMIT_S):
             result = await engine.run(audited)
         assert result.ok, result.error
@@ -240,7 +241,7 @@ async def test_audit_trail_has_a_record_per_state_change(tmp_path: Path) -> None
             prev = h
 
     # Reopened, the chain continues from its head instead of starting again.
-    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
         with anyio.fail_after(LIMIT_S):
             await engine.run(audited)
         await engine.store.flush()

@@ -19,6 +19,7 @@ from evflow import Engine, flow, task
 from evflow.run.capture import capture_task_output
 from tests.integration.test_service import serving, write
 from tests.observers import until
+from tests.postgres import store_for
 
 
 @task
@@ -51,7 +52,7 @@ async def test_each_tasks_output_is_its_own_and_nothing_leaks(
     logging.getLogger().setLevel(logging.INFO)
     undo = capture_task_output()  # here, not in a fixture: pytest swaps sys.stdout per phase
     try:
-        async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+        async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
             result = await engine.run(chatter, n=50)
             assert result.ok, result.error
             logs = {

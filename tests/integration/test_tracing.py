@@ -32,6 +32,7 @@ from tests.integration import test_webhook as hooks
 from tests.integration.test_sensors_engine import FAST, producer
 from tests.integration.test_service import clean_env, serving, write
 from tests.observers import RunLog, until
+from tests.postgres import store_for
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SENDER_SPAN = "b7ad6b7169203331"
@@ -93,7 +94,7 @@ async def test_a_run_continues_the_senders_trace_down_to_each_task_attempt(
     tmp_path: Path, spans: InMemorySpanExporter
 ) -> None:
     runs = RunLog()
-    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
         runs.attach(engine)
         engine.add(orders, Rule("order.created", params={"n": "{data.n}"}, name="orders"))
         await engine.emit(Event("order.created", data={"n": 3}, extensions={"traceparent": SENDER}))
@@ -134,7 +135,7 @@ async def test_a_batched_run_links_every_events_trace(
 ) -> None:
     runs = RunLog()
     senders = [f"00-{i:032x}-{i:016x}-01" for i in range(1, 4)]
-    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
         runs.attach(engine)
         engine.add(
             rollup,
@@ -161,7 +162,7 @@ async def test_a_kafka_records_traceparent_header_is_the_parent_of_its_intake(
         **FAST,
     )
     runs = RunLog()
-    async with Engine(tmp_path / "evflow.db", grace_period_s=0) as engine:
+    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
         runs.attach(engine)
         engine.add(orders, Rule(on=sensor, params={"n": "{data.n}"}, name="orders"))
 

@@ -23,6 +23,7 @@ from evflow.http.server import HttpServer, create_app
 from evflow.records import EventRecord, RunRecord
 from evflow.sensors.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSensor, sign
 from evflow.signals import RunStateChanged
+from tests.postgres import store_for
 
 SECRET = "orders-secret"
 TOKEN = "partner-token"
@@ -64,7 +65,7 @@ class RunWatcher:
 
 def new_engine(tmp_path: Path, **options: Any) -> Engine:
     """An engine on a fresh SQLite file with two hooks: ``orders`` (HMAC), ``partners`` (token)."""
-    engine = Engine(tmp_path / "evflow.db", **options)
+    engine = Engine(store_for(tmp_path), **options)
     engine.add(
         handle_order,
         Rule(

@@ -23,6 +23,7 @@ from evflow.sensors.signatures import check_github
 from evflow.service.config import load_config
 from tests.integration.test_webhook import assert_error, running, serving
 from tests.observers import RunLog
+from tests.postgres import store_for
 
 SECRET = "whsec_" + base64.b64encode(b"a secret shared with the sender").decode()
 
@@ -43,7 +44,7 @@ def receive(payload: Any) -> None:
 
 
 def engine_with(tmp_path: Path, hook: WebhookSensor) -> Engine:
-    engine = Engine(tmp_path / "evflow.db", grace_period_s=0)
+    engine = Engine(store_for(tmp_path), grace_period_s=0)
     engine.add(receive, Rule(on=hook, params={"payload": "{data}"}))
     return engine
 

@@ -30,6 +30,7 @@ from evflow.compat.airflow import (
     get_current_context,
 )
 from evflow.errors import CycleError, DuplicateTaskError, FlowDefinitionError
+from tests.postgres import store_for
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "flows" / "airflow_etl.py"
 PARIS = "Europe/Paris"
@@ -45,7 +46,7 @@ def load_example() -> ModuleType:
 
 
 async def run(tmp_path: Path, dag: Flow, **params: Any) -> RunResult:
-    async with Engine(tmp_path / "e.db") as engine:
+    async with Engine(store_for(tmp_path, "e.db")) as engine:
         with anyio.fail_after(20):
             return await engine.run(dag, **params)
 
