@@ -29,8 +29,9 @@ from ..records import AttemptRecord, AuditRecord, EventRecord, LogRecord, RunRec
 from ..run.queue import new_run, queued_changes
 from ..signals import TaskStateChanged
 from ..states import RunState, TaskState
-from ..store import connect
+from ..store import connect, is_postgres, mask
 from ..store.base import Store
+from ..store.urls import sqlite_path
 from .display import Progress
 
 if TYPE_CHECKING:
@@ -359,8 +360,9 @@ class LocalClient:
         must_exist: bool = True,
         out: TextIO = sys.stdout,
     ) -> None:
-        self.path = path
-        self.where = f"the store {path}"
+        self.location = path
+        self.path = mask(path)  # for messages: never the password
+        self.where = f"the store {self.path}"
         self.project = Path(project)
         self.must_exist = must_exist
         self.out = out
@@ -368,9 +370,13 @@ class LocalClient:
         self._cm: Any = None
 
     async def __aenter__(self) -> LocalClient:
-        if self.must_exist and not await anyio.Path(self.path).exists():
+        if (
+            self.must_exist
+            and not is_postgres(self.location)
+            and not await anyio.Path(sqlite_path(self.location)).exists()
+        ):
             raise CliError(f"no store at {self.path} (nothing has run yet, or pass --store PATH)")
-        self._cm = open_store(self.path)
+        self._cm = open_store(self.location)
         self._store = await self._cm.__aenter__()
         return self
 

@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import EvflowError
 from ..service.config import Config, load_config
 from ..states import RunState
+from ..store import mask
 from . import commands as c
 from .client import Client, CliError, HttpClient, LocalClient
 
@@ -76,7 +77,7 @@ def choose_client(args: argparse.Namespace) -> Client:
     if getattr(args, "store", None):
         return local(str(args.store))
     cfg = load_config(project)
-    store = str(cfg.store_path)
+    store = cfg.store_location
     if args.detect and cfg.source != "(defaults)":
         url = service_url(cfg)
         if url is not None:
@@ -84,13 +85,16 @@ def choose_client(args: argparse.Namespace) -> Client:
             if answers(url):
                 notice(f"using the service at {url} (from {name})")
                 return HttpClient(url, token or cfg.http.api_token)
-            notice(f"using the store {store} (no service answers at {url}, from {name})")
+            notice(f"using the store {mask(store)} (no service answers at {url}, from {name})")
     return local(store)
 
 
 # -- the parser -----------------------------------------------------------------------------
 
-STORE_HELP = "store file to act on (default: [store] path of evflow.toml, else var/evflow.db)"
+STORE_HELP = (
+    "the store to act on: a SQLite file or a postgresql://user:password@host:port/db URL "
+    "(or EVFLOW_STORE_URL; default: [store] url or path of evflow.toml, else var/evflow.db)"
+)
 URL_HELP = (
     "a running service, e.g. http://127.0.0.1:8000 (or EVFLOW_URL; default: the service of "
     "evflow.toml if one answers, else its store)"
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=description or help)
         sp.set_defaults(fn=fn, client=client, creates_store=creates_store, detect=client == "any")
         if client is not None:
-            sp.add_argument("--store", metavar="PATH", help=STORE_HELP)
+            sp.add_argument("--store", metavar="STORE", help=STORE_HELP)
         if client == "any":
             sp.add_argument("--url", metavar="URL", help=URL_HELP)
             sp.add_argument("--token", metavar="TOKEN", help=TOKEN_HELP)
@@ -195,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PROJECT",
         help="project folder with flows/, sensors/ and evflow.toml (default: .)",
     )
-    sp.add_argument("--store", metavar="PATH", help="store file (default: [store] path)")
+    sp.add_argument("--store", metavar="STORE", help=STORE_HELP)
     sp.add_argument("--host", help="HTTP bind address (default: [http] host, 127.0.0.1)")
     sp.add_argument(
         "--port",
@@ -290,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for audit_parser in (ver, ex):
         audit_parser.set_defaults(client="local", creates_store=False, detect=False)
-        audit_parser.add_argument("--store", metavar="PATH", help=STORE_HELP)
+        audit_parser.add_argument("--store", metavar="STORE", help=STORE_HELP)
     ex.set_defaults(client="any")
     ex.add_argument("--url", metavar="URL", help="a running service, e.g. http://127.0.0.1:8000")
     ex.add_argument("--token", metavar="TOKEN", help=TOKEN_HELP)

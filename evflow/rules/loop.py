@@ -20,11 +20,11 @@ import orjson
 from anyio.abc import TaskStatus
 
 from .. import tracing
-from ..intake import StoreIntake as Intake
 from ..clock import Clock
 from ..errors import EvflowError
 from ..events import Event
 from ..flows.dag import Flow
+from ..intake import StoreIntake as Intake
 from ..records import RunRecord
 from ..run.queue import RunQueue, new_run, pending_tasks, run_id_for
 from ..signals import CorrelationTimedOut as CorrelationTimedOutSignal

@@ -4,7 +4,8 @@ Only the CLI and the service read files and the environment; the library takes t
 objects. Every key has a default, so a project without ``evflow.toml`` runs as is.
 
 Environment overrides are ``EVFLOW_<SECTION>_<KEY>`` (``EVFLOW_HTTP_PORT=9000``,
-``EVFLOW_KAFKA_BOOTSTRAP=127.0.0.1:9092``, ``EVFLOW_STORE_PATH=/var/lib/evflow.db``), plus
+``EVFLOW_KAFKA_BOOTSTRAP=127.0.0.1:9092``, ``EVFLOW_STORE_PATH=/var/lib/evflow.db``,
+``EVFLOW_STORE_URL=postgresql://evflow@db/evflow``), plus
 ``EVFLOW_WEBHOOKS_<NAME>_SECRET`` / ``_TOKEN`` for a webhook's credentials and
 ``EVFLOW_POOLS_<NAME>`` for a pool's slots.
 """
@@ -21,6 +22,7 @@ from typing import Any, get_args, get_type_hints
 
 from ..errors import ConfigError
 from ..sensors.signatures import SCHEMES
+from ..store.urls import is_postgres, sqlite_path
 
 __all__ = [
     "AlertSink",
@@ -38,7 +40,11 @@ __all__ = [
 
 @dataclass
 class StoreConfig:
+    """Where state lives: ``url`` (a ``postgresql://`` URL or a SQLite path) wins over
+    ``path`` (a SQLite file, relative to the project)."""
+
     path: str = "var/evflow.db"
+    url: str | None = None
 
 
 @dataclass
@@ -132,6 +138,22 @@ class Config:
     def store_path(self) -> Path:
         p = Path(self.store.path)
         return p if p.is_absolute() else self.project / p
+
+    @property
+    def store_location(self) -> str:
+        """The store to open: ``[store] url`` if set, else the SQLite file ``[store] path``."""
+        if self.store.url:
+            return resolve_store(self.store.url, self.project)
+        return str(self.store_path)
+
+
+def resolve_store(location: str, base: Path) -> str:
+    """A ``postgresql://`` URL as it is; a SQLite path or ``sqlite:///`` URL made absolute
+    against ``base``."""
+    if is_postgres(location):
+        return location
+    p = Path(sqlite_path(location))
+    return str(p if p.is_absolute() else (base / p).resolve())
 
 
 _SECTIONS: dict[str, type] = {

@@ -26,7 +26,7 @@ from .. import tracing
 from ..engine import Engine
 from ..errors import ConfigError, EvflowError, LoadError
 from ..run.capture import capture_task_output
-from .config import Config, load_config, setting
+from .config import Config, load_config, resolve_store, setting
 from .loader import Deployment, load_project
 from .logs import configure_logging
 
@@ -71,7 +71,7 @@ SENSOR_WAIT_S = 1.0  # how long the service waits for sensors to listen before i
 def build_engine(cfg: Config, dep: Deployment, *, store: str | None = None) -> Engine:
     """An engine with the project's flows and rules registered."""
     engine = Engine(
-        store or cfg.store_path,
+        store or cfg.store_location,
         pools=cfg.pools,
         max_tasks=cfg.engine.max_tasks,
         max_threads=cfg.engine.max_threads,
@@ -225,7 +225,7 @@ def serve(
         if port is not None:
             cfg.http.port = setting("http", "port", port, "--port")
         if store is not None:
-            store = str(Path(store).resolve())
+            store = resolve_store(store, Path.cwd())
         dep = load_project(root, errors=errors)
         if errors:
             for e in errors:

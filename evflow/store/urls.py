@@ -6,7 +6,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["is_postgres", "mask", "sqlite_path"]
+__all__ = ["is_postgres", "mask", "postgres_target", "sqlite_path"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*):[^@]*@")
@@ -33,8 +33,12 @@ def sqlite_path(url: str) -> str:
 
 
 def postgres_target(url: str) -> str:
-    """``host:port/db`` of a PostgreSQL URL, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = parts.port or 5432
+    """``host:port/db`` of a PostgreSQL URL, for messages (``?`` for a part that does not
+    parse)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "localhost"
+        port: int | str = parts.port or 5432
+    except ValueError:
+        return "?"
     return f"{host}:{port}{parts.path or '/'}"
