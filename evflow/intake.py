@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import anyio
 
 from .abc import Accepted
-from .errors import Saturated
+from .errors import Saturated, StoreUnavailable
 from .events import Event
 from .store.base import DeadLetter, Store
 from .tracing import IntakeSpans
@@ -23,6 +23,8 @@ from .tracing import IntakeSpans
 __all__ = ["StoreIntake"]
 
 OnAccepted = Callable[[Sequence[Event], Sequence[Accepted]], Awaitable[None]]
+
+STORE_POLL_S = 0.5  # how often a paused source looks whether the store is back
 
 
 class StoreIntake:
@@ -52,7 +54,7 @@ class StoreIntake:
 
     @property
     def saturated(self) -> bool:
-        return self._backlog() >= self.max_backlog
+        return self._backlog() >= self.max_backlog or not self.store.available
 
     def capacity_changed(self) -> None:
         """Called by the consumer of the backlog when it shrank."""
@@ -62,11 +64,18 @@ class StoreIntake:
 
     async def wait_not_saturated(self) -> None:
         while self.saturated:
-            await self._room.wait()
+            # The backlog shrinking is announced; the store coming back is polled.
+            with anyio.move_on_after(STORE_POLL_S):
+                await self._room.wait()
 
     async def submit(
         self, events: Sequence[Event], *, cursors: Mapping[str, str] | None = None
     ) -> list[Accepted]:
+        if events and not self.store.available:
+            raise StoreUnavailable(
+                f"the database of store {self.store.describe()} cannot be reached; evflow is "
+                "reconnecting (nothing was stored)"
+            )
         if events and self.saturated:
             raise Saturated(f"engine backlog is full ({self._backlog()} events waiting)")
         spans = IntakeSpans(events)

@@ -133,10 +133,32 @@ def fresh_schema(database_url: str) -> str:
     return with_schema(database_url, schema)
 
 
+def server_of(database_url: str) -> str:
+    """The URL of the server's maintenance database (for what must not run inside ours)."""
+    return with_database(database_url.split("?", 1)[0], "postgres")
+
+
+@contextmanager
+def database_unreachable(database_url: str) -> Iterator[None]:
+    """Our test database refuses connections and its open ones are ended (as if the server
+    went away, for evflow), until the block ends. Only our own database is touched."""
+    name = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(server_of(database_url), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            yield
+        finally:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
 def terminate_backends(database_url: str) -> int:
     """End every other connection to the session database (a lost server, as evflow sees it)."""
     name = urlsplit(database_url).path.lstrip("/")
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with psycopg.connect(server_of(database_url), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",

@@ -47,6 +47,7 @@ from ..errors import (
     RunNotFound,
     Saturated,
     StoreError,
+    StoreUnavailable,
 )
 from ..events import Event, parse_json
 from ..records import AuditRecord, EventRecord, LogRecord
@@ -249,6 +250,14 @@ def _endpoint(fn: Handler) -> Handler:
             return error_response(404, str(exc))
         except ParamError as exc:
             return error_response(422, str(exc))
+        except StoreUnavailable as exc:
+            retry = max(1, math.ceil(exc.retry_after_s))
+            return error_response(
+                503,
+                f"the store's database cannot be reached; retry after {retry}s (nothing was "
+                "stored)",
+                headers={"Retry-After": str(retry)},
+            )
         except Saturated as exc:
             retry = max(1, math.ceil(exc.retry_after_s))
             return error_response(

@@ -5,7 +5,7 @@
 * ``POST /hooks/{name}`` — handed to the engine's :class:`~evflow.sensors.webhook.WebhookSensor`
   of that name (404 if there is none);
 * ``GET /healthz`` — 200 while the process serves HTTP;
-* ``GET /readyz`` — 200 while the engine runs and its store is open (with each sensor's
+* ``GET /readyz`` — 200 while the engine runs and its store is open and reachable (with each sensor's
   status and the ones not listening yet), else 503.
 
 Further parts (``/api``, ``/ui``, ``/metrics``) are passed as ``extra_routes``, typically
@@ -130,9 +130,11 @@ def _not_ready(engine: Engine) -> str | None:
     if not engine.running:
         return "the engine is not running or is shutting down"
     try:
-        engine.store  # noqa: B018 - raises if the store is not open
+        store = engine.store
     except EngineNotRunning:
         return "the engine's store is not open"
+    if not store.available:
+        return "the store's database cannot be reached; evflow is reconnecting"
     return None
 
 

@@ -21,7 +21,7 @@ from anyio.abc import TaskStatus
 
 from .. import tracing
 from ..clock import Clock
-from ..errors import EvflowError
+from ..errors import EvflowError, StoreUnavailable
 from ..events import Event
 from ..flows.dag import Flow
 from ..intake import StoreIntake as Intake
@@ -235,7 +235,7 @@ class RuleLoop:
         if (
             self.runs.is_active(run_id)
             or any(r.id == run_id for r in changes.new_runs)
-            or await store.run_exists(run_id)
+            or await _known(store, run_id)
         ):
             for s in subjects:
                 changes.audit.append(
@@ -317,3 +317,12 @@ class RuleLoop:
 def _unmatched_reason(decisions: Iterable[Decision]) -> str:
     reasons = [f"{d.rule}: {d.reason}" for d in decisions if isinstance(d, NotMatched)]
     return "; ".join(reasons) if reasons else "no rules"
+
+
+async def _known(store: Store, run_id: str) -> bool:
+    """Whether the run exists; False while the database cannot be read, which is safe: the
+    run is inserted only if absent."""
+    try:
+        return await store.run_exists(run_id)
+    except StoreUnavailable:
+        return False

@@ -65,7 +65,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..abc import Accepted, Intake
-from ..errors import EngineNotRunning, EventError, Saturated, SensorError, StoreError
+from ..errors import (
+    EngineNotRunning,
+    EventError,
+    Saturated,
+    SensorError,
+    StoreError,
+    StoreUnavailable,
+)
 from ..events import Event, body_hash, parse_json
 from ..tracing import carrier_of
 from .signatures import SCHEMES, SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -440,6 +447,14 @@ class WebhookSensor:
         try:
             (accepted,) = await intake.submit([event])
             return accepted
+        except StoreUnavailable as exc:
+            retry = max(1, math.ceil(exc.retry_after_s))
+            raise _Reject(
+                503,
+                f"the store's database cannot be reached; retry after {retry}s (the event was "
+                "not stored)",
+                {"Retry-After": str(retry)},
+            ) from None
         except Saturated as exc:
             retry = max(1, math.ceil(exc.retry_after_s))
             raise _Reject(

@@ -27,6 +27,7 @@ __all__ = [
     "AuditEntry",
     "Changes",
     "DeadLetter",
+    "Rows",
     "Store",
 ]
 
@@ -90,6 +91,22 @@ class Changes:
         )
 
 
+@dataclass(slots=True)
+class Rows:
+    """Records written as they are, for copying a store: events keep their identity, status
+    and arrival time, audit rows their sequence numbers and hashes (``(seq, time, kind,
+    subject, actor, data bytes, prev_hash, hash)``, as :meth:`Store.audit_rows` reads them)."""
+
+    events: list[EventRecord] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)  # with their tasks
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    logs: list[LogRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetterRecord] = field(default_factory=list)
+    cursors: dict[str, str] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    audit: list[tuple[Any, ...]] = field(default_factory=list)
+
+
 class Store(Protocol):
     """What the engine needs from persistence. Used as an async context manager: entering
     opens (and migrates) it, leaving commits what is queued and closes it."""
@@ -100,6 +117,11 @@ class Store(Protocol):
 
     def describe(self) -> str:
         """Where the data lives, for people (a file path; a URL with its password masked)."""
+        ...
+
+    @property
+    def available(self) -> bool:
+        """False while the store's database cannot be reached (it reconnects by itself)."""
         ...
 
     @property
@@ -135,6 +157,11 @@ class Store(Protocol):
 
     async def flush(self) -> None:
         """Return once everything queued so far is committed."""
+        ...
+
+    async def import_rows(self, rows: Rows) -> None:
+        """Write ``rows`` as they are, in one transaction (``evflow db copy``); the audit rows
+        must continue this store's chain."""
         ...
 
     # -- reads -------------------------------------------------------------------------------
@@ -192,6 +219,10 @@ class Store(Protocol):
     ) -> list[DeadLetterRecord]: ...
 
     async def get_cursor(self, name: str) -> str | None: ...
+
+    async def list_cursors(self) -> dict[str, str]: ...
+
+    async def duplicate_counts(self) -> dict[str, int]: ...
 
     async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
         """Audit rows as stored, in chain order, for verification: ``(seq, time, kind, subject,

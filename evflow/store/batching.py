@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..events import Event
-from .base import Changes, DeadLetter
+from .base import Changes, DeadLetter, Rows
 
 __all__ = ["Op", "WriteQueue"]
 
@@ -30,6 +30,7 @@ class Op:
     events: Sequence[Event] = ()
     cursors: Mapping[str, str] = field(default_factory=dict)
     dead_letter: DeadLetter | None = None
+    rows: Rows | None = None
     done: anyio.Event | None = None
     result: Any = None
     error: BaseException | None = None
@@ -88,11 +89,28 @@ class WriteQueue:
         self._pending_count += 1
         self._wake.set()
 
+    def requeue(self, ops: list[Op]) -> None:
+        """Put ``ops`` of a batch that could not commit first in the next one; their callers
+        keep waiting (for the next batch's outcome)."""
+        for op in ops:
+            op.error = None
+            if op.done is not None:
+                op.done = self._batch_done
+        self._pending[:0] = ops
+        self._pending_count += len(ops)
+        self._wake.set()
+
     async def submit(self, op: Op, weight: int = 1) -> Any:
         """Queue ``op`` and return its result once committed; raise if the commit failed."""
         await self.enqueue(op, weight, wait=True)
-        assert op.done is not None
-        await op.done.wait()
+        while True:
+            done = op.done
+            assert done is not None
+            await done.wait()
+            if op.done is done:  # else it was requeued into a later batch
+                break
+        if isinstance(op.error, StoreUnavailable):
+            raise op.error  # the caller may try again later, and is told so
         if op.error is not None:
             raise StoreError(f"store {self.where}: write failed: {op.error}") from op.error
         return op.result

@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from ..abc import Accepted
 from ..errors import EventNotFound, RunNotFound, SchemaVersionError, StoreError, StoreUnavailable
-from ..events import Event
+from ..events import Event, parse_time
 from ..records import (
     AttemptRecord,
     AuditRecord,
@@ -48,7 +48,7 @@ from ..records import (
     TaskRecord,
 )
 from ..states import RunState, TaskState
-from .base import AuditEntry, Changes, DeadLetter, chain_hash
+from .base import AuditEntry, Changes, DeadLetter, Rows, chain_hash
 from .batching import Op, WriteQueue
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from .urls import mask, postgres_target
@@ -146,6 +146,15 @@ FROM unnest(%s::text[], %s::text[], %s::int[], %s::float8[], %s::text[], %s::tex
      WITH ORDINALITY AS v(r, t, a, tm, l, m, n)
 ORDER BY n
 """
+_SQL_IMPORT_EVENTS = """
+INSERT INTO events (uid, id, dedup_key, type, source, subject, time, data, extensions,
+                    received_at, status)
+SELECT u, i, k, t, s, sub, tm, d::json, x::json, to_timestamp(r), st
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+            %s::timestamptz[], %s::text[], %s::text[], %s::float8[], %s::text[])
+     WITH ORDINALITY AS v(u, i, k, t, s, sub, tm, d, x, r, st, n)
+ORDER BY n
+"""
 _SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE uid = ANY(%s::text[])"
 _SQL_AUDIT = """
 INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash)
@@ -159,6 +168,7 @@ ON CONFLICT (source) DO UPDATE SET count = duplicates.count + excluded.count
 
 # Errors after which the connection, not the batch, is at fault: keep the batch, reconnect.
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+_RETRY_MIN_S = 0.1
 _RETRY_MAX_S = 5.0
 _CLOSE_GIVE_UP_S = 10.0
 
@@ -340,6 +350,9 @@ class PostgresStore:
         self._queue = WriteQueue(self.path, self._commit, max_pending=max_pending)
         self._pool: AsyncConnectionPool | None = None
         self._stack: AsyncExitStack | None = None
+        self._retry_delay = _RETRY_MIN_S
+        self._closing_since: float | None = None
+        self._lost: tuple[str, set[int]] | None = None  # (expected head, ops) of a lost commit
 
     # -- lifespan ----------------------------------------------------------------------------
     def describe(self) -> str:
@@ -398,9 +411,15 @@ class PostgresStore:
         return conn
 
     async def schema_version(self) -> int:
-        """The number of migrations applied to the database (0: none, or no evflow schema)."""
+        """The number of migrations applied to the database (0: none); changes nothing."""
         async with await self._connect() as conn:
-            return await self._version(conn)
+            cur = await conn.execute("SELECT to_regclass('evflow_schema') IS NOT NULL")
+            row = await cur.fetchone()
+            if not row or not row[0]:
+                return 0
+            cur = await conn.execute("SELECT max(version) FROM evflow_schema")
+            row = await cur.fetchone()
+            return int(row[0]) if row and row[0] is not None else 0
 
     async def _version(self, conn: psycopg.AsyncConnection[Any]) -> int:
         await conn.execute("CREATE TABLE IF NOT EXISTS evflow_schema (version integer NOT NULL)")
@@ -429,47 +448,81 @@ class PostgresStore:
 
     # -- the writer --------------------------------------------------------------------------
     async def _commit(self, batch: list[Op]) -> None:
-        """Commit ``batch`` in one transaction, reconnecting (the batch kept) while the server
-        is away. A batch the server refuses is split, so one bad write fails alone."""
-        delay = 0.1
-        gave_up_at: float | None = None
-        expected_head: str | None = None
-        while True:
-            try:
-                assert self._pool is not None
-                async with self._pool.connection() as conn:
-                    if expected_head is not None and await self._head(conn) == expected_head:
-                        break  # the lost commit had gone through
-                    expected_head = None
+        """Commit ``batch`` in one transaction.
+
+        When the connection fails, the callers who can try again (events, dead letters)
+        are told at once (:class:`~evflow.errors.StoreUnavailable`: a webhook answers 503, the
+        sender retries); the engine's own changes go back to the head of the queue and are
+        retried with backoff until the database answers again. A batch the server refuses is
+        split, so one bad write fails alone.
+        """
+        if not self.available:
+            await anyio.sleep(self._retry_delay)
+        try:
+            if self._lost is not None:
+                batch = await self._drop_if_committed(batch)
+            assert self._pool is not None
+            async with self._pool.connection() as conn:
+                head = None
+                try:
                     async with conn.transaction():
-                        expected_head = await self._apply(conn, batch)
-                self.commits += 1
-                break
-            except _CONNECTION_ERRORS as exc:
-                if self.available:
-                    log.error("store %s: lost the database (%s); retrying", self.path, exc)
-                self.available = False
-                if self._queue_closing():
-                    gave_up_at = gave_up_at or time.monotonic() + _CLOSE_GIVE_UP_S
-                    if time.monotonic() > gave_up_at:
-                        self._fail(batch, exc)
-                        return
-                await anyio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX_S)
-            except psycopg.Error as exc:
-                if len(batch) > 1:
-                    for op in batch:  # find the one at fault; the others commit
-                        await self._commit([op])
-                else:
-                    log.error("store %s: a write was refused: %s", self.path, exc)
-                    self._fail(batch, exc)
-                return
+                        head = await self._apply(conn, batch)
+                except _CONNECTION_ERRORS:
+                    if head is not None:  # the commit itself failed: it may have gone through
+                        self._lost = (head, {id(op) for op in batch})
+                    raise
+            self.commits += 1
+        except _CONNECTION_ERRORS as exc:
+            self._connection_lost(batch, exc)
+            return
+        except psycopg.Error as exc:
+            if len(batch) > 1:
+                for op in batch:  # find the one at fault; the others commit
+                    await self._commit([op])
+            else:
+                log.error("store %s: a write was refused: %s", self.path, exc)
+                self._fail(batch, exc)
+            return
         if not self.available:
             log.warning("store %s: the database is back", self.path)
         self.available = True
+        self._retry_delay = _RETRY_MIN_S
+        self._closing_since = None
 
-    def _queue_closing(self) -> bool:
-        return self._stack is None
+    def _connection_lost(self, batch: list[Op], exc: BaseException) -> None:
+        if self.available:
+            log.error("store %s: lost the database (%s); reconnecting", self.path, exc)
+        self.available = False
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
+        unavailable = StoreUnavailable(
+            f"the database of store {self.path} cannot be reached; nothing was stored"
+        )
+        callers = [op for op in batch if op.events or op.dead_letter or op.rows]
+        self._fail(callers, unavailable)
+        engine_changes = [op for op in batch if not (op.events or op.dead_letter or op.rows)]
+        if self._stack is None:  # closing: try a while, then give up (and say so)
+            now = time.monotonic()
+            self._closing_since = self._closing_since or now
+            if now - self._closing_since > _CLOSE_GIVE_UP_S:
+                log.error(
+                    "store %s: the database did not come back while closing; %d queued "
+                    "write(s) were not committed",
+                    self.path,
+                    len(engine_changes),
+                )
+                self._fail(engine_changes, unavailable)
+                return
+        self._queue.requeue(engine_changes)
+
+    async def _drop_if_committed(self, batch: list[Op]) -> list[Op]:
+        """After a commit whose outcome was lost: if the chain's head is the one it would
+        have written, it went through, and its requeued ops are not applied again."""
+        assert self._lost is not None and self._pool is not None
+        expected, ops = self._lost
+        async with self._pool.connection() as conn:
+            committed = await self._head(conn) == expected
+        self._lost = None
+        return [op for op in batch if id(op) not in ops] if committed else batch
 
     @staticmethod
     def _fail(batch: list[Op], exc: BaseException) -> None:
@@ -485,6 +538,10 @@ class PostgresStore:
     async def _apply(self, conn: psycopg.AsyncConnection[Any], batch: list[Op]) -> str | None:
         """Write the batch; returns the audit chain's new head, if it wrote audit records."""
         now = time.time()
+        imported_head = None
+        for op in batch:
+            if op.rows is not None:
+                imported_head = await self._import(conn, op.rows) or imported_head
         cursors: dict[str, str] = {}
         dead: list[tuple[Any, ...]] = []
         new_runs: list[tuple[Changes, tuple[Any, ...]]] = []
@@ -560,7 +617,7 @@ class PostgresStore:
         if processed:
             await conn.execute(_SQL_PROCESSED, (processed,))
         if not audit_entries or locked_head is None:
-            return None
+            return imported_head
         seq, head = locked_head
         rows = []
         for entry in audit_entries:
@@ -573,6 +630,55 @@ class PostgresStore:
         await conn.execute(_SQL_AUDIT, _columns(rows, 8))
         await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (seq, head))
         return head
+
+    @staticmethod
+    async def _import(conn: psycopg.AsyncConnection[Any], rows: Rows) -> str | None:
+        """Write copied rows as they are; returns the audit head they leave, if any."""
+        if rows.events:
+            await conn.execute(
+                _SQL_IMPORT_EVENTS,
+                _columns(
+                    [
+                        (e.uid, e.id, e.dedup_key, e.type, e.source, e.subject,
+                         parse_time(e.time), _dumps(e.data), _dumps(dict(e.extensions)),
+                         e.received_at, e.status)
+                        for e in rows.events
+                    ],
+                    11,
+                ),
+            )  # fmt: skip
+        if rows.runs:
+            await conn.execute(_SQL_RUNS, _columns([_run_row(r) for r in rows.runs], 12))
+            tasks = [_task_row(t) for r in rows.runs for t in r.tasks]
+            if tasks:
+                await conn.execute(_SQL_TASKS, _columns(tasks, 13))
+        if rows.attempts:
+            attempts = [
+                (a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
+                for a in rows.attempts
+            ]
+            await conn.execute(_SQL_ATTEMPTS, _columns(attempts, 7))
+        if rows.logs:
+            logs = [
+                (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message) for lg in rows.logs
+            ]
+            await conn.execute(_SQL_LOGS, _columns(logs, 6))
+        for d in rows.dead_letters:
+            await conn.execute(
+                "INSERT INTO dead_letters (id, source, reason, payload, headers, received_at) "
+                "VALUES (%s, %s, %s, %s, %s::jsonb, to_timestamp(%s)) ON CONFLICT DO NOTHING",
+                (d.id, d.source, d.reason, d.payload, _dumps(dict(d.headers)), d.received_at),
+            )
+        if rows.cursors:
+            await conn.execute(_SQL_CURSORS, _columns(list(rows.cursors.items()), 2))
+        if rows.duplicates:
+            await conn.execute(_SQL_DUPS, _columns(list(rows.duplicates.items()), 2))
+        if not rows.audit:
+            return None
+        await conn.execute(_SQL_AUDIT, _columns(rows.audit, 8))
+        last = rows.audit[-1]
+        await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (last[0], last[7]))
+        return str(last[7])
 
     async def _insert_events(
         self, conn: psycopg.AsyncConnection[Any], ops: list[Op], now: float
@@ -668,6 +774,9 @@ class PostgresStore:
             await self._queue.submit(op, weight)
         else:
             await self._queue.enqueue(op, weight)
+
+    async def import_rows(self, rows: Rows) -> None:
+        await self._queue.submit(Op(rows=rows))
 
     def apply_nowait(self, changes: Changes) -> None:
         self._queue.put_nowait(Op(changes=changes))
@@ -905,6 +1014,9 @@ class PostgresStore:
             DeadLetterRecord(r[0], r[1], r[2], bytes(r[3] or b""), _loads(r[4]) or {}, r[5])
             for r in rows
         ]
+
+    async def list_cursors(self) -> dict[str, str]:
+        return {str(r[0]): str(r[1]) for r in await self._read("SELECT name, value FROM cursors")}
 
     async def get_cursor(self, name: str) -> str | None:
         rows = await self._read("SELECT value FROM cursors WHERE name = %s", (name,))

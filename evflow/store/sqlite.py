@@ -38,7 +38,7 @@ from ..records import (
     TaskRecord,
 )
 from ..states import RunState, TaskState
-from .base import GENESIS_HASH, AuditEntry, Changes, DeadLetter, chain_hash
+from .base import GENESIS_HASH, AuditEntry, Changes, DeadLetter, Rows, chain_hash
 from .batching import Op, WriteQueue
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .urls import sqlite_path
@@ -365,6 +365,9 @@ class SqliteStore:
 
     def _apply_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
         now = time.time()
+        for op in batch:
+            if op.rows is not None:
+                self._import(conn, op.rows)
         event_ops = [op for op in batch if op.events]
         cursors: dict[str, str] = {}
         dead: list[tuple[Any, ...]] = []
@@ -440,6 +443,37 @@ class SqliteStore:
                 rows.append((seq, t, entry.kind, entry.subject, entry.actor, data, head, h))
                 head = h
             conn.executemany(_SQL_AUDIT, rows)
+
+    @staticmethod
+    def _import(conn: sqlite3.Connection, rows: Rows) -> None:
+        conn.executemany(
+            "INSERT INTO events (id, dedup_key, type, source, subject, time, data, extensions, "
+            "received_at, uid, status) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (e.id, e.dedup_key, e.type, e.source, e.subject, e.time, _dumps(e.data),
+                 _dumps(dict(e.extensions)), e.received_at, e.uid, e.status)
+                for e in rows.events
+            ],
+        )  # fmt: skip
+        conn.executemany(_SQL_RUN, [_run_row(r) for r in rows.runs])
+        conn.executemany(_SQL_TASK, [_task_row(t) for r in rows.runs for t in r.tasks])
+        conn.executemany(
+            _SQL_ATTEMPT,
+            [(a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
+             for a in rows.attempts],
+        )  # fmt: skip
+        conn.executemany(
+            _SQL_LOG,
+            [(lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message) for lg in rows.logs],
+        )
+        conn.executemany(
+            _SQL_DEAD,
+            [(d.id, d.source, d.reason, d.payload, _dumps(dict(d.headers)), None, d.received_at)
+             for d in rows.dead_letters],
+        )  # fmt: skip
+        conn.executemany(_SQL_CURSOR, list(rows.cursors.items()))
+        conn.executemany(_SQL_DUP, list(rows.duplicates.items()))
+        conn.executemany(_SQL_AUDIT, rows.audit)
 
     def _insert_events(
         self, conn: sqlite3.Connection, ops: list[Op], now: float
@@ -539,6 +573,11 @@ class SqliteStore:
 
     async def flush(self) -> None:
         await self._queue.flush()
+
+    async def import_rows(self, rows: Rows) -> None:
+        await self._queue.submit(Op(rows=rows))
+
+    available = True  # an embedded file has no connection to lose
 
     @property
     def backlog(self) -> int:
@@ -750,6 +789,9 @@ class SqliteStore:
             (limit, offset),
         )
         return [DeadLetterRecord(r[0], r[1], r[2], r[3], _loads(r[4]) or {}, r[5]) for r in rows]
+
+    async def list_cursors(self) -> dict[str, str]:
+        return {str(r[0]): str(r[1]) for r in await self._read("SELECT name, value FROM cursors")}
 
     async def get_cursor(self, name: str) -> str | None:
         rows = await self._read("SELECT value FROM cursors WHERE name = ?", (name,))

@@ -1,0 +1,182 @@
+"""The PostgreSQL store as users meet it: losing the database while serving, migrations under
+a lock, a newer schema refused, and one clear line for each way the URL can be wrong. The
+engine suites run on PostgreSQL too (``EVFLOW_TEST_STORE=postgres``); these tests are about
+what only a database server does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+import psycopg
+import pytest
+
+from evflow import Engine, Rule, RunState, flow, task
+from evflow.errors import SchemaVersionError, StoreError
+from evflow.http.server import HttpServer, create_app
+from evflow.sensors.webhook import WebhookSensor
+from evflow.store import connect
+from evflow.store.postgres import PostgresStore
+from evflow.store.postgres_schema import SCHEMA_VERSION
+from tests.observers import LIMIT_S, until
+from tests.postgres import database_unreachable, terminate_backends
+
+TOKEN = "t0ken"
+
+
+@task
+async def double(n: int) -> int:
+    return 2 * n
+
+
+@flow
+def doubled(n: int) -> None:
+    double(n)
+
+
+@asynccontextmanager
+async def webhook_service(url: str) -> AsyncIterator[tuple[Engine, httpx.AsyncClient]]:
+    engine = Engine(url, grace_period_s=0)
+    engine.add(doubled, Rule(on=WebhookSensor("in", token=TOKEN), params={"n": "{data.n}"}))
+    async with engine, anyio.create_task_group() as tg:
+        with anyio.fail_after(LIMIT_S):
+            await engine.sensors_settled()
+            port = await tg.start(
+                HttpServer(access_log=False).serve, create_app(engine), "127.0.0.1", 0
+            )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield engine, client
+        tg.cancel_scope.cancel()
+
+
+async def post(client: httpx.AsyncClient, n: int) -> httpx.Response:
+    return await client.post(
+        "/hooks/in",
+        json={"n": n},
+        headers={"Authorization": f"Bearer {TOKEN}", "X-Delivery-Id": f"d-{n}"},
+    )
+
+
+async def test_losing_the_database_refuses_webhooks_with_503_and_loses_nothing(
+    postgres_url: str,
+) -> None:
+    async with webhook_service(postgres_url) as (engine, client):
+        for n in range(3):
+            assert (await post(client, n)).status_code == 202
+
+        acknowledged = {0, 1, 2}
+        refused = 0
+        with database_unreachable(postgres_url):
+            # Until evflow notices, a request may still be taken; once it has, each one is
+            # answered 503 with Retry-After, and nothing it sent is kept.
+            for n in range(3, 40):
+                resp = await post(client, n)
+                if resp.status_code == 503:
+                    refused += 1
+                    assert int(resp.headers["Retry-After"]) >= 1
+                    assert "not stored" in resp.json()["error"]
+                    if refused >= 3:
+                        break
+                else:
+                    assert resp.status_code == 202, resp.text
+                    acknowledged.add(n)
+                await anyio.sleep(0.05)
+            assert refused >= 3
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+
+        # Back: evflow reconnects by itself and takes events again.
+        async def taken() -> bool:
+            resp = await post(client, 100)
+            return resp.status_code == 202
+
+        await until(taken)
+        acknowledged.add(100)
+
+        async def all_done() -> bool:
+            runs = await engine.store.list_runs(limit=200)
+            done = {r.params["n"] for r in runs if r.state is RunState.SUCCEEDED}
+            return acknowledged <= done
+
+        await until(all_done)
+        runs = await engine.store.list_runs(limit=200)
+        ns = [r.params["n"] for r in runs]
+        assert len(ns) == len(set(ns)), "a delivery started two runs"
+        assert set(ns) == acknowledged, "every acknowledged delivery ran, and only those"
+
+
+async def test_terminated_backends_are_replaced_without_losing_a_write(postgres_url: str) -> None:
+    async with webhook_service(postgres_url) as (engine, client):
+        for n in range(5):
+            assert (await post(client, n)).status_code == 202
+        assert terminate_backends(postgres_url.split("?", 1)[0]) >= 1
+        for n in range(5, 10):
+            resp = await post(client, n)
+            assert resp.status_code in (202, 503)
+            if resp.status_code == 503:  # the sender retries, as told
+                await until(lambda n=n: _accepted(client, n))
+
+        async def ten_runs() -> bool:
+            runs = await engine.store.list_runs(limit=50)
+            return sum(r.state is RunState.SUCCEEDED for r in runs) == 10
+
+        await until(ten_runs)
+    async with connect(postgres_url) as store:
+        from evflow.audit import verify
+
+        assert (await verify(store)).ok
+
+
+async def _accepted(client: httpx.AsyncClient, n: int) -> bool:
+    return (await post(client, n)).status_code == 202
+
+
+async def test_two_processes_migrating_at_once_migrate_once(postgres_url: str) -> None:
+    async def open_close() -> None:
+        async with connect(postgres_url):
+            pass
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(open_close)
+    versions = await _versions(postgres_url)
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def _versions(url: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute("SELECT version FROM evflow_schema ORDER BY version")
+        return [int(r[0]) for r in await cur.fetchall()]
+
+
+async def test_a_schema_newer_than_the_code_is_refused(postgres_url: str) -> None:
+    async with connect(postgres_url):
+        pass
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute("INSERT INTO evflow_schema (version) VALUES (%s)", (SCHEMA_VERSION + 5,))
+    with pytest.raises(SchemaVersionError, match="newer than this evflow understands"):
+        async with connect(postgres_url):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("mutate", "says"),
+    [
+        (lambda u: u._replace(netloc="postgres:pw@127.0.0.1:1"), "is the server running"),
+        (lambda u: u._replace(path="/no_such_database_x"), "createdb no_such_database_x"),
+        (lambda u: u._replace(netloc="nobody_here:pw@" + u.netloc.split("@")[-1]), "user"),
+    ],
+)
+async def test_a_wrong_store_url_is_one_clear_line(
+    postgres_url: str, mutate: object, says: str
+) -> None:
+    url = mutate(urlsplit(postgres_url)).geturl()  # type: ignore[operator]
+    with pytest.raises(StoreError) as info:
+        async with PostgresStore(url):
+            pass
+    message = str(info.value)
+    assert says in message and "\n" not in message
+    assert ":pw@" not in message  # the password is masked
