@@ -5,8 +5,8 @@
 * ``POST /hooks/{name}`` — handed to the engine's :class:`~evflow.sensors.webhook.WebhookSensor`
   of that name (404 if there is none);
 * ``GET /healthz`` — 200 while the process serves HTTP;
-* ``GET /readyz`` — 200 while the engine runs and its store is open and reachable (with each sensor's
-  status and the ones not listening yet), else 503.
+* ``GET /readyz`` — 200 while the engine runs and its store is open and reachable (with each
+  sensor's status and the ones not listening yet), else 503.
 
 Further parts (``/api``, ``/ui``, ``/metrics``) are passed as ``extra_routes``, typically
 ``Mount("/api", routes=[...])``; they find the engine and the API token on ``request.app.state``

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from urllib.parse import urlsplit
 
 import anyio
@@ -117,7 +118,7 @@ async def test_terminated_backends_are_replaced_without_losing_a_write(postgres_
             resp = await post(client, n)
             assert resp.status_code in (202, 503)
             if resp.status_code == 503:  # the sender retries, as told
-                await until(lambda n=n: _accepted(client, n))
+                await until(partial(_accepted, client, n))
 
         async def ten_runs() -> bool:
             runs = await engine.store.list_runs(limit=50)
