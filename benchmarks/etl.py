@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from evflow import Engine, Flow, flow, task
 
 from .common import Figures, Metric, RunWatcher, Target, Usage, Workload
-from .floor import FloorRun, FloorStore, run_task
+from .floor import FloorRun, run_task
+from .stores import engine_store, floor_store
 
 __all__ = ["WORKLOAD"]
 
@@ -68,9 +68,7 @@ async def run_evflow(p: Mapping[str, Any]) -> Figures:
     runs: int = p["runs"]
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
         watcher = RunWatcher()
-        async with Engine(
-            Path(tmp) / "evflow.db", max_tasks=p["max_tasks"], grace_period_s=0
-        ) as engine:
+        async with Engine(engine_store(tmp), max_tasks=p["max_tasks"], grace_period_s=0) as engine:
             watcher.attach(engine)
             engine.add(etl)
             with Usage() as usage:
@@ -89,7 +87,7 @@ async def run_evflow(p: Mapping[str, Any]) -> Figures:
 async def run_floor(p: Mapping[str, Any]) -> Figures:
     runs: int = p["runs"]
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
-        async with FloorStore(Path(tmp) / "floor.db") as store:
+        async with floor_store(tmp) as store:
             limit = asyncio.Semaphore(p["max_tasks"])
 
             async def one(i: int) -> int:

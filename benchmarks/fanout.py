@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,7 +17,8 @@ import orjson
 from evflow import Engine, Flow, flow, task
 
 from .common import Figures, Metric, RunWatcher, Target, Usage, Workload
-from .floor import FloorRun, FloorStore, run_task
+from .floor import FloorRun, run_task
+from .stores import engine_store, floor_store
 
 __all__ = ["WORKLOAD"]
 
@@ -65,9 +65,7 @@ async def run_evflow(p: Mapping[str, Any]) -> Figures:
     n: int = p["tasks"]
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
         watcher = RunWatcher()
-        async with Engine(
-            Path(tmp) / "evflow.db", pools={POOL: p["pool"]}, grace_period_s=0
-        ) as engine:
+        async with Engine(engine_store(tmp), pools={POOL: p["pool"]}, grace_period_s=0) as engine:
             watcher.attach(engine)
             engine.add(fanout)
             with Usage() as usage:
@@ -85,7 +83,7 @@ async def run_evflow(p: Mapping[str, Any]) -> Figures:
 async def run_floor(p: Mapping[str, Any]) -> Figures:
     n: int = p["tasks"]
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
-        async with FloorStore(Path(tmp) / "floor.db") as store:
+        async with floor_store(tmp) as store:
             pool = asyncio.Semaphore(p["pool"])
             with Usage() as usage:
                 run = FloorRun(store, "fanout", {"n": n})

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import Figures, Metric, Target, Workload
+from .stores import backend, engine_store, floor_store
 
 __all__ = ["WORKLOAD"]
 
@@ -109,7 +110,10 @@ def _measure(cmd: list[str], env: Mapping[str, str], p: Mapping[str, Any]) -> Fi
 async def run_evflow(p: Mapping[str, Any]) -> Figures:
     evflow = Path(sys.executable).with_name("evflow")
     cmd = [str(evflow), "serve", "--port", "0"]
-    store = {"EVFLOW_STORE_PATH": "{tmp}/evflow.db"}
+    if backend() == "postgresql":
+        store = {"EVFLOW_STORE_URL": engine_store("")}
+    else:
+        store = {"EVFLOW_STORE_PATH": "{tmp}/evflow.db"}
     return await asyncio.to_thread(_measure, cmd, store, p)
 
 
@@ -125,8 +129,6 @@ def floor_process() -> None:
 
     from evflow.http.server import HttpServer
 
-    from .floor import FloorStore
-
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -134,7 +136,7 @@ def floor_process() -> None:
 
     async def main() -> None:
         tmp = os.environ["EVFLOW_BENCH_TMP"]
-        async with FloorStore(Path(tmp) / "floor.db"), anyio.create_task_group() as tg:
+        async with floor_store(tmp), anyio.create_task_group() as tg:
             await tg.start(HttpServer(access_log=False).serve, app, "127.0.0.1", 0)
             stop = anyio.Event()
 

@@ -40,7 +40,8 @@ import orjson
 from evflow import Engine, Event, Flow, Rule, flow, task
 
 from .common import Figures, Metric, Profile, Target, Workload, percentiles
-from .floor import FloorReactor, FloorStore
+from .floor import FloorReactor
+from .stores import engine_store, floor_store
 
 __all__ = ["WORKLOADS"]
 
@@ -105,7 +106,7 @@ async def _sequential(
 
 @contextlib.asynccontextmanager
 async def _engine(tmp: str, *rules: Rule) -> AsyncIterator[Engine]:
-    engine = Engine(Path(tmp) / "evflow.db", grace_period_s=0)
+    engine = Engine(engine_store(tmp), grace_period_s=0)
     engine.add(react, *rules)
     async with engine:
         yield engine
@@ -114,7 +115,7 @@ async def _engine(tmp: str, *rules: Rule) -> AsyncIterator[Engine]:
 @contextlib.asynccontextmanager
 async def _reactor(tmp: str, key: str = "key") -> AsyncIterator[FloorReactor]:
     async with (
-        FloorStore(Path(tmp) / "floor.db") as store,
+        floor_store(tmp) as store,
         FloorReactor(store, _CHAIN, key=key) as r,
     ):
         yield r

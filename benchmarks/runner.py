@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from evflow.service.serve import tune_gc
+from evflow.store import is_postgres
 
 from . import etl, fanout, idle, latency, throughput, waiting
 from .common import PROFILES, Figures, Profile, Workload
+from .stores import PREFIX_ENV, STORE_ENV, backend, drop_schemas
 
 __all__ = ["WORKLOADS", "machine", "main", "run", "select"]
 
@@ -46,6 +48,7 @@ PACKAGES = (
     "httpx",
     "watchfiles",
     "orjson",
+    "psycopg",
 )
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -285,6 +288,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run both sides in this process (faster to start; RSS and CPU less clean)",
     )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="run both sides on PostgreSQL (postgresql://user@host/db; each side works in a "
+        "schema of its own, dropped afterwards) instead of SQLite files",
+    )
     p.add_argument("--profile", choices=PROFILES, help=argparse.SUPPRESS)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
@@ -308,11 +317,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _child(args)
     profile: Profile = args.profile or ("quick" if args.quick else "full")
     workloads = select(args.only)
+    if args.store:
+        if not is_postgres(args.store):
+            raise SystemExit("--store takes a postgresql:// URL (SQLite is the default)")
+        os.environ[STORE_ENV] = args.store  # the children inherit it
+        os.environ[PREFIX_ENV] = f"bench_{os.getpid()}"
+    try:
+        return _run_all(args, argv, profile, workloads)
+    finally:
+        if args.store:
+            drop_schemas(args.store, os.environ[PREFIX_ENV])
+
+
+def _run_all(
+    args: argparse.Namespace, argv: list[str], profile: Profile, workloads: list[Workload]
+) -> int:
     info = machine()
+    info["store"] = backend()
     started = datetime.now(UTC)
     print(
         f"evflow benchmarks ({profile}) on {info['cpu_count']}-core {info['system']}, "
-        f"Python {info['python']}, evflow {info['packages']['evflow']}",
+        f"Python {info['python']}, evflow {info['packages']['evflow']}, store {info['store']}",
         file=sys.stderr,
         flush=True,
     )

@@ -13,14 +13,14 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from evflow import Engine
 
 from .common import Figures, Metric, RunWatcher, Target, Usage, Workload
 from .etl import _extract, _load, _transform, etl
-from .floor import FloorRun, FloorStore, run_task
+from .floor import FloorRun, run_task
+from .stores import engine_store, floor_store
 
 __all__ = ["WORKLOAD"]
 
@@ -62,7 +62,7 @@ async def run_evflow(p: Mapping[str, Any]) -> Figures:
     window = _Window(p["warmup_s"], p["duration_s"])
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
         watcher = RunWatcher()
-        async with Engine(Path(tmp) / "evflow.db", grace_period_s=0) as engine:
+        async with Engine(engine_store(tmp), grace_period_s=0) as engine:
             watcher.attach(engine)
             engine.add(etl)
 
@@ -90,7 +90,7 @@ async def run_floor(p: Mapping[str, Any]) -> Figures:
     window = _Window(p["warmup_s"], p["duration_s"])
     counts = [0, 0]  # tasks, runs
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
-        async with FloorStore(Path(tmp) / "floor.db") as store:
+        async with floor_store(tmp) as store:
 
             async def one(i: int) -> None:
                 run = FloorRun(store, "etl", {"n": i})

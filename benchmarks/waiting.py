@@ -15,7 +15,6 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 from evflow import Engine, Flow, flow, task
@@ -31,7 +30,8 @@ from .common import (
     reset_peak_rss,
     rss_bytes,
 )
-from .floor import FloorRun, FloorStore, run_task
+from .floor import FloorRun, run_task
+from .stores import engine_store, floor_store
 
 __all__ = ["WORKLOAD"]
 
@@ -126,7 +126,7 @@ async def run_evflow(p: Mapping[str, Any]) -> Figures:
     _gate = asyncio.Event()
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
         watcher = RunWatcher()
-        async with Engine(Path(tmp) / "evflow.db", pools={POOL: slots}, grace_period_s=0) as engine:
+        async with Engine(engine_store(tmp), pools={POOL: slots}, grace_period_s=0) as engine:
             watcher.attach(engine)
             engine.add(waiting)
             narrow = engine.limits.pool(POOL)
@@ -153,7 +153,7 @@ async def run_floor(p: Mapping[str, Any]) -> Figures:
     n, slots = p["tasks"], p["pool"]
     _gate = asyncio.Event()
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
-        async with FloorStore(Path(tmp) / "floor.db") as store:
+        async with floor_store(tmp) as store:
             pool = _CountingSemaphore(slots)
             before = rss_bytes()
             reset_peak_rss()
