@@ -465,7 +465,9 @@ class PostgresStore:
             async with self._pool.connection() as conn:
                 head = None
                 try:
-                    async with conn.transaction():
+                    # Pipeline mode: statements go out without waiting for each answer, so a
+                    # batch costs a round trip or two, not one per statement.
+                    async with conn.pipeline(), conn.transaction():
                         head = await self._apply(conn, batch)
                 except _CONNECTION_ERRORS:
                     if head is not None:  # the commit itself failed: it may have gone through
