@@ -351,6 +351,7 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._stack: AsyncExitStack | None = None
         self._retry_delay = _RETRY_MIN_S
+        self._away = anyio.Event()  # set while the database cannot be reached
         self._closing_since: float | None = None
         self._lost: tuple[str, set[int]] | None = None  # (expected head, ops) of a lost commit
 
@@ -380,6 +381,8 @@ class PostgresStore:
             self._pool = pool
             tg = await stack.enter_async_context(anyio.create_task_group())
             await tg.start(self._queue.run)
+            tg.start_soon(self._watch_while_away)
+            stack.callback(tg.cancel_scope.cancel)  # the watcher, once the writer has closed
             stack.push_async_callback(self._queue.close)
             self._stack = stack.pop_all()
         return self
@@ -487,14 +490,37 @@ class PostgresStore:
             return
         if not self.available:
             log.warning("store %s: the database is back", self.path)
-        self.available = True
-        self._retry_delay = _RETRY_MIN_S
+            self._back()
         self._closing_since = None
+
+    async def _watch_while_away(self) -> None:
+        """While the database is away and nothing is queued to find out, ask it now and then,
+        so intake opens again when it is back (intake refuses events meanwhile, so there may
+        be no write to try)."""
+        while True:
+            await self._away.wait()
+            await anyio.sleep(self._retry_delay)
+            if self.available or self._pool is None:
+                continue
+            try:
+                async with self._pool.connection() as conn:
+                    await conn.execute("SELECT 1")
+            except _CONNECTION_ERRORS:
+                self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
+                continue
+            log.warning("store %s: the database is back", self.path)
+            self._back()
+
+    def _back(self) -> None:
+        self.available = True
+        self._away = anyio.Event()
+        self._retry_delay = _RETRY_MIN_S
 
     def _connection_lost(self, batch: list[Op], exc: BaseException) -> None:
         if self.available:
             log.error("store %s: lost the database (%s); reconnecting", self.path, exc)
         self.available = False
+        self._away.set()
         self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_S)
         unavailable = StoreUnavailable(
             f"the database of store {self.path} cannot be reached; nothing was stored"

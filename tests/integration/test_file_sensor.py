@@ -19,16 +19,17 @@ from evflow.abc import Intake
 from evflow.errors import SensorError
 from evflow.intake import StoreIntake
 from evflow.sensors.file import FileSensor
-from evflow.store.sqlite import SqliteStore
+from evflow.store import Store, connect
+from tests.postgres import store_for
 
 SETTLE = 0.2
-Backend = tuple[StoreIntake, SqliteStore]
+Backend = tuple[StoreIntake, Store]
 
 
 @asynccontextmanager
 async def open_backend(tmp_path: Path, **intake_options: Any) -> AsyncIterator[Backend]:
     """A real SQLite store and the durable intake over it."""
-    async with SqliteStore(tmp_path / "evflow.db") as store:
+    async with connect(store_for(tmp_path)) as store:
         yield StoreIntake(store, **intake_options), store
 
 
@@ -42,11 +43,11 @@ async def running(sensor: FileSensor, intake: Intake) -> AsyncIterator[None]:
         tg.cancel_scope.cancel()
 
 
-async def events_of(store: SqliteStore) -> list[Any]:
+async def events_of(store: Store) -> list[Any]:
     return list(await store.list_events(limit=1000))
 
 
-async def wait_for(store: SqliteStore, pred: Any, within_s: float = 10) -> list[Any]:
+async def wait_for(store: Store, pred: Any, within_s: float = 10) -> list[Any]:
     """Poll the store until ``pred(events)`` holds."""
     with anyio.fail_after(within_s):
         while True:
@@ -56,7 +57,7 @@ async def wait_for(store: SqliteStore, pred: Any, within_s: float = 10) -> list[
             await anyio.sleep(0.02)
 
 
-async def wait_duplicates(store: SqliteStore, at_least: int, within_s: float = 10) -> None:
+async def wait_duplicates(store: Store, at_least: int, within_s: float = 10) -> None:
     """Poll the store until it has counted ``at_least`` repeats."""
     with anyio.fail_after(within_s):
         while True:
@@ -76,7 +77,7 @@ def subjects(evs: Sequence[Any]) -> list[str]:
 _barriers = count()
 
 
-async def barrier(store: SqliteStore, folder: Path, suffix: str = ".csv") -> list[Any]:
+async def barrier(store: Store, folder: Path, suffix: str = ".csv") -> list[Any]:
     """Write a fresh file and wait for its event: everything written before has been seen."""
     name = f"zz-barrier-{next(_barriers)}{suffix}"
     (folder / name).write_text("b")

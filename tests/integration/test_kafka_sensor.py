@@ -23,9 +23,10 @@ from evflow.errors import SensorError
 from evflow.intake import StoreIntake
 from evflow.records import EventRecord
 from evflow.sensors.kafka import KafkaSensor
-from evflow.store.sqlite import SqliteStore
+from evflow.store import Store, connect
 from tests.brokers import KafkaBroker, unique_topic
 from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor
+from tests.postgres import store_for
 
 pytestmark = pytest.mark.kafka
 
@@ -53,8 +54,8 @@ async def running(sensor: KafkaSensor, intake: StoreIntake) -> AsyncIterator[Non
 
 
 @asynccontextmanager
-async def store_and_intake(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, StoreIntake]]:
-    async with SqliteStore(tmp_path / "evflow.db") as store:
+async def store_and_intake(tmp_path: Path) -> AsyncIterator[tuple[Store, StoreIntake]]:
+    async with connect(store_for(tmp_path)) as store:
         yield store, StoreIntake(store)
 
 
@@ -99,7 +100,7 @@ def merge(*targets: Offsets) -> Offsets:
     return out
 
 
-async def events_by_offset(store: SqliteStore) -> dict[tuple[int, int], EventRecord]:
+async def events_by_offset(store: Store) -> dict[tuple[int, int], EventRecord]:
     records = await store.list_events(limit=10_000)
     return {(r.extensions["partition"], r.extensions["offset"]): r for r in records}
 
@@ -433,7 +434,7 @@ async def test_saturated_intake_pauses_then_resumes_without_loss(
             return 10
         return 0
 
-    async with SqliteStore(tmp_path / "evflow.db") as store, producer(kafka_broker) as p:
+    async with connect(store_for(tmp_path)) as store, producer(kafka_broker) as p:
         intake = StoreIntake(store, max_backlog=10, backlog=backlog)
         async with running(sensor, intake):
             targets: Offsets = {}

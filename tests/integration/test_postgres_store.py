@@ -12,16 +12,29 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
+import orjson
 import psycopg
 import pytest
 
 from evflow import Engine, Rule, RunState, flow, task
 from evflow.errors import SchemaVersionError, StoreError
 from evflow.http.server import HttpServer, create_app
+from evflow.intake import StoreIntake
 from evflow.sensors.webhook import WebhookSensor
-from evflow.store import connect
+from evflow.store import Store, connect
 from evflow.store.postgres import PostgresStore
 from evflow.store.postgres_schema import SCHEMA_VERSION
+from tests.brokers import KafkaBroker
+from tests.integration.test_kafka_sensor import (
+    FAST,
+    WAIT_S,
+    events_by_offset,
+    merge,
+    producer,
+    running,
+    send,
+)
+from tests.kafka_seams import CommitLog, WatchedSensor
 from tests.observers import LIMIT_S, until
 from tests.postgres import database_unreachable, terminate_backends
 
@@ -181,3 +194,35 @@ async def test_a_wrong_store_url_is_one_clear_line(
     message = str(info.value)
     assert says in message and "\n" not in message
     assert ":pw@" not in message  # the password is masked
+
+
+@pytest.mark.kafka
+async def test_kafka_pauses_while_the_database_is_away_and_loses_nothing(
+    postgres_url: str, kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    log = CommitLog()
+    sensor = WatchedSensor(
+        "orders", kafka_topic, bootstrap_servers=kafka_broker.bootstrap, log=log, **FAST
+    )
+    async with connect(postgres_url) as store, producer(kafka_broker) as p:
+        intake = StoreIntake(store)
+        async with running(sensor, intake):
+            first = merge(*[await send(p, kafka_topic, orjson.dumps({"n": n})) for n in range(5)])
+            with anyio.fail_after(WAIT_S):
+                await log.wait_for(first)
+            with database_unreachable(postgres_url):
+                late = merge(
+                    *[await send(p, kafka_topic, orjson.dumps({"n": n})) for n in range(5, 10)]
+                )
+                await until(lambda: _paused(store))
+                await anyio.sleep(1)  # the sensor keeps trying; nothing may be committed
+                assert log.committed == first, "an offset was committed while the store was away"
+            with anyio.fail_after(WAIT_S):
+                await log.wait_for(late)
+        events = await events_by_offset(store)
+        assert sorted(e.data["n"] for e in events.values()) == list(range(10))
+        assert await store.count_duplicates() == 0
+
+
+async def _paused(store: Store) -> bool:
+    return not store.available

@@ -25,8 +25,7 @@ from evflow import Engine, Rule, RunState, flow, task
 from evflow.records import RunRecord
 from evflow.sensors import FileSensor, KafkaSensor
 from evflow.signals import RunStateChanged
-from evflow.store.base import Store
-from evflow.store.sqlite import SqliteStore
+from evflow.store import Store, connect
 from tests.brokers import KafkaBroker, unique_topic
 from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor
 from tests.observers import LIMIT_S, RunLog, until
@@ -127,7 +126,7 @@ async def test_a_csv_written_slowly_in_chunks_makes_exactly_one_run(tmp_path: Pa
     assert run.state is RunState.SUCCEEDED
     assert run.params == {"path": "orders.csv"}
     assert paths(runs.finished) == ["orders.csv"]
-    async with SqliteStore(tmp_path / "evflow.db") as store:
+    async with connect(store_for(tmp_path)) as store:
         (task_record,) = (await store.get_run(run.id)).tasks
         assert task_record.result is not None
         assert orjson.loads(task_record.result)["lines"] == ["id,name,amount", *rows]
@@ -180,7 +179,7 @@ async def test_a_symlink_out_of_the_root_starts_no_run(
         await barrier(inbox, runs)
 
     assert paths(runs.finished) == []
-    async with SqliteStore(tmp_path / "evflow.db") as store:
+    async with connect(store_for(tmp_path)) as store:
         events = await store.list_events(limit=100)
     assert all("zz-barrier" in e.data["path"] for e in events)
     refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
@@ -312,7 +311,7 @@ async def test_two_engines_in_one_group_run_every_message_exactly_once(
         )
 
     n = 40
-    async with SqliteStore(tmp_path / "evflow.db") as store:
+    async with connect(store_for(tmp_path)) as store:
         async with (
             engine_with(store, fl, order_rule(consumer()), first),
             # entered once its consumer has been given its partitions: the group is split
