@@ -43,4 +43,4 @@ def test_help_prints_and_exits_0(argv: list[str], capsys: pytest.CaptureFixture[
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: evflow ")
-    assert "--store PATH" in out
+    assert "--store STORE" in out
