@@ -80,28 +80,28 @@ _SQL_EVENTS = """
 INSERT INTO events (uid, id, dedup_key, type, source, subject, time, data, extensions,
                     received_at)
 SELECT u, i, k, t, s, sub, tm, d::json, x::json, to_timestamp(%s)
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::timestamptz[], %s::text[], %s::text[]) WITH ORDINALITY
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::timestamptz[], %b::text[], %b::text[]) WITH ORDINALITY
      AS v(u, i, k, t, s, sub, tm, d, x, n)
 ORDER BY n
 ON CONFLICT DO NOTHING
 """
 _SQL_CURSORS = """
-INSERT INTO cursors (name, value) SELECT * FROM unnest(%s::text[], %s::text[])
+INSERT INTO cursors (name, value) SELECT * FROM unnest(%b::text[], %b::text[])
 ON CONFLICT (name) DO UPDATE SET value = excluded.value
 """
 _SQL_DEAD = """
 INSERT INTO dead_letters (id, source, reason, payload, headers, dedup_key, received_at)
 SELECT i, s, r, p, h::jsonb, k, to_timestamp(%s)
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[])
      AS v(i, s, r, p, h, k)
 ON CONFLICT DO NOTHING
 """
 _RUN_SELECT = """
 SELECT i, f, fv, p::jsonb, st, pr, tr::jsonb, to_timestamp(c), to_timestamp(sa),
        to_timestamp(ea), w, e
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],
-            %s::float8[], %s::float8[], %s::float8[], %s::text[], %s::text[]) WITH ORDINALITY
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],
+            %b::float8[], %b::float8[], %b::float8[], %b::text[], %b::text[]) WITH ORDINALITY
      AS v(i, f, fv, p, st, pr, tr, c, sa, ea, w, e, n)
 ORDER BY n
 """
@@ -120,8 +120,8 @@ _TASK_INTO = """
 INSERT INTO tasks (run_id, name, node, map_index, state, attempt, queued_at, started_at,
                    ended_at, waiting, error, traceback, result)
 SELECT r, nm, nd, mi, st, a, to_timestamp(q), to_timestamp(sa), to_timestamp(ea), w, e, tb, res
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::int[], %s::float8[],
-            %s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[], %s::bytea[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::int[], %b::float8[],
+            %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[])
      AS v(r, nm, nd, mi, st, a, q, sa, ea, w, e, tb, res)
 """
 _SQL_TASKS_NEW = f"{_TASK_INTO} ON CONFLICT (run_id, name) DO NOTHING"
@@ -134,15 +134,15 @@ ON CONFLICT (run_id, name) DO UPDATE SET state = excluded.state, attempt = exclu
 _SQL_ATTEMPTS = """
 INSERT INTO attempts (run_id, task, attempt, state, started_at, ended_at, error)
 SELECT r, t, a, s, to_timestamp(sa), to_timestamp(ea), e
-FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::float8[], %s::float8[],
-            %s::text[]) AS v(r, t, a, s, sa, ea, e)
+FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::float8[], %b::float8[],
+            %b::text[]) AS v(r, t, a, s, sa, ea, e)
 ON CONFLICT (run_id, task, attempt) DO UPDATE SET state = excluded.state,
     started_at = excluded.started_at, ended_at = excluded.ended_at, error = excluded.error
 """
 _SQL_LOGS = """
 INSERT INTO logs (run_id, task, attempt, time, level, message)
 SELECT r, t, a, to_timestamp(tm), l, m
-FROM unnest(%s::text[], %s::text[], %s::int[], %s::float8[], %s::text[], %s::text[])
+FROM unnest(%b::text[], %b::text[], %b::int[], %b::float8[], %b::text[], %b::text[])
      WITH ORDINALITY AS v(r, t, a, tm, l, m, n)
 ORDER BY n
 """
@@ -150,19 +150,19 @@ _SQL_IMPORT_EVENTS = """
 INSERT INTO events (uid, id, dedup_key, type, source, subject, time, data, extensions,
                     received_at, status)
 SELECT u, i, k, t, s, sub, tm, d::json, x::json, to_timestamp(r), st
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-            %s::timestamptz[], %s::text[], %s::text[], %s::float8[], %s::text[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::timestamptz[], %b::text[], %b::text[], %b::float8[], %b::text[])
      WITH ORDINALITY AS v(u, i, k, t, s, sub, tm, d, x, r, st, n)
 ORDER BY n
 """
-_SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE uid = ANY(%s::text[])"
+_SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE uid = ANY(%b::text[])"
 _SQL_AUDIT = """
 INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash)
-SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::text[], %s::text[],
-                     %s::bytea[], %s::text[], %s::text[])
+SELECT * FROM unnest(%b::bigint[], %b::float8[], %b::text[], %b::text[], %b::text[],
+                     %b::bytea[], %b::text[], %b::text[])
 """
 _SQL_DUPS = """
-INSERT INTO duplicates (source, count) SELECT * FROM unnest(%s::text[], %s::bigint[])
+INSERT INTO duplicates (source, count) SELECT * FROM unnest(%b::text[], %b::bigint[])
 ON CONFLICT (source) DO UPDATE SET count = duplicates.count + excluded.count
 """
 
@@ -731,7 +731,7 @@ class PostgresStore:
                 )
         await conn.execute(_SQL_EVENTS, [now, *_columns(rows, 9)])
         cur = await conn.execute(
-            "SELECT dedup_key, uid FROM events WHERE dedup_key = ANY(%s::text[])", (list(first),)
+            "SELECT dedup_key, uid FROM events WHERE dedup_key = ANY(%b::text[])", (list(first),)
         )
         stored: dict[str, str] = {k: u for k, u in await cur.fetchall()}
         dup_counts: dict[str, int] = {}
@@ -926,7 +926,7 @@ class PostgresStore:
         if not rows:
             return []
         trows = await self._read(
-            f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ANY(%s::text[])",
+            f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ANY(%b::text[])",
             ([r[0] for r in rows],),
         )
         by_run: dict[str, list[TaskRecord]] = {}
