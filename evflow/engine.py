@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .abc import Accepted, Sensor
+from .audit_kinds import AuditKind
 from .clock import Clock, SystemClock
 from .errors import EngineNotRunning, EvflowError, FlowNotFound, UnknownPoolError
 from .events import Event
@@ -378,7 +379,9 @@ class Engine:
             await self.store.apply(
                 Changes(
                     audit=[
-                        AuditEntry("event.emitted", f"event:{accepted.event_id}", data, actor=actor)
+                        AuditEntry(
+                            AuditKind.EVENT_EMITTED, f"event:{accepted.event_id}", data, actor=actor
+                        )
                     ]
                 )
             )

@@ -20,6 +20,7 @@ import orjson
 from anyio.abc import TaskStatus
 
 from .. import tracing
+from ..audit_kinds import AuditKind
 from ..clock import Clock
 from ..errors import EvflowError, StoreUnavailable
 from ..events import Event
@@ -169,16 +170,20 @@ class RuleLoop:
     ) -> None:
         if isinstance(d, NotMatched):
             changes.audit.append(
-                AuditEntry("rule.not_matched", f"event:{d.event_id}", {"reason": d.reason})
+                AuditEntry(AuditKind.RULE_NOT_MATCHED, f"event:{d.event_id}", {"reason": d.reason})
             )
         elif isinstance(d, Held):
             changes.audit.append(
-                AuditEntry("rule.held", f"event:{d.event_id}", {"rule": d.rule, "why": d.why})
+                AuditEntry(
+                    AuditKind.RULE_HELD, f"event:{d.event_id}", {"rule": d.rule, "why": d.why}
+                )
             )
         elif isinstance(d, NotMapped):
             changes.audit.append(
                 AuditEntry(
-                    "rule.not_mapped", f"event:{d.event_id}", {"rule": d.rule, "reason": d.reason}
+                    AuditKind.RULE_NOT_MAPPED,
+                    f"event:{d.event_id}",
+                    {"rule": d.rule, "reason": d.reason},
                 )
             )
             ev = events.get(d.event_id)
@@ -202,7 +207,7 @@ class RuleLoop:
         for eid in d.event_ids:
             changes.audit.append(
                 AuditEntry(
-                    "rule.correlation_timed_out",
+                    AuditKind.RULE_CORRELATION_TIMED_OUT,
                     f"event:{eid}",
                     {"rule": d.rule, "key": d.key_value, "action": d.action, "reason": d.reason},
                 )
@@ -239,14 +244,14 @@ class RuleLoop:
         ):
             for s in subjects:
                 changes.audit.append(
-                    AuditEntry("rule.duplicate", s, {"rule": d.rule, "run_id": run_id})
+                    AuditEntry(AuditKind.RULE_DUPLICATE, s, {"rule": d.rule, "run_id": run_id})
                 )
             return
         flow = self.flows.get(d.flow)
         if flow is None:
             for s in subjects:
                 changes.audit.append(
-                    AuditEntry("rule.flow_missing", s, {"rule": d.rule, "flow": d.flow})
+                    AuditEntry(AuditKind.RULE_FLOW_MISSING, s, {"rule": d.rule, "flow": d.flow})
                 )
             return
         rule = self.rules.get(d.rule)
@@ -256,7 +261,7 @@ class RuleLoop:
             reason = f"flow {flow.name!r} is already running ({len(active)} active run(s))"
             for s in subjects:
                 changes.audit.append(
-                    AuditEntry("rule.skipped", s, {"rule": d.rule, "reason": reason})
+                    AuditEntry(AuditKind.RULE_SKIPPED, s, {"rule": d.rule, "reason": reason})
                 )
             return
         try:
@@ -270,7 +275,7 @@ class RuleLoop:
         except EvflowError as exc:
             for s in subjects:
                 changes.audit.append(
-                    AuditEntry("rule.not_mapped", s, {"rule": d.rule, "reason": str(exc)})
+                    AuditEntry(AuditKind.RULE_NOT_MAPPED, s, {"rule": d.rule, "reason": str(exc)})
                 )
             changes.dead_letters.append(
                 intake.dead_letter_note(
@@ -288,9 +293,13 @@ class RuleLoop:
         changes.new_runs.append(run)
         changes.new_tasks.extend(pending_tasks(flow, run))
         for s in subjects:
-            changes.audit.append(AuditEntry("rule.matched", s, {"rule": d.rule, "run_id": run_id}))
+            changes.audit.append(
+                AuditEntry(AuditKind.RULE_MATCHED, s, {"rule": d.rule, "run_id": run_id})
+            )
         changes.audit.append(
-            AuditEntry("run.queued", f"run:{run_id}", {"flow": flow.name, "trigger": run.trigger})
+            AuditEntry(
+                AuditKind.RUN_QUEUED, f"run:{run_id}", {"flow": flow.name, "trigger": run.trigger}
+            )
         )
         to_start.append(run)
 

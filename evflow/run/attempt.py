@@ -28,6 +28,7 @@ import orjson
 from opentelemetry.trace import Span
 
 from .. import tracing
+from ..audit_kinds import AuditKind
 from ..errors import ResultNotSerializable
 from ..flows.callbacks import task_callbacks
 from ..flows.dag import Node
@@ -197,7 +198,7 @@ class TaskAttempts:
             traceback=None,
             waiting=None,
         )
-        await self.ex.save([inst], "task.running", {"attempt": rec.attempt})
+        await self.ex.save([inst], AuditKind.TASK_RUNNING, {"attempt": rec.attempt})
 
     async def _call(self) -> Outcome:
         """One call of the task function, in the task's context."""
@@ -245,7 +246,9 @@ class TaskAttempts:
         inst.result = outcome.result
         inst.update(state=TaskState.SUCCEEDED, ended_at=ended, result=outcome.result_json)
         await ex.save(
-            [inst], "task.succeeded", attempts=[self._ended(TaskState.SUCCEEDED, ended, None)]
+            [inst],
+            AuditKind.TASK_SUCCEEDED,
+            attempts=[self._ended(TaskState.SUCCEEDED, ended, None)],
         )
         if self.opts.branch:
             ex.apply_branch(self.node, inst)
@@ -285,7 +288,7 @@ class TaskAttempts:
         )
         await ex.save(
             [inst],
-            "task.retrying",
+            AuditKind.TASK_RETRYING,
             {"error": error, "delay_s": round(delay, 3)},
             attempts=[self._ended(TaskState.FAILED, ended, error)],
         )
@@ -298,7 +301,7 @@ class TaskAttempts:
         inst.update(state=TaskState.FAILED, ended_at=ended, error=error, traceback=tb)
         await ex.save(
             [inst],
-            "task.failed",
+            AuditKind.TASK_FAILED,
             {"error": error},
             attempts=[self._ended(TaskState.FAILED, ended, error)],
         )
@@ -320,13 +323,13 @@ class TaskAttempts:
         inst.update(state=state, ended_at=now)
         attempts = [self._ended(state, now, "cancelled")] if running else []
         await ex.flush_logs()
-        await ex.save([inst], f"task.{state}", attempts=attempts)
+        await ex.save([inst], AuditKind.of_task(state), attempts=attempts)
 
     async def _on_too_many_interruptions(self) -> TaskState:
         ex, inst = self.ex, self.inst
         error = f"interrupted {inst.interruptions} times; giving up"
         inst.update(state=TaskState.FAILED, ended_at=ex.now(), error=error)
-        await ex.save([inst], "task.failed", {"error": error})
+        await ex.save([inst], AuditKind.TASK_FAILED, {"error": error})
         await task_callbacks("failure", ex.flow, self.node.task, ex.run.id, inst.record, ex.params)
         return TaskState.FAILED
 

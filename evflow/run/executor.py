@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 import orjson
 
+from ..audit_kinds import AuditKind
 from ..clock import Clock, SystemClock
 from ..flows import binding
 from ..flows.dag import Flow, Node
@@ -104,7 +105,7 @@ class RunExecution:
     async def save(
         self,
         insts: list[Instance],
-        kind: str | None = None,
+        kind: AuditKind | None = None,
         data: Mapping[str, Any] | None = None,
         *,
         attempts: list[AttemptRecord] | None = None,
@@ -151,7 +152,7 @@ class RunExecution:
             started_at=self.run.started_at or self.now(),
         )
         self.state = RunState.RUNNING
-        await self.ledger.run_changed(self._run_record(), "run.running")
+        await self.ledger.run_changed(self._run_record(), AuditKind.RUN_RUNNING)
         self._publish_run()
         await self._interrupted_before()
         try:
@@ -195,7 +196,7 @@ class RunExecution:
         for inst in interrupted:
             inst.update(state=TaskState.INTERRUPTED)
         if interrupted:
-            await self.save(interrupted, "task.interrupted", attempts=cut_short)
+            await self.save(interrupted, AuditKind.TASK_INTERRUPTED, attempts=cut_short)
         if any(i.record.state is TaskState.INTERRUPTED for i in self.instances.values()):
             for a in await self.ledger.past_attempts():
                 known = self.instances.get(a.task)
@@ -233,7 +234,7 @@ class RunExecution:
         for state in (TaskState.SKIPPED, TaskState.CANCELLED):
             group = [i for i in leftover if i.record.state is state]
             if group:
-                await self.save(group, f"task.{state}")
+                await self.save(group, AuditKind.of_task(state))
         error: str | None
         if self.cancel_reason is not None:
             self.state = RunState.CANCELLED
@@ -247,7 +248,10 @@ class RunExecution:
         self.run = replace(self.run, state=self.state, ended_at=now, error=error, waiting=None)
         await self.flush_logs()
         await self.ledger.run_changed(
-            self._run_record(), f"run.{self.state}", {"error": error} if error else None, wait=True
+            self._run_record(),
+            AuditKind.of_run(self.state),
+            {"error": error} if error else None,
+            wait=True,
         )
         self._publish_run()
 
@@ -322,7 +326,9 @@ class RunExecution:
         if verdict is not None:
             inst = self._instance(node.name, node.name)
             inst.update(state=verdict, ended_at=self.now())
-            await self.save([inst], f"task.{verdict}", {"trigger_rule": node.options.trigger_rule})
+            await self.save(
+                [inst], AuditKind.of_task(verdict), {"trigger_rule": node.options.trigger_rule}
+            )
             return verdict
         if node.mapped:
             return await self._run_mapped(node)
@@ -344,7 +350,7 @@ class RunExecution:
             calls = binding.expand(node, self._result_of, self.params)
         except Exception as exc:  # a bad mapping input fails the task, not the engine
             parent.update(state=TaskState.FAILED, error=str(exc), ended_at=self.now())
-            await self.save([parent], "task.failed", {"error": str(exc)})
+            await self.save([parent], AuditKind.TASK_FAILED, {"error": str(exc)})
             return TaskState.FAILED
         parent.update(state=TaskState.RUNNING, started_at=parent.record.started_at or self.now())
         children = [self._instance(f"{node.name}[{i}]", node.name, i) for i in range(len(calls))]
@@ -375,7 +381,9 @@ class RunExecution:
             error=f"{len(failed)} of {len(children)} instances failed" if failed else None,
             result=orjson.dumps(parent.result),
         )
-        await self.save([parent], f"task.{parent.record.state}", {"instances": len(children)})
+        await self.save(
+            [parent], AuditKind.of_task(parent.record.state), {"instances": len(children)}
+        )
         return parent.record.state
 
     async def _run_child(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from ..audit_kinds import AuditKind
 from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord
 from ..store.base import AuditEntry, Changes, Store
 
@@ -28,7 +29,7 @@ class Ledger:
     async def run_changed(
         self,
         run: RunRecord,
-        kind: str,
+        kind: AuditKind,
         data: Mapping[str, Any] | None = None,
         *,
         wait: bool = False,
@@ -41,7 +42,7 @@ class Ledger:
     def tasks_changed(
         self,
         tasks: list[TaskRecord],
-        kind: str | None,
+        kind: AuditKind | None,
         data: Mapping[str, Any] | None = None,
         attempts: list[AttemptRecord] | None = None,
     ) -> Awaitable[None]:
@@ -61,7 +62,9 @@ class Ledger:
                 tasks=[task],
                 audit=[
                     AuditEntry(
-                        "task.waiting", f"run:{self.run_id}/task:{task.name}", {"reason": reason}
+                        AuditKind.TASK_WAITING,
+                        f"run:{self.run_id}/task:{task.name}",
+                        {"reason": reason},
                     )
                 ],
             )

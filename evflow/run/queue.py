@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import tracing
+from ..audit_kinds import AuditKind
 from ..clock import Clock
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
@@ -78,7 +79,10 @@ def queued_changes(flow: Flow, runs: Sequence[RunRecord], actor: str | None = No
         tasks=[t for r in runs for t in pending_tasks(flow, r)],
         audit=[
             AuditEntry(
-                "run.queued", f"run:{r.id}", {"flow": flow.name, "trigger": r.trigger}, actor=actor
+                AuditKind.RUN_QUEUED,
+                f"run:{r.id}",
+                {"flow": flow.name, "trigger": r.trigger},
+                actor=actor,
             )
             for r in runs
         ],
@@ -199,7 +203,10 @@ class RunQueue:
             Changes(
                 audit=[
                     AuditEntry(
-                        "run.cancel_requested", f"run:{record.id}", {"reason": reason}, actor=actor
+                        AuditKind.RUN_CANCEL_REQUESTED,
+                        f"run:{record.id}",
+                        {"reason": reason},
+                        actor=actor,
                     )
                 ]
             )
@@ -287,7 +294,7 @@ class RunQueue:
                 tasks=reset,
                 audit=[
                     AuditEntry(
-                        "run.retried",
+                        AuditKind.RUN_RETRIED,
                         f"run:{run.id}",
                         {"mode": mode, "tasks": [t.name for t in reset]},
                         actor=actor,
@@ -352,7 +359,11 @@ class RunQueue:
                 continue
             await self.store.apply(
                 Changes(
-                    audit=[AuditEntry("run.resumed", f"run:{run.id}", {"state": str(run.state)})]
+                    audit=[
+                        AuditEntry(
+                            AuditKind.RUN_RESUMED, f"run:{run.id}", {"state": str(run.state)}
+                        )
+                    ]
                 )
             )
             self.start(run)
@@ -452,7 +463,7 @@ class RunQueue:
             Changes(
                 runs=[cancelled],
                 tasks=tasks,
-                audit=[AuditEntry("run.cancelled", f"run:{record.id}", {"reason": reason})],
+                audit=[AuditEntry(AuditKind.RUN_CANCELLED, f"run:{record.id}", {"reason": reason})],
             ),
             wait=True,
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
 from ..abc import Accepted
+from ..audit_kinds import AuditKind
 from ..events import Event
 from ..records import (
     AttemptRecord,
@@ -36,7 +37,7 @@ __all__ = [
 class AuditEntry:
     """An entry to append; the store gives it a sequence number and chains its hash."""
 
-    kind: str
+    kind: AuditKind
     subject: str
     data: Mapping[str, Any] | None = None
     actor: str | None = None

@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
     raise StoreError("PostgreSQL support is not installed: pip install 'evflow[postgres]'") from exc
 
 from ..abc import Accepted
+from ..audit_kinds import AuditKind
 from ..errors import EventNotFound, RunNotFound, SchemaVersionError, StoreError, StoreUnavailable
 from ..events import Event, parse_time
 from ..records import (
@@ -746,7 +747,7 @@ class PostgresStore:
                     claimed.add(ev.dedup_key)
                     received.append(
                         AuditEntry(
-                            "event.received",
+                            AuditKind.EVENT_RECEIVED,
                             f"event:{eid}",
                             {
                                 "type": ev.type,

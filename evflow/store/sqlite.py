@@ -26,6 +26,7 @@ import anyio
 import orjson
 
 from ..abc import Accepted
+from ..audit_kinds import AuditKind
 from ..errors import EventNotFound, RunNotFound, SchemaVersionError, StoreError
 from ..events import Event
 from ..records import (
@@ -517,7 +518,7 @@ class SqliteStore:
                     claimed.add(ev.dedup_key)
                     received.append(
                         AuditEntry(
-                            "event.received",
+                            AuditKind.EVENT_RECEIVED,
                             f"event:{eid}",
                             {
                                 "type": ev.type,

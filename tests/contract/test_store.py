@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from evflow import Event
+from evflow.audit_kinds import AuditKind
 from evflow.errors import EventNotFound, RunNotFound
 from evflow.records import AttemptRecord, LogRecord, RunRecord, TaskRecord
 from evflow.states import RunState, TaskState
@@ -156,7 +157,9 @@ async def test_dead_letters_keep_the_payload_and_why(store_factory: Factory) -> 
 
 async def test_the_audit_trail_chains_every_record(store_factory: Factory) -> None:
     async with store_factory() as store:
-        entries = [AuditEntry("run.queued", f"run:r{i}", {"i": i}, actor="cli") for i in range(3)]
+        entries = [
+            AuditEntry(AuditKind.RUN_QUEUED, f"run:r{i}", {"i": i}, actor="cli") for i in range(3)
+        ]
         await store.apply(Changes(audit=entries), wait=True)
         rows = await store.audit_rows()
         prev = GENESIS_HASH

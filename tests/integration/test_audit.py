@@ -12,6 +12,7 @@ import anyio
 import orjson
 
 from evflow import Engine, Event, Rule, flow, task
+from evflow.audit_kinds import AuditKind
 from evflow.store.base import AuditEntry, Changes
 from evflow.store.sqlite import SqliteStore
 from tests.observers import RunLog
@@ -112,7 +113,8 @@ async def test_two_writers_on_one_file_extend_one_chain(tmp_path: Path) -> None:
         for i in range(20):
             store = first if i % 2 else second
             await store.apply(
-                Changes(audit=[AuditEntry("test.write", f"writer:{i % 2}", {"i": i})]), wait=True
+                Changes(audit=[AuditEntry(AuditKind.EVENT_EMITTED, f"writer:{i % 2}", {"i": i})]),
+                wait=True,
             )
     done = evflow_cli("audit", "verify", "--store", str(db))
     assert done.returncode == 0, done.stderr
