@@ -31,6 +31,7 @@ from .errors import EngineNotRunning, EvflowError, FlowNotFound, UnknownPoolErro
 from .events import Event
 from .flows.dag import Flow
 from .intake import StoreIntake
+from .ownership import Ownership
 from .rules import Rule, RuleSet
 from .rules.loop import RuleLoop
 from .run.limits import Limits, RunGate
@@ -200,6 +201,11 @@ class Engine:
         async with AsyncExitStack() as stack:
             self._store = store = await stack.enter_async_context(self._open_store())
             stack.callback(self._forget_store)
+            ownership = None
+            if self.resume:  # this engine runs the store's work: one such engine per store
+                ownership = Ownership(store)
+                await ownership.acquire()
+                stack.push_async_callback(ownership.release)  # after the runs have stopped
             self._intake = intake = StoreIntake(
                 store,
                 max_backlog=self.max_backlog,
@@ -212,6 +218,8 @@ class Engine:
             self._rules_loop.open(store, intake)
             stack.push_async_callback(self._shutdown)
             self.started_at = time.time()
+            if ownership is not None:
+                await tg.start(ownership.keep)
             if self.resume:
                 await self._resume()
             await tg.start(self._rules_loop.run)

@@ -122,5 +122,14 @@ class StoreUnavailable(Saturated, StoreError):
         super().__init__(message, retry_after_s)
 
 
+class StoreInUse(StoreError):
+    """Another live evflow instance runs this store's work (it holds the store's lease)."""
+
+
+class OwnershipLost(EvflowError):
+    """This instance could not renew its lease on the store in time, or another took it: it
+    stops its work, so that two instances never run the same runs."""
+
+
 class RunFailed(EvflowError):
     """Raised by ``RunResult.raise_for_state()`` when a run did not succeed."""

@@ -147,3 +147,22 @@ class AuditRecord:
     data: Any
     prev_hash: str
     hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """Who holds a named lease (``engine``: the instance that runs a store's work), until when.
+
+    ``epoch`` goes up each time the lease changes hands: a fencing token, so a holder that lost
+    it (stalled past ``expires_at``) can tell. Times are the store's clock (the database's, for
+    a server), in epoch seconds.
+    """
+
+    name: str
+    owner: str
+    host: str
+    pid: int
+    epoch: int
+    acquired_at: float
+    renewed_at: float
+    expires_at: float

@@ -19,6 +19,7 @@ from ..records import (
     AuditRecord,
     DeadLetterRecord,
     EventRecord,
+    LeaseRecord,
     LogRecord,
     RunRecord,
     TaskRecord,
@@ -159,6 +160,25 @@ class Store(Protocol):
     async def flush(self) -> None:
         """Return once everything queued so far is committed."""
         ...
+
+    # -- leases ------------------------------------------------------------------------------
+    async def acquire_lease(
+        self, name: str, owner: str, host: str, pid: int, ttl_s: float, *, force: bool = False
+    ) -> tuple[bool, LeaseRecord]:
+        """Take the lease ``name`` for ``owner`` if it is free, expired, already ``owner``'s,
+        or ``force``; returns (taken, the lease as it now stands). Taking it from another
+        holder raises its epoch."""
+        ...
+
+    async def renew_lease(self, lease: LeaseRecord, ttl_s: float) -> LeaseRecord | None:
+        """Extend ``lease``; None if it is no longer held at that epoch (it was lost)."""
+        ...
+
+    async def release_lease(self, lease: LeaseRecord) -> None:
+        """Give ``lease`` back at once (if still held at that epoch)."""
+        ...
+
+    async def list_leases(self) -> list[LeaseRecord]: ...
 
     async def import_rows(self, rows: Rows) -> None:
         """Write ``rows`` as they are, in one transaction (``evflow db copy``); the audit rows

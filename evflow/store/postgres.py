@@ -44,6 +44,7 @@ from ..records import (
     AuditRecord,
     DeadLetterRecord,
     EventRecord,
+    LeaseRecord,
     LogRecord,
     RunRecord,
     TaskRecord,
@@ -155,6 +156,22 @@ FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text
             %b::timestamptz[], %b::text[], %b::text[], %b::float8[], %b::text[])
      WITH ORDINALITY AS v(u, i, k, t, s, sub, tm, d, x, r, st, n)
 ORDER BY n
+"""
+_LEASE_COLS = (
+    f"name, owner, host, pid, epoch, {_epoch('acquired_at')}, {_epoch('renewed_at')}, "
+    f"{_epoch('expires_at')}"
+)
+# Taken if free, expired, already ours, or forced; another holder's epoch goes up by one.
+_SQL_LEASE_TAKE = f"""
+INSERT INTO leases AS l (name, owner, host, pid, epoch, acquired_at, renewed_at, expires_at)
+VALUES (%s, %s, %s, %s, 1, now(), now(), now() + make_interval(secs => %s))
+ON CONFLICT (name) DO UPDATE SET
+    epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END,
+    acquired_at = CASE WHEN l.owner = excluded.owner THEN l.acquired_at ELSE now() END,
+    owner = excluded.owner, host = excluded.host, pid = excluded.pid,
+    renewed_at = now(), expires_at = excluded.expires_at
+WHERE l.expires_at < now() OR l.owner = excluded.owner OR %s
+RETURNING {_LEASE_COLS.replace("acquired_at", "l.acquired_at")}
 """
 _SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE uid = ANY(%b::text[])"
 _SQL_AUDIT = """
@@ -803,6 +820,49 @@ class PostgresStore:
             await self._queue.submit(op, weight)
         else:
             await self._queue.enqueue(op, weight)
+
+    # -- leases ------------------------------------------------------------------------------
+    # Times come from the database's clock, so instances whose clocks disagree agree on them.
+    async def acquire_lease(
+        self, name: str, owner: str, host: str, pid: int, ttl_s: float, *, force: bool = False
+    ) -> tuple[bool, LeaseRecord]:
+        rows = await self._write_read(_SQL_LEASE_TAKE, (name, owner, host, pid, ttl_s, force))
+        if rows:
+            return True, LeaseRecord(*rows[0])
+        rows = await self._read(f"SELECT {_LEASE_COLS} FROM leases WHERE name = %s", (name,))
+        return False, LeaseRecord(*rows[0])
+
+    async def renew_lease(self, lease: LeaseRecord, ttl_s: float) -> LeaseRecord | None:
+        rows = await self._write_read(
+            "UPDATE leases SET renewed_at = now(), expires_at = now() + make_interval(secs => %s) "
+            f"WHERE name = %s AND owner = %s AND epoch = %s RETURNING {_LEASE_COLS}",
+            (ttl_s, lease.name, lease.owner, lease.epoch),
+        )
+        return LeaseRecord(*rows[0]) if rows else None
+
+    async def release_lease(self, lease: LeaseRecord) -> None:
+        await self._write_read(
+            "DELETE FROM leases WHERE name = %s AND owner = %s AND epoch = %s RETURNING name",
+            (lease.name, lease.owner, lease.epoch),
+        )
+
+    async def list_leases(self) -> list[LeaseRecord]:
+        rows = await self._read(f"SELECT {_LEASE_COLS} FROM leases ORDER BY name")
+        return [LeaseRecord(*r) for r in rows]
+
+    async def _write_read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One statement in a transaction of its own (autocommit), beside the batches."""
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"the store {self.path} is not open (use `async with`)")
+        try:
+            async with pool.connection() as conn:
+                cur = await conn.execute(sql.encode(), params)
+                return await cur.fetchall()
+        except _CONNECTION_ERRORS as exc:
+            raise StoreUnavailable(
+                f"the database of store {self.path} cannot be reached ({exc}); retry later"
+            ) from None
 
     async def import_rows(self, rows: Rows) -> None:
         await self._queue.submit(Op(rows=rows))

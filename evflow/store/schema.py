@@ -118,4 +118,20 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 3: leases — named, expiring, fenced by an epoch (the instance that runs a store's work)
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        acquired_at REAL NOT NULL,
+        renewed_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,9 +17,9 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import anyio
@@ -34,6 +34,7 @@ from ..records import (
     AuditRecord,
     DeadLetterRecord,
     EventRecord,
+    LeaseRecord,
     LogRecord,
     RunRecord,
     TaskRecord,
@@ -45,6 +46,8 @@ from .schema import MIGRATIONS, SCHEMA_VERSION
 from .urls import sqlite_path
 
 __all__ = ["SqliteStore"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("evflow.store")
 
@@ -108,6 +111,19 @@ _SQL_AUDIT = (
 _SQL_DUP = (
     "INSERT INTO duplicates (source, count) VALUES (?, ?) "
     "ON CONFLICT(source) DO UPDATE SET count = count + excluded.count"
+)
+
+
+_LEASE_COLS = "name, owner, host, pid, epoch, acquired_at, renewed_at, expires_at"
+# Taken if free, expired, already ours, or forced; another holder's epoch goes up by one.
+_SQL_LEASE_TAKE = (
+    f"INSERT INTO leases ({_LEASE_COLS}) VALUES (?,?,?,?,1,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+    "epoch = CASE WHEN leases.owner = excluded.owner THEN leases.epoch ELSE leases.epoch + 1 END, "
+    "acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at "
+    "ELSE excluded.acquired_at END, owner = excluded.owner, host = excluded.host, "
+    "pid = excluded.pid, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at "
+    "WHERE leases.expires_at < excluded.renewed_at OR leases.owner = excluded.owner OR ? "
+    f"RETURNING {_LEASE_COLS}"
 )
 
 
@@ -574,6 +590,67 @@ class SqliteStore:
 
     async def flush(self) -> None:
         await self._queue.flush()
+
+    # -- leases ------------------------------------------------------------------------------
+    async def acquire_lease(
+        self, name: str, owner: str, host: str, pid: int, ttl_s: float, *, force: bool = False
+    ) -> tuple[bool, LeaseRecord]:
+        def take(conn: sqlite3.Connection) -> tuple[bool, LeaseRecord]:
+            now = time.time()
+            row = conn.execute(
+                _SQL_LEASE_TAKE, (name, owner, host, pid, now, now, now + ttl_s, int(force))
+            ).fetchone()
+            taken = row is not None
+            if row is None:
+                row = conn.execute(f"SELECT {_LEASE_COLS} FROM leases WHERE name = ?", (name,))
+                row = row.fetchone()
+            return taken, LeaseRecord(*row)
+
+        return await self._locked(take)
+
+    async def renew_lease(self, lease: LeaseRecord, ttl_s: float) -> LeaseRecord | None:
+        def renew(conn: sqlite3.Connection) -> LeaseRecord | None:
+            now = time.time()
+            row = conn.execute(
+                f"UPDATE leases SET renewed_at = ?, expires_at = ? WHERE name = ? AND owner = ? "
+                f"AND epoch = ? RETURNING {_LEASE_COLS}",
+                (now, now + ttl_s, lease.name, lease.owner, lease.epoch),
+            ).fetchone()
+            return None if row is None else LeaseRecord(*row)
+
+        return await self._locked(renew)
+
+    async def release_lease(self, lease: LeaseRecord) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM leases WHERE name = ? AND owner = ? AND epoch = ?",
+                (lease.name, lease.owner, lease.epoch),
+            )
+
+        await self._locked(release)
+
+    async def list_leases(self) -> list[LeaseRecord]:
+        rows = await self._read(f"SELECT {_LEASE_COLS} FROM leases ORDER BY name")
+        return [LeaseRecord(*r) for r in rows]
+
+    async def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in a transaction of its own on the writer connection (beside the batches)."""
+
+        def run() -> T:
+            conn = self._writer
+            if conn is None:
+                raise StoreError(f"the store {self.path!r} is not open")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return await anyio.to_thread.run_sync(run, limiter=self._write_limiter)
 
     async def import_rows(self, rows: Rows) -> None:
         await self._queue.submit(Op(rows=rows))

@@ -185,3 +185,40 @@ async def test_two_stores_on_one_location_write_at_once(
             tg.start_soon(emit, two, "b")
         assert len(await one.list_events(limit=100)) == 40
         assert len(await two.pending_events()) == 40
+
+
+async def test_a_lease_has_one_holder_and_changes_hands_only_when_free(
+    store_factory: Factory,
+) -> None:
+    async with store_factory() as store:
+        taken, a = await store.acquire_lease("engine", "a", "host-a", 11, ttl_s=30)
+        assert taken and (a.owner, a.host, a.pid, a.epoch) == ("a", "host-a", 11, 1)
+        assert a.expires_at - a.renewed_at == pytest.approx(30, abs=1)
+
+        taken, held = await store.acquire_lease("engine", "b", "host-b", 22, ttl_s=30)
+        assert not taken and held.owner == "a" and held.epoch == 1  # a holds it: b is told who
+        again, same = await store.acquire_lease("engine", "a", "host-a", 11, ttl_s=30)
+        assert again and same.epoch == 1  # taking your own lease again keeps its epoch
+
+        renewed = await store.renew_lease(a, ttl_s=30)
+        assert renewed is not None and renewed.renewed_at >= a.renewed_at
+
+        forced, b = await store.acquire_lease("engine", "b", "host-b", 22, ttl_s=30, force=True)
+        assert forced and b.owner == "b" and b.epoch == 2  # the fencing token went up
+        assert await store.renew_lease(a, ttl_s=30) is None  # a lost it, and can tell
+        await store.release_lease(a)  # a stale holder's release changes nothing
+        assert [(x.owner, x.epoch) for x in await store.list_leases()] == [("b", 2)]
+
+        await store.release_lease(b)
+        assert await store.list_leases() == []
+        taken, c = await store.acquire_lease("engine", "c", "host-c", 33, ttl_s=30)
+        assert taken and c.epoch == 1
+
+
+async def test_an_expired_lease_can_be_taken(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        taken, a = await store.acquire_lease("engine", "a", "host-a", 11, ttl_s=0.05)
+        assert taken
+        await anyio.sleep(0.2)  # past its expiry, by the store's clock
+        taken, b = await store.acquire_lease("engine", "b", "host-b", 22, ttl_s=30)
+        assert taken and b.owner == "b" and b.epoch == a.epoch + 1

@@ -179,5 +179,10 @@ async def test_serve_on_postgres_shows_the_store_with_its_password_masked(
         summary = service.stdout
         assert "postgresql://" in summary and "***" in summary
         assert PASSWORD not in summary
+        # A second instance on the same store would run everything twice: refused, in a line.
+        status, out, err = await evflow("serve", str(project), "--port", "0", cwd=project, env=env)
+        assert status == 2, out + err
+        assert "in use by another evflow instance" in err and len(err.splitlines()) == 1, err
+        assert PASSWORD not in err
         assert await service.stop() == 0
     assert PASSWORD not in (tmp_path / "logs" / "stderr.log").read_text()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import socket
 import sqlite3
 from contextlib import closing
 from dataclasses import replace
@@ -12,8 +14,9 @@ import anyio
 import pytest
 
 from evflow import Engine, RunState, TaskState, flow, get_logger, task
-from evflow.errors import RunNotFound, SchemaVersionError
+from evflow.errors import RunNotFound, SchemaVersionError, StoreInUse
 from evflow.records import RunRecord, TaskRecord
+from evflow.store import connect
 from evflow.store.base import GENESIS_HASH, Changes, chain_hash
 from evflow.store.schema import SCHEMA_VERSION
 from evflow.store.sqlite import SqliteStore
@@ -311,3 +314,40 @@ async def test_an_ambiguous_run_id_prefix_names_the_candidates(tmp_path: Path) -
         with pytest.raises(RunNotFound, match="ambiguous") as caught:
             await store.get_run("abcd")
         assert "abcd1111" in str(caught.value) and "abcd2222" in str(caught.value)
+
+
+async def test_a_second_engine_on_a_store_is_refused_naming_the_first(tmp_path: Path) -> None:
+    where = store_for(tmp_path)
+    async with Engine(where, grace_period_s=0):
+        with pytest.raises(
+            StoreInUse, match=rf"another evflow instance \(host \S+, pid {os.getpid()}"
+        ):
+            async with Engine(where, grace_period_s=0):
+                pass
+        # A command-line engine (no resuming) may work beside it.
+        async with Engine(where, grace_period_s=0, resume=False) as helper:
+            helper.add(hello)
+            assert (await helper.run(hello, name="x")).state is RunState.SUCCEEDED
+    # Given back at a clean stop: the next engine starts at once.
+    async with Engine(where, grace_period_s=0) as engine:
+        leases = await engine.store.list_leases()
+        assert [(x.name, x.host, x.pid) for x in leases] == [
+            ("engine", socket.gethostname(), os.getpid())
+        ]
+
+
+async def test_the_lease_of_a_killed_process_on_this_host_is_taken_over_at_once(
+    tmp_path: Path,
+) -> None:
+    proc = await anyio.open_process(["true"])  # a process that has exited: its pid is free
+    await proc.wait()
+    dead_pid = proc.pid
+    where = store_for(tmp_path)
+    async with connect(where) as store:
+        taken, old = await store.acquire_lease(
+            "engine", "killed", socket.gethostname(), dead_pid, ttl_s=3600
+        )
+        assert taken
+    async with Engine(where, grace_period_s=0) as engine:
+        (lease,) = await engine.store.list_leases()
+        assert (lease.pid, lease.epoch) == (os.getpid(), old.epoch + 1)

@@ -1,0 +1,120 @@
+"""One instance runs a store's work: the ``engine`` lease.
+
+An engine that resumes runs and decides events (``evflow serve``, an embedding application)
+holds the store's ``engine`` lease while it runs: taken at start, renewed every third of its
+time to live, given back at a clean stop. A second such engine on the same store is refused
+with :class:`~evflow.errors.StoreInUse`, naming the holder, instead of running every run a
+second time. A holder on this host whose process is gone (killed) is replaced at once; one
+elsewhere, once its lease expires by the store's clock. An engine that cannot renew before its
+lease would expire stops with :class:`~evflow.errors.OwnershipLost`. Command-line engines
+(``evflow run``, ``retry``, ``backfill``) run only their own runs and take no lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from contextlib import suppress
+from datetime import UTC, datetime
+
+import anyio
+import anyio.abc
+
+from .errors import OwnershipLost, StoreError, StoreInUse, StoreUnavailable
+from .records import LeaseRecord
+from .store.base import Store
+
+__all__ = ["ENGINE_LEASE", "Ownership"]
+
+log = logging.getLogger("evflow.engine")
+
+ENGINE_LEASE = "engine"
+DEFAULT_TTL_S = 30.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class Ownership:
+    """This process's hold on a store's ``engine`` lease."""
+
+    def __init__(self, store: Store, *, ttl_s: float = DEFAULT_TTL_S) -> None:
+        self.store = store
+        self.ttl_s = ttl_s
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.owner = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.lease: LeaseRecord | None = None
+
+    async def acquire(self) -> LeaseRecord:
+        """Take the lease, or raise :class:`StoreInUse` naming who holds it."""
+        args = (ENGINE_LEASE, self.owner, self.host, self.pid, self.ttl_s)
+        taken, lease = await self.store.acquire_lease(*args)
+        if not taken and lease.host == self.host and not _alive(lease.pid):
+            log.warning(
+                "store %s: taking over from evflow pid %d on this host, which is gone",
+                self.store.describe(),
+                lease.pid,
+            )
+            taken, lease = await self.store.acquire_lease(*args, force=True)
+        if not taken:
+            raise StoreInUse(
+                f"the store {self.store.describe()} is in use by another evflow instance "
+                f"(host {lease.host}, pid {lease.pid}, last heartbeat {_when(lease.renewed_at)}); "
+                "several instances on one store need cluster mode, which evflow does not have "
+                "yet: stop the other instance, or give this one a store of its own"
+            )
+        self.lease = lease
+        return lease
+
+    async def keep(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Renew the lease until cancelled; raise :class:`OwnershipLost` if that fails."""
+        task_status.started()
+        assert self.lease is not None
+        deadline = time.monotonic() + self.ttl_s  # by our clock, a little before the store's
+        while True:
+            await anyio.sleep(self.ttl_s / 3)
+            try:
+                renewed = await self.store.renew_lease(self.lease, self.ttl_s)
+            except (StoreUnavailable, StoreError) as exc:
+                if time.monotonic() < deadline:
+                    log.warning("store %s: could not renew the engine lease: %s", self.where, exc)
+                    continue
+                raise OwnershipLost(
+                    f"could not renew this instance's lease on the store {self.where} for "
+                    f"{self.ttl_s:.0f}s ({exc}); stopping, so that no other instance runs the "
+                    "same work twice"
+                ) from None
+            if renewed is None:
+                raise OwnershipLost(
+                    f"another evflow instance took the store {self.where} over (this one was "
+                    "too slow to renew its lease); stopping"
+                )
+            self.lease = renewed
+            deadline = time.monotonic() + self.ttl_s
+
+    @property
+    def where(self) -> str:
+        return self.store.describe()
+
+    async def release(self) -> None:
+        """Give the lease back (a restart need not wait for it to expire)."""
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        with anyio.CancelScope(shield=True), suppress(StoreError):
+            await self.store.release_lease(lease)
