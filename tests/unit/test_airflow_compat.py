@@ -416,8 +416,6 @@ def test_ignored_airflow_arguments_warn_or_pass_quietly() -> None:
     with pytest.warns(AirflowCompatWarning, match="on_failure_callback") as rec:
         EmptyOperator(task_id="cb", on_failure_callback=print, dag=DAG("w2"))
     assert rec[0].filename == __file__
-    with pytest.warns(AirflowCompatWarning, match=r"templates.*not rendered"):
-        PythonOperator(task_id="tpl", python_callable=print, op_args=["{{ ds }}"], dag=DAG("w3"))
     # Settings that change nothing, or are off, pass without a warning.
     quiet = DAG(
         "q",
