@@ -14,7 +14,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from ...errors import FlowDefinitionError
 from ...flows.tasks import caller_location
@@ -213,6 +213,9 @@ def _split_task_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[
     return None
 
 
+_Wrap = Callable[[Callable[..., Any]], TaskDecorator]
+
+
 class _TaskNamespace:
     """``@task``, ``@task(...)``, ``@task.python``, ``@task.branch``, ``@task.short_circuit``."""
 
@@ -222,15 +225,31 @@ class _TaskNamespace:
             return TaskDecorator(fn, kind, {})
         return lambda f: TaskDecorator(f, kind, dict(kwargs))
 
+    @overload
+    def __call__(self, fn: Callable[..., Any], /) -> TaskDecorator: ...
+    @overload
+    def __call__(self, **kwargs: Any) -> _Wrap: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._make("python", args, kwargs)
 
+    @overload
+    def python(self, fn: Callable[..., Any], /) -> TaskDecorator: ...
+    @overload
+    def python(self, **kwargs: Any) -> _Wrap: ...
     def python(self, *args: Any, **kwargs: Any) -> Any:
         return self._make("python", args, kwargs)
 
+    @overload
+    def branch(self, fn: Callable[..., Any], /) -> TaskDecorator: ...
+    @overload
+    def branch(self, **kwargs: Any) -> _Wrap: ...
     def branch(self, *args: Any, **kwargs: Any) -> Any:
         return self._make("branch", args, kwargs)
 
+    @overload
+    def short_circuit(self, fn: Callable[..., Any], /) -> TaskDecorator: ...
+    @overload
+    def short_circuit(self, **kwargs: Any) -> _Wrap: ...
     def short_circuit(self, *args: Any, **kwargs: Any) -> Any:
         return self._make("short_circuit", args, kwargs)
 
@@ -244,6 +263,12 @@ class _TaskNamespace:
 task = _TaskNamespace()
 
 
+@overload
+def dag(fn: Callable[..., Any], /) -> Callable[..., DAG]: ...
+@overload
+def dag(
+    dag_id: str | None = None, /, **dag_kwargs: Any
+) -> Callable[[Callable[..., Any]], Callable[..., DAG]]: ...
 def dag(*args: Any, **dag_kwargs: Any) -> Any:
     """``@dag(...)``: the decorated function, when called, builds and returns its DAG."""
 
