@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from evflow.compat.airflow import (
 from evflow.errors import FlowDefinitionError
 from evflow.flows import Flow
 from tests.integration.test_schedules import schedule_idle
-from tests.observers import LIMIT_S, RunLog
+from tests.observers import LIMIT_S, RunLog, until
 
 
 async def run(tmp_path: Path, d: Flow, **params: Any) -> RunResult:
@@ -344,3 +344,81 @@ def test_a_bare_dag_call_is_found_by_the_loader(tmp_path: Path) -> None:
         "    EmptyOperator(task_id='t')\n"
     )
     assert list(load_flows(tmp_path / "bare.py", base=tmp_path)) == ["bare_dag"]
+
+
+def test_short_circuit_refuses_a_rule_it_cannot_override() -> None:
+    refused = r"task 'late'.*all_done.*short-circuit task"
+    with pytest.raises(FlowDefinitionError, match=refused), DAG("sc_bad"):
+        gate = ShortCircuitOperator(task_id="gate", python_callable=lambda: False)
+        (
+            gate
+            >> EmptyOperator(task_id="next")
+            >> EmptyOperator(task_id="late", trigger_rule="all_done")
+        )
+    with DAG("sc_ok"):
+        gate = ShortCircuitOperator(
+            task_id="gate", python_callable=lambda: False, ignore_downstream_trigger_rules=False
+        )
+        (
+            gate
+            >> EmptyOperator(task_id="next")
+            >> EmptyOperator(task_id="late", trigger_rule="all_done")
+        )
+
+
+async def test_mapped_classic_operator_and_templates_dict(tmp_path: Path) -> None:
+    def report(templates_dict: dict[str, str], ti: Any) -> list[Any]:
+        return [templates_dict["day"], ti.xcom_pull(task_ids="echo")]
+
+    with DAG("mapped_bash") as d:
+        echo = BashOperator.partial(task_id="echo").expand(
+            bash_command=["echo one", "echo two", "echo {{ ds }}"]
+        )
+        rep = PythonOperator(
+            task_id="report", python_callable=report, templates_dict={"day": "{{ ds_nodash }}"}
+        )
+        echo >> rep
+    result = await run(tmp_path, d, logical_date="2026-11-28")
+    assert result.state is RunState.SUCCEEDED, result.error
+    # mapped values are data, never templates
+    assert result.result("report") == ["20261128", ["one", "two", "{{ ds }}"]]
+
+
+async def test_taskflow_gets_the_context(tmp_path: Path) -> None:
+    from evflow.compat.airflow import Param, get_current_context
+
+    @dag(params={"limit": Param(5, type="integer")})
+    def ctx_flow() -> None:
+        @task
+        def show(params: dict[str, Any] | None = None, ds: str | None = None) -> list[Any]:
+            assert params is not None
+            return [params["limit"], ds, get_current_context()["ti"].task_id]
+
+        show()
+
+    result = await run(tmp_path, ctx_flow(), logical_date="2026-11-28", limit=7)
+    assert result.result("show") == [7, "2026-11-28", "show"]
+    with pytest.raises(FlowDefinitionError, match="not of type integer"):
+        Param("five", type="integer")
+
+
+async def test_bash_execution_timeout_stops_the_command(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    with DAG("slow_bash") as d:
+        BashOperator(
+            task_id="slow",
+            bash_command=f"echo $$ > {pid_file}; exec sleep 60",
+            execution_timeout=timedelta(milliseconds=500),
+        )
+    result = await run(tmp_path, d)
+    assert result.tasks["slow"].state is TaskState.FAILED
+    pid = int(pid_file.read_text())
+
+    async def stopped() -> bool:  # gone, or a zombie waiting to be reaped
+        try:
+            status = await anyio.Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return True
+        return "zombie" in status.lower()
+
+    await until(stopped)

@@ -33,6 +33,7 @@ from .context import XCOM_MARKER, DagRun, TaskInstance, get_current_context
 from .dag import DAG
 from .dates import days_ago
 from .empty import DummyOperator, EmptyOperator
+from .params import Param
 from .python import BranchPythonOperator, PythonOperator, ShortCircuitOperator
 from .relations import Label, chain, cross_downstream
 from .task_group import TaskGroup, task_group
@@ -53,6 +54,7 @@ __all__ = [
     "DummyOperator",
     "EmptyOperator",
     "Label",
+    "Param",
     "PythonOperator",
     "ShortCircuitOperator",
     "TaskGroup",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -102,12 +103,22 @@ class BashOperator(BaseOperator):
             env=env,
             cwd=self.cwd,
         ) as proc:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.decode(self.output_encoding, errors="replace").rstrip("\n")
-                log.info("%s", line)
-                last = line
-            code = proc.wait()
+            # evflow's timeout stops waiting for this thread; the command must stop too
+            timeout = self.options.timeout_s
+            killer = threading.Timer(timeout, proc.kill) if timeout else None
+            if killer is not None:
+                killer.daemon = True
+                killer.start()
+            try:
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    line = raw.decode(self.output_encoding, errors="replace").rstrip("\n")
+                    log.info("%s", line)
+                    last = line
+                code = proc.wait()
+            finally:
+                if killer is not None:
+                    killer.cancel()
         if code != 0:
             raise BashCommandFailed(
                 f"task {self.task_id!r}: the bash command exited with code {code}"

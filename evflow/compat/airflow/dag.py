@@ -24,11 +24,15 @@ from ...flows.tasks import caller_location, unmapped
 from ...schedules import parse_schedule
 from .arguments import OPERATOR_ARGS, PACKAGE_DIR, aware, check_extra, zone_name
 from .dates import SLOT_PARAM, Interval, RunDates
+from .params import param_default
 
 if TYPE_CHECKING:
     from ...engine import RunResult
 
 __all__ = ["DAG", "UPSTREAM_PREFIX", "current_dag"]
+
+# evflow trigger rules under which a skipped upstream always skips the task
+_SKIP_FOLLOWING = frozenset({"all_success_strict", "all_failed", "none_skipped"})
 
 #: The keyword through which a mapped task gets the result of an upstream task.
 UPSTREAM_PREFIX = "_evflow_up_"
@@ -41,11 +45,6 @@ _CURRENT_DAG: contextvars.ContextVar[DAG | None] = contextvars.ContextVar(
 def current_dag() -> DAG | None:
     """The DAG whose ``with`` block (or ``@dag`` body) is running here."""
     return _CURRENT_DAG.get()
-
-
-def param_default(value: Any) -> Any:
-    """A DAG param's default: Airflow's ``Param(default, ...)`` or the plain value."""
-    return getattr(value, "value", value) if type(value).__name__ == "Param" else value
 
 
 class DAG(Flow):
@@ -115,6 +114,7 @@ class DAG(Flow):
         self.doc_md = doc_md
         self.dates = RunDates(dag_id, trigger)
         self._dag_tokens: list[contextvars.Token[DAG | None]] = []
+        self._short_circuits: set[str] = set()
         if auto_register:
             _register(self)
 
@@ -156,6 +156,42 @@ class DAG(Flow):
         super().add_edge(up, down)
         if down.mapped:
             down.kwargs[f"{UPSTREAM_PREFIX}{up.name}"] = unmapped(up)
+        if self._short_circuits:
+            self._check_short_circuits()
+
+    def register_short_circuit(self, task_id: str) -> None:
+        """``task_id`` skips everything downstream when it is falsy, whatever their rules."""
+        self._short_circuits.add(task_id)
+        self._check_short_circuits()
+
+    def _check_short_circuits(self) -> None:
+        """A task beyond a short circuit's direct downstream must skip after a skipped
+        upstream by its own rule, since evflow applies the skip to direct downstream tasks
+        only: refuse, at load, a rule that could run it instead."""
+        for name in self._short_circuits:
+            sc = self.nodes[name]
+            direct = {d.name for d in sc.downstream}
+            seen: set[str] = set()
+            stack = [d for first in sc.downstream for d in first.downstream]
+            while stack:
+                node = stack.pop()
+                if node.name in seen:
+                    continue
+                seen.add(node.name)
+                stack.extend(node.downstream)
+                if node.name in direct or node.options.trigger_rule in _SKIP_FOLLOWING:
+                    continue
+                rule = getattr(node, "trigger_rule", node.options.trigger_rule)
+                raise FlowDefinitionError(
+                    f"DAG {self.name!r}: task {node.name!r} (trigger_rule {rule}) is downstream "
+                    f"of short-circuit task {name!r}, which in Airflow skips it whatever its "
+                    "rule; evflow skips only the direct downstream tasks and lets the others "
+                    "follow their rules: pass ignore_downstream_trigger_rules=False to "
+                    f"{name!r} to accept that",
+                    flow=self.name,
+                    task=node.name,
+                    location=getattr(node, "location", None),
+                )
 
     def get_task(self, task_id: str) -> Node:
         """The task named ``task_id``; a missing one is a :class:`KeyError` naming the DAG."""

@@ -115,7 +115,10 @@ class ShortCircuitOperator(PythonOperator):
     """A falsy return value skips every task downstream; a truthy one lets them run.
 
     ``ignore_downstream_trigger_rules=False`` skips only the direct downstream tasks and lets
-    the others follow their trigger rules. The task's result is the list of tasks it let run.
+    the others follow their trigger rules. With the default (True), a task further downstream
+    whose rule could run it after a skip (``all_done``, ``one_success``, ...) is a load error:
+    evflow cannot skip it whatever its rule, as Airflow does. The task's result is the list
+    of tasks it let run.
     """
 
     is_branch = True
@@ -123,6 +126,8 @@ class ShortCircuitOperator(PythonOperator):
     def __init__(self, *, ignore_downstream_trigger_rules: bool = True, **kwargs: Any) -> None:
         self.ignore_downstream_trigger_rules = ignore_downstream_trigger_rules
         super().__init__(**kwargs)
+        if ignore_downstream_trigger_rules:
+            self.dag.register_short_circuit(self.name)
 
     def result(self, value: Any, pushed: dict[str, Any]) -> Any:
         return [d.name for d in self.downstream] if value else []

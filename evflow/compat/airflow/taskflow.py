@@ -21,6 +21,7 @@ from ...flows.tasks import caller_location
 from .base import OperatorPartial
 from .context import RETURN_KEY, XCOM_MARKER
 from .dag import DAG, current_dag
+from .params import param_default
 from .python import PythonOperator, branch_names
 from .task_group import current_group
 from .xcom import DagParam, XComArg
@@ -55,6 +56,12 @@ class _BranchTaskFlowOperator(_TaskFlowOperator):
 
 class _ShortCircuitTaskFlowOperator(_TaskFlowOperator):
     is_branch = True
+
+    def __init__(self, *, ignore_downstream_trigger_rules: bool = True, **kwargs: Any) -> None:
+        self.ignore_downstream_trigger_rules = ignore_downstream_trigger_rules
+        super().__init__(**kwargs)
+        if ignore_downstream_trigger_rules:
+            self.dag.register_short_circuit(self.name)
 
     def result(self, value: Any, pushed: dict[str, Any]) -> Any:
         return [d.name for d in self.downstream] if value else []
@@ -300,7 +307,7 @@ def dag(*args: Any, **dag_kwargs: Any) -> Any:
             with built:
                 f(
                     **{
-                        name: DagParam(name, params[name])
+                        name: DagParam(name, param_default(params[name]))
                         for name in params
                         if name in sig.parameters
                     }
