@@ -422,3 +422,24 @@ async def test_bash_execution_timeout_stops_the_command(tmp_path: Path) -> None:
         return "zombie" in status.lower()
 
     await until(stopped)
+
+
+async def test_classic_multiple_outputs(tmp_path: Path) -> None:
+    with DAG("multi") as d:
+        stats = PythonOperator(
+            task_id="stats", python_callable=lambda: {"lo": 1, "hi": 5}, multiple_outputs=True
+        )
+        PythonOperator(
+            task_id="use",
+            python_callable=lambda lo, hi: hi - lo,
+            op_args=[stats.output["lo"], stats.output["hi"]],
+        )
+    result = await run(tmp_path, d)
+    assert result.result("use") == 4
+
+
+def test_arguments_that_would_change_results_fail_at_load() -> None:
+    with pytest.raises(FlowDefinitionError, match="render_template_as_native_obj is not supported"):
+        DAG("native", render_template_as_native_obj=True)
+    with pytest.raises(FlowDefinitionError, match=r"uses prev_ds"), DAG("old_macro"):
+        BashOperator(task_id="b", bash_command="echo {{ prev_ds }}")

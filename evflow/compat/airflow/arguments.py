@@ -2,9 +2,10 @@
 
 Airflow arguments that change nothing observable here (docs, UI, e-mail address) are accepted
 quietly; ones whose behaviour evflow does not provide (``depends_on_past=True``, callbacks,
-SLAs, ``end_date``) are accepted with an :class:`AirflowCompatWarning` when set; unknown DAG or
-operator arguments are load errors naming the argument; unknown ``default_args`` keys are
-ignored, as in Airflow.
+SLAs, ``end_date``) are accepted with an :class:`AirflowCompatWarning` when set; ones that
+would change what a task computes (native or customised Jinja) are load errors when set, as
+are unknown DAG or operator arguments; unknown ``default_args`` keys are ignored, as in
+Airflow.
 """
 
 from __future__ import annotations
@@ -54,9 +55,8 @@ QUIET = frozenset(
     {
         "doc", "doc_md", "doc_rst", "doc_json", "doc_yaml", "email", "owner_links",
         "default_view", "orientation", "show_return_value_in_logs", "provide_context",
-        "is_paused_upon_creation", "access_control", "template_searchpath",
-        "template_undefined", "user_defined_macros", "user_defined_filters",
-        "jinja_environment_kwargs", "render_template_as_native_obj", "queue", "weight_rule",
+        "is_paused_upon_creation", "access_control", "template_searchpath", "queue",
+        "weight_rule",
         "task_display_name", "dag_display_name", "executor_config", "resources", "run_as_user",
         "templates_exts", "logger_name", "inlets", "outlets", "full_filepath",
         "wait_for_past_depends_before_skipping", "ignore_first_depends_on_past",
@@ -78,6 +78,15 @@ UNSUPPORTED = frozenset(
 )  # fmt: skip
 
 
+# Airflow behaviour that would change results here: an error at load when set.
+REFUSED = frozenset(
+    {
+        "render_template_as_native_obj", "user_defined_macros", "user_defined_filters",
+        "jinja_environment_kwargs", "template_undefined",
+    }
+)  # fmt: skip
+
+
 def user_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside evflow."""
     frame: types.FrameType | None = sys._getframe(1)
@@ -89,8 +98,17 @@ def user_stacklevel() -> int:
 
 
 def check_extra(extra: Mapping[str, Any], where: str, *, strict: bool) -> None:
-    """Warn about set arguments evflow ignores; unknown ones are errors when ``strict``."""
-    unknown = sorted(k for k in extra if k not in QUIET and k not in UNSUPPORTED)
+    """Warn about set arguments evflow ignores; unknown ones are errors when ``strict``, and
+    set ones whose absence would change results are errors always."""
+    refused = sorted(k for k, v in extra.items() if k in REFUSED and v)
+    if refused:
+        raise FlowDefinitionError(
+            f"{where}: {', '.join(refused)} is not supported by evflow; remove it",
+            location=caller_location(),
+        )
+    unknown = sorted(
+        k for k in extra if k not in QUIET and k not in UNSUPPORTED and k not in REFUSED
+    )
     if unknown and strict:
         raise FlowDefinitionError(
             f"{where}: unknown argument(s) {', '.join(unknown)} "

@@ -230,6 +230,11 @@ class BaseOperator(Node):
         """Do the work; the return value is the task's result."""
         raise NotImplementedError(f"{type(self).__name__} does not implement execute()")
 
+    def set_mapped(self, items: Mapping[str, Any]) -> None:
+        """Give this copy of a mapped operator one instance's items."""
+        for k, v in items.items():
+            setattr(self, k, v)
+
     def fingerprint(self) -> str:
         """A hash of the code this operator runs (part of the flow's version)."""
         return code_fingerprint([type(self).execute])
@@ -248,8 +253,8 @@ class BaseOperator(Node):
         if ctx is not None and ctx.task.endswith("]") and "[" in ctx.task:
             map_index = int(ctx.task.rsplit("[", 1)[1][:-1])
         op = copy.copy(self)
-        for k, v in (mapped or {}).items():
-            setattr(op, k, v)
+        if mapped:
+            op.set_mapped(mapped)
         ti = TaskInstance(
             task_id=self.name,
             dag_id=self._dag.name,

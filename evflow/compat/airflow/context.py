@@ -181,8 +181,6 @@ def build_context(dag: DAG, op: Any, ti: TaskInstance, params: Mapping[str, Any]
         "execution_date": logical,
         "data_interval_start": interval.start,
         "data_interval_end": interval.end,
-        "prev_ds": None,
-        "next_ds": None,
         "run_id": ti.run_id,
         "run_type": interval.run_type,
         "params": run_params,

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from ...errors import FlowDefinitionError
 from ...flows.tasks import caller_location
 from .base import BaseOperator
-from .context import Context
+from .context import RETURN_KEY, XCOM_MARKER, Context
 from .relations import link
 from .versioning import code_fingerprint
 from .xcom import find_xcom_args, resolve_xcom_args
@@ -23,7 +23,10 @@ __all__ = ["BranchPythonOperator", "PythonOperator", "ShortCircuitOperator"]
 
 
 class PythonOperator(BaseOperator):
-    """Calls ``python_callable(*op_args, **op_kwargs)`` plus the context arguments it names."""
+    """Calls ``python_callable(*op_args, **op_kwargs)`` plus the context arguments it names.
+
+    ``multiple_outputs=True`` stores each key of a returned dict as an XCom of its own.
+    """
 
     template_fields: ClassVar[Sequence[str]] = ("templates_dict", "op_args", "op_kwargs")
 
@@ -35,6 +38,7 @@ class PythonOperator(BaseOperator):
         op_args: Sequence[Any] | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         templates_dict: Mapping[str, Any] | None = None,
+        multiple_outputs: bool = False,
         **kwargs: Any,
     ) -> None:
         if not callable(python_callable):
@@ -48,12 +52,24 @@ class PythonOperator(BaseOperator):
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})
         self.templates_dict = dict(templates_dict) if templates_dict is not None else None
+        self.multiple_outputs = multiple_outputs
         super().__init__(task_id=task_id, **kwargs)
         for ref in find_xcom_args([self.op_args, self.op_kwargs, self.templates_dict]):
             link(ref.operator, self)
 
     def fingerprint(self) -> str:
         return code_fingerprint([type(self).execute, self.python_callable])
+
+    def result(self, value: Any, pushed: dict[str, Any]) -> Any:
+        """With ``multiple_outputs``, each key of a returned dict is an XCom of its own."""
+        if not self.multiple_outputs or value is None:
+            return super().result(value, pushed)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise TypeError(
+                f"task {self.name!r} has multiple_outputs=True but returned {value!r}, "
+                "not a dict with string keys"
+            )
+        return {XCOM_MARKER: {**pushed, **value, RETURN_KEY: value}}
 
     def execute(self, context: Context) -> Any:
         ti, params = context["ti"], context["params"]

@@ -13,13 +13,12 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, overload
 
 from ...errors import FlowDefinitionError
 from ...flows.tasks import caller_location
 from .base import OperatorPartial
-from .context import RETURN_KEY, XCOM_MARKER
 from .dag import DAG, current_dag
 from .params import param_default
 from .python import PythonOperator, branch_names
@@ -31,20 +30,6 @@ __all__ = ["dag", "task"]
 
 class _TaskFlowOperator(PythonOperator):
     """The operator a ``@task`` call makes."""
-
-    def __init__(self, *, multiple_outputs: bool = False, **kwargs: Any) -> None:
-        self.multiple_outputs = multiple_outputs
-        super().__init__(**kwargs)
-
-    def result(self, value: Any, pushed: dict[str, Any]) -> Any:
-        if not self.multiple_outputs or value is None:
-            return super().result(value, pushed)
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise TypeError(
-                f"task {self.name!r} has multiple_outputs=True but returned {value!r}, "
-                "not a dict with string keys"
-            )
-        return {XCOM_MARKER: {**pushed, **value, RETURN_KEY: value}}
 
 
 class _BranchTaskFlowOperator(_TaskFlowOperator):
@@ -187,26 +172,14 @@ class _TaskPartial:
                 **self.deco._operator_args({}),
             },
             arguments=False,
-        ).expand(**{f"{_ITEM}{k}": v for k, v in mapped.items()})
-
-
-_ITEM = "item_"
+        ).expand(**mapped)
 
 
 class _MappedTaskFlowOperator(_TaskFlowOperator):
     """A mapped ``@task``: each instance gets its item(s) as keyword arguments."""
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name.startswith(_ITEM):  # one instance's item: a keyword of the call
-            items = dict(self.__dict__.get("_items", {}))
-            items[name[len(_ITEM) :]] = value
-            object.__setattr__(self, "_items", items)
-            return
-        object.__setattr__(self, name, value)
-
-    def execute(self, context: Any) -> Any:
-        self.op_kwargs = {**self.op_kwargs, **self.__dict__.get("_items", {})}
-        return super().execute(context)
+    def set_mapped(self, items: Mapping[str, Any]) -> None:
+        self.op_kwargs = {**self.op_kwargs, **items}
 
 
 def _split_task_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callable[..., Any] | None:

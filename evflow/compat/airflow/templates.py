@@ -26,7 +26,7 @@ CONTEXT_NAMES = frozenset(
     {
         "dag", "dag_run", "ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz",
         "logical_date", "execution_date", "data_interval_start", "data_interval_end",
-        "prev_ds", "next_ds", "run_id", "params", "task", "ti", "task_instance",
+        "run_id", "params", "task", "ti", "task_instance",
         "templates_dict", "macros", "var", "conf", "map_index", "run_type",
     }
 )  # fmt: skip
