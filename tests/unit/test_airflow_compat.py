@@ -287,7 +287,10 @@ async def test_xcom_pull_reads_upstream_results(tmp_path: Path) -> None:
         ]
 
     def far(ti: Any) -> Any:
-        return ti.xcom_pull(task_ids="a")
+        return ti.xcom_pull(task_ids="a")  # two tasks up
+
+    def beside(ti: Any) -> Any:
+        return ti.xcom_pull(task_ids="b")  # not upstream
 
     with DAG("xcom") as dag:
         a = PythonOperator(task_id="a", python_callable=lambda: {"x": 1})
@@ -296,17 +299,20 @@ async def test_xcom_pull_reads_upstream_results(tmp_path: Path) -> None:
         p = PythonOperator(task_id="push", python_callable=push)
         k = PythonOperator(task_id="key", python_callable=pull_key)
         f = PythonOperator(task_id="far", python_callable=far)
+        s = PythonOperator(task_id="beside", python_callable=beside)
         [a, b] >> many
         a >> p >> k
         k >> f
+        a >> s
     result = await run(tmp_path, dag)
     assert result.result("many") == [[{"x": 1}, [2]], None]
     assert result.result("push") == {XCOM_MARKER: {"rows": [1, 2], "return_value": 7}}
     assert result.result("key") == [[1, 2], 7, None]
-    far_task = result.tasks["far"]
-    assert far_task.state is TaskState.FAILED
-    assert "'a', which is not directly upstream" in (far_task.error or "")
-    assert "add a >> far" in (far_task.error or "")
+    assert result.result("far") == {"x": 1}
+    beside_task = result.tasks["beside"]
+    assert beside_task.state is TaskState.FAILED
+    assert "'b', which is not upstream" in (beside_task.error or "")
+    assert "add b >> beside" in (beside_task.error or "")
 
 
 async def test_context_and_op_args(tmp_path: Path) -> None:

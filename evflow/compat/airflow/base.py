@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from ...errors import FlowDefinitionError
 from ...flows import Node, Task, TaskOptions
-from ...flows.tasks import caller_location
+from ...flows.tasks import caller_location, unmapped
 from ...run.context import current_task
 from .arguments import aware, check_extra, seconds
 from .context import (
@@ -144,15 +144,14 @@ class BaseOperator(Node):
             if field_name not in mapped and hasattr(self, field_name):
                 value = compile_value(getattr(self, field_name), f"{where}, field {field_name}")
                 setattr(self, field_name, value)
-        runner = _mapped_runner(self) if mapped else _runner(self)
         super().__init__(
             owner_dag,
             task_id,
-            Task(runner, task_id, options),
+            Task(_runner(self), task_id, options),
             (),
             {f"{_MAP_PREFIX}{k}": _map_source(v, where, k) for k, v in mapped.items()},
             mapped=bool(mapped),
-            explicit=not mapped,
+            explicit=False,
             location=location,
         )
         self._dag = owner_dag
@@ -165,6 +164,29 @@ class BaseOperator(Node):
 
     def __repr__(self) -> str:
         return f"<Task({type(self).__name__}): {self.name}>"
+
+    # -- what evflow passes the task function ------------------------------------------------
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The mapped sources, and every upstream task's result (for ``xcom_pull``), as
+        keyword arguments that evflow fills in when the task runs."""
+        ups = {f"{UPSTREAM_PREFIX}{n.name}": unmapped(n) for n in self.ancestors()}
+        return {**self._own_kwargs, **ups}
+
+    @kwargs.setter
+    def kwargs(self, value: dict[str, Any]) -> None:
+        self._own_kwargs = value
+
+    def ancestors(self) -> list[Node]:
+        """Every task upstream of this one, direct or not."""
+        seen: dict[str, Node] = {}
+        stack = list(self.upstream)
+        while stack:
+            node = stack.pop()
+            if node.name not in seen:
+                seen[node.name] = node
+                stack.extend(node.upstream)
+        return list(seen.values())
 
     # -- mapping -----------------------------------------------------------------------------
     @classmethod
@@ -263,7 +285,7 @@ class BaseOperator(Node):
             upstream=upstream,
             all_task_ids=frozenset(self._dag.nodes),
             map_index=map_index,
-            mapped_upstream=frozenset(n.name for n in self.upstream if n.mapped),
+            mapped_upstream=frozenset(n for n, node in self._dag.nodes.items() if node.mapped),
         )
         context = build_context(self._dag, op, ti, params)
         for field_name in self.template_fields:
@@ -305,35 +327,16 @@ def _map_source(value: Any, where: str, arg: str) -> Any:
 
 
 def _runner(op: BaseOperator) -> Callable[..., Any]:
-    """The evflow task function of ``op``.
-
-    evflow passes an explicit task the results of its upstream tasks positionally, in the
-    order of ``node.upstream``, and the run parameters as keywords.
-    """
-
-    def run(*_evflow_upstream_results: Any, **_evflow_run_params: Any) -> Any:
-        names = [n.name for n in op.upstream]
-        if len(names) != len(_evflow_upstream_results):
-            raise RuntimeError(
-                f"task {op.name!r} got {len(_evflow_upstream_results)} upstream result(s) for "
-                f"{len(names)} upstream task(s)"
-            )
-        upstream = dict(zip(names, _evflow_upstream_results, strict=True))
-        return op.run_once(upstream, _evflow_run_params)
-
-    return _fold_fingerprint(run, op)
-
-
-def _mapped_runner(op: BaseOperator) -> Callable[..., Any]:
-    """The task function of one instance of a mapped ``op``: its item and upstream results
-    come as keywords (see :meth:`DAG.add_edge`)."""
+    """The evflow task function of ``op``: the results of its upstream tasks (all of them,
+    not only the direct ones) and, for one instance of a mapped task, its items come as
+    keywords (see :attr:`BaseOperator.kwargs`)."""
 
     def run(**kwargs: Any) -> Any:
         items = {k[len(_MAP_PREFIX) :]: v for k, v in kwargs.items() if k.startswith(_MAP_PREFIX)}
         upstream = {
             k[len(UPSTREAM_PREFIX) :]: v for k, v in kwargs.items() if k.startswith(UPSTREAM_PREFIX)
         }
-        return op.run_once(upstream, {}, items)
+        return op.run_once(upstream, {}, items or None)
 
     return _fold_fingerprint(run, op)
 

@@ -5,8 +5,8 @@ A callable gets the keyword arguments it names (all of them with ``**kwargs``) o
 same mapping from anywhere inside the task.
 
 XCom: a task's return value is its stored result. ``ti.xcom_pull(task_ids=...)`` reads the
-results of the task's *direct* upstream tasks, which evflow hands to each task; a task that is
-not directly upstream is an error that says which edge to add. Values pushed with
+results of the task's upstream tasks (direct or not), which evflow hands to each task; a task
+that is not upstream is an error that says which edge to add. Values pushed with
 ``ti.xcom_push(key, value)`` are stored with the result as ``{"__airflow_xcom__": {key: value,
 "return_value": ...}}`` and pulled by key the same way.
 """
@@ -117,10 +117,11 @@ class TaskInstance:
         if task_id not in self.upstream:
             if task_id not in self.all_task_ids:
                 return default
+            ups = ", ".join(sorted(self.upstream)) or "none"
             raise FlowDefinitionError(
                 f"DAG {self.dag_id!r}: task {self.task_id!r} pulls the XCom of task "
-                f"{task_id!r}, which is not directly upstream of it; add "
-                f"{task_id} >> {self.task_id} (upstream: {', '.join(self.upstream) or 'none'})",
+                f"{task_id!r}, which is not upstream of it (its result may not exist yet); add "
+                f"{task_id} >> {self.task_id} (upstream: {ups})",
                 flow=self.dag_id,
                 task=self.task_id,
             )

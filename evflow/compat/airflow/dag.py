@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ...errors import FlowDefinitionError
 from ...flows import Flow, Node
-from ...flows.tasks import caller_location, unmapped
+from ...flows.tasks import caller_location
 from ...schedules import parse_schedule
 from .arguments import OPERATOR_ARGS, PACKAGE_DIR, aware, check_extra, zone_name
 from .dates import SLOT_PARAM, Interval, RunDates
@@ -34,7 +34,7 @@ __all__ = ["DAG", "UPSTREAM_PREFIX", "current_dag"]
 # evflow trigger rules under which a skipped upstream always skips the task
 _SKIP_FOLLOWING = frozenset({"all_success_strict", "all_failed", "none_skipped"})
 
-#: The keyword through which a mapped task gets the result of an upstream task.
+#: The keyword through which an operator gets the result of an upstream task.
 UPSTREAM_PREFIX = "_evflow_up_"
 
 _CURRENT_DAG: contextvars.ContextVar[DAG | None] = contextvars.ContextVar(
@@ -152,10 +152,8 @@ class DAG(Flow):
         return dict(self.nodes)
 
     def add_edge(self, up: Node, down: Node) -> None:
-        """``up >> down``; a mapped task also gets ``up``'s result as a keyword."""
+        """``up >> down``, checked against the short circuits of this DAG."""
         super().add_edge(up, down)
-        if down.mapped:
-            down.kwargs[f"{UPSTREAM_PREFIX}{up.name}"] = unmapped(up)
         if self._short_circuits:
             self._check_short_circuits()
 
