@@ -262,13 +262,14 @@ async def test_variable_get_from_the_environment_and_evflow_toml(
     )
     (tmp_path / "flows").mkdir()
     (tmp_path / "flows" / "vars_dag.py").write_text(
-        "from evflow.compat.airflow import DAG, PythonOperator, Variable\n"
+        "from evflow.compat.airflow import DAG, BashOperator, PythonOperator, Variable\n"
         "with DAG('vars', params={'bucket': Variable.get('bucket')}) as dag:\n"
         "    PythonOperator(task_id='read', python_callable=lambda: [\n"
         "        Variable.get('limits', deserialize_json=True),\n"
         "        Variable.get('region'),\n"
         "        Variable.get('missing', default_var='d'),\n"
         "    ])\n"
+        "    BashOperator(task_id='tpl', bash_command='echo {{ var.value.bucket }}')\n"
     )
     monkeypatch.setenv("AIRFLOW_VAR_REGION", "eu-west-1")
     monkeypatch.setenv("AIRFLOW_VAR_CONF", '{"a": [1, 2]}')
@@ -278,17 +279,18 @@ async def test_variable_get_from_the_environment_and_evflow_toml(
     assert d.params == {"bucket": "s3://data"}  # read at load, from the project's evflow.toml
     result = await run(tmp_path, d)
     assert result.result("read") == [{"n": 3}, "eu-west-1", "d"]
+    assert result.result("tpl") == "s3://data"
     assert Variable.get("conf", deserialize_json=True) == {"a": [1, 2]}
     with pytest.raises(KeyError, match="AIRFLOW_VAR_MISSING"):
         Variable.get("missing")
 
 
 # -- logical dates -----------------------------------------------------------------------------
-def dates_dag(name: str) -> DAG:
+def dates_dag(name: str, *, catchup: bool = False) -> DAG:
     def dates(ds: str, data_interval_start: datetime, data_interval_end: datetime) -> list[str]:
         return [ds, data_interval_start.isoformat(), data_interval_end.isoformat()]
 
-    with DAG(name, schedule="@daily", start_date=datetime(2026, 1, 1)) as d:
+    with DAG(name, schedule="@daily", start_date=datetime(2026, 1, 1), catchup=catchup) as d:
         PythonOperator(task_id="dates", python_callable=dates)
     return d
 
@@ -312,6 +314,29 @@ async def test_a_scheduled_run_covers_the_interval_its_slot_closes(tmp_path: Pat
         "2026-11-28T00:00:00+00:00",
         "2026-11-29T00:00:00+00:00",
     ]
+
+
+@pytest.mark.parametrize(("catchup", "days"), [(True, ["26", "27", "28"]), (False, ["28"])])
+async def test_catchup_runs_each_missed_slot_with_its_own_ds(
+    tmp_path: Path, catchup: bool, days: list[str]
+) -> None:
+    clock = ManualClock(datetime(2026, 11, 25, 23, 0, tzinfo=UTC))
+    runs = RunLog()
+    d = dates_dag(f"catchup_{catchup}", catchup=catchup)
+    engine = Engine(tmp_path / "e.db", clock=clock, grace_period_s=0)
+    runs.attach(engine)
+    engine.add(d)
+    async with engine:
+        with anyio.fail_after(LIMIT_S):
+            await engine.sensors_settled()
+        await schedule_idle(clock)
+        clock.set(datetime(2026, 11, 26, 0, 0, 5, tzinfo=UTC))  # the first slot fires
+        await runs.wait_for(1)
+        await schedule_idle(clock)
+        clock.set(datetime(2026, 11, 29, 0, 0, 5, tzinfo=UTC))  # three days pass unseen
+        finished = await runs.wait_for(1 + len(days))
+        ds = sorted([(await engine.wait(r.id)).result("dates")[0] for r in finished])
+    assert ds == ["2026-11-25", *(f"2026-11-{day}" for day in days)]
 
 
 async def test_a_backfill_runs_each_slot_with_its_own_ds(tmp_path: Path) -> None:
@@ -443,3 +468,22 @@ def test_arguments_that_would_change_results_fail_at_load() -> None:
         DAG("native", render_template_as_native_obj=True)
     with pytest.raises(FlowDefinitionError, match=r"uses prev_ds"), DAG("old_macro"):
         BashOperator(task_id="b", bash_command="echo {{ prev_ds }}")
+
+
+async def test_a_task_called_in_a_loop_gets_numbered_ids(tmp_path: Path) -> None:
+    @dag
+    def looped() -> None:
+        @task
+        def square(x: int) -> int:
+            return x * x
+
+        @task
+        def add(values: list[int]) -> int:
+            return sum(values)
+
+        add([square(i) for i in range(3)])
+
+    d = looped()
+    assert d.task_ids == ["square", "square__1", "square__2", "add"]
+    result = await run(tmp_path, d)
+    assert result.result("add") == 5

@@ -288,12 +288,12 @@ class BaseOperator(Node):
             mapped_upstream=frozenset(n for n, node in self._dag.nodes.items() if node.mapped),
         )
         context = build_context(self._dag, op, ti, params)
-        for field_name in self.template_fields:
-            if hasattr(op, field_name) and field_name not in (mapped or {}):
-                setattr(op, field_name, render_value(getattr(op, field_name), context))
-        context["templates_dict"] = getattr(op, "templates_dict", None)
         token = CURRENT_CONTEXT.set(context)
         try:
+            for field_name in self.template_fields:
+                if hasattr(op, field_name) and field_name not in (mapped or {}):
+                    setattr(op, field_name, render_value(getattr(op, field_name), context))
+            context["templates_dict"] = getattr(op, "templates_dict", None)
             value = op.execute(context)
         finally:
             CURRENT_CONTEXT.reset(token)
