@@ -69,7 +69,8 @@ def _parse(raw: Any, what: str, dag_id: str) -> datetime:
         value = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
     except ValueError:
         raise ValueError(f"DAG {dag_id!r}: run parameter {what}={raw!r} is not ISO 8601") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    # Airflow's dates (and so ds) are in UTC
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class RunDates:
