@@ -10,14 +10,17 @@ file.py:dag_id``, ``evflow backfill``, ``>>``/``<<`` and lists work as usual. On
 concept:
 
 * :mod:`.dag` — ``DAG`` (schedule, ``catchup``, ``max_active_runs``, ``default_args``);
+  :mod:`.params` — ``Param``;
 * :mod:`.base`, :mod:`.python`, :mod:`.bash`, :mod:`.empty` — the operators;
-* :mod:`.taskflow` — ``@dag``, ``@task`` (``.branch``, ``.short_circuit``, ``.expand``);
+* :mod:`.taskflow` — ``@dag``, ``@task`` (``.branch``, ``.short_circuit``);
+  :mod:`.mapping` — ``.partial(...).expand(...)``;
 * :mod:`.context`, :mod:`.dates`, :mod:`.xcom` — what a callable receives: the context, logical
   dates and data intervals, XCom;
 * :mod:`.templates`, :mod:`.macros` — Jinja in templated fields, from the author's text only;
 * :mod:`.task_group`, :mod:`.relations` — ``TaskGroup``, ``chain``, ``Label``;
 * :mod:`.variables` — ``Variable.get`` from the environment or ``evflow.toml``;
-* :mod:`.arguments`, :mod:`.trigger_rules` — which Airflow arguments are accepted.
+* :mod:`.arguments`, :mod:`.trigger_rules` — which Airflow arguments are accepted;
+* :mod:`.pendulum` — the few ``pendulum`` calls DAG files make.
 
 An Airflow name this package does not provide is an ``ImportError`` naming it, at load.
 """

@@ -2,9 +2,7 @@
 
 Custom operators subclass it and implement ``execute(context)``; the return value is the
 task's result (its ``return_value`` XCom). ``template_fields`` name the attributes rendered
-as templates before ``execute`` (:mod:`.templates`). ``Op.partial(...).expand(arg=[...])``
-makes one task instance per item (evflow's mapping); an item is set on the operator's
-attribute of the same name and is never rendered as a template.
+as templates before ``execute`` (:mod:`.templates`); mapping is :mod:`.mapping`.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ from .context import (
     build_context,
 )
 from .dag import DAG, UPSTREAM_PREFIX, current_dag
+from .mapping import MAP_PREFIX, OperatorPartial, map_source
 from .relations import Label, link
 from .task_group import TaskGroup, current_group
 from .templates import compile_value, render_value
@@ -39,7 +38,6 @@ __all__ = ["BaseOperator", "Context"]
 
 _DEFAULT_RETRY_DELAY = timedelta(minutes=5)
 _MAX_RETRY_DELAY = timedelta(hours=24)
-_MAP_PREFIX = "_evflow_map_"
 
 
 class BaseOperator(Node):
@@ -149,7 +147,7 @@ class BaseOperator(Node):
             task_id,
             Task(_runner(self), task_id, options),
             (),
-            {f"{_MAP_PREFIX}{k}": _map_source(v, where, k) for k, v in mapped.items()},
+            {f"{MAP_PREFIX}{k}": map_source(v, where, k) for k, v in mapped.items()},
             mapped=bool(mapped),
             explicit=False,
             location=location,
@@ -309,30 +307,13 @@ class BaseOperator(Node):
         return {XCOM_MARKER: stored}
 
 
-def _map_source(value: Any, where: str, arg: str) -> Any:
-    if isinstance(value, XComArg):
-        if value.key != RETURN_KEY:
-            raise FlowDefinitionError(
-                f"{where}: .expand({arg}=...) maps over one key of a result; map over the "
-                "whole result of a task that returns the list",
-                location=caller_location(),
-            )
-        return value.operator
-    if isinstance(value, list | tuple):
-        return list(value)
-    raise FlowDefinitionError(
-        f"{where}: .expand({arg}=...) needs a list or the result of a task, not {value!r}",
-        location=caller_location(),
-    )
-
-
 def _runner(op: BaseOperator) -> Callable[..., Any]:
     """The evflow task function of ``op``: the results of its upstream tasks (all of them,
     not only the direct ones) and, for one instance of a mapped task, its items come as
     keywords (see :attr:`BaseOperator.kwargs`)."""
 
     def run(**kwargs: Any) -> Any:
-        items = {k[len(_MAP_PREFIX) :]: v for k, v in kwargs.items() if k.startswith(_MAP_PREFIX)}
+        items = {k[len(MAP_PREFIX) :]: v for k, v in kwargs.items() if k.startswith(MAP_PREFIX)}
         upstream = {
             k[len(UPSTREAM_PREFIX) :]: v for k, v in kwargs.items() if k.startswith(UPSTREAM_PREFIX)
         }
@@ -347,34 +328,3 @@ def _fold_fingerprint(run: Callable[..., Any], op: BaseOperator) -> Callable[...
     code = run.__code__
     run.__code__ = code.replace(co_consts=(*code.co_consts, op.fingerprint()))
     return run
-
-
-class OperatorPartial:
-    """``Op.partial(task_id=..., ...)``: call ``.expand(arg=[...])`` to make the mapped task."""
-
-    def __init__(
-        self, cls: type[BaseOperator], kwargs: dict[str, Any], *, arguments: bool = True
-    ) -> None:
-        self.cls = cls
-        self.kwargs = kwargs
-        self.arguments = arguments  # mapped names are constructor arguments
-
-    def expand(self, **mapped: Any) -> XComArg:
-        if not mapped:
-            raise FlowDefinitionError(
-                f"{self.cls.__name__}.partial(...).expand() needs at least one argument to map",
-                location=caller_location(),
-            )
-        both = sorted(set(mapped) & set(self.kwargs))
-        if both:
-            raise FlowDefinitionError(
-                f"{self.cls.__name__}: {', '.join(both)} given to both partial() and expand()",
-                location=caller_location(),
-            )
-        op = self.cls.__new__(self.cls)
-        op._evflow_mapped = dict(mapped)  # type: ignore[attr-defined]
-        placeholders: dict[str, Any] = {
-            k: [] if k == "op_args" else None for k in mapped if self.arguments
-        }
-        op.__init__(**self.kwargs, **placeholders)  # type: ignore[misc]
-        return XComArg(op)

@@ -18,8 +18,8 @@ from typing import Any, overload
 
 from ...errors import FlowDefinitionError
 from ...flows.tasks import caller_location
-from .base import OperatorPartial
 from .dag import DAG, current_dag
+from .mapping import OperatorPartial
 from .params import param_default
 from .python import PythonOperator, branch_names
 from .task_group import current_group
