@@ -487,3 +487,39 @@ async def test_a_task_called_in_a_loop_gets_numbered_ids(tmp_path: Path) -> None
     assert d.task_ids == ["square", "square__1", "square__2", "add"]
     result = await run(tmp_path, d)
     assert result.result("add") == 5
+
+
+async def test_failure_success_and_retry_callbacks_get_the_context(tmp_path: Path) -> None:
+    calls: list[tuple[str, Any, Any, Any]] = []
+
+    def on_task(kind: str) -> Any:
+        return lambda context: calls.append(
+            (kind, context["ti"].task_id, context["ds"], context["exception"])
+        )
+
+    def boom() -> None:
+        raise ValueError("bad input")
+
+    with DAG(
+        "callbacks",
+        default_args={"on_retry_callback": on_task("retry"), "retry_delay": 0},
+        on_failure_callback=lambda context: calls.append(
+            ("dag_failed", context["dag_run"].run_id, context["ds"], context["reason"])
+        ),
+    ) as d:
+        ok = EmptyOperator(task_id="ok", on_success_callback=[on_task("ok"), on_task("ok2")])
+        bad = PythonOperator(
+            task_id="bad", python_callable=boom, retries=1, on_failure_callback=on_task("fail")
+        )
+        ok >> bad
+    result = await run(tmp_path, d, logical_date="2026-11-28")
+    assert result.state is RunState.FAILED
+    kinds = {c[0]: c for c in calls}
+    assert kinds["ok"] == ("ok", "ok", "2026-11-28", None)
+    assert kinds["ok2"][1] == "ok"
+    assert kinds["retry"][:3] == ("retry", "bad", "2026-11-28")
+    assert "bad input" in kinds["fail"][3]
+    assert kinds["dag_failed"][1] == result.run_id
+    assert "bad" in kinds["dag_failed"][3]
+    with pytest.raises(FlowDefinitionError, match="on_failure_callback must be a callable"):
+        DAG("bad_callback", on_failure_callback="notify")

@@ -419,8 +419,8 @@ def test_definition_errors() -> None:
 def test_ignored_airflow_arguments_warn_or_pass_quietly() -> None:
     with pytest.warns(AirflowCompatWarning, match="depends_on_past"):
         DAG("w", default_args={"depends_on_past": True, "email": ["a@b.c"]})
-    with pytest.warns(AirflowCompatWarning, match="on_failure_callback") as rec:
-        EmptyOperator(task_id="cb", on_failure_callback=print, dag=DAG("w2"))
+    with pytest.warns(AirflowCompatWarning, match="on_execute_callback") as rec:
+        EmptyOperator(task_id="cb", on_execute_callback=print, dag=DAG("w2"))
     assert rec[0].filename == __file__
     # Settings that change nothing, or are off, pass without a warning.
     quiet = DAG(

@@ -1,11 +1,11 @@
 """Checking and converting Airflow arguments: which are accepted, ignored, warned about or refused.
 
 Airflow arguments that change nothing observable here (docs, UI, e-mail address) are accepted
-quietly; ones whose behaviour evflow does not provide (``depends_on_past=True``, callbacks,
-SLAs, ``end_date``) are accepted with an :class:`AirflowCompatWarning` when set; ones that
-would change what a task computes (native or customised Jinja) are load errors when set, as
-are unknown DAG or operator arguments; unknown ``default_args`` keys are ignored, as in
-Airflow.
+quietly; ones whose behaviour evflow does not provide (``depends_on_past=True``,
+``on_execute_callback``, SLAs, ``end_date``) are accepted with an
+:class:`AirflowCompatWarning` when set; ones that would change what a task computes (native
+or customised Jinja) are load errors when set, as are unknown DAG or operator arguments;
+unknown ``default_args`` keys are ignored, as in Airflow.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ OPERATOR_ARGS = frozenset(
     {
         "owner", "retries", "retry_delay", "retry_exponential_backoff", "max_retry_delay",
         "execution_timeout", "pool", "pool_slots", "priority_weight", "trigger_rule",
-        "start_date", "do_xcom_push", "params", "task_group",
+        "start_date", "do_xcom_push", "params", "task_group", "on_failure_callback",
+        "on_success_callback", "on_retry_callback",
     }
 )  # fmt: skip
 
@@ -68,7 +69,6 @@ QUIET = frozenset(
 UNSUPPORTED = frozenset(
     {
         "depends_on_past", "wait_for_downstream", "email_on_failure", "email_on_retry", "sla",
-        "on_failure_callback", "on_success_callback", "on_retry_callback",
         "on_execute_callback", "on_skipped_callback", "pre_execute", "post_execute",
         "end_date", "task_concurrency", "max_active_tis_per_dag",
         "max_active_tis_per_dagrun", "executor", "dagrun_timeout", "max_active_tasks",

@@ -17,6 +17,7 @@ from ...flows import Node, Task, TaskOptions
 from ...flows.tasks import caller_location, unmapped
 from ...run.context import current_task
 from .arguments import aware, check_extra, seconds
+from .callbacks import CALLBACK_ARGS, airflow_callback
 from .context import (
     CURRENT_CONTEXT,
     RETURN_KEY,
@@ -63,6 +64,9 @@ class BaseOperator(Node):
         trigger_rule: str | None = None,
         start_date: Any = None,
         do_xcom_push: bool | None = None,
+        on_failure_callback: Any = None,
+        on_success_callback: Any = None,
+        on_retry_callback: Any = None,
         params: Mapping[str, Any] | None = None,
         task_group: TaskGroup | None = None,
         **kwargs: Any,
@@ -107,6 +111,9 @@ class BaseOperator(Node):
             "trigger_rule": trigger_rule,
             "start_date": start_date,
             "do_xcom_push": do_xcom_push,
+            "on_failure_callback": on_failure_callback,
+            "on_success_callback": on_success_callback,
+            "on_retry_callback": on_retry_callback,
         }
         args = {k: v if v is not None else defaults.get(k) for k, v in given.items()}
         self.owner: str = str(args["owner"] or owner_dag.owner)
@@ -145,7 +152,15 @@ class BaseOperator(Node):
         super().__init__(
             owner_dag,
             task_id,
-            Task(_runner(self), task_id, options),
+            Task(
+                _runner(self),
+                task_id,
+                options,
+                **{
+                    name: airflow_callback(args[arg], arg, where, owner_dag, self)
+                    for arg, name in CALLBACK_ARGS.items()
+                },
+            ),
             (),
             {f"{MAP_PREFIX}{k}": map_source(v, where, k) for k, v in mapped.items()},
             mapped=bool(mapped),

@@ -23,6 +23,7 @@ from ...flows import Flow, Node
 from ...flows.tasks import caller_location
 from ...schedules import parse_schedule
 from .arguments import OPERATOR_ARGS, PACKAGE_DIR, aware, check_extra, zone_name
+from .callbacks import airflow_callback
 from .dates import SLOT_PARAM, Interval, RunDates
 from .params import param_default
 
@@ -69,6 +70,8 @@ class DAG(Flow):
         params: Mapping[str, Any] | None = None,
         doc_md: str | None = None,
         auto_register: bool = True,
+        on_failure_callback: Any = None,
+        on_success_callback: Any = None,
         **kwargs: Any,
     ) -> None:
         where = f"DAG {dag_id!r}"
@@ -113,6 +116,8 @@ class DAG(Flow):
         self.owner: str = str(self.default_args.get("owner", "airflow"))
         self.doc_md = doc_md
         self.dates = RunDates(dag_id, trigger)
+        self.on_failure = airflow_callback(on_failure_callback, "on_failure_callback", where, self)
+        self.on_success = airflow_callback(on_success_callback, "on_success_callback", where, self)
         self._dag_tokens: list[contextvars.Token[DAG | None]] = []
         self._short_circuits: set[str] = set()
         if auto_register:
