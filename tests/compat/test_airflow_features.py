@@ -393,7 +393,12 @@ def test_short_circuit_refuses_a_rule_it_cannot_override() -> None:
 
 async def test_mapped_classic_operator_and_templates_dict(tmp_path: Path) -> None:
     def report(templates_dict: dict[str, str], ti: Any) -> list[Any]:
-        return [templates_dict["day"], ti.xcom_pull(task_ids="echo")]
+        ti.log.info("reporting %s", templates_dict["day"])
+        return [
+            templates_dict["day"],
+            ti.xcom_pull(task_ids="echo"),
+            ti.xcom_pull(task_ids="echo", map_indexes=1),
+        ]
 
     with DAG("mapped_bash") as d:
         echo = BashOperator.partial(task_id="echo").expand(
@@ -403,10 +408,14 @@ async def test_mapped_classic_operator_and_templates_dict(tmp_path: Path) -> Non
             task_id="report", python_callable=report, templates_dict={"day": "{{ ds_nodash }}"}
         )
         echo >> rep
-    result = await run(tmp_path, d, logical_date="2026-11-28")
+    async with Engine(tmp_path / "e.db") as engine:
+        with anyio.fail_after(20):
+            result = await engine.run(d, logical_date="2026-11-28")
+        lines = [r.message for r in await engine.store.list_logs(result.run_id, "report")]
     assert result.state is RunState.SUCCEEDED, result.error
     # mapped values are data, never templates
-    assert result.result("report") == ["20261128", ["one", "two", "{{ ds }}"]]
+    assert result.result("report") == ["20261128", ["one", "two", "{{ ds }}"], "two"]
+    assert lines == ["reporting 20261128"]
 
 
 async def test_taskflow_gets_the_context(tmp_path: Path) -> None:

@@ -84,6 +84,13 @@ class TaskInstance:
     mapped_upstream: frozenset[str] = frozenset()
     pushed: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def log(self) -> Any:
+        """A logger whose lines are stored with this task attempt (Airflow's ``ti.log``)."""
+        from ...run.context import get_logger
+
+        return get_logger()
+
     def xcom_push(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` with this task's result (JSON values only)."""
         if not isinstance(key, str) or not key:
@@ -96,10 +103,12 @@ class TaskInstance:
         dag_id: str | None = None,
         key: str = RETURN_KEY,
         include_prior_dates: bool = False,
+        map_indexes: int | Iterable[int] | None = None,
         *,
         default: Any = None,
     ) -> Any:
-        """The XCom ``key`` of an upstream task (a list for a list of ``task_ids``)."""
+        """The XCom ``key`` of an upstream task (a list for a list of ``task_ids``); for a
+        mapped task, the list of its instances' values, or those of ``map_indexes``."""
         if task_ids is None:
             raise ValueError(
                 f"task {self.task_id!r}: xcom_pull needs task_ids (the upstream task to read)"
@@ -109,8 +118,8 @@ class TaskInstance:
                 f"task {self.task_id!r}: xcom_pull reads this run of this DAG only"
             )
         if isinstance(task_ids, str):
-            return self.pull(task_ids, key, default)
-        return [self.pull(t, key, default) for t in task_ids]
+            return _pick(self.pull(task_ids, key, default), map_indexes)
+        return [_pick(self.pull(t, key, default), map_indexes) for t in task_ids]
 
     def pull(self, task_id: str, key: str = RETURN_KEY, default: Any = None) -> Any:
         """One upstream task's XCom (a list, one per instance, for a mapped task)."""
@@ -129,6 +138,14 @@ class TaskInstance:
         if task_id in self.mapped_upstream and isinstance(value, list):
             return [unwrap(v, key, default) for v in value]
         return unwrap(value, key, default)
+
+
+def _pick(value: Any, map_indexes: int | Iterable[int] | None) -> Any:
+    if map_indexes is None or not isinstance(value, list):
+        return value
+    if isinstance(map_indexes, int):
+        return value[map_indexes]
+    return [value[i] for i in map_indexes]
 
 
 def get_current_context() -> Context:
