@@ -330,8 +330,11 @@ def load_config(
                     raise ConfigError(f"{where}: each alert sink needs a 'url'") from None
                 if cfg.alerts[-1].kind not in ("webhook", "slack"):
                     raise ConfigError(f"{where}: alert sink kind must be 'webhook' or 'slack'")
+        elif key == "variables":  # Airflow variables, read by evflow.compat.airflow
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a table of name = value")
         else:
-            known = ", ".join([*_SECTIONS, "pools", "webhooks", "alerts"])
+            known = ", ".join([*_SECTIONS, "pools", "webhooks", "alerts", "variables"])
             raise ConfigError(f"{file.name}: unknown section [{key}]; known sections: {known}")
     _apply_env(cfg, os.environ if env is None else env)
     return cfg
