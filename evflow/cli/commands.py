@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -89,15 +91,23 @@ def prepare_run(args: argparse.Namespace) -> None:
     args.loaded_flow.bind_params(args.params)
 
 
-async def cmd_run(client: LocalClient, args: argparse.Namespace) -> int:
-    """Run one flow here, to its end, with live progress (after :func:`prepare_run`)."""
+@contextmanager
+def task_output_captured() -> Iterator[None]:
+    """While flows run in this process, their tasks' print() and logging go to their attempt
+    logs, not over the progress display."""
     from ..run.capture import capture_task_output
 
-    undo = capture_task_output()  # the tasks' print() goes to their logs, not over the progress
+    undo = capture_task_output()
     try:
-        record = await client.run(args.loaded_flow, args.params)
+        yield
     finally:
         undo()
+
+
+async def cmd_run(client: LocalClient, args: argparse.Namespace) -> int:
+    """Run one flow here, to its end, with live progress (after :func:`prepare_run`)."""
+    with task_output_captured():
+        record = await client.run(args.loaded_flow, args.params)
     if args.json:
         dump_json(jsonable_run(record))
     else:
@@ -211,7 +221,8 @@ async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
 
 
 async def cmd_retry(client: Client, args: argparse.Namespace) -> int:
-    retried = await client.retry(args.run, from_task=args.from_task, whole=args.all)
+    with task_output_captured():  # on a store, the run goes again in this process
+        retried = await client.retry(args.run, from_task=args.from_task, whole=args.all)
     if retried.record is None:
         what = retry_what(args.from_task, args.all)
         print(f"run {retried.run_id} queued again ({what}) on {client.where}")
@@ -223,7 +234,8 @@ async def cmd_retry(client: Client, args: argparse.Namespace) -> int:
 
 async def cmd_backfill(client: Client, args: argparse.Namespace) -> int:
     start, end = parse_time(args.start), parse_time(args.end)
-    done = await client.backfill(args.flow, start, end, args.max_active)
+    with task_output_captured():  # on a store, the runs run in this process
+        done = await client.backfill(args.flow, start, end, args.max_active)
     if done.failed is None:
         if args.json:
             dump_json({"run_ids": done.run_ids})

@@ -17,7 +17,8 @@ import pytest
 
 from evflow import Engine, flow, task
 from evflow.run.capture import capture_task_output
-from tests.integration.test_service import serving, write
+from evflow.store.sqlite import SqliteStore
+from tests.integration.test_service import evflow, serving, write
 from tests.observers import until
 from tests.postgres import store_for
 
@@ -135,3 +136,34 @@ async def test_evflow_serve_keeps_its_log_json_when_tasks_print(tmp_path: Path) 
     assert "printed" not in service.stdout + rest.decode()  # nothing leaked onto stdout
     for line in service.stderr.read_text().splitlines():
         json.loads(line)  # every line of the service's log is still one JSON object
+
+
+async def test_a_local_backfill_keeps_task_output_in_the_task_logs(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    write(
+        project / "flows" / "daily.py",
+        """
+        from evflow import flow, task
+
+        @task
+        def report(day: str) -> str:
+            print("report for", day)
+            return day
+
+        @flow(schedule="@daily")
+        def daily(scheduled_time: str = "") -> None:
+            report(scheduled_time)
+        """,
+    )
+    db = tmp_path / "evflow.db"
+    status, out, err = await evflow(
+        "backfill", "daily", "--start", "2026-11-01", "--end", "2026-11-03",
+        "--store", str(db), "--project", str(project), cwd=project,
+    )  # fmt: skip
+    assert status == 0, out + err
+    assert "report for" not in out + err  # the prints went to the task logs
+    async with SqliteStore(db) as store:
+        runs = await store.list_runs()
+        assert len(runs) == 3  # both ends included
+        logs = [line.message for r in runs for line in await store.list_logs(r.id)]
+    assert sorted(logs) == sorted(f"report for {r.params['scheduled_time']}" for r in runs)
