@@ -117,7 +117,7 @@ async def test_a_csv_written_slowly_in_chunks_makes_exactly_one_run(tmp_path: Pa
     inbox = tmp_path / "inbox"
     runs = RunLog()
     rows = [f"{i},item-{i},{i * 10}" for i in range(60)]
-    async with engine_with(tmp_path / "evflow.db", ingest_flow(inbox), file_rule(inbox), runs):
+    async with engine_with(store_for(tmp_path), ingest_flow(inbox), file_rule(inbox), runs):
         with (inbox / "orders.csv").open("w") as fh:
             fh.write("id,name,amount\n")
             for start in range(0, len(rows), 10):
@@ -179,7 +179,7 @@ async def test_a_symlink_out_of_the_root_starts_no_run(
     (outside / "secret.csv").write_text("secret\n")
     (inbox / "early.csv").symlink_to(outside / "secret.csv")  # there before the start
     runs = RunLog()
-    async with engine_with(tmp_path / "evflow.db", ingest_flow(inbox), file_rule(inbox), runs):
+    async with engine_with(store_for(tmp_path), ingest_flow(inbox), file_rule(inbox), runs):
         (inbox / "late.csv").symlink_to(outside / "secret.csv")  # made while it runs
         await barrier(inbox, runs)
 
@@ -246,7 +246,7 @@ async def test_each_message_runs_once_and_a_poison_message_is_dead_lettered(
     )
     runs = RunLog()
     async with (
-        engine_with(tmp_path / "evflow.db", order_flow(), order_rule(sensor), runs) as engine,
+        engine_with(store_for(tmp_path), order_flow(), order_rule(sensor), runs) as engine,
         producer(kafka_broker) as p,
     ):
         for i in range(20):
