@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from evflow import Engine, Rule, RunState, flow, task
+from evflow.audit import verify
 from evflow.errors import SchemaVersionError, StoreError
 from evflow.http.server import HttpServer, create_app
 from evflow.intake import StoreIntake
@@ -139,8 +140,6 @@ async def test_terminated_backends_are_replaced_without_losing_a_write(postgres_
 
         await until(ten_runs)
     async with connect(postgres_url) as store:
-        from evflow.audit import verify
-
         assert (await verify(store)).ok
 
 
@@ -226,3 +225,42 @@ async def test_kafka_pauses_while_the_database_is_away_and_loses_nothing(
 
 async def _paused(store: Store) -> bool:
     return not store.available
+
+
+@task
+async def slow(n: int) -> int:
+    await anyio.sleep(0.5)
+    return n
+
+
+@task
+def add_one(n: int) -> int:
+    return n + 1
+
+
+@flow
+def slow_then_add(n: int) -> None:
+    add_one(slow(n))
+
+
+async def test_runs_in_flight_finish_when_the_database_comes_back(postgres_url: str) -> None:
+    async with Engine(postgres_url, grace_period_s=0) as engine:
+        engine.add(slow_then_add)
+        run_ids = [await engine.submit(slow_then_add, n=n) for n in range(5)]
+
+        with database_unreachable(postgres_url):
+            await anyio.sleep(1.5)  # every slow task ends, and the next one starts, meanwhile
+
+        async def finished() -> bool:
+            runs = [await engine.store.get_run(r) for r in run_ids]
+            return all(r.state.finished for r in runs)
+
+        await until(finished)
+        runs = [await engine.store.get_run(r) for r in run_ids]
+        assert [r.state for r in runs] == [RunState.SUCCEEDED] * 5, [r.error for r in runs]
+        for r in runs:
+            assert {t.name: t.result for t in r.tasks} == {
+                "slow": str(r.params["n"]).encode(),
+                "add_one": str(r.params["n"] + 1).encode(),
+            }
+        assert (await verify(engine.store)).ok
