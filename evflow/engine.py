@@ -25,7 +25,6 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from .abc import Accepted, Sensor
-from .audit_kinds import AuditKind
 from .clock import Clock, SystemClock
 from .errors import EngineNotRunning, EvflowError, FlowNotFound, UnknownPoolError
 from .events import Event
@@ -40,8 +39,7 @@ from .run.results import RunResult, TaskResult
 from .sensors.schedule import ScheduleSensor
 from .sensors.supervisor import SensorSupervisor
 from .signals import EventsAccepted, Signals
-from .store import Store, connect
-from .store.base import AuditEntry, Changes
+from .store import Store, connect, writes
 
 __all__ = ["Engine", "RunResult", "TaskResult"]
 
@@ -384,15 +382,7 @@ class Engine:
         (accepted,) = await self.intake.submit([event])
         if actor is not None:
             data = {"type": event.type, "source": event.source, "duplicate": accepted.duplicate}
-            await self.store.apply(
-                Changes(
-                    audit=[
-                        AuditEntry(
-                            AuditKind.EVENT_EMITTED, f"event:{accepted.event_id}", data, actor=actor
-                        )
-                    ]
-                )
-            )
+            await self.store.apply(writes.event_emitted(accepted.event_id, data, actor))
         return accepted
 
     async def _on_accepted(self, events: Sequence[Event], accepted: Sequence[Accepted]) -> None:

@@ -20,7 +20,6 @@ import orjson
 from anyio.abc import TaskStatus
 
 from .. import tracing
-from ..audit_kinds import AuditKind
 from ..clock import Clock
 from ..errors import EvflowError, StoreUnavailable
 from ..events import Event
@@ -30,7 +29,8 @@ from ..records import RunRecord
 from ..run.queue import RunQueue, new_run, pending_tasks, run_id_for
 from ..signals import CorrelationTimedOut as CorrelationTimedOutSignal
 from ..signals import Signals
-from ..store.base import AuditEntry, Changes, Store
+from ..store.base import Store
+from ..store.writes import Decisions
 from .decisions import CorrelationTimedOut, Decision, Held, NotMapped, NotMatched, RunRequested
 from .policies import policy_action
 from .ruleset import RuleSet
@@ -136,23 +136,22 @@ class RuleLoop:
             for ev in events:
                 if carrier := tracing.carrier_of(ev.extensions):
                     self._carriers[ev.uid] = carrier
-        changes = Changes()
+        record = Decisions()
         to_start: list[RunRecord] = []
         by_id = {ev.uid: ev for ev in events}
         for d in decisions:
-            await self._apply(store, intake, d, changes, to_start, by_id)
-        changes.processed_events.extend(eid for eid in offered if eid not in held)
+            await self._apply(store, intake, d, record, to_start, by_id)
+        record.processed(eid for eid in offered if eid not in held)
         released = {
             eid
             for d in decisions
             if isinstance(d, RunRequested | CorrelationTimedOut)
             for eid in (d.event_ids)
         }
-        changes.processed_events.extend(
-            eid for eid in released if eid not in held and eid not in offered
-        )
+        record.processed(eid for eid in released if eid not in held and eid not in offered)
         if self._carriers:
             self._carriers = {k: v for k, v in self._carriers.items() if k in held}
+        changes = record.changes
         if changes:
             await store.apply(changes, wait=True)
         for run in to_start:
@@ -164,54 +163,30 @@ class RuleLoop:
         store: Store,
         intake: Intake,
         d: Decision,
-        changes: Changes,
+        record: Decisions,
         to_start: list[RunRecord],
         events: Mapping[str, Event],
     ) -> None:
         if isinstance(d, NotMatched):
-            changes.audit.append(
-                AuditEntry(AuditKind.RULE_NOT_MATCHED, f"event:{d.event_id}", {"reason": d.reason})
-            )
+            record.not_matched(d.event_id, d.reason)
         elif isinstance(d, Held):
-            changes.audit.append(
-                AuditEntry(
-                    AuditKind.RULE_HELD, f"event:{d.event_id}", {"rule": d.rule, "why": d.why}
-                )
-            )
+            record.held(d.event_id, d.rule, d.why)
         elif isinstance(d, NotMapped):
-            changes.audit.append(
-                AuditEntry(
-                    AuditKind.RULE_NOT_MAPPED,
-                    f"event:{d.event_id}",
-                    {"rule": d.rule, "reason": d.reason},
-                )
-            )
             ev = events.get(d.event_id)
-            payload = ev.to_json() if ev is not None else d.event_id.encode()
-            source = ev.source if ev is not None else "evflow.rules"
-            # In the same commit as the decision, so the two are never seen apart.
-            changes.dead_letters.append(
-                intake.dead_letter_note(
-                    source=source,
-                    reason=d.reason,
-                    payload=payload,
-                    dedup_key=f"unmapped:{d.rule}:{d.event_id}",
-                )
+            letter = intake.dead_letter_note(
+                source=ev.source if ev is not None else "evflow.rules",
+                reason=d.reason,
+                payload=ev.to_json() if ev is not None else d.event_id.encode(),
+                dedup_key=f"unmapped:{d.rule}:{d.event_id}",
             )
+            record.not_mapped((d.event_id,), d.rule, d.reason, letter)
         elif isinstance(d, CorrelationTimedOut):
-            self._timed_out(d, changes)
+            self._timed_out(d, record)
         elif isinstance(d, RunRequested):
-            await self._request_run(store, intake, d, changes, to_start)
+            await self._request_run(store, intake, d, record, to_start)
 
-    def _timed_out(self, d: CorrelationTimedOut, changes: Changes) -> None:
-        for eid in d.event_ids:
-            changes.audit.append(
-                AuditEntry(
-                    AuditKind.RULE_CORRELATION_TIMED_OUT,
-                    f"event:{eid}",
-                    {"rule": d.rule, "key": d.key_value, "action": d.action, "reason": d.reason},
-                )
-            )
+    def _timed_out(self, d: CorrelationTimedOut, record: Decisions) -> None:
+        record.correlation_timed_out(d.event_ids, d.rule, d.key_value, d.action, d.reason)
         if d.action == "alert":
             log.warning("rule %s: %s", d.rule, d.reason)
             flow = self.rules.get(d.rule).flow
@@ -231,38 +206,24 @@ class RuleLoop:
         store: Store,
         intake: Intake,
         d: RunRequested,
-        changes: Changes,
+        record: Decisions,
         to_start: list[RunRecord],
     ) -> None:
         run_id = run_id_for(d.key)
-        subjects = [f"event:{eid}" for eid in d.event_ids]
         # A fast answer for the common replay; the insert below is what makes it safe.
-        if (
-            self.runs.is_active(run_id)
-            or any(r.id == run_id for r in changes.new_runs)
-            or await _known(store, run_id)
-        ):
-            for s in subjects:
-                changes.audit.append(
-                    AuditEntry(AuditKind.RULE_DUPLICATE, s, {"rule": d.rule, "run_id": run_id})
-                )
+        if self.runs.is_active(run_id) or record.creates(run_id) or await _known(store, run_id):
+            record.duplicate(d.event_ids, d.rule, run_id)
             return
         flow = self.flows.get(d.flow)
         if flow is None:
-            for s in subjects:
-                changes.audit.append(
-                    AuditEntry(AuditKind.RULE_FLOW_MISSING, s, {"rule": d.rule, "flow": d.flow})
-                )
+            record.flow_missing(d.event_ids, d.rule, d.flow)
             return
         rule = self.rules.get(d.rule)
         active = self.runs.active_runs(flow.name)
         action = policy_action(rule.when_running, len(active))
         if action == "skip":
             reason = f"flow {flow.name!r} is already running ({len(active)} active run(s))"
-            for s in subjects:
-                changes.audit.append(
-                    AuditEntry(AuditKind.RULE_SKIPPED, s, {"rule": d.rule, "reason": reason})
-                )
+            record.skipped(d.event_ids, d.rule, reason)
             return
         try:
             run = new_run(
@@ -273,34 +234,19 @@ class RuleLoop:
                 trigger={"kind": "event", "rule": d.rule, "events": list(d.event_ids)},
             )
         except EvflowError as exc:
-            for s in subjects:
-                changes.audit.append(
-                    AuditEntry(AuditKind.RULE_NOT_MAPPED, s, {"rule": d.rule, "reason": str(exc)})
-                )
-            changes.dead_letters.append(
-                intake.dead_letter_note(
-                    source="evflow.rules",
-                    reason=str(exc),
-                    payload=orjson.dumps({"rule": d.rule, "events": d.event_ids}),
-                    dedup_key=f"badparams:{d.key}",
-                )
+            letter = intake.dead_letter_note(
+                source="evflow.rules",
+                reason=str(exc),
+                payload=orjson.dumps({"rule": d.rule, "events": d.event_ids}),
+                dedup_key=f"badparams:{d.key}",
             )
+            record.not_mapped(d.event_ids, d.rule, str(exc), letter)
             return
         if tracing.enabled():
             run = self._traced(d, run)
         if action == "replace":
             self.runs.replace(active, f"replaced by run {run_id}")
-        changes.new_runs.append(run)
-        changes.new_tasks.extend(pending_tasks(flow, run))
-        for s in subjects:
-            changes.audit.append(
-                AuditEntry(AuditKind.RULE_MATCHED, s, {"rule": d.rule, "run_id": run_id})
-            )
-        changes.audit.append(
-            AuditEntry(
-                AuditKind.RUN_QUEUED, f"run:{run_id}", {"flow": flow.name, "trigger": run.trigger}
-            )
-        )
+        record.matched(d.event_ids, d.rule, run, pending_tasks(flow, run))
         to_start.append(run)
 
     def _traced(self, d: RunRequested, run: RunRecord) -> RunRecord:

@@ -23,7 +23,6 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import tracing
-from ..audit_kinds import AuditKind
 from ..clock import Clock
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
@@ -31,7 +30,8 @@ from ..flows.dag import Flow
 from ..records import RunRecord, TaskRecord
 from ..signals import RunStateChanged, Signals
 from ..states import RunState, TaskState
-from ..store.base import AuditEntry, Changes, Store
+from ..store import writes
+from ..store.base import Changes, Store
 from .executor import RunExecution
 from .limits import Limits, RunGate
 from .results import RunResult
@@ -74,18 +74,8 @@ def pending_tasks(flow: Flow, run: RunRecord) -> list[TaskRecord]:
 
 def queued_changes(flow: Flow, runs: Sequence[RunRecord], actor: str | None = None) -> Changes:
     """What queueing ``runs`` writes: the runs, their pending tasks, ``run.queued`` records."""
-    return Changes(
-        runs=list(runs),
-        tasks=[t for r in runs for t in pending_tasks(flow, r)],
-        audit=[
-            AuditEntry(
-                AuditKind.RUN_QUEUED,
-                f"run:{r.id}",
-                {"flow": flow.name, "trigger": r.trigger},
-                actor=actor,
-            )
-            for r in runs
-        ],
+    return writes.runs_queued(
+        flow.name, runs, [t for r in runs for t in pending_tasks(flow, r)], actor
     )
 
 
@@ -199,18 +189,7 @@ class RunQueue:
         record = await self.store.get_run(run_id, with_tasks=False)
         if record.state.finished:
             return False
-        await self.store.apply(
-            Changes(
-                audit=[
-                    AuditEntry(
-                        AuditKind.RUN_CANCEL_REQUESTED,
-                        f"run:{record.id}",
-                        {"reason": reason},
-                        actor=actor,
-                    )
-                ]
-            )
-        )
+        await self.store.apply(writes.run_cancel_requested(record.id, reason, actor))
         active = self._active.get(record.id)
         if active is None:
             await self._mark_cancelled(record, reason)
@@ -288,21 +267,7 @@ class RunQueue:
             flow_version=fl.version,
             tasks=(),
         )
-        await self.store.apply(
-            Changes(
-                runs=[queued],
-                tasks=reset,
-                audit=[
-                    AuditEntry(
-                        AuditKind.RUN_RETRIED,
-                        f"run:{run.id}",
-                        {"mode": mode, "tasks": [t.name for t in reset]},
-                        actor=actor,
-                    )
-                ],
-            ),
-            wait=True,
-        )
+        await self.store.apply(writes.run_retried(queued, reset, mode, actor), wait=True)
         kept = [t for t in run.tasks if t.node not in again]
         self.start(replace(queued, tasks=tuple(kept + reset)))
         return run.id
@@ -357,15 +322,7 @@ class RunQueue:
                     run.state,
                 )
                 continue
-            await self.store.apply(
-                Changes(
-                    audit=[
-                        AuditEntry(
-                            AuditKind.RUN_RESUMED, f"run:{run.id}", {"state": str(run.state)}
-                        )
-                    ]
-                )
-            )
+            await self.store.apply(writes.run_resumed(run))
             self.start(run)
 
     # -- driving -----------------------------------------------------------------------------
@@ -432,7 +389,7 @@ class RunQueue:
                     tasks=(),
                     error="internal error in the executor; see the service log",
                 )
-                await self.store.apply(Changes(runs=[failed]), wait=True)
+                await self.store.apply(writes.run_crashed(failed), wait=True)
                 self.signals.publish(RunStateChanged(failed))
             await run_callbacks(flow, failed)
         finally:
@@ -445,7 +402,7 @@ class RunQueue:
     def _note_waiting(self, run: RunRecord, reason: str) -> None:
         """A run gate made ``run`` wait: record why now, so the store shows it while it waits."""
         self.store.apply_nowait(
-            Changes(runs=[replace(run, state=RunState.QUEUED, waiting=reason, tasks=())])
+            writes.run_waiting(replace(run, state=RunState.QUEUED, waiting=reason, tasks=()))
         )
 
     async def _mark_cancelled(self, record: RunRecord, reason: str) -> None:
@@ -459,14 +416,7 @@ class RunQueue:
         cancelled = replace(
             full, state=RunState.CANCELLED, ended_at=now, error=reason, waiting=None, tasks=()
         )
-        await self.store.apply(
-            Changes(
-                runs=[cancelled],
-                tasks=tasks,
-                audit=[AuditEntry(AuditKind.RUN_CANCELLED, f"run:{record.id}", {"reason": reason})],
-            ),
-            wait=True,
-        )
+        await self.store.apply(writes.run_cancelled(cancelled, tasks, reason), wait=True)
         self.signals.publish(RunStateChanged(cancelled))
 
     # -- shutdown ----------------------------------------------------------------------------
