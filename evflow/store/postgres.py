@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -37,315 +36,29 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from ..abc import Accepted
 from ..audit_kinds import AuditKind
-from ..errors import EventNotFound, RunNotFound, SchemaVersionError, StoreError, StoreUnavailable
+from ..errors import SchemaVersionError, StoreError, StoreUnavailable
 from ..events import Event, parse_time
 from ..records import (
-    AttemptRecord,
-    AuditRecord,
-    DeadLetterRecord,
-    EventRecord,
     LeaseRecord,
-    LogRecord,
-    RunRecord,
-    TaskRecord,
 )
-from ..states import RunState, TaskState
+from . import postgres_sql as sql
 from .base import AuditEntry, Changes, DeadLetter, Rows, chain_hash
 from .batching import Op, WriteQueue
+from .postgres_reads import CONNECTION_ERRORS, PostgresReads
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
-from .urls import mask, postgres_target
+from .urls import mask
 
 __all__ = ["PostgresStore"]
 
 log = logging.getLogger("evflow.store")
 
-
-def _epoch(col: str) -> str:
-    return f"extract(epoch from {col})::float8"
-
-
-_RUN_COLS = (
-    "id, flow, flow_version, params::text, state, priority, trigger::text, "
-    f"{_epoch('created_at')}, {_epoch('started_at')}, {_epoch('ended_at')}, waiting, error"
-)
-_TASK_COLS = (
-    f"run_id, name, node, map_index, state, attempt, {_epoch('queued_at')}, "
-    f"{_epoch('started_at')}, {_epoch('ended_at')}, waiting, error, traceback, result"
-)
-_EVENT_COLS = (
-    "seq, id, dedup_key, type, source, subject, time, data::text, extensions::text, "
-    f"{_epoch('received_at')}, status, uid"
-)
-_AUDIT_COLS = "seq, time, kind, subject, actor, data, prev_hash, hash"
-
-_SQL_EVENTS = """
-INSERT INTO events (uid, id, dedup_key, type, source, subject, time, data, extensions,
-                    received_at)
-SELECT u, i, k, t, s, sub, tm, d::json, x::json, to_timestamp(%s)
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-            %b::timestamptz[], %b::text[], %b::text[]) WITH ORDINALITY
-     AS v(u, i, k, t, s, sub, tm, d, x, n)
-ORDER BY n
-ON CONFLICT DO NOTHING
-"""
-_SQL_CURSORS = """
-INSERT INTO cursors (name, value) SELECT * FROM unnest(%b::text[], %b::text[])
-ON CONFLICT (name) DO UPDATE SET value = excluded.value
-"""
-_SQL_DEAD = """
-INSERT INTO dead_letters (id, source, reason, payload, headers, dedup_key, received_at)
-SELECT i, s, r, p, h::jsonb, k, to_timestamp(%s)
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[])
-     AS v(i, s, r, p, h, k)
-ON CONFLICT DO NOTHING
-"""
-_RUN_SELECT = """
-SELECT i, f, fv, p::jsonb, st, pr, tr::jsonb, to_timestamp(c), to_timestamp(sa),
-       to_timestamp(ea), w, e
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],
-            %b::float8[], %b::float8[], %b::float8[], %b::text[], %b::text[]) WITH ORDINALITY
-     AS v(i, f, fv, p, st, pr, tr, c, sa, ea, w, e, n)
-ORDER BY n
-"""
-_RUN_INTO = (
-    "INSERT INTO runs (id, flow, flow_version, params, state, priority, trigger, created_at, "
-    "started_at, ended_at, waiting, error)"
-)
-# Runs a rule creates: inserted only if absent, so deciding an event twice never resets a run.
-_SQL_RUNS_NEW = f"{_RUN_INTO} {_RUN_SELECT} ON CONFLICT (id) DO NOTHING RETURNING id"
-_SQL_RUNS = f"""{_RUN_INTO} {_RUN_SELECT}
-ON CONFLICT (id) DO UPDATE SET flow_version = excluded.flow_version, params = excluded.params,
-    state = excluded.state, priority = excluded.priority, started_at = excluded.started_at,
-    ended_at = excluded.ended_at, waiting = excluded.waiting, error = excluded.error
-"""
-_TASK_INTO = """
-INSERT INTO tasks (run_id, name, node, map_index, state, attempt, queued_at, started_at,
-                   ended_at, waiting, error, traceback, result)
-SELECT r, nm, nd, mi, st, a, to_timestamp(q), to_timestamp(sa), to_timestamp(ea), w, e, tb, res
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::int[], %b::float8[],
-            %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[])
-     AS v(r, nm, nd, mi, st, a, q, sa, ea, w, e, tb, res)
-"""
-_SQL_TASKS_NEW = f"{_TASK_INTO} ON CONFLICT (run_id, name) DO NOTHING"
-_SQL_TASKS = f"""{_TASK_INTO}
-ON CONFLICT (run_id, name) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,
-    queued_at = excluded.queued_at, started_at = excluded.started_at,
-    ended_at = excluded.ended_at, waiting = excluded.waiting, error = excluded.error,
-    traceback = excluded.traceback, result = excluded.result
-"""
-_SQL_ATTEMPTS = """
-INSERT INTO attempts (run_id, task, attempt, state, started_at, ended_at, error)
-SELECT r, t, a, s, to_timestamp(sa), to_timestamp(ea), e
-FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::float8[], %b::float8[],
-            %b::text[]) AS v(r, t, a, s, sa, ea, e)
-ON CONFLICT (run_id, task, attempt) DO UPDATE SET state = excluded.state,
-    started_at = excluded.started_at, ended_at = excluded.ended_at, error = excluded.error
-"""
-_SQL_LOGS = """
-INSERT INTO logs (run_id, task, attempt, time, level, message)
-SELECT r, t, a, to_timestamp(tm), l, m
-FROM unnest(%b::text[], %b::text[], %b::int[], %b::float8[], %b::text[], %b::text[])
-     WITH ORDINALITY AS v(r, t, a, tm, l, m, n)
-ORDER BY n
-"""
-_SQL_IMPORT_EVENTS = """
-INSERT INTO events (uid, id, dedup_key, type, source, subject, time, data, extensions,
-                    received_at, status)
-SELECT u, i, k, t, s, sub, tm, d::json, x::json, to_timestamp(r), st
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-            %b::timestamptz[], %b::text[], %b::text[], %b::float8[], %b::text[])
-     WITH ORDINALITY AS v(u, i, k, t, s, sub, tm, d, x, r, st, n)
-ORDER BY n
-"""
-_LEASE_COLS = (
-    f"name, owner, host, pid, epoch, {_epoch('acquired_at')}, {_epoch('renewed_at')}, "
-    f"{_epoch('expires_at')}"
-)
-# Taken if free, expired, already ours, or forced; another holder's epoch goes up by one.
-_SQL_LEASE_TAKE = f"""
-INSERT INTO leases AS l (name, owner, host, pid, epoch, acquired_at, renewed_at, expires_at)
-VALUES (%s, %s, %s, %s, 1, now(), now(), now() + make_interval(secs => %s))
-ON CONFLICT (name) DO UPDATE SET
-    epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END,
-    acquired_at = CASE WHEN l.owner = excluded.owner THEN l.acquired_at ELSE now() END,
-    owner = excluded.owner, host = excluded.host, pid = excluded.pid,
-    renewed_at = now(), expires_at = excluded.expires_at
-WHERE l.expires_at < now() OR l.owner = excluded.owner OR %s
-RETURNING {_LEASE_COLS.replace("acquired_at", "l.acquired_at")}
-"""
-_SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE uid = ANY(%b::text[])"
-_SQL_AUDIT = """
-INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash)
-SELECT * FROM unnest(%b::bigint[], %b::float8[], %b::text[], %b::text[], %b::text[],
-                     %b::bytea[], %b::text[], %b::text[])
-"""
-_SQL_DUPS = """
-INSERT INTO duplicates (source, count) SELECT * FROM unnest(%b::text[], %b::bigint[])
-ON CONFLICT (source) DO UPDATE SET count = duplicates.count + excluded.count
-"""
-
-# Errors after which the connection, not the batch, is at fault: keep the batch, reconnect.
-_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+_CONNECTION_ERRORS = CONNECTION_ERRORS
 _RETRY_MIN_S = 0.1
 _RETRY_MAX_S = 5.0
 _CLOSE_GIVE_UP_S = 10.0
 
 
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _loads(raw: str | bytes | None) -> Any:
-    return None if raw is None else orjson.loads(raw)
-
-
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows → one list per column (the arrays ``unnest`` takes)."""
-    cols: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for col, value in zip(cols, row, strict=True):
-            col.append(value)
-    return cols
-
-
-def _run_row(r: RunRecord) -> tuple[Any, ...]:
-    return (
-        r.id,
-        r.flow,
-        r.flow_version,
-        _dumps(r.params),
-        str(r.state),
-        r.priority,
-        _dumps(r.trigger) if r.trigger else None,
-        r.created_at,
-        r.started_at,
-        r.ended_at,
-        r.waiting,
-        r.error,
-    )
-
-
-def _task_row(t: TaskRecord) -> tuple[Any, ...]:
-    return (
-        t.run_id,
-        t.name,
-        t.node,
-        t.map_index,
-        str(t.state),
-        t.attempt,
-        t.queued_at,
-        t.started_at,
-        t.ended_at,
-        t.waiting,
-        t.error,
-        t.traceback,
-        t.result,
-    )
-
-
-def _run_from(row: Sequence[Any], tasks: tuple[TaskRecord, ...] = ()) -> RunRecord:
-    return RunRecord(
-        id=row[0],
-        flow=row[1],
-        flow_version=row[2],
-        params=_loads(row[3]),
-        state=RunState(row[4]),
-        priority=row[5],
-        trigger=_loads(row[6]) or {},
-        created_at=row[7],
-        started_at=row[8],
-        ended_at=row[9],
-        waiting=row[10],
-        error=row[11],
-        tasks=tasks,
-    )
-
-
-def _task_from(row: Sequence[Any]) -> TaskRecord:
-    return TaskRecord(
-        run_id=row[0],
-        name=row[1],
-        node=row[2],
-        map_index=row[3],
-        state=TaskState(row[4]),
-        attempt=row[5],
-        queued_at=row[6],
-        started_at=row[7],
-        ended_at=row[8],
-        waiting=row[9],
-        error=row[10],
-        traceback=row[11],
-        result=None if row[12] is None else bytes(row[12]),
-    )
-
-
-def _event_from(row: Sequence[Any]) -> EventRecord:
-    return EventRecord(
-        seq=row[0],
-        id=row[1],
-        dedup_key=row[2],
-        type=row[3],
-        source=row[4],
-        subject=row[5],
-        time=row[6].isoformat(),
-        data=_loads(row[7]),
-        extensions=_loads(row[8]) or {},
-        received_at=row[9],
-        status=row[10],
-        uid=row[11],
-    )
-
-
-def _audit_tuple(r: Sequence[Any]) -> tuple[Any, ...]:
-    data = None if r[5] is None else bytes(r[5])
-    return (r[0], r[1], r[2], r[3], r[4], data, r[6], r[7])
-
-
-def _like_prefix(text: str) -> str:
-    """A LIKE pattern matching ``text`` literally as a prefix (``%`` and ``_`` escaped)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _last_by_key(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
-    """One row per key (its first ``width`` columns), the last written, in first-seen order;
-    an upsert statement may touch each row once."""
-    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for row in rows:
-        out[row[:width]] = row
-    return list(out.values())
-
-
-def describe_connect_error(url: str, exc: BaseException) -> str:
-    """One line for a failed first connection: which server, what went wrong, what to do."""
-    target = postgres_target(url)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    low = str(exc).lower()
-    if "password authentication failed" in low or "no password supplied" in low:
-        hint = "check the user and password in the store URL"
-    elif "does not exist" in low and "database" in low:
-        db = target.rsplit("/", 1)[-1]
-        hint = f"create the database first (createdb {db}) or name an existing one"
-    elif "connection refused" in low or "could not connect" in low or "timeout" in low:
-        hint = "is the server running and listening there? check the host and port"
-    elif "role" in low and "does not exist" in low:
-        hint = "name a user that exists on the server"
-    else:
-        hint = "check the store URL (postgresql://user:password@host:port/database)"
-    return f"cannot open the PostgreSQL store {mask(url)} ({target}): {text}; {hint}"
-
-
-def _dead_row(d: DeadLetter) -> tuple[Any, ...]:
-    return (
-        uuid.uuid4().hex,
-        d.source,
-        d.reason,
-        bytes(d.payload),
-        _dumps(dict(d.headers)),
-        d.dedup_key,
-    )
-
-
-class PostgresStore:
+class PostgresStore(PostgresReads):
     """The :class:`~evflow.store.base.Store` on PostgreSQL. Use as ``async with
     PostgresStore(url)``; ``url`` is a ``postgresql://user:password@host:port/db`` URL."""
 
@@ -394,7 +107,7 @@ class PostgresStore:
                 await pool.open(wait=True, timeout=10.0)
             except Exception as exc:
                 await pool.close()
-                raise StoreError(describe_connect_error(self.url, exc)) from None
+                raise StoreError(sql.describe_connect_error(self.url, exc)) from None
             stack.push_async_callback(pool.close)
             self._pool = pool
             tg = await stack.enter_async_context(anyio.create_task_group())
@@ -428,7 +141,7 @@ class PostgresStore:
                 self.url, autocommit=True, connect_timeout=10
             )
         except (psycopg.Error, ValueError) as exc:
-            raise StoreError(describe_connect_error(self.url, exc)) from None
+            raise StoreError(sql.describe_connect_error(self.url, exc)) from None
         return conn
 
     async def schema_version(self) -> int:
@@ -602,7 +315,7 @@ class PostgresStore:
         for op in batch:
             cursors.update(op.cursors)
             if op.dead_letter is not None:
-                row = _dead_row(op.dead_letter)
+                row = sql.dead_row(op.dead_letter)
                 dead.append(row)
                 op.result = row[0]
             ch = op.changes
@@ -610,11 +323,11 @@ class PostgresStore:
                 continue
             ch.created_runs.clear()  # a retried batch reports afresh
             cursors.update(ch.cursors)
-            dead.extend(_dead_row(d) for d in ch.dead_letters)
-            new_runs.extend((ch, _run_row(r)) for r in ch.new_runs)
-            new_tasks.extend(_task_row(t) for t in ch.new_tasks)
-            runs.extend(_run_row(r) for r in ch.runs)
-            tasks.extend(_task_row(t) for t in ch.tasks)
+            dead.extend(sql.dead_row(d) for d in ch.dead_letters)
+            new_runs.extend((ch, sql.run_row(r)) for r in ch.new_runs)
+            new_tasks.extend(sql.task_row(t) for t in ch.new_tasks)
+            runs.extend(sql.run_row(r) for r in ch.runs)
+            tasks.extend(sql.task_row(t) for t in ch.tasks)
             attempts.extend(
                 (a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
                 for a in ch.attempts
@@ -637,12 +350,12 @@ class PostgresStore:
             # Every event that enters is on the audit trail, in the transaction storing it.
             audit_entries[:0] = await self._insert_events(conn, event_ops, now)
         if cursors:
-            await conn.execute(_SQL_CURSORS, _columns(list(cursors.items()), 2))
+            await conn.execute(sql.CURSORS, sql.columns(list(cursors.items()), 2))
         if dead:
-            await conn.execute(_SQL_DEAD, [now, *_columns(dead, 6)])
+            await conn.execute(sql.DEAD, [now, *sql.columns(dead, 6)])
         if new_runs:
             rows = [row for _, row in new_runs]
-            cur = await conn.execute(_SQL_RUNS_NEW, _columns(rows, 12))
+            cur = await conn.execute(sql.RUNS_NEW, sql.columns(rows, 12))
             created = {r[0] for r in await cur.fetchall()}
             claimed: set[str] = set()
             for ch, row in new_runs:
@@ -651,17 +364,17 @@ class PostgresStore:
                     ch.created_runs.add(row[0])
             fresh = [t for t in new_tasks if t[0] in created]
             if fresh:
-                await conn.execute(_SQL_TASKS_NEW, _columns(fresh, 13))
+                await conn.execute(sql.TASKS_NEW, sql.columns(fresh, 13))
         if runs:
-            await conn.execute(_SQL_RUNS, _columns(_last_by_key(runs, 1), 12))
+            await conn.execute(sql.RUNS, sql.columns(sql.last_by_key(runs, 1), 12))
         if tasks:
-            await conn.execute(_SQL_TASKS, _columns(_last_by_key(tasks, 2), 13))
+            await conn.execute(sql.TASKS, sql.columns(sql.last_by_key(tasks, 2), 13))
         if attempts:
-            await conn.execute(_SQL_ATTEMPTS, _columns(_last_by_key(attempts, 3), 7))
+            await conn.execute(sql.ATTEMPTS, sql.columns(sql.last_by_key(attempts, 3), 7))
         if logs:
-            await conn.execute(_SQL_LOGS, _columns(logs, 6))
+            await conn.execute(sql.LOGS, sql.columns(logs, 6))
         if processed:
-            await conn.execute(_SQL_PROCESSED, (processed,))
+            await conn.execute(sql.PROCESSED, (processed,))
         if not audit_entries or locked_head is None:
             return imported_head
         seq, head = locked_head
@@ -673,7 +386,7 @@ class PostgresStore:
             h = chain_hash(head, seq, t, entry.kind, entry.subject, entry.actor, data)
             rows.append((seq, t, entry.kind, entry.subject, entry.actor, data, head, h))
             head = h
-        await conn.execute(_SQL_AUDIT, _columns(rows, 8))
+        await conn.execute(sql.AUDIT, sql.columns(rows, 8))
         await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (seq, head))
         return head
 
@@ -682,11 +395,11 @@ class PostgresStore:
         """Write copied rows as they are; returns the audit head they leave, if any."""
         if rows.events:
             await conn.execute(
-                _SQL_IMPORT_EVENTS,
-                _columns(
+                sql.IMPORT_EVENTS,
+                sql.columns(
                     [
                         (e.uid, e.id, e.dedup_key, e.type, e.source, e.subject,
-                         parse_time(e.time), _dumps(e.data), _dumps(dict(e.extensions)),
+                         parse_time(e.time), sql.dumps(e.data), sql.dumps(dict(e.extensions)),
                          e.received_at, e.status)
                         for e in rows.events
                     ],
@@ -694,34 +407,34 @@ class PostgresStore:
                 ),
             )  # fmt: skip
         if rows.runs:
-            await conn.execute(_SQL_RUNS, _columns([_run_row(r) for r in rows.runs], 12))
-            tasks = [_task_row(t) for r in rows.runs for t in r.tasks]
+            await conn.execute(sql.RUNS, sql.columns([sql.run_row(r) for r in rows.runs], 12))
+            tasks = [sql.task_row(t) for r in rows.runs for t in r.tasks]
             if tasks:
-                await conn.execute(_SQL_TASKS, _columns(tasks, 13))
+                await conn.execute(sql.TASKS, sql.columns(tasks, 13))
         if rows.attempts:
             attempts = [
                 (a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
                 for a in rows.attempts
             ]
-            await conn.execute(_SQL_ATTEMPTS, _columns(attempts, 7))
+            await conn.execute(sql.ATTEMPTS, sql.columns(attempts, 7))
         if rows.logs:
             logs = [
                 (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message) for lg in rows.logs
             ]
-            await conn.execute(_SQL_LOGS, _columns(logs, 6))
+            await conn.execute(sql.LOGS, sql.columns(logs, 6))
         for d in rows.dead_letters:
             await conn.execute(
                 "INSERT INTO dead_letters (id, source, reason, payload, headers, received_at) "
                 "VALUES (%s, %s, %s, %s, %s::jsonb, to_timestamp(%s)) ON CONFLICT DO NOTHING",
-                (d.id, d.source, d.reason, d.payload, _dumps(dict(d.headers)), d.received_at),
+                (d.id, d.source, d.reason, d.payload, sql.dumps(dict(d.headers)), d.received_at),
             )
         if rows.cursors:
-            await conn.execute(_SQL_CURSORS, _columns(list(rows.cursors.items()), 2))
+            await conn.execute(sql.CURSORS, sql.columns(list(rows.cursors.items()), 2))
         if rows.duplicates:
-            await conn.execute(_SQL_DUPS, _columns(list(rows.duplicates.items()), 2))
+            await conn.execute(sql.DUPS, sql.columns(list(rows.duplicates.items()), 2))
         if not rows.audit:
             return None
-        await conn.execute(_SQL_AUDIT, _columns(rows.audit, 8))
+        await conn.execute(sql.AUDIT, sql.columns(rows.audit, 8))
         last = rows.audit[-1]
         await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (last[0], last[7]))
         return str(last[7])
@@ -743,11 +456,11 @@ class PostgresStore:
                         ev.source,
                         ev.subject,
                         ev.time,
-                        _dumps(ev.data),
-                        _dumps(dict(ev.extensions)),
+                        sql.dumps(ev.data),
+                        sql.dumps(dict(ev.extensions)),
                     )
                 )
-        await conn.execute(_SQL_EVENTS, [now, *_columns(rows, 9)])
+        await conn.execute(sql.EVENTS, [now, *sql.columns(rows, 9)])
         cur = await conn.execute(
             "SELECT dedup_key, uid FROM events WHERE dedup_key = ANY(%b::text[])", (list(first),)
         )
@@ -780,7 +493,7 @@ class PostgresStore:
                 results.append(Accepted(event_id=eid, duplicate=not fresh))
             op.result = results
         if dup_counts:
-            await conn.execute(_SQL_DUPS, _columns(list(dup_counts.items()), 2))
+            await conn.execute(sql.DUPS, sql.columns(list(dup_counts.items()), 2))
         return received
 
     # -- writes ------------------------------------------------------------------------------
@@ -826,16 +539,16 @@ class PostgresStore:
     async def acquire_lease(
         self, name: str, owner: str, host: str, pid: int, ttl_s: float, *, force: bool = False
     ) -> tuple[bool, LeaseRecord]:
-        rows = await self._write_read(_SQL_LEASE_TAKE, (name, owner, host, pid, ttl_s, force))
+        rows = await self._write_read(sql.LEASE_TAKE, (name, owner, host, pid, ttl_s, force))
         if rows:
             return True, LeaseRecord(*rows[0])
-        rows = await self._read(f"SELECT {_LEASE_COLS} FROM leases WHERE name = %s", (name,))
+        rows = await self._read(f"SELECT {sql.LEASE_COLS} FROM leases WHERE name = %s", (name,))
         return False, LeaseRecord(*rows[0])
 
     async def renew_lease(self, lease: LeaseRecord, ttl_s: float) -> LeaseRecord | None:
         rows = await self._write_read(
             "UPDATE leases SET renewed_at = now(), expires_at = now() + make_interval(secs => %s) "
-            f"WHERE name = %s AND owner = %s AND epoch = %s RETURNING {_LEASE_COLS}",
+            f"WHERE name = %s AND owner = %s AND epoch = %s RETURNING {sql.LEASE_COLS}",
             (ttl_s, lease.name, lease.owner, lease.epoch),
         )
         return LeaseRecord(*rows[0]) if rows else None
@@ -847,7 +560,7 @@ class PostgresStore:
         )
 
     async def list_leases(self) -> list[LeaseRecord]:
-        rows = await self._read(f"SELECT {_LEASE_COLS} FROM leases ORDER BY name")
+        rows = await self._read(f"SELECT {sql.LEASE_COLS} FROM leases ORDER BY name")
         return [LeaseRecord(*r) for r in rows]
 
     async def _write_read(self, sql: str, params: Sequence[Any]) -> list[Any]:
@@ -877,265 +590,3 @@ class PostgresStore:
     def backlog(self) -> int:
         """Writes queued but not yet committed."""
         return self._queue.backlog
-
-    # -- reads -------------------------------------------------------------------------------
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        pool = self._pool
-        if pool is None:
-            raise StoreError(f"the store {self.path} is not open (use `async with`)")
-        for tries_left in (1, 0):  # a read is safe to repeat on a fresh connection
-            try:
-                async with pool.connection() as conn:
-                    cur = await conn.execute(sql.encode(), params)
-                    return await cur.fetchall()
-            except _CONNECTION_ERRORS as exc:
-                if not tries_left:
-                    raise StoreUnavailable(
-                        f"the database of store {self.path} cannot be reached ({exc}); retry later"
-                    ) from None
-        raise AssertionError("unreachable")
-
-    async def get_run(self, run_id: str, *, with_tasks: bool = True) -> RunRecord:
-        rows = await self._read(f"SELECT {_RUN_COLS} FROM runs WHERE id = %s", (run_id,))
-        if not rows:
-            rows = (
-                await self._read(
-                    f"SELECT {_RUN_COLS} FROM runs WHERE id LIKE %s ESCAPE '\\' LIMIT 6",
-                    (_like_prefix(run_id),),
-                )
-                if len(run_id) >= 4
-                else []
-            )
-            if len(rows) > 1:
-                more = ", …" if len(rows) > 5 else ""
-                raise RunNotFound(
-                    f"run id prefix {run_id!r} is ambiguous: it matches runs "
-                    f"{', '.join(str(r[0]) for r in rows[:5])}{more}; give more characters"
-                )
-            if not rows:
-                raise RunNotFound(f"no run {run_id!r} in store {self.path}")
-        tasks: tuple[TaskRecord, ...] = ()
-        if with_tasks:
-            trows = await self._read(
-                f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = %s "
-                "ORDER BY queued_at NULLS LAST, name",
-                (rows[0][0],),
-            )
-            tasks = tuple(_task_from(r) for r in trows)
-        return _run_from(rows[0], tasks)
-
-    async def run_exists(self, run_id: str) -> bool:
-        return bool(await self._read("SELECT 1 FROM runs WHERE id = %s", (run_id,)))
-
-    @staticmethod
-    def _run_filter(
-        flow: str | None,
-        state: str | None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> tuple[str, list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if flow:
-            where.append("flow = %s")
-            params.append(flow)
-        if state:
-            where.append("state = %s")
-            params.append(state)
-        if since is not None:
-            where.append("created_at >= to_timestamp(%s)")
-            params.append(since)
-        if until is not None:
-            where.append("created_at < to_timestamp(%s)")
-            params.append(until)
-        return (" WHERE " + " AND ".join(where)) if where else "", params
-
-    async def list_runs(
-        self,
-        *,
-        flow: str | None = None,
-        state: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[RunRecord]:
-        where, params = self._run_filter(flow, state, since, until)
-        rows = await self._read(
-            f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
-            [*params, limit, offset],
-        )
-        return [_run_from(r) for r in rows]
-
-    async def count_runs(
-        self,
-        *,
-        flow: str | None = None,
-        state: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> int:
-        where, params = self._run_filter(flow, state, since, until)
-        rows = await self._read(f"SELECT count(*) FROM runs{where}", params)
-        return int(rows[0][0])
-
-    async def unfinished_runs(self) -> list[RunRecord]:
-        rows = await self._read(
-            f"SELECT {_RUN_COLS} FROM runs WHERE state IN ('queued', 'running') "
-            "ORDER BY priority DESC, created_at"
-        )
-        if not rows:
-            return []
-        trows = await self._read(
-            f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ANY(%b::text[])",
-            ([r[0] for r in rows],),
-        )
-        by_run: dict[str, list[TaskRecord]] = {}
-        for t in trows:
-            by_run.setdefault(t[0], []).append(_task_from(t))
-        return [_run_from(r, tuple(by_run.get(r[0], ()))) for r in rows]
-
-    async def list_attempts(self, run_id: str) -> list[AttemptRecord]:
-        rows = await self._read(
-            f"SELECT run_id, task, attempt, state, {_epoch('started_at')}, "
-            f"{_epoch('ended_at')}, error FROM attempts "
-            "WHERE run_id = %s ORDER BY started_at, task, attempt",
-            (run_id,),
-        )
-        return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
-
-    async def list_logs(
-        self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000
-    ) -> list[LogRecord]:
-        sql = (
-            f"SELECT run_id, task, attempt, {_epoch('time')}, level, message, seq FROM logs "
-            "WHERE run_id = %s AND seq > %s"
-        )
-        params: list[Any] = [run_id, after_seq]
-        if task is not None:
-            sql += " AND task = %s"
-            params.append(task)
-        rows = await self._read(sql + " ORDER BY seq LIMIT %s", [*params, limit])
-        return [LogRecord(*r) for r in rows]
-
-    async def list_events(
-        self,
-        *,
-        limit: int = 50,
-        offset: int = 0,
-        source: str | None = None,
-        status: str | None = None,
-    ) -> list[EventRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if source:
-            where.append("source = %s")
-            params.append(source)
-        if status:
-            where.append("status = %s")
-            params.append(status)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        rows = await self._read(
-            f"SELECT {_EVENT_COLS} FROM events{clause} ORDER BY seq DESC LIMIT %s OFFSET %s",
-            [*params, limit, offset],
-        )
-        return [_event_from(r) for r in rows]
-
-    async def get_event(self, event_id: str) -> EventRecord:
-        """The event whose evflow identity (uid) is ``event_id``; failing that, the one event
-        whose sender id it is (a sender's id is unique only within its source)."""
-        rows = await self._read(f"SELECT {_EVENT_COLS} FROM events WHERE uid = %s", (event_id,))
-        if not rows:
-            rows = await self._read(
-                f"SELECT {_EVENT_COLS} FROM events WHERE id = %s LIMIT 2", (event_id,)
-            )
-            if len(rows) > 1:
-                raise EventNotFound(
-                    f"several events have the sender id {event_id!r} (from different sources); "
-                    "name one by its evflow id (uid)"
-                )
-        if not rows:
-            raise EventNotFound(f"no event {event_id!r} in store {self.path}")
-        return _event_from(rows[0])
-
-    async def pending_events(self) -> list[EventRecord]:
-        rows = await self._read(
-            f"SELECT {_EVENT_COLS} FROM events WHERE status = 'pending' ORDER BY seq"
-        )
-        return [_event_from(r) for r in rows]
-
-    async def oldest_pending(self) -> dict[str, float]:
-        """Per source, when its oldest undecided event was received (for sensor lag)."""
-        rows = await self._read(
-            f"SELECT source, {_epoch('min(received_at)')} FROM events "
-            "WHERE status = 'pending' GROUP BY source"
-        )
-        return {str(r[0]): float(r[1]) for r in rows}
-
-    async def count_events(self, source: str | None = None) -> int:
-        if source is None:
-            rows = await self._read("SELECT count(*) FROM events")
-        else:
-            rows = await self._read("SELECT count(*) FROM events WHERE source = %s", (source,))
-        return int(rows[0][0])
-
-    async def count_duplicates(self, source: str | None = None) -> int:
-        if source is None:
-            rows = await self._read("SELECT COALESCE(sum(count), 0) FROM duplicates")
-        else:
-            rows = await self._read(
-                "SELECT COALESCE(sum(count), 0) FROM duplicates WHERE source = %s", (source,)
-            )
-        return int(rows[0][0])
-
-    async def duplicate_counts(self) -> dict[str, int]:
-        return {r[0]: int(r[1]) for r in await self._read("SELECT source, count FROM duplicates")}
-
-    async def list_dead_letters(
-        self, *, limit: int = 50, offset: int = 0
-    ) -> list[DeadLetterRecord]:
-        rows = await self._read(
-            f"SELECT id, source, reason, payload, headers::text, {_epoch('received_at')} "
-            "FROM dead_letters ORDER BY received_at DESC LIMIT %s OFFSET %s",
-            (limit, offset),
-        )
-        return [
-            DeadLetterRecord(r[0], r[1], r[2], bytes(r[3] or b""), _loads(r[4]) or {}, r[5])
-            for r in rows
-        ]
-
-    async def list_cursors(self) -> dict[str, str]:
-        return {str(r[0]): str(r[1]) for r in await self._read("SELECT name, value FROM cursors")}
-
-    async def get_cursor(self, name: str) -> str | None:
-        rows = await self._read("SELECT value FROM cursors WHERE name = %s", (name,))
-        return str(rows[0][0]) if rows else None
-
-    async def list_audit(
-        self, *, since: float | None = None, subject: str | None = None, limit: int | None = None
-    ) -> list[AuditRecord]:
-        sql = f"SELECT {_AUDIT_COLS} FROM audit"
-        where: list[str] = []
-        params: list[Any] = []
-        if since is not None:
-            where.append("time >= %s")
-            params.append(since)
-        if subject is not None:
-            where.append("subject = %s")
-            params.append(subject)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(limit)
-        rows = [_audit_tuple(r) for r in await self._read(sql, params)]
-        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], _loads(r[5]), r[6], r[7]) for r in rows]
-
-    async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
-        """Raw audit rows (data as stored bytes) for verification."""
-        rows = await self._read(
-            f"SELECT {_AUDIT_COLS} FROM audit WHERE seq > %s ORDER BY seq LIMIT %s",
-            (after_seq, limit),
-        )
-        return [_audit_tuple(r) for r in rows]

@@ -1,0 +1,304 @@
+"""The PostgreSQL store's reads: every query the engine, the API and the CLI make, through
+the pool, each on a connection of its own (autocommit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    from ..errors import StoreError
+
+    raise StoreError("PostgreSQL support is not installed: pip install 'evflow[postgres]'") from exc
+
+from ..errors import EventNotFound, RunNotFound, StoreError, StoreUnavailable
+from ..records import (
+    AttemptRecord,
+    AuditRecord,
+    DeadLetterRecord,
+    EventRecord,
+    LogRecord,
+    RunRecord,
+    TaskRecord,
+)
+from ..states import TaskState
+from . import postgres_sql as sql
+
+__all__ = ["PostgresReads"]
+
+CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class PostgresReads:
+    """The reads of :class:`~evflow.store.postgres.PostgresStore`."""
+
+    path: str
+    _pool: AsyncConnectionPool | None
+
+    # -- reads -------------------------------------------------------------------------------
+    async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"the store {self.path} is not open (use `async with`)")
+        for tries_left in (1, 0):  # a read is safe to repeat on a fresh connection
+            try:
+                async with pool.connection() as conn:
+                    cur = await conn.execute(query.encode(), params)
+                    return await cur.fetchall()
+            except CONNECTION_ERRORS as exc:
+                if not tries_left:
+                    raise StoreUnavailable(
+                        f"the database of store {self.path} cannot be reached ({exc}); retry later"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    async def get_run(self, run_id: str, *, with_tasks: bool = True) -> RunRecord:
+        rows = await self._read(f"SELECT {sql.RUN_COLS} FROM runs WHERE id = %s", (run_id,))
+        if not rows:
+            rows = (
+                await self._read(
+                    f"SELECT {sql.RUN_COLS} FROM runs WHERE id LIKE %s ESCAPE '\\' LIMIT 6",
+                    (sql.like_prefix(run_id),),
+                )
+                if len(run_id) >= 4
+                else []
+            )
+            if len(rows) > 1:
+                more = ", …" if len(rows) > 5 else ""
+                raise RunNotFound(
+                    f"run id prefix {run_id!r} is ambiguous: it matches runs "
+                    f"{', '.join(str(r[0]) for r in rows[:5])}{more}; give more characters"
+                )
+            if not rows:
+                raise RunNotFound(f"no run {run_id!r} in store {self.path}")
+        tasks: tuple[TaskRecord, ...] = ()
+        if with_tasks:
+            trows = await self._read(
+                f"SELECT {sql.TASK_COLS} FROM tasks WHERE run_id = %s "
+                "ORDER BY queued_at NULLS LAST, name",
+                (rows[0][0],),
+            )
+            tasks = tuple(sql.task_from(r) for r in trows)
+        return sql.run_from(rows[0], tasks)
+
+    async def run_exists(self, run_id: str) -> bool:
+        return bool(await self._read("SELECT 1 FROM runs WHERE id = %s", (run_id,)))
+
+    @staticmethod
+    def _run_filter(
+        flow: str | None,
+        state: str | None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if flow:
+            where.append("flow = %s")
+            params.append(flow)
+        if state:
+            where.append("state = %s")
+            params.append(state)
+        if since is not None:
+            where.append("created_at >= to_timestamp(%s)")
+            params.append(since)
+        if until is not None:
+            where.append("created_at < to_timestamp(%s)")
+            params.append(until)
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        where, params = self._run_filter(flow, state, since, until)
+        rows = await self._read(
+            f"SELECT {sql.RUN_COLS} FROM runs{where} ORDER BY created_at DESC, id "
+            "LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        return [sql.run_from(r) for r in rows]
+
+    async def count_runs(
+        self,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        where, params = self._run_filter(flow, state, since, until)
+        rows = await self._read(f"SELECT count(*) FROM runs{where}", params)
+        return int(rows[0][0])
+
+    async def unfinished_runs(self) -> list[RunRecord]:
+        rows = await self._read(
+            f"SELECT {sql.RUN_COLS} FROM runs WHERE state IN ('queued', 'running') "
+            "ORDER BY priority DESC, created_at"
+        )
+        if not rows:
+            return []
+        trows = await self._read(
+            f"SELECT {sql.TASK_COLS} FROM tasks WHERE run_id = ANY(%b::text[])",
+            ([r[0] for r in rows],),
+        )
+        by_run: dict[str, list[TaskRecord]] = {}
+        for t in trows:
+            by_run.setdefault(t[0], []).append(sql.task_from(t))
+        return [sql.run_from(r, tuple(by_run.get(r[0], ()))) for r in rows]
+
+    async def list_attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = await self._read(
+            f"SELECT run_id, task, attempt, state, {sql.epoch('started_at')}, "
+            f"{sql.epoch('ended_at')}, error FROM attempts "
+            "WHERE run_id = %s ORDER BY started_at, task, attempt",
+            (run_id,),
+        )
+        return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    async def list_logs(
+        self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000
+    ) -> list[LogRecord]:
+        query = (
+            f"SELECT run_id, task, attempt, {sql.epoch('time')}, level, message, seq FROM logs "
+            "WHERE run_id = %s AND seq > %s"
+        )
+        params: list[Any] = [run_id, after_seq]
+        if task is not None:
+            query += " AND task = %s"
+            params.append(task)
+        rows = await self._read(query + " ORDER BY seq LIMIT %s", [*params, limit])
+        return [LogRecord(*r) for r in rows]
+
+    async def list_events(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        source: str | None = None,
+        status: str | None = None,
+    ) -> list[EventRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if source:
+            where.append("source = %s")
+            params.append(source)
+        if status:
+            where.append("status = %s")
+            params.append(status)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = await self._read(
+            f"SELECT {sql.EVENT_COLS} FROM events{clause} ORDER BY seq DESC LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        return [sql.event_from(r) for r in rows]
+
+    async def get_event(self, event_id: str) -> EventRecord:
+        """The event whose evflow identity (uid) is ``event_id``; failing that, the one event
+        whose sender id it is (a sender's id is unique only within its source)."""
+        rows = await self._read(f"SELECT {sql.EVENT_COLS} FROM events WHERE uid = %s", (event_id,))
+        if not rows:
+            rows = await self._read(
+                f"SELECT {sql.EVENT_COLS} FROM events WHERE id = %s LIMIT 2", (event_id,)
+            )
+            if len(rows) > 1:
+                raise EventNotFound(
+                    f"several events have the sender id {event_id!r} (from different sources); "
+                    "name one by its evflow id (uid)"
+                )
+        if not rows:
+            raise EventNotFound(f"no event {event_id!r} in store {self.path}")
+        return sql.event_from(rows[0])
+
+    async def pending_events(self) -> list[EventRecord]:
+        rows = await self._read(
+            f"SELECT {sql.EVENT_COLS} FROM events WHERE status = 'pending' ORDER BY seq"
+        )
+        return [sql.event_from(r) for r in rows]
+
+    async def oldest_pending(self) -> dict[str, float]:
+        """Per source, when its oldest undecided event was received (for sensor lag)."""
+        rows = await self._read(
+            f"SELECT source, {sql.epoch('min(received_at)')} FROM events "
+            "WHERE status = 'pending' GROUP BY source"
+        )
+        return {str(r[0]): float(r[1]) for r in rows}
+
+    async def count_events(self, source: str | None = None) -> int:
+        if source is None:
+            rows = await self._read("SELECT count(*) FROM events")
+        else:
+            rows = await self._read("SELECT count(*) FROM events WHERE source = %s", (source,))
+        return int(rows[0][0])
+
+    async def count_duplicates(self, source: str | None = None) -> int:
+        if source is None:
+            rows = await self._read("SELECT COALESCE(sum(count), 0) FROM duplicates")
+        else:
+            rows = await self._read(
+                "SELECT COALESCE(sum(count), 0) FROM duplicates WHERE source = %s", (source,)
+            )
+        return int(rows[0][0])
+
+    async def duplicate_counts(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in await self._read("SELECT source, count FROM duplicates")}
+
+    async def list_dead_letters(
+        self, *, limit: int = 50, offset: int = 0
+    ) -> list[DeadLetterRecord]:
+        rows = await self._read(
+            f"SELECT id, source, reason, payload, headers::text, {sql.epoch('received_at')} "
+            "FROM dead_letters ORDER BY received_at DESC LIMIT %s OFFSET %s",
+            (limit, offset),
+        )
+        return [
+            DeadLetterRecord(r[0], r[1], r[2], bytes(r[3] or b""), sql.loads(r[4]) or {}, r[5])
+            for r in rows
+        ]
+
+    async def list_cursors(self) -> dict[str, str]:
+        return {str(r[0]): str(r[1]) for r in await self._read("SELECT name, value FROM cursors")}
+
+    async def get_cursor(self, name: str) -> str | None:
+        rows = await self._read("SELECT value FROM cursors WHERE name = %s", (name,))
+        return str(rows[0][0]) if rows else None
+
+    async def list_audit(
+        self, *, since: float | None = None, subject: str | None = None, limit: int | None = None
+    ) -> list[AuditRecord]:
+        query = f"SELECT {sql.AUDIT_COLS} FROM audit"
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("time >= %s")
+            params.append(since)
+        if subject is not None:
+            where.append("subject = %s")
+            params.append(subject)
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY seq"
+        if limit is not None:
+            query += " LIMIT %s"
+            params.append(limit)
+        rows = [sql.audit_tuple(r) for r in await self._read(query, params)]
+        return [
+            AuditRecord(r[0], r[1], r[2], r[3], r[4], sql.loads(r[5]), r[6], r[7]) for r in rows
+        ]
+
+    async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
+        """Raw audit rows (data as stored bytes) for verification."""
+        rows = await self._read(
+            f"SELECT {sql.AUDIT_COLS} FROM audit WHERE seq > %s ORDER BY seq LIMIT %s",
+            (after_seq, limit),
+        )
+        return [sql.audit_tuple(r) for r in rows]

@@ -1,0 +1,297 @@
+"""The PostgreSQL store's SQL and its row conversions: each table's batched statements
+(``INSERT … SELECT FROM unnest(…)`` over one array per column, sent in binary) and the records
+going in and out."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from ..records import EventRecord, RunRecord, TaskRecord
+from ..states import RunState, TaskState
+from .base import DeadLetter
+from .urls import mask, postgres_target
+
+
+def epoch(col: str) -> str:
+    return f"extract(epoch from {col})::float8"
+
+
+RUN_COLS = (
+    "id, flow, flow_version, params::text, state, priority, trigger::text, "
+    f"{epoch('created_at')}, {epoch('started_at')}, {epoch('ended_at')}, waiting, error"
+)
+TASK_COLS = (
+    f"run_id, name, node, map_index, state, attempt, {epoch('queued_at')}, "
+    f"{epoch('started_at')}, {epoch('ended_at')}, waiting, error, traceback, result"
+)
+EVENT_COLS = (
+    "seq, id, dedup_key, type, source, subject, time, data::text, extensions::text, "
+    f"{epoch('received_at')}, status, uid"
+)
+AUDIT_COLS = "seq, time, kind, subject, actor, data, prev_hash, hash"
+
+EVENTS = """
+INSERT INTO events (uid, id, dedup_key, type, source, subject, time, data, extensions,
+                    received_at)
+SELECT u, i, k, t, s, sub, tm, d::json, x::json, to_timestamp(%s)
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::timestamptz[], %b::text[], %b::text[]) WITH ORDINALITY
+     AS v(u, i, k, t, s, sub, tm, d, x, n)
+ORDER BY n
+ON CONFLICT DO NOTHING
+"""
+CURSORS = """
+INSERT INTO cursors (name, value) SELECT * FROM unnest(%b::text[], %b::text[])
+ON CONFLICT (name) DO UPDATE SET value = excluded.value
+"""
+DEAD = """
+INSERT INTO dead_letters (id, source, reason, payload, headers, dedup_key, received_at)
+SELECT i, s, r, p, h::jsonb, k, to_timestamp(%s)
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[])
+     AS v(i, s, r, p, h, k)
+ON CONFLICT DO NOTHING
+"""
+RUN_SELECT = """
+SELECT i, f, fv, p::jsonb, st, pr, tr::jsonb, to_timestamp(c), to_timestamp(sa),
+       to_timestamp(ea), w, e
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[],
+            %b::float8[], %b::float8[], %b::float8[], %b::text[], %b::text[]) WITH ORDINALITY
+     AS v(i, f, fv, p, st, pr, tr, c, sa, ea, w, e, n)
+ORDER BY n
+"""
+RUN_INTO = (
+    "INSERT INTO runs (id, flow, flow_version, params, state, priority, trigger, created_at, "
+    "started_at, ended_at, waiting, error)"
+)
+# Runs a rule creates: inserted only if absent, so deciding an event twice never resets a run.
+RUNS_NEW = f"{RUN_INTO} {RUN_SELECT} ON CONFLICT (id) DO NOTHING RETURNING id"
+RUNS = f"""{RUN_INTO} {RUN_SELECT}
+ON CONFLICT (id) DO UPDATE SET flow_version = excluded.flow_version, params = excluded.params,
+    state = excluded.state, priority = excluded.priority, started_at = excluded.started_at,
+    ended_at = excluded.ended_at, waiting = excluded.waiting, error = excluded.error
+"""
+TASK_INTO = """
+INSERT INTO tasks (run_id, name, node, map_index, state, attempt, queued_at, started_at,
+                   ended_at, waiting, error, traceback, result)
+SELECT r, nm, nd, mi, st, a, to_timestamp(q), to_timestamp(sa), to_timestamp(ea), w, e, tb, res
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::int[], %b::float8[],
+            %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[])
+     AS v(r, nm, nd, mi, st, a, q, sa, ea, w, e, tb, res)
+"""
+TASKS_NEW = f"{TASK_INTO} ON CONFLICT (run_id, name) DO NOTHING"
+TASKS = f"""{TASK_INTO}
+ON CONFLICT (run_id, name) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,
+    queued_at = excluded.queued_at, started_at = excluded.started_at,
+    ended_at = excluded.ended_at, waiting = excluded.waiting, error = excluded.error,
+    traceback = excluded.traceback, result = excluded.result
+"""
+ATTEMPTS = """
+INSERT INTO attempts (run_id, task, attempt, state, started_at, ended_at, error)
+SELECT r, t, a, s, to_timestamp(sa), to_timestamp(ea), e
+FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::float8[], %b::float8[],
+            %b::text[]) AS v(r, t, a, s, sa, ea, e)
+ON CONFLICT (run_id, task, attempt) DO UPDATE SET state = excluded.state,
+    started_at = excluded.started_at, ended_at = excluded.ended_at, error = excluded.error
+"""
+LOGS = """
+INSERT INTO logs (run_id, task, attempt, time, level, message)
+SELECT r, t, a, to_timestamp(tm), l, m
+FROM unnest(%b::text[], %b::text[], %b::int[], %b::float8[], %b::text[], %b::text[])
+     WITH ORDINALITY AS v(r, t, a, tm, l, m, n)
+ORDER BY n
+"""
+IMPORT_EVENTS = """
+INSERT INTO events (uid, id, dedup_key, type, source, subject, time, data, extensions,
+                    received_at, status)
+SELECT u, i, k, t, s, sub, tm, d::json, x::json, to_timestamp(r), st
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+            %b::timestamptz[], %b::text[], %b::text[], %b::float8[], %b::text[])
+     WITH ORDINALITY AS v(u, i, k, t, s, sub, tm, d, x, r, st, n)
+ORDER BY n
+"""
+LEASE_COLS = (
+    f"name, owner, host, pid, epoch, {epoch('acquired_at')}, {epoch('renewed_at')}, "
+    f"{epoch('expires_at')}"
+)
+# Taken if free, expired, already ours, or forced; another holder's epoch goes up by one.
+LEASE_TAKE = f"""
+INSERT INTO leases AS l (name, owner, host, pid, epoch, acquired_at, renewed_at, expires_at)
+VALUES (%s, %s, %s, %s, 1, now(), now(), now() + make_interval(secs => %s))
+ON CONFLICT (name) DO UPDATE SET
+    epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END,
+    acquired_at = CASE WHEN l.owner = excluded.owner THEN l.acquired_at ELSE now() END,
+    owner = excluded.owner, host = excluded.host, pid = excluded.pid,
+    renewed_at = now(), expires_at = excluded.expires_at
+WHERE l.expires_at < now() OR l.owner = excluded.owner OR %s
+RETURNING {LEASE_COLS.replace("acquired_at", "l.acquired_at")}
+"""
+PROCESSED = "UPDATE events SET status = 'processed' WHERE uid = ANY(%b::text[])"
+AUDIT = """
+INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash)
+SELECT * FROM unnest(%b::bigint[], %b::float8[], %b::text[], %b::text[], %b::text[],
+                     %b::bytea[], %b::text[], %b::text[])
+"""
+DUPS = """
+INSERT INTO duplicates (source, count) SELECT * FROM unnest(%b::text[], %b::bigint[])
+ON CONFLICT (source) DO UPDATE SET count = duplicates.count + excluded.count
+"""
+
+# Errors after which the connection, not the batch, is at fault: keep the batch, reconnect.
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(raw: str | bytes | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
+
+
+def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows → one list per column (the arrays ``unnest`` takes)."""
+    cols: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for col, value in zip(cols, row, strict=True):
+            col.append(value)
+    return cols
+
+
+def run_row(r: RunRecord) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.flow,
+        r.flow_version,
+        dumps(r.params),
+        str(r.state),
+        r.priority,
+        dumps(r.trigger) if r.trigger else None,
+        r.created_at,
+        r.started_at,
+        r.ended_at,
+        r.waiting,
+        r.error,
+    )
+
+
+def task_row(t: TaskRecord) -> tuple[Any, ...]:
+    return (
+        t.run_id,
+        t.name,
+        t.node,
+        t.map_index,
+        str(t.state),
+        t.attempt,
+        t.queued_at,
+        t.started_at,
+        t.ended_at,
+        t.waiting,
+        t.error,
+        t.traceback,
+        t.result,
+    )
+
+
+def run_from(row: Sequence[Any], tasks: tuple[TaskRecord, ...] = ()) -> RunRecord:
+    return RunRecord(
+        id=row[0],
+        flow=row[1],
+        flow_version=row[2],
+        params=loads(row[3]),
+        state=RunState(row[4]),
+        priority=row[5],
+        trigger=loads(row[6]) or {},
+        created_at=row[7],
+        started_at=row[8],
+        ended_at=row[9],
+        waiting=row[10],
+        error=row[11],
+        tasks=tasks,
+    )
+
+
+def task_from(row: Sequence[Any]) -> TaskRecord:
+    return TaskRecord(
+        run_id=row[0],
+        name=row[1],
+        node=row[2],
+        map_index=row[3],
+        state=TaskState(row[4]),
+        attempt=row[5],
+        queued_at=row[6],
+        started_at=row[7],
+        ended_at=row[8],
+        waiting=row[9],
+        error=row[10],
+        traceback=row[11],
+        result=None if row[12] is None else bytes(row[12]),
+    )
+
+
+def event_from(row: Sequence[Any]) -> EventRecord:
+    return EventRecord(
+        seq=row[0],
+        id=row[1],
+        dedup_key=row[2],
+        type=row[3],
+        source=row[4],
+        subject=row[5],
+        time=row[6].isoformat(),
+        data=loads(row[7]),
+        extensions=loads(row[8]) or {},
+        received_at=row[9],
+        status=row[10],
+        uid=row[11],
+    )
+
+
+def audit_tuple(r: Sequence[Any]) -> tuple[Any, ...]:
+    data = None if r[5] is None else bytes(r[5])
+    return (r[0], r[1], r[2], r[3], r[4], data, r[6], r[7])
+
+
+def like_prefix(text: str) -> str:
+    """A LIKE pattern matching ``text`` literally as a prefix (``%`` and ``_`` escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def last_by_key(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """One row per key (its first ``width`` columns), the last written, in first-seen order;
+    an upsert statement may touch each row once."""
+    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in rows:
+        out[row[:width]] = row
+    return list(out.values())
+
+
+def describe_connect_error(url: str, exc: BaseException) -> str:
+    """One line for a failed first connection: which server, what went wrong, what to do."""
+    target = postgres_target(url)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = str(exc).lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        hint = "check the user and password in the store URL"
+    elif "does not exist" in low and "database" in low:
+        db = target.rsplit("/", 1)[-1]
+        hint = f"create the database first (createdb {db}) or name an existing one"
+    elif "connection refused" in low or "could not connect" in low or "timeout" in low:
+        hint = "is the server running and listening there? check the host and port"
+    elif "role" in low and "does not exist" in low:
+        hint = "name a user that exists on the server"
+    else:
+        hint = "check the store URL (postgresql://user:password@host:port/database)"
+    return f"cannot open the PostgreSQL store {mask(url)} ({target}): {text}; {hint}"
+
+
+def dead_row(d: DeadLetter) -> tuple[Any, ...]:
+    return (
+        uuid.uuid4().hex,
+        d.source,
+        d.reason,
+        bytes(d.payload),
+        dumps(dict(d.headers)),
+        d.dedup_key,
+    )
