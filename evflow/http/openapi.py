@@ -577,8 +577,7 @@ def openapi_document() -> dict[str, Any]:
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
-                        "description": "with a stream: resume after this seq (empty: from "
-                        "'after')",
+                        "description": "with a stream: resume after this seq (empty: from 'after')",
                     },
                 ],
                 "responses": {

@@ -51,7 +51,7 @@ def write_project(root: Path) -> None:
     write(root / "flows" / "__init__.py", "")
     write(
         root / "flows" / "hello.py",
-        '''
+        """
         from evflow import flow, task
 
 
@@ -69,7 +69,7 @@ def write_project(root: Path) -> None:
         @flow
         def hello(name: str = "world") -> None:
             shout(greet(name))
-        ''',
+        """,
     )
 
 
