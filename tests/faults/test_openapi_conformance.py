@@ -9,8 +9,8 @@ for what its values mean, with the documented 422: see ``schemathesis.toml``), a
 token refused.
 
 ``GET /api/stream`` is left out: it is a live feed that never ends by design, so a generated
-request to it could only time out; its events are checked against the document in
-``tests/integration/test_api.py``.
+request to it could only time out; its events are tested in ``tests/integration/test_api.py``
+(``test_stream_*``).
 """
 
 from __future__ import annotations
