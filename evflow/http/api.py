@@ -193,15 +193,18 @@ def _present(request: Request, name: str) -> str | None:
     return raw
 
 
-def _whole(body: Mapping[str, Any], key: str, default: int | None) -> int | None:
-    """``body[key]`` as a whole number (``26.0`` counts), ``default`` when absent; else 422."""
+def _whole(
+    body: Mapping[str, Any], key: str, default: int | None, *, status: int = 422
+) -> int | None:
+    """``body[key]`` as a whole number (``26.0`` counts, as in JSON Schema), ``default`` when
+    absent; anything else an error with ``status``."""
     if key not in body:
         return default
     value = body[key]
     if isinstance(value, float) and value.is_integer() and abs(value) <= _INT_MAX:
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(422, f"'{key}' must be a whole number, not {value!r}")
+        raise ApiError(status, f"'{key}' must be a whole number, not {value!r}")
     return value
 
 
@@ -466,7 +469,9 @@ def api_routes(
                 bounds.append(_iso(raw.strip()))
             except ValueError:
                 raise ApiError(400, f"'{key}'={raw!r} is not an ISO 8601 time") from None
-        max_active = None if body.get("max_active") is None else _whole(body, "max_active", None)
+        max_active = None
+        if body.get("max_active") is not None:
+            max_active = _whole(body, "max_active", None, status=400)
         if max_active is not None and max_active < 1:
             raise ApiError(400, f"'max_active' must be a whole number >= 1, not {max_active!r}")
         try:
