@@ -99,8 +99,8 @@ class Event:
         """
         if not isinstance(d, Mapping):
             raise EventError(f"an event must be a JSON object, not {type(d).__name__}")
-        spec = d.get("specversion")
-        if spec is not None and spec != "1.0":
+        spec = d.get("specversion", "1.0")
+        if spec != "1.0":
             raise EventError(
                 f"unsupported CloudEvents specversion {spec!r}; evflow accepts version 1.0"
             )
@@ -113,9 +113,10 @@ class Event:
         subject = d.get("subject")
         if subject is not None and not isinstance(subject, str):
             raise EventError("event field 'subject' must be a string")
-        eid = d.get("id") or _new_id()
-        if not isinstance(eid, str):
+        eid = d.get("id")
+        if eid is not None and not isinstance(eid, str):
             raise EventError("event field 'id' must be a string")
+        eid = eid or _new_id()
         time = parse_time(d.get("time"))
         known = {
             "specversion",
@@ -131,9 +132,10 @@ class Event:
             "dataschema",
         }
         ext = {k: v for k, v in d.items() if k not in known}
-        dedup = d.get("dedupkey") or ""
-        if not isinstance(dedup, str):
+        dedup = d.get("dedupkey")
+        if dedup is not None and not isinstance(dedup, str):
             raise EventError("event field 'dedupkey' must be a string")
+        dedup = dedup or ""
         return cls(
             type=etype,
             source=source,

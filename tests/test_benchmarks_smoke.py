@@ -63,3 +63,18 @@ def test_only_selects_a_group_by_prefix() -> None:
     assert names == ["latency.emit", "latency.webhook", "latency.kafka", "latency.file"]
     with pytest.raises(SystemExit, match="unknown workload"):
         runner.select(["nope"])
+
+
+def test_the_soak_runs_briefly_and_reports_rss_fds_and_cpu(tmp_path: Path) -> None:
+    from benchmarks import soak
+
+    out = tmp_path / "soak.json"
+    code = soak.main(["--duration-s", "4", "--rate", "20", "--samples", "2", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert code == 0, doc["missed"]
+    assert len(doc["samples"]) == 2
+    assert all(s["rss_mib"] > 0 and s["fds"] > 0 for s in doc["samples"])
+    summary = doc["summary"]
+    assert summary["accepted"] > 0
+    assert (summary["lost"], summary["doubled"]) == (0, 0)
+    assert summary["runs_succeeded"] == summary["accepted"]

@@ -134,8 +134,15 @@ def authorize(request: Request) -> str:
     return f"anonymous@{ip}"
 
 
+class _NoBody:
+    """The marker of an empty request body (unlike a body of JSON ``null``)."""
+
+
+NO_BODY = _NoBody()
+
+
 async def _read_json(request: Request, *, required: bool = True) -> Any:
-    """The request body as JSON (``None`` for an empty body when not ``required``)."""
+    """The request body as JSON (:data:`NO_BODY` for an empty body when not ``required``)."""
     length = request.headers.get("content-length")
     if length is not None and length.strip().isdigit() and int(length) > MAX_BODY_BYTES:
         raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
@@ -153,7 +160,7 @@ async def _read_json(request: Request, *, required: bool = True) -> Any:
     if not body.strip():
         if required:
             raise ApiError(400, "the body is empty; send a JSON object")
-        return None
+        return NO_BODY
     try:
         return parse_json(body)
     except orjson.JSONDecodeError as exc:
@@ -163,7 +170,8 @@ async def _read_json(request: Request, *, required: bool = True) -> Any:
 
 
 def _object(body: Any) -> dict[str, Any]:
-    if body is None:
+    """The body as a JSON object: an empty body is ``{}``, anything else not an object a 400."""
+    if body is NO_BODY:
         return {}
     if not isinstance(body, dict):
         raise ApiError(400, f"the body must be a JSON object, not {type(body).__name__}")
@@ -174,7 +182,42 @@ _INT_MAX = 2**62  # well inside the stores' 64-bit integers
 
 
 def _int_arg(request: Request, name: str, default: int, *, lo: int = 0, hi: int = _INT_MAX) -> int:
-    return _bounded_int(request.query_params.get(name), f"query parameter {name}", default, lo, hi)
+    raw = _present(request, name)
+    return _bounded_int(raw, f"query parameter {name}", default, lo, hi)
+
+
+def _present(request: Request, name: str) -> str | None:
+    """Query parameter ``name``, None when absent; given but empty is a 400 (``limit=``)."""
+    raw = request.query_params.get(name)
+    if raw is not None and raw.strip() == "":
+        raise ApiError(400, f"query parameter {name} is empty; give a value or leave it out")
+    return raw
+
+
+def _whole(
+    body: Mapping[str, Any], key: str, default: int | None, *, status: int = 422
+) -> int | None:
+    """``body[key]`` as a whole number (``26.0`` counts, as in JSON Schema), ``default`` when
+    absent; anything else an error with ``status``."""
+    if key not in body:
+        return default
+    value = body[key]
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _INT_MAX:
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(status, f"'{key}' must be a whole number, not {value!r}")
+    return value
+
+
+def _optional_str(body: Mapping[str, Any], key: str, *, status: int = 422) -> str | None:
+    """``body[key]`` when it is a string, None when absent; anything else (null too) an
+    error with ``status``."""
+    if key not in body:
+        return None
+    value = body[key]
+    if not isinstance(value, str):
+        raise ApiError(status, f"'{key}' must be a string, not {value!r}")
+    return value
 
 
 def _bounded_int(raw: str | None, what: str, default: int, lo: int, hi: int) -> int:
@@ -223,15 +266,22 @@ def _iso(text: str) -> datetime:
 
 
 def _time_arg(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name)
-    return None if raw is None or raw.strip() == "" else parse_when(raw, name)
+    raw = _present(request, name)
+    return None if raw is None else parse_when(raw, name)
+
+
+_FOLLOW = {"1": True, "true": True, "0": False, "false": False}
 
 
 def _wants_stream(request: Request) -> bool:
-    follow = request.query_params.get("follow", "").strip().lower()
-    return follow in ("1", "true", "yes", "on") or "text/event-stream" in request.headers.get(
-        "accept", ""
-    )
+    raw = _present(request, "follow")
+    if raw is not None:
+        follow = _FOLLOW.get(raw.strip().lower())
+        if follow is None:
+            raise ApiError(400, f"follow={raw!r}: use follow=1 to stream, follow=0 not to")
+        if follow:
+            return True
+    return "text/event-stream" in request.headers.get("accept", "")
 
 
 def _stream(body: AsyncIterator[bytes]) -> StreamingResponse:
@@ -403,13 +453,11 @@ def api_routes(
         fl = engine.flow(request.path_params["name"])
         body = _object(await _read_json(request, required=False))
         params = body.get("params", {})
-        if params is None:
-            params = {}
         if not isinstance(params, dict):
             raise ApiError(422, f"'params' must be a JSON object, not {type(params).__name__}")
-        priority = body.get("priority", 0)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise ApiError(422, f"'priority' must be a whole number, not {priority!r}")
+        priority = _whole(body, "priority", 0) or 0
+        if abs(priority) > _INT_MAX:
+            raise ApiError(422, f"'priority' must be between {-_INT_MAX} and {_INT_MAX}")
         run_id = await engine.submit_run(
             fl, params, priority=priority, trigger={"kind": "api", "actor": actor}, actor=actor
         )
@@ -430,10 +478,10 @@ def api_routes(
                 bounds.append(_iso(raw.strip()))
             except ValueError:
                 raise ApiError(400, f"'{key}'={raw!r} is not an ISO 8601 time") from None
-        max_active = body.get("max_active")
-        if max_active is not None and (
-            isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1
-        ):
+        max_active = None
+        if body.get("max_active") is not None:
+            max_active = _whole(body, "max_active", None, status=400)
+        if max_active is not None and max_active < 1:
             raise ApiError(400, f"'max_active' must be a whole number >= 1, not {max_active!r}")
         try:
             run_ids = await engine.backfill(
@@ -449,7 +497,7 @@ def api_routes(
     async def list_runs(request: Request) -> Response:
         q = request.query_params
         flow = q.get("flow") or None
-        state = q.get("state") or None
+        state = q.get("state")
         if state is not None and state not in {s.value for s in RunState}:
             raise ApiError(
                 400,
@@ -499,9 +547,7 @@ def api_routes(
     async def cancel(request: Request) -> Response:
         actor = authorize(request)
         body = _object(await _read_json(request, required=False))
-        reason = body.get("reason") or f"cancelled by {actor}"
-        if not isinstance(reason, str):
-            raise ApiError(422, "'reason' must be a string")
+        reason = _optional_str(body, "reason") or f"cancelled by {actor}"
         run = await engine.store.get_run(request.path_params["id"], with_tasks=False)
         cancelled = await engine.cancel(run.id, reason=reason, actor=actor)
         return JsonResponse({"run_id": run.id, "cancelled": cancelled})
@@ -509,12 +555,10 @@ def api_routes(
     async def retry(request: Request) -> Response:
         actor = authorize(request)
         body = _object(await _read_json(request, required=False))
-        from_task = body.get("from_task")
+        from_task = _optional_str(body, "from_task", status=400)
         whole = body.get("whole", False)
-        if from_task is not None and not isinstance(from_task, str):
-            raise ApiError(400, "from_task must be a task name (a string)")
         if not isinstance(whole, bool):
-            raise ApiError(400, "whole must be true or false")
+            raise ApiError(400, f"'whole' must be true or false, not {whole!r}")
         run = await engine.store.get_run(request.path_params["id"], with_tasks=False)
         try:
             run_id = await engine.retry(run.id, from_task=from_task, whole=whole, actor=actor)
@@ -553,7 +597,7 @@ def api_routes(
     async def list_events(request: Request) -> Response:
         limit = _int_arg(request, "limit", 50, lo=1, hi=500)
         offset = _int_arg(request, "offset", 0)
-        status = request.query_params.get("status") or None
+        status = request.query_params.get("status")
         if status is not None and status not in ("pending", "processed"):
             raise ApiError(400, f"status={status!r}: one of pending, processed")
         store = engine.store
@@ -632,14 +676,28 @@ def api_routes(
         Route("/runs/{id}/retry", _endpoint(retry), methods=["POST"]),
         Route("/runs/{id}/logs", read(logs), methods=["GET"]),
         Route("/stream", read(stream), methods=["GET"]),
-        Route("/events", read(list_events), methods=["GET"]),
-        Route("/events", _endpoint(emit), methods=["POST"]),
+        # one route per path, so that a 405's Allow header names every method of the path
+        Route(
+            "/events",
+            _by_method(GET=read(list_events), POST=_endpoint(emit)),
+            methods=["GET", "POST"],
+        ),
         Route("/events/{id}", read(get_event), methods=["GET"]),
         Route("/dead-letters", read(dead_letters), methods=["GET"]),
         Route("/pools", read(pools), methods=["GET"]),
         Route("/sensors", read(sensors), methods=["GET"]),
         Route("/audit", read(audit), methods=["GET"]),
     ]
+
+
+def _by_method(**handlers: Handler) -> Handler:
+    """One endpoint for a path served by several methods (``GET=..., POST=...``); the route's
+    ``methods`` answers any other with 405 and an ``Allow`` header naming them all."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return endpoint
 
 
 async def _follow_logs(

@@ -28,6 +28,7 @@ from .api import JsonResponse, api_index, api_routes
 from .live import LiveHub
 from .metrics import Metrics, metrics_route, monitor_loop_lag
 from .openapi import openapi_document
+from .proxies import TrustedProxies
 from .server import create_app
 from .ui import ui_routes
 
@@ -56,6 +57,8 @@ def build_app(engine: Engine, config: Config | None = None) -> Starlette:
             *ui_routes(engine),
         ],
     )
+    if http.trusted_proxies:
+        app.add_middleware(TrustedProxies, trusted=http.trusted_proxies)
     app.state.live_hub = hub
     app.state.metrics = metrics
     app.state.trace_link = cfg.tracing.link

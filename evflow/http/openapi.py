@@ -52,11 +52,59 @@ _TIME = {
     "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
     "description": "ISO 8601 (UTC when no offset) or unix seconds",
 }
+_INT_MAX = 2**62  # the API's bound on positions and offsets (inside the stores' 64 bits)
+_PRIORITY = {"type": "integer", "minimum": -_INT_MAX, "maximum": _INT_MAX}
 _LIMIT = {"type": "integer", "minimum": 1}
-_OFFSET = {"type": "integer", "minimum": 0, "default": 0}
+_OFFSET = {"type": "integer", "minimum": 0, "maximum": _INT_MAX, "default": 0}
+
+
+def _sse_event(name: str, data: dict[str, Any], *, with_id: bool = False) -> dict[str, Any]:
+    """One Server-Sent Event named ``name`` whose data is one line of JSON shaped by ``data``.
+
+    OpenAPI 3.1 has a ``text/event-stream`` schema describe each event: an object of its fields.
+    """
+    fields: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": data,
+        },
+    }
+    if with_id:
+        fields["id"] = {"type": "string", "pattern": "^[0-9]+$"}
+    return {"type": "object", "required": ["event", "data"], "properties": fields}
+
+
+def _sse(*events: dict[str, Any]) -> dict[str, Any]:
+    return {"schema": {"oneOf": list(events)}}
+
+
+_TASK_CHANGE = {
+    "type": "object",
+    "properties": {
+        "run_id": {"type": "string"},
+        "flow": {"type": "string"},
+        "name": {"type": "string"},
+        "node": {"type": "string"},
+        "state": {"type": "string"},
+        "attempt": {"type": "integer"},
+        "started_at": {"type": ["number", "null"]},
+        "ended_at": {"type": ["number", "null"]},
+        "error": {"type": ["string", "null"]},
+        "waiting": {"type": ["string", "null"]},
+    },
+}
+_DROPPED = {"type": "object", "properties": {"count": {"type": "integer"}}}
 _SSE = {
-    "description": "Server-Sent Events",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "description": "Server-Sent Events, each with one line of JSON as its data",
+    "content": {
+        "text/event-stream": _sse(
+            _sse_event("run", {"$ref": "#/components/schemas/Run"}),
+            _sse_event("task", _TASK_CHANGE),
+            _sse_event("dropped", _DROPPED),
+        )
+    },
 }
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
@@ -225,16 +273,39 @@ _SCHEMAS: dict[str, Any] = {
     "EventIn": {
         "type": "object",
         "required": ["type"],
-        "description": "A CloudEvents structured event (specversion 1.0) or {type, data, ...}",
+        "description": "A CloudEvents structured event (specversion 1.0) or {type, data, ...}; "
+        "other members are kept as extension attributes",
         "properties": {
-            "specversion": {"type": "string"},
-            "id": {"type": "string"},
-            "source": {"type": "string", "default": "evflow.api"},
-            "type": {"type": "string"},
-            "subject": {"type": "string"},
-            "time": {"type": "string", "format": "date-time"},
+            "specversion": {"type": "string", "enum": ["1.0"]},
+            "id": {
+                "type": ["string", "null"],
+                "description": "the sender's id; a new one when absent, null or empty",
+            },
+            "source": {"type": "string", "minLength": 1, "default": "evflow.api"},
+            "type": {"type": "string", "minLength": 1},
+            "subject": {"type": ["string", "null"]},
+            "time": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "RFC 3339; now when absent, null or empty",
+            },
             "data": {},
-            "dedupkey": {"type": "string"},
+            "dedupkey": {
+                "type": ["string", "null"],
+                "description": "repeats of a key are dropped; from the body when absent",
+            },
+        },
+    },
+    "LogEnd": {
+        "type": "object",
+        "description": "the data of a log stream's 'end' event",
+        "properties": {
+            "run_id": {"type": "string"},
+            "state": {
+                "type": "string",
+                "description": "the run's state, 'unavailable' when the stream ended early",
+            },
+            "last_seq": {"type": "integer"},
         },
     },
     "DeadLetter": {
@@ -326,8 +397,12 @@ def openapi_document() -> dict[str, Any]:
                     {
                         "type": "object",
                         "properties": {
-                            "params": {"type": "object"},
-                            "priority": {"type": "integer", "default": 0},
+                            "params": {
+                                "type": "object",
+                                "description": "the flow's parameters; one it does not take, "
+                                "or a missing required one, is a 422",
+                            },
+                            "priority": {**_PRIORITY, "default": 0},
                         },
                     },
                     required=False,
@@ -355,6 +430,8 @@ def openapi_document() -> dict[str, Any]:
                             "end": {"type": "string", "format": "date-time"},
                             "max_active": {"type": ["integer", "null"], "minimum": 1},
                         },
+                        "description": "a range with no schedule slot queues nothing; a flow "
+                        "without a schedule is a 422",
                     }
                 ),
                 "responses": {
@@ -418,7 +495,15 @@ def openapi_document() -> dict[str, Any]:
                 "security": _SECURED,
                 "parameters": [run_id],
                 "requestBody": _body(
-                    {"type": "object", "properties": {"reason": {"type": "string"}}},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "reason": {
+                                "type": "string",
+                                "description": "recorded with the cancellation",
+                            }
+                        },
+                    },
                     required=False,
                 ),
                 "responses": {
@@ -431,7 +516,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                         }
                     ),
-                    **_errors(400, 401, 403, 404, 503),
+                    **_errors(400, 401, 403, 404, 413, 422, 503),
                 },
             }
         },
@@ -466,7 +551,7 @@ def openapi_document() -> dict[str, Any]:
                         {"type": "object", "properties": {"run_id": {"type": "string"}}},
                         "Queued again",
                     ),
-                    **_errors(400, 401, 403, 404, 409, 503),
+                    **_errors(400, 401, 403, 404, 409, 413, 422, 503),
                 },
             }
         },
@@ -474,11 +559,26 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "A run's log lines; with follow=1 (or Accept: text/event-stream) an "
                 "SSE stream of 'log' events until the run ends, then one 'end' event",
+                "description": "The stream's events, each with one line of JSON as its data: "
+                "'log' a LogLine (its seq is the event id, so a client resumes with "
+                "Last-Event-ID); 'error' an Error, when the stream fails after it started; "
+                "'end' a LogEnd, always last.",
                 "parameters": [
                     run_id,
                     _query("task", {"type": "string"}, "only this task's lines"),
                     _query("after", _OFFSET, "only lines with a larger seq"),
-                    _query("follow", {"type": "string", "enum": ["0", "1"]}, "stream (SSE)"),
+                    _query(
+                        "follow",
+                        {"type": "string", "enum": ["0", "1", "true", "false"]},
+                        "stream (SSE)",
+                    ),
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
+                        "description": "with a stream: resume after this seq (empty: from 'after')",
+                    },
                 ],
                 "responses": {
                     "200": {
@@ -494,7 +594,11 @@ def openapi_document() -> dict[str, Any]:
                                     },
                                 }
                             },
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": _sse(
+                                _sse_event("log", _ref("LogLine"), with_id=True),
+                                _sse_event("error", _ref("Error")),
+                                _sse_event("end", _ref("LogEnd")),
+                            ),
                         },
                     },
                     **_errors(400, 404),

@@ -212,6 +212,9 @@ class HttpServer:
             lifespan="off",
             access_log=self.access_log,
             timeout_graceful_shutdown=self.graceful_timeout_s,
+            # uvicorn would believe X-Forwarded-For from 127.0.0.1 and from FORWARDED_ALLOW_IPS;
+            # evflow decides which proxies it trusts ([http] trusted_proxies, http/proxies.py)
+            proxy_headers=False,
         )
         server = _Uvicorn(config)
         # Bind here rather than in uvicorn, which calls sys.exit() when it cannot bind.

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from ..errors import ConfigError
+from ..http.proxies import proxy_networks
 from ..sensors.signatures import SCHEMES
 from ..store.urls import is_postgres, sqlite_path
 
@@ -54,6 +55,9 @@ class HttpConfig:
     port: int = 8000
     api_token: str | None = None
     open_reads: bool = True
+    # reverse proxies whose Forwarded / X-Forwarded-For headers are believed (addresses or
+    # networks); none by default, so the client is always the peer
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass
@@ -229,6 +233,8 @@ def setting(section: str, key: str, value: Any, where: str) -> Any:
     ``where`` names its origin in messages (``evflow.toml [http].port``, ``EVFLOW_HTTP_PORT``,
     ``--port``).
     """
+    if (section, key) == ("http", "trusted_proxies"):
+        return proxy_networks(value, where)
     cls = _SECTIONS[section]
     kind = _kind(cls, key)
     if value is None or value == "":

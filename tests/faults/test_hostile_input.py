@@ -97,3 +97,67 @@ async def test_a_cloudevent_of_an_unknown_specversion_is_refused(tmp_path: Path)
         headers = {**signed(body), "Content-Type": "application/cloudevents+json"}
         assert_error(await hooks.post("/hooks/orders", content=body, headers=headers), 400, "0.1")
         assert await engine.store.list_events() == []
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [
+        ("/api/runs?since=", "since"),
+        ("/api/runs?until=", "until"),
+        ("/api/runs?limit=", "limit"),
+        ("/api/runs?state=", "state"),
+        ("/api/events?offset=", "offset"),
+        ("/api/events?status=", "status"),
+        ("/api/audit?since=", "since"),
+        ("/api/dead-letters?limit=", "limit"),
+    ],
+)
+async def test_an_empty_typed_query_parameter_is_a_400_not_the_default(
+    tmp_path: Path, path: str, param: str
+) -> None:
+    async with service(tmp_path) as (_engine, client):
+        assert_error(await client.get(path), 400, param)
+        assert (await client.get(path.partition("?")[0])).status_code == 200
+
+
+async def test_bodies_the_document_refuses_are_refused(tmp_path: Path) -> None:
+    async with service(tmp_path) as (engine, client):
+        run_id = await trigger(client, "hello", name="ada")
+        await finished(client, run_id)
+        cancel = f"/api/runs/{run_id}/cancel"
+        assert_error(await client.post(cancel, content=b"null"), 400, "object")
+        assert_error(await client.post(cancel, json={"reason": None}), 422, "reason")
+        assert (await client.post(cancel)).status_code == 200  # no body at all is fine
+        assert_error(await client.post(f"/api/runs/{run_id}/retry", json={"whole": None}), 400)
+        runs = "/api/flows/hello/runs"
+        assert_error(await client.post(runs, json={"params": None}), 422, "params")
+        assert_error(await client.post(runs, json={"priority": 2**63}), 422, "priority")
+        resp = await client.post(runs, json={"params": {"name": "bo"}, "priority": 3.0})
+        assert resp.status_code == 201, resp.text
+        for bad in ({"type": ""}, {"type": "x", "specversion": None}, {"type": "x", "id": 0}):
+            assert_error(await client.post("/api/events", json=bad), 400)
+        logs = f"/api/runs/{run_id}/logs"
+        assert_error(await client.get(f"{logs}?follow=yes-please"), 400, "follow")
+        assert (await client.get(f"{logs}?follow=false")).json()["run_id"] == run_id
+        assert len(await engine.store.list_runs()) == 2
+
+
+async def test_the_document_says_what_the_server_refuses_and_allows(tmp_path: Path) -> None:
+    async with service(tmp_path) as (_engine, client):
+        doc = (await client.get("/openapi.json")).json()
+        event_in = doc["components"]["schemas"]["EventIn"]["properties"]
+        assert event_in["type"]["minLength"] == 1
+        assert event_in["specversion"]["enum"] == ["1.0"]
+        resp = await client.request("OPTIONS", "/api/events")
+        assert_error(resp, 405, "OPTIONS")
+        documented = {method.upper() for method in doc["paths"]["/api/events"]}
+        assert documented == {"GET", "POST"}
+        assert documented <= set(resp.headers["allow"].split(", "))
+        # the log stream's events: data is JSON, the schema of each event says so
+        stream = doc["paths"]["/api/runs/{id}/logs"]["get"]["responses"]["200"]["content"]
+        events = stream["text/event-stream"]["schema"]["oneOf"]
+        names = {e["properties"]["event"]["const"] for e in events}
+        assert names == {"log", "error", "end"}
+        assert all(
+            e["properties"]["data"]["contentMediaType"] == "application/json" for e in events
+        )

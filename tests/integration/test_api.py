@@ -145,10 +145,16 @@ def new_engine(tmp_path: Path, **options: Any) -> Engine:
 
 @asynccontextmanager
 async def serving(
-    engine: Engine, *, token: str | None = None, open_reads: bool = True, ping_s: float = 15.0
+    engine: Engine,
+    *,
+    token: str | None = None,
+    open_reads: bool = True,
+    ping_s: float = 15.0,
+    trusted_proxies: tuple[str, ...] = (),
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Serve the service app for ``engine`` on an ephemeral loopback port."""
-    app = build_app(engine, Config(http=HttpConfig(api_token=token, open_reads=open_reads)))
+    http = HttpConfig(api_token=token, open_reads=open_reads, trusted_proxies=trusted_proxies)
+    app = build_app(engine, Config(http=http))
     app.state.live_hub.ping_interval_s = ping_s
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(10):
@@ -163,7 +169,11 @@ async def serving(
 async def service(
     tmp_path: Path, **options: Any
 ) -> AsyncIterator[tuple[Engine, httpx.AsyncClient]]:
-    serve_opts = {k: options.pop(k) for k in ("token", "open_reads", "ping_s") if k in options}
+    serve_opts = {
+        k: options.pop(k)
+        for k in ("token", "open_reads", "ping_s", "trusted_proxies")
+        if k in options
+    }
     async with new_engine(tmp_path, **options) as engine, serving(engine, **serve_opts) as client:
         yield engine, client
 
@@ -375,8 +385,8 @@ async def test_token_is_required_for_state_changes_when_configured(tmp_path: Pat
 
 
 async def test_without_a_token_only_loopback_clients_may_change_state(tmp_path: Path) -> None:
-    async with service(tmp_path) as (engine, client):
-        # uvicorn trusts X-Forwarded-For from a loopback proxy: this is a remote client
+    async with service(tmp_path, trusted_proxies=("127.0.0.1",)) as (engine, client):
+        # the test client is a trusted proxy on loopback forwarding for a remote client
         remote = {"X-Forwarded-For": "203.0.113.9"}
         resp = await client.post(
             "/api/flows/hello/runs", json={"params": {"name": "x"}}, headers=remote
