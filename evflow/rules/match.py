@@ -27,10 +27,10 @@ class _Missing(enum.Enum):
     MISSING = 0
 
 
-_MISSING = _Missing.MISSING
+MISSING = _Missing.MISSING
 
 
-class _Unmapped(Exception):
+class Unmapped(Exception):
     """Internal: an event lacks a value the rule needs."""
 
 
@@ -41,7 +41,7 @@ class _Path:
     segments: tuple[str, ...]
 
 
-def _parse_path(text: str) -> _Path | None:
+def parse_path(text: str) -> _Path | None:
     root, dot, rest = text.partition(".")
     if root not in _ROOTS:
         return None
@@ -53,8 +53,8 @@ def _parse_path(text: str) -> _Path | None:
     return _Path(text, root, segments)
 
 
-def _resolve(path: _Path, event: Event) -> Any:
-    """The value at ``path`` in ``event``, or ``_MISSING``."""
+def resolve(path: _Path, event: Event) -> Any:
+    """The value at ``path`` in ``event``, or ``MISSING``."""
     if path.root == "time":
         return event.time.isoformat()
     if path.root != "data":
@@ -63,25 +63,25 @@ def _resolve(path: _Path, event: Event) -> Any:
     for seg in path.segments:
         if isinstance(current, Mapping):
             if seg not in current:
-                return _MISSING
+                return MISSING
             current = current[seg]
         elif isinstance(current, list | tuple) and seg.isascii() and seg.isdigit():
             index = int(seg)
             if index >= len(current):
-                return _MISSING
+                return MISSING
             current = current[index]
         else:
-            return _MISSING
+            return MISSING
     return current
 
 
-def _copy_value(value: Any) -> Any:
+def copy_value(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return copy.deepcopy(value)
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -97,7 +97,7 @@ def _json_eq(x: Any, y: Any) -> bool:
     return bool(x == y)
 
 
-class _Glob:
+class Glob:
     """One or more fnmatch patterns, any of which may match."""
 
     __slots__ = ("_regexes", "patterns")
@@ -128,63 +128,63 @@ def _comparable(value: Any, operand: Any) -> bool:
 
 
 def _operator_check(path: str, op: str, operand: Any) -> _ValueCheck:
-    """A check of one operator on a resolved value (which may be ``_MISSING``)."""
+    """A check of one operator on a resolved value (which may be ``MISSING``)."""
     if op == "exists":
 
         def exists(value: Any) -> str | None:
-            if operand and value is _MISSING:
+            if operand and value is MISSING:
                 return f"{path} is missing"
-            if not operand and value is not _MISSING:
-                return f"{path} exists ({_short(value)})"
+            if not operand and value is not MISSING:
+                return f"{path} exists ({short(value)})"
             return None
 
         return exists
 
     def check(value: Any) -> str | None:
-        if value is _MISSING:
+        if value is MISSING:
             return f"{path} is missing"
-        shown = f"{path}={_short(value)}"
+        shown = f"{path}={short(value)}"
         if op == "eq":
-            return None if _json_eq(value, operand) else f"{shown} is not {_short(operand)}"
+            return None if _json_eq(value, operand) else f"{shown} is not {short(operand)}"
         if op == "ne":
-            return f"{shown} equals {_short(operand)}" if _json_eq(value, operand) else None
+            return f"{shown} equals {short(operand)}" if _json_eq(value, operand) else None
         if op == "in":
             found = any(_json_eq(value, o) for o in operand)
-            return None if found else f"{shown} is not one of {_short(operand)}"
+            return None if found else f"{shown} is not one of {short(operand)}"
         if op == "not_in":
             found = any(_json_eq(value, o) for o in operand)
-            return f"{shown} is one of {_short(operand)}" if found else None
+            return f"{shown} is one of {short(operand)}" if found else None
         if op == "glob":
             if not isinstance(value, str):
                 return f"{shown} is not a string"
-            glob: _Glob = operand
+            glob: Glob = operand
             return None if glob(value) else f"{shown} does not match {glob.describe()}"
         # gt ge lt le
         if not _comparable(value, operand):
-            return f"{shown} cannot be compared with {_short(operand)}"
+            return f"{shown} cannot be compared with {short(operand)}"
         ok = {
             "gt": value > operand,
             "ge": value >= operand,
             "lt": value < operand,
             "le": value <= operand,
         }[op]
-        return None if ok else f"{shown} is not {_SYMBOLS[op]} {_short(operand)}"
+        return None if ok else f"{shown} is not {_SYMBOLS[op]} {short(operand)}"
 
     return check
 
 
-def _event_dict(event: Event) -> dict[str, Any]:
+def event_dict(event: Event) -> dict[str, Any]:
     return {
         "id": event.id,
         "type": event.type,
         "source": event.source,
         "subject": event.subject,
         "time": event.time.isoformat(),
-        "data": _copy_value(event.data),
+        "data": copy_value(event.data),
     }
 
 
-def _key_text(value: Any) -> str:
+def key_text(value: Any) -> str:
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except TypeError:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from ..errors import RuleError
-from .match import _ROOTS, _is_number, _parse_path
+from .match import _ROOTS, _is_number, parse_path
 
 WhenRunning: TypeAlias = Literal["queue", "skip", "replace"]
 PolicyAction: TypeAlias = Literal["start", "skip", "replace"]
@@ -79,7 +79,7 @@ class Correlate:
             glob = getattr(self, side)
             if not isinstance(glob, str) or not glob:
                 raise RuleError(f"correlate {side} must be a non-empty type glob, not {glob!r}")
-        if not isinstance(self.key, str) or _parse_path(self.key) is None:
+        if not isinstance(self.key, str) or parse_path(self.key) is None:
             raise RuleError(
                 f"correlate key {self.key!r} is not a path ({', '.join(_ROOTS)} or data.<path>)"
             )

@@ -10,22 +10,22 @@ from ..errors import RuleError
 from ..events import Event
 from .match import (
     _GLOB_KEYS,
-    _MISSING,
     _OPERATORS,
     _REF,
     _ROOTS,
     _SYMBOLS,
+    MISSING,
+    Glob,
+    Unmapped,
     _Check,
-    _copy_value,
-    _Glob,
     _is_number,
     _operator_check,
-    _parse_path,
     _Path,
-    _resolve,
-    _short,
-    _Unmapped,
     _ValueCheck,
+    copy_value,
+    parse_path,
+    resolve,
+    short,
 )
 from .policies import _WHEN_RUNNING, Batch, Correlate, WhenRunning
 
@@ -110,21 +110,21 @@ class Rule:
         if flow is not None:
             self.flow = self._flow_name(flow)
         if match is not None and not isinstance(match, Mapping):
-            raise RuleError(f"{self._describe()}: match must be a dict, not {type(match).__name__}")
+            raise RuleError(f"{self.describe()}: match must be a dict, not {type(match).__name__}")
         if params is not None and not isinstance(params, Mapping):
             raise RuleError(
-                f"{self._describe()}: params must be a dict, not {type(params).__name__}"
+                f"{self.describe()}: params must be a dict, not {type(params).__name__}"
             )
         self.match = dict(match or {})
         self.params = None if params is None else dict(params)
         if debounce_s is not None and (not _is_number(debounce_s) or debounce_s <= 0):
             raise RuleError(
-                f"{self._describe()}: debounce_s must be a number > 0, not {debounce_s!r}"
+                f"{self.describe()}: debounce_s must be a number > 0, not {debounce_s!r}"
             )
         if batch is not None and not isinstance(batch, Batch):
-            raise RuleError(f"{self._describe()}: batch must be a Batch, not {batch!r}")
+            raise RuleError(f"{self.describe()}: batch must be a Batch, not {batch!r}")
         if correlate is not None and not isinstance(correlate, Correlate):
-            raise RuleError(f"{self._describe()}: correlate must be a Correlate, not {correlate!r}")
+            raise RuleError(f"{self.describe()}: correlate must be a Correlate, not {correlate!r}")
         chosen = [
             n
             for n, v in (("debounce_s", debounce_s), ("batch", batch), ("correlate", correlate))
@@ -132,7 +132,7 @@ class Rule:
         ]
         if len(chosen) > 1:
             raise RuleError(
-                f"{self._describe()}: choose one of debounce_s, batch and correlate, "
+                f"{self.describe()}: choose one of debounce_s, batch and correlate, "
                 f"not {' and '.join(chosen)}"
             )
         self.debounce_s = debounce_s
@@ -140,12 +140,12 @@ class Rule:
         self.correlate = correlate
         if when_running not in _WHEN_RUNNING:
             raise RuleError(
-                f"{self._describe()}: when_running must be one of "
+                f"{self.describe()}: when_running must be one of "
                 f"{', '.join(_WHEN_RUNNING)}, not {when_running!r}"
             )
         self.when_running = when_running
         if not isinstance(priority, int) or isinstance(priority, bool):
-            raise RuleError(f"{self._describe()}: priority must be an integer, not {priority!r}")
+            raise RuleError(f"{self.describe()}: priority must be an integer, not {priority!r}")
         self.priority = priority
         self._checks = (*self._compile_on(), *self._compile_match())
         self._specs = self._compile_params()
@@ -163,7 +163,8 @@ class Rule:
         source = getattr(self.on, "source", None)
         return source if isinstance(source, str) else repr(self.on)
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
+        """How messages name the rule."""
         if self.name is not None:
             return f"rule {self.name!r}"
         flow = f" of flow {self.flow!r}" if self.flow is not None else ""
@@ -171,14 +172,14 @@ class Rule:
 
     def _check_name(self, name: Any) -> str:
         if not isinstance(name, str) or not name.strip():
-            raise RuleError(f"{self._describe()}: name must be a non-empty string, not {name!r}")
+            raise RuleError(f"{self.describe()}: name must be a non-empty string, not {name!r}")
         return name
 
     def _flow_name(self, flow: Any) -> str:
         fname = flow if isinstance(flow, str) else getattr(flow, "name", None)
         if not isinstance(fname, str) or not fname:
             raise RuleError(
-                f"{self._describe()}: flow must be a flow name or have a .name, not {flow!r}"
+                f"{self.describe()}: flow must be a flow name or have a .name, not {flow!r}"
             )
         return fname
 
@@ -196,7 +197,7 @@ class Rule:
         """
         fname = self._flow_name(flow)
         if self.flow is not None and self.flow != fname:
-            raise RuleError(f"{self._describe()} belongs to flow {self.flow!r}, not {fname!r}")
+            raise RuleError(f"{self.describe()} belongs to flow {self.flow!r}, not {fname!r}")
         new = self._copy()
         new.flow = fname
         if new.name is None:
@@ -229,7 +230,7 @@ class Rule:
         if on is None:
             return []
         if isinstance(on, str):
-            glob = _Glob([on])
+            glob = Glob([on])
 
             def on_type(event: Event) -> str | None:
                 if glob(event.type):
@@ -240,7 +241,7 @@ class Rule:
         source = getattr(on, "source", None)
         if not isinstance(source, str):
             raise RuleError(
-                f"{self._describe()}: on must be a sensor (with a .source string), "
+                f"{self.describe()}: on must be a sensor (with a .source string), "
                 f"an event type glob or None, not {on!r}"
             )
 
@@ -251,7 +252,7 @@ class Rule:
 
         return [on_source]
 
-    def _globs(self, key: str, value: Any) -> _Glob:
+    def _globs(self, key: str, value: Any) -> Glob:
         patterns = [value] if isinstance(value, str) else value
         if (
             not isinstance(patterns, list | tuple)
@@ -259,10 +260,10 @@ class Rule:
             or not all(isinstance(p, str) for p in patterns)
         ):
             raise RuleError(
-                f"{self._describe()}: match key {key!r} needs a glob string or a "
-                f"non-empty list of them, not {_short(value)}"
+                f"{self.describe()}: match key {key!r} needs a glob string or a "
+                f"non-empty list of them, not {short(value)}"
             )
-        return _Glob(patterns)
+        return Glob(patterns)
 
     def _compile_match(self) -> list[_Check]:
         checks: list[_Check] = []
@@ -270,17 +271,17 @@ class Rule:
             if key in _GLOB_KEYS:
                 checks.append(self._field_check(key, self._globs(key, spec)))
                 continue
-            path = _parse_path(key) if isinstance(key, str) else None
+            path = parse_path(key) if isinstance(key, str) else None
             if path is None or path.root != "data" or not path.segments:
                 raise RuleError(
-                    f"{self._describe()}: unknown match key {key!r} "
+                    f"{self.describe()}: unknown match key {key!r} "
                     f"(expected type, source, subject or data.<path>)"
                 )
             checks.append(self._data_check(path, self._operators(key, spec)))
         return checks
 
     @staticmethod
-    def _field_check(field_name: str, glob: _Glob) -> _Check:
+    def _field_check(field_name: str, glob: Glob) -> _Check:
         def check(event: Event) -> str | None:
             value = getattr(event, field_name)
             if value is None:
@@ -294,7 +295,7 @@ class Rule:
     @staticmethod
     def _data_check(path: _Path, value_checks: list[_ValueCheck]) -> _Check:
         def check(event: Event) -> str | None:
-            value = _resolve(path, event)
+            value = resolve(path, event)
             for value_check in value_checks:
                 reason = value_check(value)
                 if reason is not None:
@@ -310,28 +311,28 @@ class Rule:
             return [_operator_check(key, "eq", spec)]
         if not spec:
             raise RuleError(
-                f"{self._describe()}: match key {key!r} has an empty operator dict "
+                f"{self.describe()}: match key {key!r} has an empty operator dict "
                 f"(to compare with {{}} use {{'eq': {{}}}})"
             )
         out: list[_ValueCheck] = []
         for op, operand in spec.items():
-            where = f"{self._describe()}: match key {key!r} operator {op!r}"
+            where = f"{self.describe()}: match key {key!r} operator {op!r}"
             if op not in _OPERATORS:
                 raise RuleError(
-                    f"{self._describe()}: match key {key!r} has unknown operator "
+                    f"{self.describe()}: match key {key!r} has unknown operator "
                     f"{op!r} (expected one of {', '.join(_OPERATORS)})"
                 )
             if op in ("in", "not_in"):
                 if not isinstance(operand, list | tuple):
-                    raise RuleError(f"{where} needs a list, not {_short(operand)}")
+                    raise RuleError(f"{where} needs a list, not {short(operand)}")
                 operand = list(operand)
             elif op == "glob":
                 operand = self._globs(f"{key}.glob", operand)
             elif op == "exists":
                 if not isinstance(operand, bool):
-                    raise RuleError(f"{where} needs true or false, not {_short(operand)}")
+                    raise RuleError(f"{where} needs true or false, not {short(operand)}")
             elif op in _SYMBOLS and not (_is_number(operand) or isinstance(operand, str)):
-                raise RuleError(f"{where} needs a number or a string, not {_short(operand)}")
+                raise RuleError(f"{where} needs a number or a string, not {short(operand)}")
             out.append(_operator_check(key, op, operand))
         return out
 
@@ -344,7 +345,7 @@ class Rule:
         for pname, value in self.params.items():
             if not isinstance(pname, str) or not pname:
                 raise RuleError(
-                    f"{self._describe()}: param names must be non-empty strings, not {pname!r}"
+                    f"{self.describe()}: param names must be non-empty strings, not {pname!r}"
                 )
             ref = _REF.fullmatch(value) if isinstance(value, str) else None
             if ref is None:
@@ -358,10 +359,10 @@ class Rule:
             if correlated and text[:2] in ("a.", "b."):
                 side = "a" if text[0] == "a" else "b"
                 text = text[2:]
-            path = _parse_path(text)
+            path = parse_path(text)
             if path is None or (correlated and not side):
                 raise RuleError(
-                    f"{self._describe()}: param {pname!r} refers to unknown path "
+                    f"{self.describe()}: param {pname!r} refers to unknown path "
                     f"{value!r} (expected {{{'}, {'.join(roots)}}})"
                 )
             specs.append(_ParamSpec(pname, "ref", side, path, None))
@@ -377,32 +378,32 @@ class Rule:
                 return reason
         return None
 
-    def _map_refs(self, event: Event, side: Literal["", "a", "b"]) -> dict[str, Any]:
-        """The values of ``side``'s references in ``event``; raises ``_Unmapped``."""
+    def refs(self, event: Event, side: Literal["", "a", "b"] = "") -> dict[str, Any]:
+        """The values of ``side``'s references in ``event``; raises ``Unmapped``."""
         out: dict[str, Any] = {}
         for spec in self._specs:
             if spec.kind != "ref" or spec.side != side or spec.path is None:
                 continue
-            value = _resolve(spec.path, event)
-            if value is _MISSING:
+            value = resolve(spec.path, event)
+            if value is MISSING:
                 prefix = f"{side}." if side else ""
-                raise _Unmapped(
-                    f"{self._describe()}: param {spec.name!r} needs "
+                raise Unmapped(
+                    f"{self.describe()}: param {spec.name!r} needs "
                     f"{prefix}{spec.path.text}, which the event does not have"
                 )
-            out[spec.name] = _copy_value(value)
+            out[spec.name] = copy_value(value)
         return out
 
-    def _complete(
+    def complete(
         self, mapped: Mapping[str, dict[str, Any] | None], key: Any = None
     ) -> dict[str, Any]:
         """Params from literals, mapped references per side and the correlation key."""
         out: dict[str, Any] = {}
         for spec in self._specs:
             if spec.kind == "literal":
-                out[spec.name] = _copy_value(spec.value)
+                out[spec.name] = copy_value(spec.value)
             elif spec.kind == "key":
-                out[spec.name] = _copy_value(key)
+                out[spec.name] = copy_value(key)
             else:
                 side_values = mapped.get(spec.side)
                 out[spec.name] = None if side_values is None else side_values[spec.name]
@@ -411,8 +412,8 @@ class Rule:
     def map_params(self, event: Event) -> dict[str, Any]:
         """The params for ``event`` (not for correlate rules); raises :class:`RuleError`."""
         if self.correlate is not None:
-            raise RuleError(f"{self._describe()}: a correlate rule maps params from two events")
+            raise RuleError(f"{self.describe()}: a correlate rule maps params from two events")
         try:
-            return self._complete({"": self._map_refs(event, "")})
-        except _Unmapped as exc:
+            return self.complete({"": self.refs(event, "")})
+        except Unmapped as exc:
             raise RuleError(str(exc)) from None
