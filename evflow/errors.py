@@ -114,6 +114,16 @@ class Saturated(EvflowError):
         self.retry_after_s = retry_after_s
 
 
+class WebhookRejected(EvflowError):
+    """A webhook request refused, with the HTTP ``status`` and ``headers`` to answer."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
 class StoreUnavailable(Saturated, StoreError):
     """The store's database cannot be reached right now (evflow reconnects with backoff);
     nothing was stored, and the caller should retry later, as when the backlog is full."""

@@ -40,22 +40,19 @@ from ..engine import Engine
 from ..errors import (
     EngineNotRunning,
     EventError,
-    EventNotFound,
     EvflowError,
     FlowNotFound,
-    ParamError,
     RunNotFound,
-    Saturated,
     StoreError,
-    StoreUnavailable,
 )
 from ..events import Event, parse_json
 from ..records import AuditRecord, EventRecord, LogRecord
 from ..sensors.webhook import accepted_json
 from ..states import RunState
 from ..tracing import trace_id_of
+from .errors import error_for, error_response
 from .live import LiveHub, sse
-from .server import OrjsonResponse, error_response
+from .responses import OrjsonResponse
 
 __all__ = ["ApiError", "LiveHub", "api_routes", "sse"]
 
@@ -296,31 +293,11 @@ def _endpoint(fn: Handler) -> Handler:
             return await fn(request)
         except ApiError as exc:
             return error_response(exc.status, exc.message, headers=exc.headers)
-        except (RunNotFound, EventNotFound, FlowNotFound) as exc:
-            return error_response(404, str(exc))
-        except ParamError as exc:
-            return error_response(422, str(exc))
-        except StoreUnavailable as exc:
-            retry = max(1, math.ceil(exc.retry_after_s))
-            return error_response(
-                503,
-                f"the store's database cannot be reached; retry after {retry}s (nothing was "
-                "stored)",
-                headers={"Retry-After": str(retry)},
-            )
-        except Saturated as exc:
-            retry = max(1, math.ceil(exc.retry_after_s))
-            return error_response(
-                429,
-                f"the engine's backlog is full; retry after {retry}s (nothing was stored)",
-                headers={"Retry-After": str(retry)},
-            )
-        except (EngineNotRunning, StoreError) as exc:
-            return error_response(
-                503,
-                f"the engine cannot serve this now ({exc}); retry later",
-                headers={"Retry-After": str(_UNAVAILABLE_RETRY_S)},
-            )
+        except EvflowError as exc:
+            answer = error_for(exc)
+            if answer is None:
+                raise
+            return answer
 
     endpoint.__name__ = fn.__name__
     endpoint.__doc__ = fn.__doc__

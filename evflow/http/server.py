@@ -22,11 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Generator, Mapping, Sequence
-from typing import Any
+from collections.abc import Generator, Sequence
 
 import anyio
-import orjson
 import uvicorn
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
@@ -39,28 +37,13 @@ from starlette.types import ASGIApp
 from ..engine import Engine
 from ..errors import EngineNotRunning
 from ..sensors.webhook import WebhookSensor
+from .errors import UNAVAILABLE_RETRY_S, error_response
+from .hooks import answer_hook
+from .responses import OrjsonResponse
 
 __all__ = ["HttpServer", "OrjsonResponse", "create_app", "error_response"]
 
 log = logging.getLogger("evflow.http")
-
-_UNAVAILABLE_RETRY_S = 5
-
-
-class OrjsonResponse(Response):
-    """A JSON response serialised with orjson."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-def error_response(
-    status: int, message: str, *, headers: Mapping[str, str] | None = None
-) -> OrjsonResponse:
-    """The JSON error body every evflow endpoint uses: ``{"error": message, "status": N}``."""
-    return OrjsonResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
 def create_app(
@@ -88,9 +71,9 @@ def create_app(
             return error_response(
                 503,
                 "the engine is not running or is shutting down; retry later",
-                headers={"Retry-After": str(_UNAVAILABLE_RETRY_S)},
+                headers={"Retry-After": str(UNAVAILABLE_RETRY_S)},
             )
-        return await sensor.handle(request)
+        return await answer_hook(sensor, request)
 
     async def healthz(request: Request) -> Response:
         return OrjsonResponse({"status": "ok"})
@@ -98,7 +81,7 @@ def create_app(
     async def readyz(request: Request) -> Response:
         problem = _not_ready(engine)
         if problem is not None:
-            return error_response(503, problem, headers={"Retry-After": str(_UNAVAILABLE_RETRY_S)})
+            return error_response(503, problem, headers={"Retry-After": str(UNAVAILABLE_RETRY_S)})
         # Ready to take work once the store is open; each sensor says whether it listens yet
         # (a slow one never holds the others, or the webhooks, up).
         sensors = dict(engine.sensor_status)

@@ -1,7 +1,8 @@
 """WebhookSensor: turns authenticated HTTP POSTs into events, acknowledged only after commit.
 
-The HTTP server (:mod:`evflow.http.server`) routes ``POST /hooks/<name>`` to the sensor named
-``<name>``; the sensor's :meth:`~WebhookSensor.run` only marks it as listening.
+The sensor decides and authenticates, as functions of the request's headers and body; the HTTP
+side (:mod:`evflow.http.hooks`) routes ``POST /hooks/<name>`` to the sensor named ``<name>``,
+reads the body and answers. The sensor's :meth:`~WebhookSensor.run` only marks it as listening.
 
 Authentication
     HMAC-SHA256 (``secret``): the sender adds two headers::
@@ -50,7 +51,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
 import re
 import time
 from collections.abc import Mapping
@@ -61,17 +61,15 @@ from urllib.parse import unquote
 import anyio
 import orjson
 from anyio.abc import TaskStatus
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 
 from ..abc import Accepted, Intake
 from ..errors import (
     EngineNotRunning,
     EventError,
-    Saturated,
     SensorError,
     StoreError,
     StoreUnavailable,
+    WebhookRejected,
 )
 from ..events import Event, body_hash, parse_json
 from ..tracing import carrier_of
@@ -104,26 +102,7 @@ def sign(secret: str | bytes, body: bytes, timestamp: int | None = None) -> dict
     return _sign(secret, body, int(time.time()) if timestamp is None else int(timestamp))
 
 
-class _Reject(Exception):
-    """Internal: answer the request with ``status`` and an error body."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
-
-
-def _answer(
-    status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
-) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
-    )
-
-
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
-    return _answer(status, {"error": message, "status": status}, headers)
+Headers = Mapping[str, str]  # names in lower case, as HTTP servers give them
 
 
 class WebhookSensor:
@@ -232,91 +211,60 @@ class WebhookSensor:
         """Return once :meth:`run` has started (at once if it has)."""
         await self._listening.wait()
 
-    # -- HTTP --------------------------------------------------------------------------------
+    # -- a request ---------------------------------------------------------------------------
 
-    async def handle(self, request: Request) -> Response:
-        """Answer one ``POST /hooks/<name>``: 202 after commit, or a JSON error."""
-        try:
-            return await self._handle(request)
-        except _Reject as exc:
-            if exc.status in (400, 401, 413, 415):
-                log.info(
-                    "webhook %s: %d from %s: %s",
-                    self.name,
-                    exc.status,
-                    request.client.host if request.client else "?",
-                    exc.message,
-                )
-            return _error(exc.status, exc.message, exc.headers)
-
-    async def _handle(self, request: Request) -> Response:
+    def check_open(self) -> Intake:
+        """The intake to submit to; refuses (503) while the sensor is not running."""
         intake = self._intake
         if intake is None:
-            raise _Reject(
+            raise WebhookRejected(
                 503,
                 f"webhook {self.name!r} is not accepting requests: the engine is not running "
                 "or is shutting down; retry later",
                 {"Retry-After": str(_UNAVAILABLE_RETRY_S)},
             )
-        body = await self._read_body(request)
-        self._authenticate(request, body)
-        event = _with_http_trace_context(self._to_event(request, body), request)
-        accepted = await self._submit(intake, event)
-        return _answer(202, accepted_json(accepted))
+        return intake
 
-    async def _read_body(self, request: Request) -> bytes:
-        """The raw body, refusing (413) more than ``max_body_bytes`` without buffering it."""
-        limit = self.max_body_bytes
-        too_large = (
-            f"body is larger than this hook's limit of {limit} bytes; send a smaller body "
-            "(or raise max_body_bytes)"
+    def decode(self, headers: Headers, body: bytes) -> Event:
+        """Authenticate a request and make its event; raises :class:`WebhookRejected`."""
+        self._authenticate(headers, body)
+        return _with_http_trace_context(self._to_event(headers, body), headers)
+
+    @property
+    def too_large(self) -> str:
+        return (
+            f"body is larger than this hook's limit of {self.max_body_bytes} bytes; send a "
+            "smaller body (or raise max_body_bytes)"
         )
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.strip().isdigit():
-                raise _Reject(400, f"Content-Length {length!r} is not a whole number of bytes")
-            if int(length) > limit:
-                raise _Reject(413, too_large)
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _Reject(413, too_large)
-                chunks.append(chunk)
-        except ClientDisconnect:
-            raise _Reject(400, "the client disconnected before sending the whole body") from None
-        return b"".join(chunks)
 
     # -- authentication ----------------------------------------------------------------------
 
-    def _authenticate(self, request: Request, body: bytes) -> None:
+    def _authenticate(self, headers: Headers, body: bytes) -> None:
         if not self.authenticated:
             return
         problems: list[str] = []
         if self.secret is not None:
-            problem = self._check_signature(request, body, self.secret)
+            problem = self._check_signature(headers, body, self.secret)
             if problem is None:
                 return
             problems.append(problem)
         if self.token is not None:
-            problem = self._check_token(request, self.token)
+            problem = self._check_token(headers, self.token)
             if problem is None:
                 return
             problems.append(problem)
         challenge = {"WWW-Authenticate": "Bearer"} if self.token is not None else None
-        raise _Reject(401, "; ".join(problems), challenge)
+        raise WebhookRejected(401, "; ".join(problems), challenge)
 
-    def _check_signature(self, request: Request, body: bytes, secret: str) -> str | None:
+    def _check_signature(self, headers: Headers, body: bytes, secret: str) -> str | None:
         """None if the request's signature (in this hook's scheme) is valid, else the problem."""
         check = SCHEMES[self.scheme][0]
-        return check(request.headers, body, secret, self.tolerance_s, time.time())
+        return check(headers, body, secret, self.tolerance_s, time.time())
 
     @staticmethod
-    def _check_token(request: Request, token: str) -> str | None:
+    def _check_token(headers: Headers, token: str) -> str | None:
         """None if the bearer token is valid, else what is wrong with it."""
-        header = request.headers.get("authorization")
+        header = headers.get("authorization")
         if header is None:
             return "missing 'Authorization: Bearer <token>' header"
         scheme, _, given = header.strip().partition(" ")
@@ -328,39 +276,38 @@ class WebhookSensor:
 
     # -- decoding ----------------------------------------------------------------------------
 
-    def _to_event(self, request: Request, body: bytes) -> Event:
-        headers = request.headers
+    def _to_event(self, headers: Headers, body: bytes) -> Event:
         content_type = (headers.get("content-type") or "").partition(";")[0].strip().lower()
         extensions: dict[str, Any] = {}
-        delivery = self._delivery_id(request)
+        delivery = self._delivery_id(headers)
         if delivery is not None:
             extensions["delivery"] = delivery
         try:
             if content_type == _CE_STRUCTURED:
                 return self._structured(body, delivery, extensions)
             if content_type == _CE_BATCH:
-                raise _Reject(
+                raise WebhookRejected(
                     415, "CloudEvents batch mode is not supported; send one event per request"
                 )
             if "ce-specversion" in headers:
                 if content_type and not _is_json(content_type):
-                    raise _Reject(
+                    raise WebhookRejected(
                         415,
                         f"CloudEvents binary mode needs a JSON body, not {content_type!r}; "
                         "send Content-Type: application/json",
                     )
-                return self._binary(request, body, delivery, extensions)
+                return self._binary(headers, body, delivery, extensions)
             if _is_json(content_type):
                 return Event(
-                    type=self.event_type or self._sender_type(request) or f"webhook.{self.name}",
+                    type=self.event_type or self._sender_type(headers) or f"webhook.{self.name}",
                     source=self.source,
                     data=_parse_json(body),
                     dedup_key=self._dedup_key(delivery or body_hash(body)),
                     extensions=extensions,
                 )
         except EventError as exc:
-            raise _Reject(400, f"not a valid event: {exc}") from None
-        raise _Reject(
+            raise WebhookRejected(400, f"not a valid event: {exc}") from None
+        raise WebhookRejected(
             415,
             f"unsupported Content-Type {content_type or '(none)'!r}; send application/json, "
             f"{_CE_STRUCTURED}, or a CloudEvent in binary mode (ce-* headers with a JSON body)",
@@ -369,7 +316,7 @@ class WebhookSensor:
     def _structured(self, body: bytes, delivery: str | None, extensions: dict[str, Any]) -> Event:
         parsed = _parse_json(body)
         if not isinstance(parsed, dict):
-            raise _Reject(400, "a structured CloudEvent must be a JSON object")
+            raise WebhookRejected(400, "a structured CloudEvent must be a JSON object")
         if parsed.get("data") is None and isinstance(parsed.get("data_base64"), str):
             parsed["data"] = {"value_b64": parsed["data_base64"]}
         event = Event.from_dict(parsed, default_source=self.source)
@@ -384,16 +331,16 @@ class WebhookSensor:
         return self._adopt(event, key, extensions)
 
     def _binary(
-        self, request: Request, body: bytes, delivery: str | None, extensions: dict[str, Any]
+        self, headers: Headers, body: bytes, delivery: str | None, extensions: dict[str, Any]
     ) -> Event:
         attrs: dict[str, Any] = {
-            k[3:]: unquote(v)
-            for k, v in request.headers.items()
-            if k.startswith("ce-") and len(k) > 3
+            k[3:]: unquote(v) for k, v in headers.items() if k.startswith("ce-") and len(k) > 3
         }
         missing = [f"ce-{a}" for a in _CE_REQUIRED if not attrs.get(a)]
         if missing:
-            raise _Reject(400, f"CloudEvents binary mode: missing header(s) {', '.join(missing)}")
+            raise WebhookRejected(
+                400, f"CloudEvents binary mode: missing header(s) {', '.join(missing)}"
+            )
         attrs["data"] = _parse_json(body) if body.strip() else None
         if attrs["data"] is not None:
             attrs["datacontenttype"] = "application/json"
@@ -413,22 +360,22 @@ class WebhookSensor:
     def _dedup_key(self, key: str) -> str:
         return f"webhook:{self.name}:{key}"
 
-    def _sender_type(self, request: Request) -> str | None:
+    def _sender_type(self, headers: Headers) -> str | None:
         """The event type the sender names (GitHub's ``X-GitHub-Event``), if this scheme has one."""
         if self.scheme == "github":
-            kind = request.headers.get("x-github-event", "").strip()
+            kind = headers.get("x-github-event", "").strip()
             return f"github.{kind}" if kind else None
         return None
 
-    def _delivery_id(self, request: Request) -> str | None:
+    def _delivery_id(self, headers: Headers) -> str | None:
         scheme_header = SCHEMES[self.scheme][1]
         names = (scheme_header, *DELIVERY_HEADERS) if scheme_header else DELIVERY_HEADERS
         for name in names:
-            value = request.headers.get(name)
+            value = headers.get(name)
             if value is not None and value.strip():
                 value = value.strip()
                 if len(value) > _MAX_DELIVERY_ID:
-                    raise _Reject(
+                    raise WebhookRejected(
                         400, f"the {name} header is longer than {_MAX_DELIVERY_ID} characters"
                     )
                 return value
@@ -436,9 +383,11 @@ class WebhookSensor:
 
     # -- intake ------------------------------------------------------------------------------
 
-    async def _submit(self, intake: Intake, event: Event) -> Accepted:
+    async def submit(self, intake: Intake, event: Event) -> Accepted:
+        """Store ``event``; returns after commit. In flight until then, so a stopping sensor
+        waits for it. Intake's refusals (backlog full, store away) propagate as they are."""
         if self._intake is not intake:  # stopped while the body was read
-            raise _Reject(
+            raise WebhookRejected(
                 503,
                 "the engine is shutting down; retry later",
                 {"Retry-After": str(_UNAVAILABLE_RETRY_S)},
@@ -447,41 +396,22 @@ class WebhookSensor:
         try:
             (accepted,) = await intake.submit([event])
             return accepted
-        except StoreUnavailable as exc:
-            retry = max(1, math.ceil(exc.retry_after_s))
-            raise _Reject(
-                503,
-                f"the store's database cannot be reached; retry after {retry}s (the event was "
-                "not stored)",
-                {"Retry-After": str(retry)},
-            ) from None
-        except Saturated as exc:
-            retry = max(1, math.ceil(exc.retry_after_s))
-            raise _Reject(
-                429,
-                f"the engine's backlog is full; retry after {retry}s (the event was not stored)",
-                {"Retry-After": str(retry)},
-            ) from None
         except (EngineNotRunning, StoreError) as exc:
-            log.warning("webhook %s: could not store an event: %s", self.name, exc)
-            raise _Reject(
-                503,
-                "the engine could not store the event (it is not running or is shutting down); "
-                "retry later",
-                {"Retry-After": str(_UNAVAILABLE_RETRY_S)},
-            ) from None
+            if not isinstance(exc, StoreUnavailable):  # that one is said once, by the store
+                log.warning("webhook %s: could not store an event: %s", self.name, exc)
+            raise
         finally:
             self._in_flight -= 1
             if not self._in_flight and self._drained is not None:
                 self._drained.set()
 
 
-def _with_http_trace_context(event: Event, request: Request) -> Event:
+def _with_http_trace_context(event: Event, headers: Headers) -> Event:
     """The request's W3C ``traceparent``/``tracestate`` headers as the event's trace context,
     unless the event carries its own (the CloudEvents distributed-tracing attribute)."""
     if "traceparent" in event.extensions:
         return event
-    found = carrier_of(request.headers)
+    found = carrier_of(headers)
     if not found:
         return event
     return replace(event, extensions={**event.extensions, **found})
@@ -505,10 +435,10 @@ def _is_json(content_type: str) -> bool:
 
 def _parse_json(body: bytes) -> Any:
     if not body.strip():
-        raise _Reject(400, "the body is empty; send a JSON document")
+        raise WebhookRejected(400, "the body is empty; send a JSON document")
     try:
         return parse_json(body)
     except orjson.JSONDecodeError as exc:
-        raise _Reject(400, f"the body is not valid JSON: {exc}") from None
+        raise WebhookRejected(400, f"the body is not valid JSON: {exc}") from None
     except EventError as exc:
-        raise _Reject(400, str(exc)) from None
+        raise WebhookRejected(400, str(exc)) from None

@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from evflow.abc import Sensor
 from evflow.clock import ManualClock
+from evflow.http.hooks import answer_hook
 from evflow.http.server import HttpServer
 from evflow.intake import StoreIntake
 from evflow.schedules import Interval
@@ -178,7 +179,7 @@ async def harness_for(
             sensors: dict[str, WebhookSensor] = {}
 
             async def hook(req: Request) -> Response:
-                return await sensors[req.path_params["name"]].handle(req)
+                return await answer_hook(sensors[req.path_params["name"]], req)
 
             app = Starlette(routes=[Route("/hooks/{name}", hook, methods=["POST"])])
             tg = await stack.enter_async_context(anyio.create_task_group())
