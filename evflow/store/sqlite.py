@@ -694,6 +694,81 @@ class SqliteStore:
         )
         return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
 
+    # -- reads for the web UI's grid, timeline and large runs -------------------------------
+    async def task_counts(self, run_ids: Sequence[str]) -> list[tuple[str, str, str, int, int]]:
+        out: list[tuple[str, str, str, int, int]] = []
+        for chunk in _chunks(list(run_ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                "SELECT run_id, node, state, COUNT(*), MAX(attempt) FROM tasks "
+                f"WHERE run_id IN ({marks}) GROUP BY run_id, node, state",
+                list(chunk),
+            )
+            out += [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+        return out
+
+    async def list_tasks(
+        self,
+        run_id: str,
+        *,
+        node: str | None = None,
+        state: str | None = None,
+        mapped: bool | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        sql = f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if node is not None:
+            sql += " AND node = ?"
+            params.append(node)
+        if state is not None:
+            sql += " AND state = ?"
+            params.append(state)
+        if mapped is not None:
+            sql += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
+        sql += " ORDER BY node, COALESCE(map_index, -1), name LIMIT ? OFFSET ?"
+        rows = await self._read(sql, [*params, limit, offset])
+        return [_task_from(r) for r in rows]
+
+    async def search_runs(
+        self,
+        text: str,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[RunRecord], int]:
+        where, params = self._run_filter(flow, state, since, until)
+        pattern = "%" + _like_prefix(text)
+        where += (" AND " if where else " WHERE ") + (
+            "(id LIKE ? ESCAPE '\\' OR flow LIKE ? ESCAPE '\\' "
+            "OR CAST(params AS TEXT) LIKE ? ESCAPE '\\')"
+        )
+        params += [pattern, pattern, pattern]
+        rows = await self._read(
+            f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = await self._read(f"SELECT COUNT(*) FROM runs{where}", params)
+        return [_run_from(r) for r in rows], int(total[0][0])
+
+    async def task_waits(self, run_id: str) -> list[tuple[str, float, str]]:
+        low = f"run:{run_id}/task:"
+        rows = await self._read(
+            "SELECT subject, time, data FROM audit WHERE subject >= ? AND subject < ? "
+            "AND kind = 'task.waiting' ORDER BY seq",
+            (low, low[:-1] + chr(ord(low[-1]) + 1)),
+        )
+        out: list[tuple[str, float, str]] = []
+        for subject, when, data in rows:
+            reason = (_loads(data) or {}).get("reason")
+            out.append((str(subject)[len(low) :], float(when), str(reason or "")))
+        return out
+
     async def list_logs(
         self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000
     ) -> list[LogRecord]:

@@ -1,0 +1,279 @@
+"""API reads shaped for the web UI's pictures, mounted at ``/api`` beside :mod:`.api`.
+
+* ``GET /api/flows/{name}/grid`` — the last N runs of a flow by its tasks, one cell per task
+  (a mapped task is one cell with counts by state);
+* ``GET /api/flows/{name}/triggers`` — what starts the flow: its schedule with the next fire
+  times, and its rules;
+* ``GET /api/runs/search`` — runs whose id, flow or params contain some text, paged;
+* ``GET /api/runs/{id}/overview`` — a run with its unmapped tasks and, for each mapped task,
+  counts by state instead of its instances (so a run of 10,000 instances stays small);
+* ``GET /api/runs/{id}/tasks`` — a run's tasks one page at a time (a mapped task's instances);
+* ``GET /api/runs/{id}/timeline`` — bars of waiting and running per task, for a Gantt chart.
+
+Every query parameter is bounded and checked; bad input is a JSON 400 naming it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..cli.display import jsonable_run, jsonable_task
+from ..engine import Engine
+from ..rules.rule import Rule
+from ..states import RunState, TaskState
+from .api import ApiError, Handler, JsonResponse, _endpoint, _int_arg, _time_arg, authorize
+from .timeline import node_state, timeline_rows
+
+__all__ = ["describe_rule", "view_routes"]
+
+MAX_SEARCH_CHARS = 200
+MAX_NAME_CHARS = 500
+_TASK_STATES = {s.value for s in TaskState}
+_RUN_STATES = {s.value for s in RunState}
+
+
+def _text_arg(request: Request, name: str, max_chars: int = MAX_NAME_CHARS) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    if len(raw) > max_chars:
+        raise ApiError(400, f"query parameter {name} is {len(raw)} characters; at most {max_chars}")
+    return raw.strip()
+
+
+def _state_arg(request: Request, name: str, allowed: set[str]) -> str | None:
+    value = _text_arg(request, name, 40)
+    if value is not None and value not in allowed:
+        raise ApiError(
+            400, f"{name}={value!r} is not a state; one of: {', '.join(sorted(allowed))}"
+        )
+    return value
+
+
+def describe_rule(rule: Rule) -> dict[str, Any]:
+    """A rule as plain data: what it listens to, matches and maps, and its policy."""
+    on = rule.on
+    if on is None:
+        listens = None
+    elif isinstance(on, str):
+        listens = on
+    else:
+        describe = getattr(on, "describe", None)
+        listens = describe() if callable(describe) else getattr(on, "source", repr(on))
+    policy = "immediate"
+    if rule.debounce_s is not None:
+        policy = f"debounce {rule.debounce_s:g}s"
+    elif rule.batch is not None:
+        policy = f"batch {rule.batch!r}"
+    elif rule.correlate is not None:
+        policy = f"correlate {rule.correlate!r}"
+    return {
+        "name": rule.name,
+        "on": listens,
+        "match": rule.match,
+        "params": rule.params,
+        "policy": policy,
+        "when_running": rule.when_running,
+        "priority": rule.priority,
+    }
+
+
+def _cells(rows: list[tuple[str, str, str, int, int]]) -> dict[str, dict[str, Any]]:
+    """Per run, per node: counts by state, highest attempt, and the state the cell shows."""
+    counts: dict[tuple[str, str], Counter[str]] = {}
+    tries: dict[tuple[str, str], int] = {}
+    for run_id, node, state, n, attempt in rows:
+        key = (run_id, node)
+        counts.setdefault(key, Counter())[state] += n
+        tries[key] = max(tries.get(key, 0), attempt)
+    out: dict[str, dict[str, Any]] = {}
+    for (run_id, node), c in counts.items():
+        out.setdefault(run_id, {})[node] = {
+            "state": node_state(c),
+            "counts": dict(c),
+            "total": sum(c.values()),
+            "attempt": tries[(run_id, node)],
+        }
+    return out
+
+
+def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
+    """The UI's read routes for ``engine``, to mount at ``/api`` before :func:`api_routes`."""
+
+    def read(fn: Handler) -> Handler:
+        if open_reads:
+            return _endpoint(fn)
+
+        async def guarded(request: Request) -> Response:
+            authorize(request)
+            return await fn(request)
+
+        guarded.__name__ = fn.__name__
+        return _endpoint(guarded)
+
+    async def grid(request: Request) -> Response:
+        fl = engine.flow(request.path_params["name"])
+        n = _int_arg(request, "runs", 20, lo=1, hi=100)
+        store = engine.store
+        runs = await store.list_runs(flow=fl.name, limit=n)
+        cells = _cells(await store.task_counts([r.id for r in runs]))
+        described = fl.describe()
+        nodes = [
+            {"name": t["name"], "mapped": t["mapped"], "upstream": t["upstream"]}
+            for t in described["tasks"]
+        ]
+        known = {t["name"] for t in nodes}
+        for run_cells in cells.values():
+            for node in run_cells:
+                if node not in known:  # a task of an older version of the flow
+                    known.add(node)
+                    nodes.append({"name": node, "mapped": False, "upstream": []})
+        out = []
+        for r in runs:
+            item = jsonable_run(r, tasks=False)
+            item["cells"] = cells.get(r.id, {})
+            out.append(item)
+        return JsonResponse({"flow": fl.name, "tasks": nodes, "runs": out, "limit": n})
+
+    async def triggers(request: Request) -> Response:
+        fl = engine.flow(request.path_params["name"])
+        n = _int_arg(request, "fires", 5, lo=1, hi=50)
+        schedule = None
+        if fl.schedule is not None:
+            now = engine.clock.now()
+            fires: list[datetime] = []
+            t = now
+            for _ in range(n):
+                t = fl.schedule.next_after(t)
+                fires.append(t)
+            schedule = {
+                "describe": fl.schedule.describe(),
+                "misfire": fl.misfire,
+                "now": now.isoformat(),
+                "next": [f.isoformat() for f in fires],
+            }
+        rules = [describe_rule(r) for r in engine.rules if r.flow == fl.name]
+        return JsonResponse({"flow": fl.name, "schedule": schedule, "rules": rules})
+
+    async def search(request: Request) -> Response:
+        text = _text_arg(request, "q", MAX_SEARCH_CHARS)
+        flow = _text_arg(request, "flow")
+        state = _state_arg(request, "state", _RUN_STATES)
+        since, until = _time_arg(request, "since"), _time_arg(request, "until")
+        limit = _int_arg(request, "limit", 50, lo=1, hi=500)
+        offset = _int_arg(request, "offset", 0, hi=10_000_000)
+        store = engine.store
+        if text is None:
+            runs = await store.list_runs(
+                flow=flow, state=state, since=since, until=until, limit=limit, offset=offset
+            )
+            total = await store.count_runs(flow=flow, state=state, since=since, until=until)
+        else:
+            runs, total = await store.search_runs(
+                text, flow=flow, state=state, since=since, until=until, limit=limit, offset=offset
+            )
+        return JsonResponse(
+            {
+                "runs": [jsonable_run(r, tasks=False) for r in runs],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+                "q": text,
+            }
+        )
+
+    async def overview(request: Request) -> Response:
+        store = engine.store
+        run = await store.get_run(request.path_params["id"], with_tasks=False)
+        out = jsonable_run(run, tasks=False)
+        plain = await store.list_tasks(run.id, mapped=False, limit=100_000)
+        counts = _cells(await store.task_counts([run.id])).get(run.id, {})
+        mapped_nodes = {
+            node: cell for node, cell in counts.items() if node not in {t.name for t in plain}
+        }
+        # A mapped task's own record (before or as it expands) stays; its instances do not.
+        for t in plain:
+            cell = counts.get(t.name)
+            if cell is not None and cell["total"] > 1:
+                mapped_nodes[t.name] = cell
+        out["tasks"] = [jsonable_task(t) for t in plain]
+        out["mapped"] = mapped_nodes
+        plain_names = {t.name for t in plain}
+        attempts = [a for a in await store.list_attempts(run.id) if a.task in plain_names]
+        out["attempts"] = [
+            {
+                "task": a.task,
+                "attempt": a.attempt,
+                "state": str(a.state),
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "duration_s": (
+                    a.ended_at - a.started_at
+                    if a.started_at is not None and a.ended_at is not None
+                    else None
+                ),
+                "error": a.error,
+            }
+            for a in attempts
+        ]
+        return JsonResponse(out)
+
+    async def tasks(request: Request) -> Response:
+        store = engine.store
+        run = await store.get_run(request.path_params["id"], with_tasks=False)
+        node = _text_arg(request, "node")
+        state = _state_arg(request, "state", _TASK_STATES)
+        limit = _int_arg(request, "limit", 100, lo=1, hi=500)
+        offset = _int_arg(request, "offset", 0, hi=10_000_000)
+        page = await store.list_tasks(run.id, node=node, state=state, limit=limit, offset=offset)
+        total = 0
+        for _, n, st, count, _ in await store.task_counts([run.id]):
+            if (node is None or n == node) and (state is None or st == state):
+                total += count
+        return JsonResponse(
+            {
+                "run_id": run.id,
+                "tasks": [jsonable_task(t) for t in page],
+                "total": total,
+                "limit": limit,
+                "offset": offset,
+            }
+        )
+
+    async def timeline(request: Request) -> Response:
+        store = engine.store
+        run = await store.get_run(request.path_params["id"], with_tasks=False)
+        all_tasks = await store.list_tasks(run.id, limit=10_000_000)
+        plain = {t.name for t in all_tasks if t.map_index is None}
+        attempts = [a for a in await store.list_attempts(run.id) if a.task in plain]
+        waits = [w for w in await store.task_waits(run.id) if w[0] in plain]
+        order: list[str] = []
+        if run.flow in engine.flows:
+            order = [t["name"] for t in engine.flows[run.flow].describe()["tasks"]]
+        rows = timeline_rows(all_tasks, attempts, waits, order)
+        return JsonResponse(
+            {
+                "run_id": run.id,
+                "state": str(run.state),
+                "created_at": run.created_at,
+                "started_at": run.started_at,
+                "ended_at": run.ended_at,
+                "now": engine.clock.now().timestamp(),
+                "rows": [r.json() for r in rows],
+            }
+        )
+
+    return [
+        Route("/flows/{name}/grid", read(grid), methods=["GET"]),
+        Route("/flows/{name}/triggers", read(triggers), methods=["GET"]),
+        Route("/runs/search", read(search), methods=["GET"]),
+        Route("/runs/{id}/overview", read(overview), methods=["GET"]),
+        Route("/runs/{id}/tasks", read(tasks), methods=["GET"]),
+        Route("/runs/{id}/timeline", read(timeline), methods=["GET"]),
+    ]
