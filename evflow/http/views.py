@@ -84,12 +84,17 @@ def describe_rule(rule: Rule) -> dict[str, Any]:
     }
 
 
-def _cells(rows: list[tuple[str, str, str, int, int]]) -> dict[str, dict[str, Any]]:
-    """Per run, per node: counts by state, highest attempt, and the state the cell shows."""
+def _cells(rows: list[tuple[str, str, str, int, int, bool]]) -> dict[str, dict[str, Any]]:
+    """Per run, per node: counts by state, highest attempt, and the state the cell shows.
+
+    A mapped task that has instances is counted by them (its own record is left out)."""
+    expanded = {(r[0], r[1]) for r in rows if r[5]}
     counts: dict[tuple[str, str], Counter[str]] = {}
     tries: dict[tuple[str, str], int] = {}
-    for run_id, node, state, n, attempt in rows:
+    for run_id, node, state, n, attempt, mapped in rows:
         key = (run_id, node)
+        if key in expanded and not mapped:
+            continue
         counts.setdefault(key, Counter())[state] += n
         tries[key] = max(tries.get(key, 0), attempt)
     out: dict[str, dict[str, Any]] = {}
@@ -99,6 +104,7 @@ def _cells(rows: list[tuple[str, str, str, int, int]]) -> dict[str, dict[str, An
             "counts": dict(c),
             "total": sum(c.values()),
             "attempt": tries[(run_id, node)],
+            "mapped": (run_id, node) in expanded,
         }
     return out
 
@@ -194,14 +200,8 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
         out = jsonable_run(run, tasks=False)
         plain = await store.list_tasks(run.id, mapped=False, limit=100_000)
         counts = _cells(await store.task_counts([run.id])).get(run.id, {})
-        mapped_nodes = {
-            node: cell for node, cell in counts.items() if node not in {t.name for t in plain}
-        }
-        # A mapped task's own record (before or as it expands) stays; its instances do not.
-        for t in plain:
-            cell = counts.get(t.name)
-            if cell is not None and cell["total"] > 1:
-                mapped_nodes[t.name] = cell
+        # A mapped task's own record stays in "tasks"; its instances are counted, not listed.
+        mapped_nodes = {node: cell for node, cell in counts.items() if cell["mapped"]}
         out["tasks"] = [jsonable_task(t) for t in plain]
         out["mapped"] = mapped_nodes
         plain_names = {t.name for t in plain}
@@ -231,11 +231,24 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
         state = _state_arg(request, "state", _TASK_STATES)
         limit = _int_arg(request, "limit", 100, lo=1, hi=500)
         offset = _int_arg(request, "offset", 0, hi=10_000_000)
-        page = await store.list_tasks(run.id, node=node, state=state, limit=limit, offset=offset)
-        total = 0
-        for _, n, st, count, _ in await store.task_counts([run.id]):
-            if (node is None or n == node) and (state is None or st == state):
-                total += count
+        rows = await store.task_counts([run.id])
+        # A mapped task's page is its instances (its own record is in the run's overview).
+        instances = node is not None and any(r[1] == node and r[5] for r in rows)
+        page = await store.list_tasks(
+            run.id,
+            node=node,
+            state=state,
+            mapped=True if instances else None,
+            limit=limit,
+            offset=offset,
+        )
+        total = sum(
+            r[3]
+            for r in rows
+            if (node is None or r[1] == node)
+            and (state is None or r[2] == state)
+            and (r[5] or not instances)
+        )
         return JsonResponse(
             {
                 "run_id": run.id,

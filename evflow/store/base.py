@@ -194,8 +194,12 @@ class Store(Protocol):
     async def list_attempts(self, run_id: str) -> list[AttemptRecord]: ...
 
     # -- reads for the web UI (grid, timeline, runs of any size) ------------------------------
-    async def task_counts(self, run_ids: Sequence[str]) -> list[tuple[str, str, str, int, int]]:
-        """Tasks of ``run_ids`` grouped: ``(run_id, node, state, count, highest attempt)``."""
+    async def task_counts(
+        self, run_ids: Sequence[str]
+    ) -> list[tuple[str, str, str, int, int, bool]]:
+        """Tasks of ``run_ids`` grouped: ``(run_id, node, state, count, highest attempt,
+        mapped)``; ``mapped`` rows count a mapped task's instances, the others its own record
+        (or a plain task)."""
         ...
 
     async def list_tasks(

@@ -916,15 +916,18 @@ class PostgresStore:
         return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
 
     # -- reads for the web UI's grid, timeline and large runs -------------------------------
-    async def task_counts(self, run_ids: Sequence[str]) -> list[tuple[str, str, str, int, int]]:
+    async def task_counts(
+        self, run_ids: Sequence[str]
+    ) -> list[tuple[str, str, str, int, int, bool]]:
         if not run_ids:
             return []
         rows = await self._read(
-            "SELECT run_id, node, state, count(*), max(attempt) FROM tasks "
-            "WHERE run_id = ANY(%s::text[]) GROUP BY run_id, node, state",
+            "SELECT run_id, node, state, count(*), max(attempt), map_index IS NOT NULL "
+            "FROM tasks WHERE run_id = ANY(%s::text[]) "
+            "GROUP BY run_id, node, state, map_index IS NOT NULL",
             (list(run_ids),),
         )
-        return [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
 
     async def list_tasks(
         self,

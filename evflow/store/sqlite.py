@@ -695,16 +695,18 @@ class SqliteStore:
         return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
 
     # -- reads for the web UI's grid, timeline and large runs -------------------------------
-    async def task_counts(self, run_ids: Sequence[str]) -> list[tuple[str, str, str, int, int]]:
-        out: list[tuple[str, str, str, int, int]] = []
+    async def task_counts(
+        self, run_ids: Sequence[str]
+    ) -> list[tuple[str, str, str, int, int, bool]]:
+        out: list[tuple[str, str, str, int, int, bool]] = []
         for chunk in _chunks(list(run_ids)):
             marks = ",".join("?" * len(chunk))
             rows = await self._read(
-                "SELECT run_id, node, state, COUNT(*), MAX(attempt) FROM tasks "
-                f"WHERE run_id IN ({marks}) GROUP BY run_id, node, state",
+                "SELECT run_id, node, state, COUNT(*), MAX(attempt), map_index IS NOT NULL FROM tasks "
+                f"WHERE run_id IN ({marks}) GROUP BY run_id, node, state, map_index IS NOT NULL",
                 list(chunk),
             )
-            out += [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+            out += [(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
         return out
 
     async def list_tasks(

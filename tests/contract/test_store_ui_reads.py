@@ -52,22 +52,24 @@ async def test_task_counts_group_a_mapped_task_by_state(store_factory: Factory) 
             for i in range(10)
         ]
         tasks.append(_task("r2", "extract", TaskState.RUNNING))
+        tasks.append(_task("r1", "load", TaskState.SUCCEEDED, attempt=0))  # the mapped task's own
         runs = [_run("r1", "etl", 1.0), _run("r2", "etl", 2.0)]
         await store.apply(Changes(runs=runs, tasks=tasks), wait=True)
         counts = sorted(await store.task_counts(["r1", "r2", "missing"]))
         assert counts == [
-            ("r1", "extract", "succeeded", 1, 2),
-            ("r1", "load", "failed", 3, 1),
-            ("r1", "load", "succeeded", 7, 1),
-            ("r2", "extract", "running", 1, 1),
+            ("r1", "extract", "succeeded", 1, 2, False),
+            ("r1", "load", "failed", 3, 1, True),
+            ("r1", "load", "succeeded", 1, 0, False),
+            ("r1", "load", "succeeded", 7, 1, True),
+            ("r2", "extract", "running", 1, 1, False),
         ]
         assert await store.task_counts([]) == []
 
-        page = await store.list_tasks("r1", node="load", limit=4, offset=4)
+        page = await store.list_tasks("r1", node="load", mapped=True, limit=4, offset=4)
         assert [t.map_index for t in page] == [4, 5, 6, 7]
-        failed = await store.list_tasks("r1", node="load", state="failed")
+        failed = await store.list_tasks("r1", node="load", state="failed", mapped=True)
         assert [t.name for t in failed] == ["load[0]", "load[4]", "load[8]"]
-        assert [t.name for t in await store.list_tasks("r1", mapped=False)] == ["extract"]
+        assert [t.name for t in await store.list_tasks("r1", mapped=False)] == ["extract", "load"]
         assert len(await store.list_tasks("r1", mapped=True)) == 10
 
 
