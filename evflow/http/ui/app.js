@@ -144,12 +144,23 @@ function pageHeader(title, subtitle, ...actions) {
 
 // -- runs list ----------------------------------------------------------------------------
 
+/** The runs list's time ranges: key -> [text, seconds back]. */
+const RANGES = {
+  "": ["Any time", 0],
+  "1h": ["Last hour", 3600],
+  "24h": ["Last 24 hours", 86400],
+  "7d": ["Last 7 days", 7 * 86400],
+  "30d": ["Last 30 days", 30 * 86400],
+};
+
 class RunsView {
   title = "Runs";
 
   constructor(query) {
     this.flow = query.get("flow") || "";
     this.state = query.get("state") || "";
+    this.q = query.get("q") || "";
+    this.range = RANGES[query.get("range")] ? query.get("range") : "";
     this.offset = Math.max(0, Number(query.get("offset")) || 0);
     this.runs = [];
     this.total = 0;
@@ -166,6 +177,13 @@ class RunsView {
       onchange: () => this.setFilter() }, h("option", { value: "" }, "All states"),
     RUN_STATES.map((st) => h("option", { value: st }, label(st))));
     this.stateSelect.value = this.state;
+    this.search = h("input", { type: "search", testid: "runs-search", "aria-label": "Search runs",
+      placeholder: "Run id, flow or param value", value: this.q, spellcheck: "false" });
+    this.search.addEventListener("input", debounce(() => this.setFilter(), 350));
+    this.search.addEventListener("keydown", (e) => { if (e.key === "Enter") this.setFilter(); });
+    this.rangeSelect = h("select", { testid: "filter-range", "aria-label": "Time range",
+      onchange: () => this.setFilter() }, Object.entries(RANGES).map(([k, [text]]) => h("option", { value: k }, text)));
+    this.rangeSelect.value = this.range;
     this.count = h("p", { class: "subtitle", testid: "runs-count" }, "Loading…");
     this.body = h("div", { class: "card" });
     this.pager = h("div", { class: "pager" });
@@ -173,7 +191,9 @@ class RunsView {
       h("div", { class: "page-header" },
         h("div", {}, h("h1", {}, "Runs"), this.count),
         h("div", { class: "actions filters" },
+          h("label", { class: "search" }, h("span", {}, "Search"), this.search),
           h("label", {}, h("span", {}, "Flow"), this.flowSelect),
+          h("label", {}, h("span", {}, "Created"), this.rangeSelect),
           h("label", {}, h("span", {}, "State"), this.stateSelect),
           h("button", { type: "button", class: "btn", onclick: () => this.refresh() }, "Refresh"))),
       this.body, this.pager);
@@ -190,7 +210,19 @@ class RunsView {
     const q = new URLSearchParams();
     if (this.flowSelect.value) q.set("flow", this.flowSelect.value);
     if (this.stateSelect.value) q.set("state", this.stateSelect.value);
-    location.hash = `#/runs${q.size ? `?${q}` : ""}`;
+    if (this.search.value.trim()) q.set("q", this.search.value.trim());
+    if (this.rangeSelect.value) q.set("range", this.rangeSelect.value);
+    const next = `#/runs${q.size ? `?${q}` : ""}`;
+    if (location.hash !== next) {
+      // Typing keeps the focus: the view is built again, so give it back to the search box.
+      const typing = document.activeElement === this.search;
+      location.hash = next;
+      if (typing) setTimeout(() => {
+        const el = document.querySelector("[data-testid=runs-search]");
+        el?.focus();
+        el?.setSelectionRange(el.value.length, el.value.length);
+      }, 0);
+    }
   }
 
   async refresh() {
@@ -198,8 +230,10 @@ class RunsView {
     const q = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(this.offset) });
     if (this.flow) q.set("flow", this.flow);
     if (this.state) q.set("state", this.state);
+    if (this.q) q.set("q", this.q);
+    if (this.range) q.set("since", String(Math.floor(Date.now() / 1000 - RANGES[this.range][1])));
     try {
-      const data = await api(`/runs?${q}`);
+      const data = await api(`/runs/search?${q}`);
       if (seq !== this.seq) return;
       this.runs = data.runs ?? [];
       this.total = data.total ?? this.runs.length;
@@ -214,7 +248,10 @@ class RunsView {
   }
 
   matches(run) {
-    return (!this.flow || run.flow === this.flow) && (!this.state || run.state === this.state);
+    const text = this.q.toLowerCase();
+    const found = !text || [run.id, run.flow, JSON.stringify(run.params ?? {})].some((v) => String(v).toLowerCase().includes(text));
+    const recent = !this.range || (run.created_at ?? 0) >= Date.now() / 1000 - RANGES[this.range][1];
+    return (!this.flow || run.flow === this.flow) && (!this.state || run.state === this.state) && found && recent;
   }
 
   onStream(type, data) {
@@ -242,9 +279,9 @@ class RunsView {
     this.count.textContent = this.total === 0 ? "No runs" :
       `Showing ${this.offset + 1}–${this.offset + shown} of ${this.total} run${this.total === 1 ? "" : "s"}`;
     if (shown === 0) {
-      const filtered = this.flow || this.state;
+      const filtered = this.flow || this.state || this.q || this.range;
       fill(this.body, filtered
-        ? empty("No runs match these filters.", "Choose “All flows” and “All states” to see every run.")
+        ? empty("No runs match these filters.", "Clear the search, and choose “All flows”, “All states” and “Any time” to see every run.")
         : h("div", {}, empty("No runs yet.",
           "Start one from the Flows page, or emit an event that one of your rules matches. New runs appear here live."),
         h("p", { class: "center" }, h("a", { class: "btn primary", href: "#/flows" }, "Go to flows"))));
@@ -260,18 +297,20 @@ class RunsView {
     h("td", {}, h("a", { href: `#/runs?flow=${encodeURIComponent(r.flow)}`, class: "flow-link" }, r.flow)),
     h("td", {}, badge(r.state, "run-row-state"),
       r.waiting && r.state === "queued" ? h("span", { class: "waiting-note", title: r.waiting }, r.waiting) : null),
-    h("td", {}, triggerEl(r.trigger)),
+    h("td", { class: "col-trigger" }, triggerEl(r.trigger)),
     h("td", {}, timeEl(r.created_at)),
     h("td", { class: "num" }, durationEl(r)),
-    h("td", { class: "error-cell", title: r.error ?? "" }, r.error ? compact(r.error, 80) : "")));
-    fill(this.body, h("table", { class: "table", testid: "runs-table" },
+    h("td", { class: "error-cell col-error", title: r.error ?? "" }, r.error ? compact(r.error, 80) : "")));
+    fill(this.body, h("table", { class: "table runs-table", testid: "runs-table" },
       h("thead", {}, h("tr", {}, ["Run", "Flow", "State", "Trigger", "Created", "Duration", "Error"]
-        .map((c) => h("th", { class: c === "Duration" ? "num" : null }, c)))),
+        .map((c) => h("th", { class: c === "Duration" ? "num" : c === "Trigger" ? "col-trigger" : c === "Error" ? "col-error" : null }, c)))),
       h("tbody", {}, rows)));
     const q = (offset) => {
       const p = new URLSearchParams();
       if (this.flow) p.set("flow", this.flow);
       if (this.state) p.set("state", this.state);
+      if (this.q) p.set("q", this.q);
+      if (this.range) p.set("range", this.range);
       if (offset) p.set("offset", String(offset));
       return `#/runs${p.size ? `?${p}` : ""}`;
     };
@@ -414,19 +453,27 @@ const DECISIONS = {
   "event.emitted": ["emitted through the API", "idle"],
 };
 
+/** An event's rule decisions as a table: rule, decision, reason, run. */
 function decisionsEl(decisions) {
   if (decisions.length === 0) return h("span", { class: "muted" }, "not decided yet");
-  return h("ul", { class: "decisions" }, decisions.map((d) => {
-    const data = d.data && typeof d.data === "object" ? d.data : {};
-    const [text, tone] = DECISIONS[d.kind] ?? [label(d.kind), "idle"];
-    const runId = data.run_id;
-    const rest = Object.fromEntries(Object.entries(data).filter(([k]) => k !== "run_id"));
-    if (d.actor) rest.by = d.actor;
-    return h("li", { testid: "decision", "data-kind": d.kind },
-      h("span", { class: ["pill", `tone-${tone}`], title: d.kind }, text),
-      runId ? h("a", { href: `#/runs/${encodeURIComponent(runId)}`, class: "mono" }, `run ${shortId(runId)}`) : null,
-      Object.keys(rest).length ? h("span", { class: "muted small", title: json(rest) }, compact(summarize(rest), 90)) : null);
-  }));
+  return h("table", { class: "table compact decisions-table", testid: "decisions-table" },
+    h("thead", {}, h("tr", {}, ["Rule", "Decision", "Reason", "Run"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, decisions.map((d) => {
+      const data = d.data && typeof d.data === "object" ? d.data : {};
+      const [text, tone] = DECISIONS[d.kind] ?? [label(d.kind), "idle"];
+      const runId = data.run_id;
+      const reason = data.reason ?? data.why ?? null;
+      const rest = Object.fromEntries(Object.entries(data).filter(([k]) => !["run_id", "rule", "reason", "why"].includes(k)));
+      if (d.actor) rest.by = d.actor;
+      const detail = Object.keys(rest).length ? compact(summarize(rest), 90) : null;
+      return h("tr", { testid: "decision", "data-kind": d.kind },
+        h("td", { class: "mono small" }, data.rule ?? h("span", { class: "muted" }, "—")),
+        h("td", {}, h("span", { class: ["pill", `tone-${tone}`], title: d.kind }, text)),
+        h("td", { class: "small", title: json(data) }, reason ?? detail ?? h("span", { class: "muted" }, "—"),
+          reason && detail ? h("span", { class: "muted" }, ` · ${detail}`) : null),
+        h("td", {}, runId ? h("a", { href: `#/runs/${encodeURIComponent(runId)}`, class: "mono", testid: "decision-run" }, shortId(runId))
+          : h("span", { class: "muted" }, "—")));
+    })));
 }
 
 function summarize(obj) {
