@@ -702,8 +702,9 @@ class SqliteStore:
         for chunk in _chunks(list(run_ids)):
             marks = ",".join("?" * len(chunk))
             rows = await self._read(
-                "SELECT run_id, node, state, COUNT(*), MAX(attempt), map_index IS NOT NULL FROM tasks "
-                f"WHERE run_id IN ({marks}) GROUP BY run_id, node, state, map_index IS NOT NULL",
+                "SELECT run_id, node, state, COUNT(*), MAX(attempt), map_index IS NOT NULL "
+                f"FROM tasks WHERE run_id IN ({marks}) "
+                "GROUP BY run_id, node, state, map_index IS NOT NULL",
                 list(chunk),
             )
             out += [(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]

@@ -76,8 +76,8 @@ def etl_flows(gate: Path) -> list[Flow]:
 
 
 async def open_page(
-    browser, base: str, path: str, width: int = 1440, height: int = 1000
-) -> tuple[Page, list[str]]:  # type: ignore[no-untyped-def]
+    browser: Browser, base: str, path: str, width: int = 1440, height: int = 1000
+) -> tuple[Page, list[str]]:
     context = await browser.new_context(viewport={"width": width, "height": height})
     context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
@@ -110,7 +110,7 @@ async def test_flow_page_grid_chart_schedule_rules_and_trigger(tmp_path: Path) -
         )
         mapped = page.get_by_test_id(f"grid-cell-double-{ids[1]}")
         await expect(mapped).to_have_attribute("data-count", "3")
-        await expect(page.get_by_test_id("grid-count-double")).to_have_text("×3")
+        await expect(page.get_by_test_id("grid-count-double")).to_have_text("\u00d73")
         # The duration chart has a bar per run, coloured by its state.
         await expect(page.get_by_test_id(f"duration-bar-{ids[1]}")).to_have_attribute(
             "data-state", "failed"
@@ -274,11 +274,11 @@ async def test_a_run_of_10000_mapped_instances_pages_them(tmp_path: Path) -> Non
         await expect(page.get_by_test_id("task-count-item")).to_contain_text("10,000")
         await page.get_by_test_id("task-row-item").click()
         panel = page.get_by_test_id("task-panel")
-        await expect(panel.get_by_test_id("instances-range")).to_have_text("1–50 of 10,000")
+        await expect(panel.get_by_test_id("instances-range")).to_have_text("1\u201350 of 10,000")
         rows = panel.get_by_test_id("instances-table").locator("tbody tr")
         await expect(rows).to_have_count(50)
         await panel.get_by_test_id("instances-next").click()
-        await expect(panel.get_by_test_id("instances-range")).to_have_text("51–100 of 10,000")
+        await expect(panel.get_by_test_id("instances-range")).to_have_text("51\u2013100 of 10,000")
         await expect(rows.first).to_have_attribute("data-testid", "instance-row-item[50]")
         # The page stays small: nothing renders the other 9,950 instances.
         assert await page.evaluate("document.getElementsByTagName('*').length") < 3000
