@@ -150,6 +150,7 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
     async def triggers(request: Request) -> Response:
         fl = engine.flow(request.path_params["name"])
         n = _int_arg(request, "fires", 5, lo=1, hi=50)
+        rules = [describe_rule(r) for r in engine.rules if r.flow == fl.name]
         schedule = None
         if fl.schedule is not None:
             now = engine.clock.now()
@@ -163,8 +164,9 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
                 "misfire": fl.misfire,
                 "now": now.isoformat(),
                 "next": [f.isoformat() for f in fires],
+                # False when the flow was added with schedule=False: the times are not fired
+                "active": any(r["name"] == f"schedule:{fl.name}" for r in rules),
             }
-        rules = [describe_rule(r) for r in engine.rules if r.flow == fl.name]
         return JsonResponse({"flow": fl.name, "schedule": schedule, "rules": rules})
 
     async def search(request: Request) -> Response:

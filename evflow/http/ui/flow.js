@@ -238,7 +238,8 @@ export class FlowView {
     const schedEl = sched
       ? h("div", { testid: "flow-schedule" },
         h("p", {}, h("strong", {}, "Schedule "), h("span", { class: "mono" }, sched.describe),
-          h("span", { class: "muted small" }, ` · misfire: ${sched.misfire}`)),
+          h("span", { class: "muted small" }, ` · misfire: ${sched.misfire}`),
+          sched.active === false ? h("span", { class: "pill tone-wait", testid: "schedule-inactive" }, "not firing in this service") : null),
         h("p", { class: "small muted" }, "Next fire times"),
         h("ol", { class: "fires", testid: "next-fires" }, (sched.next ?? []).map((iso) => {
           const secs = Date.parse(iso) / 1000;

@@ -61,7 +61,6 @@ export class RunView {
     // run once more shortly after the first read while it is still going.
     this.refresh().then(() => {
       if (this.run && !RUN_FINISHED.has(this.run.state)) this.refreshSoon();
-      if (this.run && this.initialTask) this.select(this.initialTask, this.initialTry);
     });
     // While the run runs, its open bars grow and its "now" line moves.
     this.ticker = setInterval(() => {
@@ -119,6 +118,13 @@ export class RunView {
       this.buffer = [];
       for (const [type, data] of buffered) this.apply(type, data);
       this.render();
+      if (this.initialTask) {
+        // Opened on one task's try (from the flow grid): whichever read lands first opens it.
+        const name = this.initialTask;
+        this.initialTask = null;
+        this.select(name, this.initialTry);
+        return;
+      }
       if (this.selected) {
         if (this.isMapped(this.selected)) this.loadInstances();
         else if (this.instance) this.loadInstance();
@@ -218,7 +224,7 @@ export class RunView {
       fill(this.timelineEl, h("p", { class: "muted", testid: "timeline-empty" }, "No task has been queued yet."));
       return;
     }
-    const width = Math.max(480, this.timelineEl.clientWidth || 900);
+    const width = Math.max(300, this.timelineEl.clientWidth || 900);
     fill(this.timelineEl, timelineEl(this.timeline, {
       now: Date.now() / 1000 + (this.skew ?? 0),
       width,

@@ -3,7 +3,6 @@
 
 import { s, h, fmtDuration, label, ellipsize } from "./core.js";
 
-const LABEL_W = 170;
 const ROW_H = 26;
 const BAR_H = 14;
 const AXIS_H = 22;
@@ -21,12 +20,13 @@ function niceStep(span, target) {
  */
 export function timelineEl(data, { now, width, selected, onSelect }) {
   const rows = data.rows ?? [];
+  const LABEL_W = width < 600 ? 110 : 170;
   const starts = rows.flatMap((r) => r.bars.map((b) => b.start));
   const t0 = Math.min(data.started_at ?? Infinity, data.created_at ?? Infinity, ...starts);
   const ends = rows.flatMap((r) => r.bars.map((b) => b.end ?? now));
   const t1 = Math.max(data.ended_at ?? 0, ...ends, t0 + 0.001);
   const span = t1 - t0;
-  const plotW = Math.max(120, width - LABEL_W - 16);
+  const plotW = Math.max(100, width - LABEL_W - 16);
   const x = (t) => LABEL_W + ((t - t0) / span) * plotW;
   const height = AXIS_H + rows.length * ROW_H + 6;
   const svg = s("svg", { class: "timeline", testid: "timeline", viewBox: `0 0 ${width} ${height}`, width, height,
@@ -48,7 +48,7 @@ export function timelineEl(data, { now, width, selected, onSelect }) {
       onclick: () => onSelect?.(r.task),
       onkeydown: (e) => { if (e.key === "Enter") onSelect?.(r.task); } },
     s("rect", { class: "tl-bg", x: 0, y, width, height: ROW_H }),
-    s("text", { class: "tl-label", x: 6, y: y + ROW_H / 2 + 4 }, ellipsize(r.task, total ? 16 : 22),
+    s("text", { class: "tl-label", x: 6, y: y + ROW_H / 2 + 4 }, ellipsize(r.task, LABEL_W < 170 ? (total ? 9 : 14) : (total ? 16 : 22)),
       total ? s("tspan", { class: "tl-sub" }, total) : null));
     for (const b of r.bars) {
       const bx = x(b.start);
