@@ -13,21 +13,20 @@ counts by state, so a run of 10,000 instances stays 1 row, not 10,000.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..records import AttemptRecord, TaskRecord
 
-__all__ = ["Bar", "Row", "node_state", "timeline_rows"]
+__all__ = ["Bar", "MappedSpan", "Row", "node_state", "timeline_rows"]
 
 # The state a group of instances shows, in order of what matters most to a reader.
 _ACTIVE = ("running", "retrying", "waiting", "interrupted", "pending")
 _BAD = ("failed", "upstream_failed", "cancelled")
 
 
-def node_state(counts: Counter[str] | dict[str, int]) -> str:
+def node_state(counts: Mapping[str, int]) -> str:
     """The one state shown for a mapped task from its instances' counts by state."""
     for st in (*_ACTIVE, *_BAD):
         if counts.get(st):
@@ -129,21 +128,35 @@ def _task_bars(
     return bars
 
 
-def _mapped_row(node: str, instances: Sequence[TaskRecord]) -> Row:
-    counts = Counter(str(t.state) for t in instances)
-    queued = [t.queued_at for t in instances if t.queued_at is not None]
-    started = [t.started_at for t in instances if t.started_at is not None]
-    ended = [t.ended_at for t in instances if t.ended_at is not None]
-    state = node_state(counts)
-    row = Row(node, state, mapped=True, count=len(instances), counts=dict(counts))
-    if queued and started and min(started) > min(queued):
-        row.bars.append(Bar("waiting", min(queued), min(started), "waiting"))
-    if started:
-        still = any(t.ended_at is None for t in instances if t.started_at is not None)
-        end = None if still or state in _ACTIVE else (max(ended) if ended else None)
-        row.bars.append(Bar("running", min(started), end, state))
-    elif queued:
-        row.bars.append(Bar("waiting", min(queued), None, "waiting"))
+@dataclass(frozen=True, slots=True)
+class MappedSpan:
+    """A mapped task's instances summed up: first queued, first started, last ended, how many
+    are running now, and counts by state."""
+
+    node: str
+    queued_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    running: int
+    counts: dict[str, int]
+
+
+def _mapped_row(span: MappedSpan) -> Row:
+    state = node_state(span.counts)
+    row = Row(
+        span.node, state, mapped=True, count=sum(span.counts.values()), counts=dict(span.counts)
+    )
+    if (
+        span.queued_at is not None
+        and span.started_at is not None
+        and span.started_at > span.queued_at
+    ):
+        row.bars.append(Bar("waiting", span.queued_at, span.started_at, "waiting"))
+    if span.started_at is not None:
+        still = span.running > 0 or state in _ACTIVE
+        row.bars.append(Bar("running", span.started_at, None if still else span.ended_at, state))
+    elif span.queued_at is not None:
+        row.bars.append(Bar("waiting", span.queued_at, None, "waiting"))
     return row
 
 
@@ -152,28 +165,24 @@ def timeline_rows(
     attempts: Iterable[AttemptRecord],
     waits: Iterable[tuple[str, float, str]],
     order: Sequence[str] = (),
+    mapped: Iterable[MappedSpan] = (),
 ) -> list[Row]:
-    """Rows for the run's tasks, in ``order`` (the flow's task order) then by first start."""
+    """Rows for the run's plain tasks and its mapped tasks (``mapped``, one row each), in
+    ``order`` (the flow's task order) then by first start."""
     by_task: dict[str, list[AttemptRecord]] = {}
     for a in attempts:
         by_task.setdefault(a.task, []).append(a)
     waits_of: dict[str, list[tuple[float, str]]] = {}
     for name, at, reason in waits:
         waits_of.setdefault(name, []).append((at, reason))
-    plain: dict[str, TaskRecord] = {}
-    mapped: dict[str, list[TaskRecord]] = {}
-    for t in tasks:
-        if t.map_index is None:
-            plain[t.name] = t
-        else:
-            mapped.setdefault(t.node, []).append(t)
+    spans = {m.node: m for m in mapped}
     rows: list[Row] = []
-    for name, t in plain.items():
-        if name in mapped:
-            continue  # the expanding node of a mapped task: its instances tell its story
-        bars = _task_bars(t, by_task.get(name, []), waits_of.get(name, []))
-        rows.append(Row(name, str(t.state), counts={str(t.state): 1}, bars=bars))
-    rows += [_mapped_row(node, inst) for node, inst in mapped.items()]
+    for t in tasks:
+        if t.map_index is not None or t.name in spans:
+            continue  # an instance, or a mapped task's own record: its span tells its story
+        bars = _task_bars(t, by_task.get(t.name, []), waits_of.get(t.name, []))
+        rows.append(Row(t.name, str(t.state), counts={str(t.state): 1}, bars=bars))
+    rows += [_mapped_row(m) for m in spans.values()]
     rank = {name: i for i, name in enumerate(order)}
     rows.sort(
         key=lambda r: (

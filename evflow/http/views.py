@@ -28,7 +28,7 @@ from ..engine import Engine
 from ..rules.rule import Rule
 from ..states import RunState, TaskState
 from .api import ApiError, Handler, JsonResponse, _endpoint, _int_arg, _time_arg, authorize
-from .timeline import node_state, timeline_rows
+from .timeline import MappedSpan, node_state, timeline_rows
 
 __all__ = ["describe_rule", "view_routes"]
 
@@ -107,6 +107,10 @@ def _cells(rows: list[tuple[str, str, str, int, int, bool]]) -> dict[str, dict[s
             "mapped": (run_id, node) in expanded,
         }
     return out
+
+
+def _mapped_counts(rows: list[tuple[str, str, str, int, int, bool]], node: str) -> dict[str, int]:
+    return {r[2]: r[3] for r in rows if r[1] == node and r[5]}
 
 
 def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
@@ -207,7 +211,7 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
         out["tasks"] = [jsonable_task(t) for t in plain]
         out["mapped"] = mapped_nodes
         plain_names = {t.name for t in plain}
-        attempts = [a for a in await store.list_attempts(run.id) if a.task in plain_names]
+        attempts = await store.list_attempts_of(run.id, sorted(plain_names))
         out["attempts"] = [
             {
                 "task": a.task,
@@ -264,14 +268,20 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
     async def timeline(request: Request) -> Response:
         store = engine.store
         run = await store.get_run(request.path_params["id"], with_tasks=False)
-        all_tasks = await store.list_tasks(run.id, limit=10_000_000)
-        plain = {t.name for t in all_tasks if t.map_index is None}
-        attempts = [a for a in await store.list_attempts(run.id) if a.task in plain]
-        waits = [w for w in await store.task_waits(run.id) if w[0] in plain]
+        # Only the plain tasks are read whole; mapped instances come summed up by the store.
+        plain = await store.list_tasks(run.id, mapped=False, limit=100_000)
+        names = [t.name for t in plain]
+        attempts = await store.list_attempts_of(run.id, names)
+        waits = [w for w in await store.task_waits(run.id) if w[0] in set(names)]
+        counts = await store.task_counts([run.id])
+        spans = [
+            MappedSpan(node, queued, started, ended, running, _mapped_counts(counts, node))
+            for (node, queued, started, ended, running) in await store.task_spans(run.id)
+        ]
         order: list[str] = []
         if run.flow in engine.flows:
             order = [t["name"] for t in engine.flows[run.flow].describe()["tasks"]]
-        rows = timeline_rows(all_tasks, attempts, waits, order)
+        rows = timeline_rows(plain, attempts, waits, order, spans)
         return JsonResponse(
             {
                 "run_id": run.id,

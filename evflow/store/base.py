@@ -231,6 +231,18 @@ class Store(Protocol):
         match in all."""
         ...
 
+    async def task_spans(
+        self, run_id: str
+    ) -> list[tuple[str, float | None, float | None, float | None, int]]:
+        """Per mapped task, over its instances: ``(node, first queued_at, first started_at,
+        last ended_at, how many have started and not ended)``."""
+        ...
+
+    async def list_attempts_of(self, run_id: str, tasks: Sequence[str]) -> list[AttemptRecord]:
+        """The attempts of the named tasks of a run only (a run's plain tasks, without the
+        instances of its mapped tasks), in start order."""
+        ...
+
     async def task_waits(self, run_id: str) -> list[tuple[str, float, str]]:
         """Why the run's tasks waited for a limit: ``(task, time, reason)`` from the audit
         trail's ``task.waiting`` entries, oldest first."""

@@ -977,6 +977,29 @@ class PostgresStore:
         total = await self._read(f"SELECT count(*) FROM runs{where}", params)
         return [_run_from(r) for r in rows], int(total[0][0])
 
+    async def task_spans(
+        self, run_id: str
+    ) -> list[tuple[str, float | None, float | None, float | None, int]]:
+        rows = await self._read(
+            f"SELECT node, {_epoch('min(queued_at)')}, {_epoch('min(started_at)')}, "
+            f"{_epoch('max(ended_at)')}, "
+            "count(*) FILTER (WHERE started_at IS NOT NULL AND ended_at IS NULL) "
+            "FROM tasks WHERE run_id = %s AND map_index IS NOT NULL GROUP BY node",
+            (run_id,),
+        )
+        return [(r[0], r[1], r[2], r[3], int(r[4] or 0)) for r in rows]
+
+    async def list_attempts_of(self, run_id: str, tasks: Sequence[str]) -> list[AttemptRecord]:
+        if not tasks:
+            return []
+        rows = await self._read(
+            f"SELECT run_id, task, attempt, state, {_epoch('started_at')}, "
+            f"{_epoch('ended_at')}, error FROM attempts "
+            "WHERE run_id = %s AND task = ANY(%s::text[]) ORDER BY started_at, task, attempt",
+            (run_id, list(tasks)),
+        )
+        return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
+
     async def task_waits(self, run_id: str) -> list[tuple[str, float, str]]:
         low = f"run:{run_id}/task:"
         rows = await self._read(

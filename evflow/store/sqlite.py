@@ -759,6 +759,32 @@ class SqliteStore:
         total = await self._read(f"SELECT COUNT(*) FROM runs{where}", params)
         return [_run_from(r) for r in rows], int(total[0][0])
 
+    async def task_spans(
+        self, run_id: str
+    ) -> list[tuple[str, float | None, float | None, float | None, int]]:
+        rows = await self._read(
+            "SELECT node, MIN(queued_at), MIN(started_at), MAX(ended_at), "
+            "SUM(CASE WHEN started_at IS NOT NULL AND ended_at IS NULL THEN 1 ELSE 0 END) "
+            "FROM tasks WHERE run_id = ? AND map_index IS NOT NULL GROUP BY node",
+            (run_id,),
+        )
+        return [(r[0], r[1], r[2], r[3], int(r[4] or 0)) for r in rows]
+
+    async def list_attempts_of(self, run_id: str, tasks: Sequence[str]) -> list[AttemptRecord]:
+        out: list[AttemptRecord] = []
+        for chunk in _chunks(list(tasks)):
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                "SELECT run_id, task, attempt, state, started_at, ended_at, error FROM attempts "
+                f"WHERE run_id = ? AND task IN ({marks})",
+                [run_id, *chunk],
+            )
+            out += [
+                AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows
+            ]
+        out.sort(key=lambda a: (a.started_at or 0.0, a.task, a.attempt))
+        return out
+
     async def task_waits(self, run_id: str) -> list[tuple[str, float, str]]:
         low = f"run:{run_id}/task:"
         rows = await self._read(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from evflow.records import RunRecord, TaskRecord
+from evflow.records import AttemptRecord, RunRecord, TaskRecord
 from evflow.states import RunState, TaskState
 from evflow.store import Store
 from evflow.store.base import AuditEntry, Changes
@@ -112,3 +112,40 @@ async def test_task_waits_come_from_the_audit_trail(store_factory: Factory) -> N
         ]
         assert all(isinstance(t, float) for _, t, _ in waits)
         assert await store.task_waits("r2") == []
+
+
+async def test_task_spans_and_attempts_of_named_tasks(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        tasks = [
+            replace(
+                _task("r1", f"load[{i}]", TaskState.SUCCEEDED, node="load", index=i),
+                queued_at=10.0 + i,
+                started_at=20.0 + i,
+                ended_at=30.0 + i,
+            )
+            for i in range(3)
+        ]
+        tasks.append(
+            replace(
+                _task("r1", "load[3]", TaskState.RUNNING, node="load", index=3),
+                queued_at=11.0,
+                started_at=25.0,
+            )
+        )
+        tasks.append(replace(_task("r1", "extract", TaskState.SUCCEEDED), started_at=1.0))
+        attempts = [
+            AttemptRecord("r1", "extract", 1, TaskState.FAILED, 1.0, 2.0, "boom"),
+            AttemptRecord("r1", "extract", 2, TaskState.SUCCEEDED, 3.0, 4.0),
+            AttemptRecord("r1", "load[0]", 1, TaskState.SUCCEEDED, 20.0, 30.0),
+        ]
+        await store.apply(
+            Changes(runs=[_run("r1", "etl", 1.0)], tasks=tasks, attempts=attempts), wait=True
+        )
+        assert await store.task_spans("r1") == [("load", 10.0, 20.0, 32.0, 1)]
+        assert await store.task_spans("r2") == []
+        got = await store.list_attempts_of("r1", ["extract"])
+        assert [(a.task, a.attempt, a.error) for a in got] == [
+            ("extract", 1, "boom"),
+            ("extract", 2, None),
+        ]
+        assert await store.list_attempts_of("r1", []) == []
