@@ -28,7 +28,7 @@ from typing import Any
 
 from evflow.service.serve import tune_gc
 
-from . import etl, fanout, idle, latency, throughput, waiting
+from . import etl, fanout, idle, latency, throughput, ui_pages, waiting
 from .common import PROFILES, Figures, Profile, Workload
 
 __all__ = ["WORKLOADS", "machine", "main", "run", "select"]
@@ -55,6 +55,7 @@ WORKLOADS: tuple[Workload, ...] = (
     waiting.WORKLOAD,
     *latency.WORKLOADS,
     idle.WORKLOAD,
+    ui_pages.WORKLOAD,
 )
 
 

@@ -272,7 +272,7 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
         plain = await store.list_tasks(run.id, mapped=False, limit=100_000)
         names = [t.name for t in plain]
         attempts = await store.list_attempts_of(run.id, names)
-        waits = [w for w in await store.task_waits(run.id) if w[0] in set(names)]
+        waits = await store.task_waits(run.id, names)
         counts = await store.task_counts([run.id])
         spans = [
             MappedSpan(node, queued, started, ended, running, _mapped_counts(counts, node))

@@ -243,9 +243,9 @@ class Store(Protocol):
         instances of its mapped tasks), in start order."""
         ...
 
-    async def task_waits(self, run_id: str) -> list[tuple[str, float, str]]:
-        """Why the run's tasks waited for a limit: ``(task, time, reason)`` from the audit
-        trail's ``task.waiting`` entries, oldest first."""
+    async def task_waits(self, run_id: str, tasks: Sequence[str]) -> list[tuple[str, float, str]]:
+        """Why the named tasks of a run waited for a limit: ``(task, time, reason)`` from the
+        audit trail's ``task.waiting`` entries, oldest first."""
         ...
 
     async def list_logs(

@@ -1000,12 +1000,14 @@ class PostgresStore:
         )
         return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
 
-    async def task_waits(self, run_id: str) -> list[tuple[str, float, str]]:
+    async def task_waits(self, run_id: str, tasks: Sequence[str]) -> list[tuple[str, float, str]]:
+        if not tasks:
+            return []
         low = f"run:{run_id}/task:"
         rows = await self._read(
-            "SELECT subject, time, data FROM audit WHERE starts_with(subject, %s) "
+            "SELECT subject, time, data FROM audit WHERE subject = ANY(%s::text[]) "
             "AND kind = 'task.waiting' ORDER BY seq",
-            (low,),
+            ([low + t for t in tasks],),
         )
         out: list[tuple[str, float, str]] = []
         for subject, when, data in rows:

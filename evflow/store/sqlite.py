@@ -720,19 +720,26 @@ class SqliteStore:
         limit: int = 1000,
         offset: int = 0,
     ) -> list[TaskRecord]:
-        sql = f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ?"
+        # The page is chosen on the narrow key columns first, so a large run's sort does not
+        # carry every row's result and traceback.
+        inner = "SELECT name FROM tasks WHERE run_id = ?"
         params: list[Any] = [run_id]
         if node is not None:
-            sql += " AND node = ?"
+            inner += " AND node = ?"
             params.append(node)
         if state is not None:
-            sql += " AND state = ?"
+            inner += " AND state = ?"
             params.append(state)
         if mapped is not None:
-            sql += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
-        sql += " ORDER BY node, COALESCE(map_index, -1), name LIMIT ? OFFSET ?"
-        rows = await self._read(sql, [*params, limit, offset])
-        return [_task_from(r) for r in rows]
+            inner += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
+        inner += " ORDER BY node, COALESCE(map_index, -1), name LIMIT ? OFFSET ?"
+        rows = await self._read(
+            f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ? AND name IN ({inner})",
+            [run_id, *params, limit, offset],
+        )
+        tasks = [_task_from(r) for r in rows]
+        tasks.sort(key=lambda t: (t.node, -1 if t.map_index is None else t.map_index, t.name))
+        return tasks
 
     async def search_runs(
         self,
@@ -785,18 +792,21 @@ class SqliteStore:
         out.sort(key=lambda a: (a.started_at or 0.0, a.task, a.attempt))
         return out
 
-    async def task_waits(self, run_id: str) -> list[tuple[str, float, str]]:
+    async def task_waits(self, run_id: str, tasks: Sequence[str]) -> list[tuple[str, float, str]]:
         low = f"run:{run_id}/task:"
-        rows = await self._read(
-            "SELECT subject, time, data FROM audit WHERE subject >= ? AND subject < ? "
-            "AND kind = 'task.waiting' ORDER BY seq",
-            (low, low[:-1] + chr(ord(low[-1]) + 1)),
-        )
-        out: list[tuple[str, float, str]] = []
-        for subject, when, data in rows:
-            reason = (_loads(data) or {}).get("reason")
-            out.append((str(subject)[len(low) :], float(when), str(reason or "")))
-        return out
+        out: list[tuple[str, float, str, int]] = []
+        for chunk in _chunks([low + t for t in tasks]):
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                "SELECT subject, time, data, seq FROM audit "
+                f"WHERE subject IN ({marks}) AND kind = 'task.waiting'",
+                list(chunk),
+            )
+            for subject, when, data, seq in rows:
+                reason = (_loads(data) or {}).get("reason")
+                out.append((str(subject)[len(low) :], float(when), str(reason or ""), int(seq)))
+        out.sort(key=lambda r: r[3])
+        return [(task, when, reason) for task, when, reason, _ in out]
 
     async def list_logs(
         self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000

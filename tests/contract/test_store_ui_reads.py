@@ -105,13 +105,14 @@ async def test_task_waits_come_from_the_audit_trail(store_factory: Factory) -> N
             AuditEntry("task.waiting", "run:r1/task:save[3]", {"reason": "global limit"}),
         ]
         await store.apply(Changes(audit=audit), wait=True)
-        waits = await store.task_waits("r1")
+        waits = await store.task_waits("r1", ["load", "save[3]", "other"])
         assert [(task, reason) for task, _, reason in waits] == [
             ("load", "pool db is full (1/1)"),
             ("save[3]", "global limit"),
         ]
         assert all(isinstance(t, float) for _, t, _ in waits)
-        assert await store.task_waits("r2") == []
+        assert await store.task_waits("r2", ["load"]) == []
+        assert await store.task_waits("r1", []) == []
 
 
 async def test_task_spans_and_attempts_of_named_tasks(store_factory: Factory) -> None:
