@@ -327,9 +327,9 @@ async def test_runs_search_time_range_and_the_narrow_layout(tmp_path: Path) -> N
             )
             assert resp.status_code == 202, resp.text
         await page.get_by_test_id("nav-events").click()
-        table = page.get_by_test_id("decisions-table").first
-        decision = table.locator("[data-kind='rule.matched']")
-        await expect(decision).to_contain_text("on-orders", timeout=WAIT_MS)
+        decision = page.locator("[data-testid=decision][data-kind='rule.matched']")
+        await expect(decision).to_have_count(1)
+        await expect(decision).to_contain_text("on-orders")
         await expect(decision).to_contain_text("started a run")
         await expect(decision.get_by_test_id("decision-run")).to_be_visible()
         await screenshot(page, "events-narrow.png")

@@ -179,7 +179,8 @@ class RunsView {
     this.stateSelect.value = this.state;
     this.search = h("input", { type: "search", testid: "runs-search", "aria-label": "Search runs",
       placeholder: "Run id, flow or param value", value: this.q, spellcheck: "false" });
-    this.search.addEventListener("input", debounce(() => this.setFilter(), 350));
+    this.searchSoon = debounce(() => this.setFilter(), 350);
+    this.search.addEventListener("input", this.searchSoon);
     this.search.addEventListener("keydown", (e) => { if (e.key === "Enter") this.setFilter(); });
     this.rangeSelect = h("select", { testid: "filter-range", "aria-label": "Time range",
       onchange: () => this.setFilter() }, Object.entries(RANGES).map(([k, [text]]) => h("option", { value: k }, text)));
@@ -206,7 +207,12 @@ class RunsView {
     this.refresh();
   }
 
+  unmount() {
+    this.searchSoon?.cancel(); // leaving the page: a pending search must not bring it back
+  }
+
   setFilter() {
+    this.searchSoon?.cancel();
     const q = new URLSearchParams();
     if (this.flowSelect.value) q.set("flow", this.flowSelect.value);
     if (this.stateSelect.value) q.set("state", this.stateSelect.value);
@@ -398,10 +404,17 @@ class EventsView {
       h("button", { type: "button", class: "btn", onclick: () => this.refresh() }, "Refresh")), this.body);
     this.refresh();
     this.timer = setInterval(() => { if (document.visibilityState === "visible") this.refresh(); }, 5000);
+    this.refreshSoon = debounce(() => this.refresh(), 300);
   }
 
   unmount() {
     clearInterval(this.timer);
+    this.refreshSoon.cancel();
+  }
+
+  /** A run started (perhaps by an event): its decision is in the store now, show it. */
+  onStream(type) {
+    if (type === "run") this.refreshSoon();
   }
 
   async refresh() {
@@ -420,7 +433,7 @@ class EventsView {
       return;
     }
     const open = new Set([...this.body.querySelectorAll("details[open]")].map((d) => d.dataset.id));
-    fill(this.body, h("table", { class: "table", testid: "events-table" },
+    fill(this.body, h("table", { class: "table events-table stacked", testid: "events-table" },
       h("thead", {}, h("tr", {}, ["Time", "Type", "Source", "Subject", "Status", "Decisions"].map((c) => h("th", {}, c)))),
       h("tbody", {}, events.map((ev) => h("tr", { testid: `event-row-${ev.id}` },
         h("td", {}, typeof ev.received_at === "number" ? timeEl(ev.received_at) : h("span", { title: ev.time ?? "" }, fmtIso(ev.time))),
@@ -451,6 +464,7 @@ const DECISIONS = {
   "rule.flow_missing": ["flow missing", "bad"],
   "rule.correlation_timed_out": ["correlation timed out", "wait"],
   "event.emitted": ["emitted through the API", "idle"],
+  "event.received": ["received", "idle"],
 };
 
 /** An event's rule decisions as a table: rule, decision, reason, run. */

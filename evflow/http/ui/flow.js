@@ -211,13 +211,13 @@ export class FlowView {
     const GAP = 6;
     const H = 150;
     const LEFT = 52;
-    const width = LEFT + runs.length * (BAR + GAP) + GAP;
+    const width = Math.max(220, LEFT + runs.length * (BAR + GAP) + GAP);
     const svg = s("svg", { class: "duration-chart", testid: "duration-chart", viewBox: `0 0 ${width} ${H + 24}`,
       width, height: H + 24, role: "img", "aria-label": "Duration of the last runs" });
     for (const frac of [0, 0.5, 1]) {
       const y = 8 + (H - 8) * (1 - frac);
       svg.append(s("line", { class: "axis-line", x1: LEFT - 4, x2: width, y1: y, y2: y }),
-        s("text", { class: "axis-label", x: LEFT - 8, y: y + 4, "text-anchor": "end" }, fmtDuration(max * frac)));
+        s("text", { class: "axis-label", x: LEFT - 8, y: y + 4, "text-anchor": "end" }, frac === 0 ? "0" : fmtDuration(max * frac)));
     }
     runs.forEach((r, i) => {
       const d = dur(r);
@@ -248,7 +248,7 @@ export class FlowView {
       : h("p", { testid: "flow-schedule", class: "muted" }, "No schedule: runs start from events and by hand.");
     const rules = (t.rules ?? []).filter((r) => !String(r.name ?? "").startsWith("schedule:"));
     const rulesEl = rules.length
-      ? h("table", { class: "table compact", testid: "flow-rules" },
+      ? h("table", { class: "table compact stacked", testid: "flow-rules" },
         h("thead", {}, h("tr", {}, ["Rule", "On", "Match", "Params", "Policy"].map((c) => h("th", {}, c)))),
         h("tbody", {}, rules.map((r) => h("tr", { testid: `rule-${r.name}` },
           h("td", { class: "mono" }, r.name),
