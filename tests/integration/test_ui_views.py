@@ -76,7 +76,7 @@ def etl_flows(gate: Path) -> list[Flow]:
 
 
 async def open_page(
-    browser: Browser, base: str, path: str, width: int = 1440, height: int = 1000
+    browser: Browser, base: str, path: str, width: int = 1280, height: int = 900
 ) -> tuple[Page, list[str]]:
     context = await browser.new_context(viewport={"width": width, "height": height})
     context.set_default_timeout(WAIT_MS)
@@ -118,6 +118,7 @@ async def test_flow_page_grid_chart_schedule_rules_and_trigger(tmp_path: Path) -
         await expect(page.locator("[data-testid^=duration-bar-]")).to_have_count(3)
         await expect(page.get_by_test_id("rule-on-orders")).to_contain_text("orders.ready")
         await expect(page.get_by_test_id("flow-schedule")).to_contain_text("No schedule")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 1280  # a laptop
         await screenshot(page, "flow-grid.png")
 
         # A run started from the form appears in the grid live.
@@ -133,10 +134,12 @@ async def test_flow_page_grid_chart_schedule_rules_and_trigger(tmp_path: Path) -
 
         # Clicking the failed cell opens that task's try: its error and log.
         await page.get_by_test_id(f"grid-cell-load-{ids[1]}").click()
-        await expect(page).to_have_url(re.compile(rf"#/runs/{ids[1]}\?task=load$"))
+        await expect(page).to_have_url(re.compile(rf"#/runs/{ids[1]}\?task=load&try=1$"))
         panel = page.get_by_test_id("task-panel")
         await expect(panel.get_by_test_id("task-panel-name")).to_have_text("load")
         await expect(panel.get_by_test_id("task-error")).to_contain_text("column 'amount'")
+        await expect(panel.get_by_test_id("log-attempt")).to_have_value("1")  # that try's log
+        await expect(panel.get_by_test_id("task-log")).to_contain_text("loading 3 values")
 
         # The schedule of a scheduled flow, with its next fire times.
         await page.goto(f"{base}/ui/#/flows/nightly")
@@ -215,6 +218,7 @@ async def test_run_timeline_shows_a_pool_wait_and_retries_live(tmp_path: Path) -
         await expect(log.locator(".log-line")).to_have_count(1)
         await expect(log.locator("mark")).to_have_text("try 2")
         await expect(panel.get_by_test_id("log-count")).to_have_text("1 of 2 lines")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 1280  # a laptop
         await screenshot(page, "run-timeline.png")
         assert problems == []
 
@@ -343,4 +347,37 @@ async def test_runs_search_time_range_and_the_narrow_layout(tmp_path: Path) -> N
         await expect(page.get_by_test_id("timeline")).to_be_visible()
         assert await page.evaluate("document.documentElement.scrollWidth") <= 420
         await screenshot(page, "run-narrow.png")
+        assert problems == []
+
+
+async def test_a_mapped_cell_with_failures_opens_its_failed_instances(tmp_path: Path) -> None:
+    @task
+    async def pieces(n: int) -> list[int]:
+        return list(range(n))
+
+    @task
+    async def piece(i: int) -> int:
+        if i == 3:
+            raise ValueError(f"piece {i} is broken")
+        return i
+
+    @flow
+    def fan(n: int = 8) -> None:
+        piece.map(pieces(n))
+
+    engine = Engine(store_for(tmp_path), grace_period_s=0)
+    engine.add(fan)
+    async with engine, served(engine) as base, chromium() as browser:
+        result = await engine.run(fan, n=8)
+        assert not result.ok
+        page, problems = await open_page(browser, base, "/flows/fan")
+        cell = page.get_by_test_id(f"grid-cell-piece-{result.run_id}")
+        await expect(cell).to_have_attribute("data-state", "failed")
+        await expect(cell).to_have_attribute("title", re.compile("7 succeeded, 1 failed"))
+        await cell.click()
+        panel = page.get_by_test_id("task-panel")
+        await expect(panel.get_by_test_id("instances-range")).to_have_text("1\u20131 of 1")
+        await panel.get_by_test_id("instance-row-piece[3]").click()
+        await expect(panel.get_by_test_id("task-error")).to_contain_text("piece 3 is broken")
+        await expect(panel.get_by_test_id("traceback-user-frame")).to_contain_text("in piece")
         assert problems == []

@@ -185,7 +185,11 @@ export class FlowView {
           const tip = c
             ? `${t.name} in run ${shortId(r.id)}: ${c.total > 1 ? countsText(c.counts) : label(state)}${c.attempt > 1 ? ` · ${c.attempt} tries` : ""}`
             : `${t.name} did not run in ${shortId(r.id)}`;
-          const href = `#/runs/${encodeURIComponent(r.id)}?task=${encodeURIComponent(t.name)}`;
+          // The cell opens that task's try (its last), or a mapped task's failed instances.
+          const q = new URLSearchParams({ task: t.name });
+          if (c?.mapped && (c.counts?.failed ?? 0) > 0) q.set("state", "failed");
+          else if (c && !c.mapped && c.attempt > 0) q.set("try", String(c.attempt));
+          const href = `#/runs/${encodeURIComponent(r.id)}?${q}`;
           return h("td", { class: "grid-cell-td" }, c
             ? h("a", { href, class: ["grid-cell", `state-${state}`, c.total > 1 ? "many" : null], title: tip,
               "aria-label": tip, testid: `grid-cell-${t.name}-${r.id}`, "data-state": state,

@@ -23,6 +23,7 @@ export class RunView {
     this.id = id;
     this.initialTask = query.get("task");
     this.initialTry = Number(query.get("try")) || null;
+    this.initialState = query.get("state") || "";
     this.timeline = null;
     this.instances = null; // the page of a selected mapped task's instances
     this.instance = null; // a selected instance's record
@@ -434,6 +435,10 @@ export class RunView {
       this.selected = name;
       this.instance = instance;
       this.instances = null;
+      if (this.initialState && this.isMapped(name)) {
+        this.instances = { state: this.initialState, offset: 0 }; // opened on its failures
+        this.initialState = "";
+      }
       this.log = { lines: [], seqs: new Set(), lastSeq: null, follower: null, el: null, syncing: false,
         search: "", attempt: tryN, wide: false };
     } else if (tryN) {
