@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, cast
 
 from evflow.records import AttemptRecord, RunRecord, TaskRecord
 from evflow.states import RunState, TaskState
@@ -11,6 +12,11 @@ from evflow.store import Store
 from evflow.store.base import AuditEntry, Changes
 
 Factory = Callable[[], Store]
+
+
+def _audit(kind: str, subject: str, data: dict[str, Any]) -> AuditEntry:
+    """An audit entry of ``kind`` given by its text (as stored)."""
+    return AuditEntry(cast(Any, kind), subject, data)
 
 
 def _run(run_id: str, flow: str, created_at: float, **params: object) -> RunRecord:
@@ -99,10 +105,10 @@ async def test_search_runs_finds_id_flow_and_param_text(store_factory: Factory) 
 async def test_task_waits_come_from_the_audit_trail(store_factory: Factory) -> None:
     async with store_factory() as store:
         audit = [
-            AuditEntry("task.waiting", "run:r1/task:load", {"reason": "pool db is full (1/1)"}),
-            AuditEntry("task.running", "run:r1/task:load", {"attempt": 1}),
-            AuditEntry("task.waiting", "run:r10/task:load", {"reason": "another run"}),
-            AuditEntry("task.waiting", "run:r1/task:save[3]", {"reason": "global limit"}),
+            _audit("task.waiting", "run:r1/task:load", {"reason": "pool db is full (1/1)"}),
+            _audit("task.running", "run:r1/task:load", {"attempt": 1}),
+            _audit("task.waiting", "run:r10/task:load", {"reason": "another run"}),
+            _audit("task.waiting", "run:r1/task:save[3]", {"reason": "global limit"}),
         ]
         await store.apply(Changes(audit=audit), wait=True)
         waits = await store.task_waits("r1", ["load", "save[3]", "other"])
