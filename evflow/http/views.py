@@ -16,6 +16,7 @@ Every query parameter is bounded and checked; bad input is a JSON 400 naming it.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..cli.display import jsonable_run, jsonable_task
 from ..engine import Engine
+from ..records import TaskRecord
 from ..rules.rule import Rule
 from ..states import RunState, TaskState
 from .api import ApiError, Handler, JsonResponse, _endpoint, _int_arg, _time_arg, authorize
@@ -107,6 +109,19 @@ def _cells(rows: list[tuple[str, str, str, int, int, bool]]) -> dict[str, dict[s
             "mapped": (run_id, node) in expanded,
         }
     return out
+
+
+MAX_RESULT_BYTES = 16_384
+
+
+def _trimmed(t: TaskRecord) -> dict[str, Any]:
+    """A task as JSON; a result larger than :data:`MAX_RESULT_BYTES` is left out (its size
+    says so), so that a run page stays small when a task returns a large value."""
+    if t.result is not None and len(t.result) > MAX_RESULT_BYTES:
+        out = jsonable_task(replace(t, result=None))
+        out["result_bytes"] = len(t.result)
+        return out
+    return jsonable_task(t)
 
 
 def _mapped_counts(rows: list[tuple[str, str, str, int, int, bool]], node: str) -> dict[str, int]:
@@ -208,7 +223,7 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
         counts = _cells(await store.task_counts([run.id])).get(run.id, {})
         # A mapped task's own record stays in "tasks"; its instances are counted, not listed.
         mapped_nodes = {node: cell for node, cell in counts.items() if cell["mapped"]}
-        out["tasks"] = [jsonable_task(t) for t in plain]
+        out["tasks"] = [_trimmed(t) for t in plain]
         out["mapped"] = mapped_nodes
         plain_names = {t.name for t in plain}
         attempts = await store.list_attempts_of(run.id, sorted(plain_names))

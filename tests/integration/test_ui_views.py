@@ -262,6 +262,9 @@ async def test_a_run_of_10000_mapped_instances_pages_them(tmp_path: Path) -> Non
             assert overview["mapped"]["item"]["total"] == 10_000
             assert overview["mapped"]["item"]["counts"] == {"succeeded": 10_000}
             assert {t["name"] for t in overview["tasks"]} <= {"make", "item", "count"}
+            make = next(t for t in overview["tasks"] if t["name"] == "make")
+            assert make["result"] is None and make["result_bytes"] > 16_384  # 10,000 numbers
+            assert len(str(overview)) < 20_000  # counts, not 10,000 instances or results
         page, problems = await open_page(browser, base, f"/runs/{result.run_id}")
         node = page.get_by_test_id("dag-node-item")
         await expect(node).to_have_attribute("data-state", "succeeded")

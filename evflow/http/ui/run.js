@@ -591,6 +591,9 @@ export class RunView {
       t.traceback ? tracebackEl(t.traceback) : null,
       t.result !== undefined && t.result !== null && t.state === "succeeded"
         ? h("details", { class: "result" }, h("summary", {}, "Result"), h("pre", { testid: "task-result" }, json(t.result))) : null,
+      t.result_bytes && t.state === "succeeded"
+        ? h("p", { class: "muted small", testid: "task-result-size" },
+          `Its result is ${t.result_bytes.toLocaleString("en")} bytes: too large to show here (GET /api/runs/${this.id} has it).`) : null,
       attempts.length > 1 ? h("details", { class: "attempts" }, h("summary", {}, `Attempts (${attempts.length})`),
         h("table", { class: "table compact" }, h("thead", {}, h("tr", {}, ["#", "State", "Started", "Duration", "Error"].map((c) => h("th", {}, c)))),
           h("tbody", {}, attempts.map((a) => h("tr", {}, h("td", {}, a.attempt), h("td", {}, badge(a.state)),
