@@ -23,7 +23,7 @@ from .test_ui_browser import WAIT_MS, screenshot, served, watch
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def etl_flows(gate: Path) -> list[Flow]:
+def etl_flows() -> list[Flow]:
     """``etl``: extract → double (mapped over the rows) → load, which fails when ``fail`` is
     true; ``nightly``: one task on a cron schedule; ``wide``: a mapped task of ``n`` items."""
 
@@ -43,7 +43,7 @@ def etl_flows(gate: Path) -> list[Flow]:
         return sum(values)
 
     @flow
-    def etl(rows: int = 3, fail: bool = False) -> None:
+    def etl(rows: int = 3, fail: bool = False, note: str = "") -> None:
         """Extracts rows, doubles each, loads them."""
         load(double.map(extract(rows)), fail)
 
@@ -71,7 +71,6 @@ def etl_flows(gate: Path) -> list[Flow]:
     def wide(n: int = 10) -> None:
         count(item.map(make(n)))
 
-    del gate
     return [etl, nightly, wide]
 
 
@@ -87,7 +86,7 @@ async def open_page(
 
 
 async def test_flow_page_grid_chart_schedule_rules_and_trigger(tmp_path: Path) -> None:
-    fls = etl_flows(tmp_path / "gate")
+    fls = etl_flows()
     engine = Engine(store_for(tmp_path), grace_period_s=0)
     etl, nightly, _ = fls
     engine.add(etl, Rule("orders.ready", params={"rows": "{data.rows}"}, name="on-orders"))
@@ -224,7 +223,7 @@ async def test_run_timeline_shows_a_pool_wait_and_retries_live(tmp_path: Path) -
 
 
 async def test_a_failed_tasks_traceback_shows_the_users_frames_first(tmp_path: Path) -> None:
-    etl = etl_flows(tmp_path)[0]
+    etl = etl_flows()[0]
     engine = Engine(store_for(tmp_path), grace_period_s=0)
     engine.add(etl)
     async with engine, served(engine) as base, chromium() as browser:
@@ -249,7 +248,7 @@ async def test_a_failed_tasks_traceback_shows_the_users_frames_first(tmp_path: P
 
 
 async def test_a_run_of_10000_mapped_instances_pages_them(tmp_path: Path) -> None:
-    wide = etl_flows(tmp_path)[2]
+    wide = etl_flows()[2]
     engine = Engine(store_for(tmp_path), grace_period_s=0)
     engine.add(wide)
     async with engine, served(engine) as base, chromium() as browser:
@@ -299,13 +298,13 @@ async def test_a_run_of_10000_mapped_instances_pages_them(tmp_path: Path) -> Non
 
 
 async def test_runs_search_time_range_and_the_narrow_layout(tmp_path: Path) -> None:
-    etl, nightly, _ = etl_flows(tmp_path)
+    etl, nightly, _ = etl_flows()
     engine = Engine(store_for(tmp_path), grace_period_s=0)
     engine.add(etl, Rule("orders.ready", params={"rows": "{data.rows}"}, name="on-orders"))
     engine.add(nightly)
     async with engine, served(engine) as base, chromium() as browser:
         first = await engine.run(etl, rows=7, fail=False)
-        await engine.run(etl, rows=2, fail=True)
+        await engine.run(etl, rows=2, fail=True, note="ledger-7")
         await engine.run(nightly)
         page, problems = await open_page(browser, base, "/runs", width=420, height=900)
         rows = page.get_by_test_id("runs-table").locator("tbody tr")
@@ -316,7 +315,7 @@ async def test_runs_search_time_range_and_the_narrow_layout(tmp_path: Path) -> N
         await page.get_by_test_id("runs-search").fill(first.run_id[:10])
         await expect(rows).to_have_count(1)
         await expect(page.get_by_test_id(f"run-row-{first.run_id}")).to_be_visible()
-        await page.get_by_test_id("runs-search").fill('"fail":true')  # a param value
+        await page.get_by_test_id("runs-search").fill("LEDGER-7")  # a param value, any case
         await expect(rows).to_have_count(1)
         await expect(rows.first).to_have_attribute("data-state", "failed")
         await page.get_by_test_id("runs-search").fill("")
