@@ -370,6 +370,13 @@ ENDPOINTS = [
     "POST /api/runs/{id}/cancel",
     "POST /api/runs/{id}/retry",
     "GET /api/runs/{id}/logs",
+    # reads for the web UI (evflow.http.views)
+    "GET /api/flows/{name}/grid",
+    "GET /api/flows/{name}/triggers",
+    "GET /api/runs/search",
+    "GET /api/runs/{id}/overview",
+    "GET /api/runs/{id}/tasks",
+    "GET /api/runs/{id}/timeline",
     "GET /api/stream",
     "GET /api/events",
     "GET /api/events/{id}",

@@ -31,6 +31,7 @@ from .openapi import openapi_document
 from .proxies import TrustedProxies
 from .server import create_app
 from .ui import ui_routes
+from .views import view_routes
 
 __all__ = ["build_app", "run_app_services"]
 
@@ -51,7 +52,13 @@ def build_app(engine: Engine, config: Config | None = None) -> Starlette:
         api_token=http.api_token or None,
         extra_routes=[
             Route("/api", api_index, methods=["GET"]),
-            Mount("/api", routes=api_routes(engine, hub=hub, open_reads=http.open_reads)),
+            Mount(
+                "/api",
+                routes=[
+                    *view_routes(engine, open_reads=http.open_reads),
+                    *api_routes(engine, hub=hub, open_reads=http.open_reads),
+                ],
+            ),
             Route("/openapi.json", openapi, methods=["GET"]),
             metrics_route(metrics),
             *ui_routes(engine),

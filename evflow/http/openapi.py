@@ -756,6 +756,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(_ui_paths(run_id))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -770,5 +771,208 @@ def openapi_document() -> dict[str, Any]:
             "schemas": _SCHEMAS,
             "responses": _responses(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _ui_paths(run_id: dict[str, Any]) -> dict[str, Any]:
+    """The reads shaped for the web UI (:mod:`evflow.http.views`)."""
+    flow_name = _path("name", "flow name")
+    counts = {"type": "object", "additionalProperties": {"type": "integer"}}
+    cell = {
+        "type": "object",
+        "properties": {
+            "state": {"type": "string"},
+            "counts": counts,
+            "total": {"type": "integer"},
+            "attempt": {"type": "integer"},
+        },
+    }
+    bar = {
+        "type": "object",
+        "properties": {
+            "kind": {"type": "string", "enum": ["waiting", "running"]},
+            "start": {"type": "number"},
+            "end": {"type": ["number", "null"]},
+            "state": {"type": "string"},
+            "attempt": {"type": ["integer", "null"]},
+            "reason": {"type": ["string", "null"]},
+        },
+    }
+    runs_page = {
+        "type": "object",
+        "properties": {
+            "runs": {"type": "array", "items": _ref("Run")},
+            "total": {"type": "integer"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "q": {"type": ["string", "null"]},
+        },
+    }
+    return {
+        "/api/flows/{name}/grid": {
+            "get": {
+                "summary": "The last runs of a flow by its tasks: one cell per task and run (a "
+                "mapped task is one cell with counts by state), newest run first",
+                "parameters": [
+                    flow_name,
+                    _query("runs", {**_LIMIT, "maximum": 100, "default": 20}, "how many runs"),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "flow": {"type": "string"},
+                                "tasks": {"type": "array", "items": {"type": "object"}},
+                                "runs": {
+                                    "type": "array",
+                                    "items": {
+                                        "allOf": [
+                                            _ref("Run"),
+                                            {
+                                                "type": "object",
+                                                "properties": {
+                                                    "cells": {
+                                                        "type": "object",
+                                                        "additionalProperties": cell,
+                                                    }
+                                                },
+                                            },
+                                        ]
+                                    },
+                                },
+                                "limit": {"type": "integer"},
+                            },
+                        }
+                    ),
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/api/flows/{name}/triggers": {
+            "get": {
+                "summary": "What starts a flow: its schedule with the next fire times, its rules",
+                "parameters": [
+                    flow_name,
+                    _query("fires", {**_LIMIT, "maximum": 50, "default": 5}, "next fire times"),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "flow": {"type": "string"},
+                                "schedule": {"type": ["object", "null"]},
+                                "rules": {"type": "array", "items": {"type": "object"}},
+                            },
+                        }
+                    ),
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/api/runs/search": {
+            "get": {
+                "summary": "Runs whose id, flow or params contain some text, newest first",
+                "parameters": [
+                    _query("q", {"type": "string", "maxLength": 200}, "text to look for"),
+                    _query("flow", {"type": "string"}, "only this flow"),
+                    _query("state", {"type": "string"}, "only this run state"),
+                    _query("since", _TIME, "created at or after"),
+                    _query("until", _TIME, "created before"),
+                    _query("limit", {**_LIMIT, "maximum": 500, "default": 50}, "page size"),
+                    _query("offset", {**_OFFSET, "maximum": 10_000_000}, "skip this many"),
+                ],
+                "responses": {"200": _json(runs_page), **_errors(400)},
+            }
+        },
+        "/api/runs/{id}/overview": {
+            "get": {
+                "summary": "A run with its unmapped tasks; each mapped task as counts by state "
+                "('mapped'), its instances paged by /api/runs/{id}/tasks",
+                "parameters": [run_id],
+                "responses": {
+                    "200": _json(
+                        {
+                            "allOf": [
+                                _ref("Run"),
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "tasks": {"type": "array", "items": _ref("Task")},
+                                        "mapped": {"type": "object", "additionalProperties": cell},
+                                        "attempts": {"type": "array", "items": _ref("Attempt")},
+                                    },
+                                },
+                            ]
+                        }
+                    ),
+                    **_errors(404),
+                },
+            }
+        },
+        "/api/runs/{id}/tasks": {
+            "get": {
+                "summary": "A run's tasks one page at a time, by node then map index",
+                "parameters": [
+                    run_id,
+                    _query(
+                        "node", {"type": "string"}, "only this task (a mapped task's instances)"
+                    ),
+                    _query("state", {"type": "string"}, "only tasks in this state"),
+                    _query("limit", {**_LIMIT, "maximum": 500, "default": 100}, "page size"),
+                    _query("offset", {**_OFFSET, "maximum": 10_000_000}, "skip this many"),
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "run_id": {"type": "string"},
+                                "tasks": {"type": "array", "items": _ref("Task")},
+                                "total": {"type": "integer"},
+                                "limit": {"type": "integer"},
+                                "offset": {"type": "integer"},
+                            },
+                        }
+                    ),
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/api/runs/{id}/timeline": {
+            "get": {
+                "summary": "Where a run's time went: per task, bars of waiting (with why) and "
+                "running (one per try); a mapped task is one row with counts",
+                "parameters": [run_id],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "run_id": {"type": "string"},
+                                "state": {"type": "string"},
+                                "now": {"type": "number"},
+                                "rows": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "task": {"type": "string"},
+                                            "state": {"type": "string"},
+                                            "mapped": {"type": "boolean"},
+                                            "count": {"type": "integer"},
+                                            "counts": counts,
+                                            "bars": {"type": "array", "items": bar},
+                                        },
+                                    },
+                                },
+                            },
+                        }
+                    ),
+                    **_errors(404),
+                },
+            }
         },
     }

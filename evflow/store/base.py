@@ -214,6 +214,61 @@ class Store(Protocol):
 
     async def list_attempts(self, run_id: str) -> list[AttemptRecord]: ...
 
+    # -- reads for the web UI (grid, timeline, runs of any size) ------------------------------
+    async def task_counts(
+        self, run_ids: Sequence[str]
+    ) -> list[tuple[str, str, str, int, int, bool]]:
+        """Tasks of ``run_ids`` grouped: ``(run_id, node, state, count, highest attempt,
+        mapped)``; ``mapped`` rows count a mapped task's instances, the others its own record
+        (or a plain task)."""
+        ...
+
+    async def list_tasks(
+        self,
+        run_id: str,
+        *,
+        node: str | None = None,
+        state: str | None = None,
+        mapped: bool | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        """One page of a run's tasks, ordered by node then map index; ``mapped`` keeps only
+        mapped instances (True) or only unmapped tasks (False)."""
+        ...
+
+    async def search_runs(
+        self,
+        text: str,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[RunRecord], int]:
+        """Runs whose id, flow or params text contains ``text`` (newest first), and how many
+        match in all."""
+        ...
+
+    async def task_spans(
+        self, run_id: str
+    ) -> list[tuple[str, float | None, float | None, float | None, int]]:
+        """Per mapped task, over its instances: ``(node, first queued_at, first started_at,
+        last ended_at, how many have started and not ended)``."""
+        ...
+
+    async def list_attempts_of(self, run_id: str, tasks: Sequence[str]) -> list[AttemptRecord]:
+        """The attempts of the named tasks of a run only (a run's plain tasks, without the
+        instances of its mapped tasks), in start order."""
+        ...
+
+    async def task_waits(self, run_id: str, tasks: Sequence[str]) -> list[tuple[str, float, str]]:
+        """Why the named tasks of a run waited for a limit: ``(task, time, reason)`` from the
+        audit trail's ``task.waiting`` entries, oldest first."""
+        ...
+
     async def list_logs(
         self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000
     ) -> list[LogRecord]: ...

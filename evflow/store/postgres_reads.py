@@ -165,6 +165,107 @@ class PostgresReads:
         )
         return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
 
+    async def task_counts(
+        self, run_ids: Sequence[str]
+    ) -> list[tuple[str, str, str, int, int, bool]]:
+        if not run_ids:
+            return []
+        rows = await self._read(
+            "SELECT run_id, node, state, count(*), max(attempt), map_index IS NOT NULL "
+            "FROM tasks WHERE run_id = ANY(%s::text[]) "
+            "GROUP BY run_id, node, state, map_index IS NOT NULL",
+            (list(run_ids),),
+        )
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+
+    async def list_tasks(
+        self,
+        run_id: str,
+        *,
+        node: str | None = None,
+        state: str | None = None,
+        mapped: bool | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        query = f"SELECT {sql.TASK_COLS} FROM tasks WHERE run_id = %s"
+        params: list[Any] = [run_id]
+        if node is not None:
+            query += " AND node = %s"
+            params.append(node)
+        if state is not None:
+            query += " AND state = %s"
+            params.append(state)
+        if mapped is not None:
+            query += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
+        query += " ORDER BY node, COALESCE(map_index, -1), name LIMIT %s OFFSET %s"
+        rows = await self._read(query, [*params, limit, offset])
+        return [sql.task_from(r) for r in rows]
+
+    async def search_runs(
+        self,
+        text: str,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[RunRecord], int]:
+        where, params = self._run_filter(flow, state, since, until)
+        pattern = "%" + sql.like_prefix(text)
+        where += (" AND " if where else " WHERE ") + (
+            "(id ILIKE %s OR flow ILIKE %s OR params::text ILIKE %s)"
+        )
+        params += [pattern, pattern, pattern]
+        rows = await self._read(
+            f"SELECT {sql.RUN_COLS} FROM runs{where} ORDER BY created_at DESC, id "
+            "LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        total = await self._read(f"SELECT count(*) FROM runs{where}", params)
+        return [sql.run_from(r) for r in rows], int(total[0][0])
+
+    async def task_spans(
+        self, run_id: str
+    ) -> list[tuple[str, float | None, float | None, float | None, int]]:
+        rows = await self._read(
+            f"SELECT node, {sql.epoch('min(queued_at)')}, {sql.epoch('min(started_at)')}, "
+            f"{sql.epoch('max(ended_at)')}, "
+            "count(*) FILTER (WHERE started_at IS NOT NULL AND ended_at IS NULL) "
+            "FROM tasks WHERE run_id = %s AND map_index IS NOT NULL GROUP BY node",
+            (run_id,),
+        )
+        return [(r[0], r[1], r[2], r[3], int(r[4] or 0)) for r in rows]
+
+    async def list_attempts_of(self, run_id: str, tasks: Sequence[str]) -> list[AttemptRecord]:
+        if not tasks:
+            return []
+        rows = await self._read(
+            f"SELECT run_id, task, attempt, state, {sql.epoch('started_at')}, "
+            f"{sql.epoch('ended_at')}, error FROM attempts "
+            "WHERE run_id = %s AND task = ANY(%s::text[]) ORDER BY started_at, task, attempt",
+            (run_id, list(tasks)),
+        )
+        return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    async def task_waits(self, run_id: str, tasks: Sequence[str]) -> list[tuple[str, float, str]]:
+        if not tasks:
+            return []
+        low = f"run:{run_id}/task:"
+        rows = await self._read(
+            "SELECT subject, time, data FROM audit WHERE subject = ANY(%s::text[]) "
+            "AND kind = 'task.waiting' ORDER BY seq",
+            ([low + t for t in tasks],),
+        )
+        out: list[tuple[str, float, str]] = []
+        for subject, when, data in rows:
+            raw = bytes(data) if data is not None else None
+            reason = (sql.loads(raw) or {}).get("reason")
+            out.append((str(subject)[len(low) :], float(when), str(reason or "")))
+        return out
+
     async def list_logs(
         self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000
     ) -> list[LogRecord]:

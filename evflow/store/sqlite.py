@@ -772,6 +772,120 @@ class SqliteStore:
         )
         return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
 
+    # -- reads for the web UI's grid, timeline and large runs -------------------------------
+    async def task_counts(
+        self, run_ids: Sequence[str]
+    ) -> list[tuple[str, str, str, int, int, bool]]:
+        out: list[tuple[str, str, str, int, int, bool]] = []
+        for chunk in _chunks(list(run_ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                "SELECT run_id, node, state, COUNT(*), MAX(attempt), map_index IS NOT NULL "
+                f"FROM tasks WHERE run_id IN ({marks}) "
+                "GROUP BY run_id, node, state, map_index IS NOT NULL",
+                list(chunk),
+            )
+            out += [(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+        return out
+
+    async def list_tasks(
+        self,
+        run_id: str,
+        *,
+        node: str | None = None,
+        state: str | None = None,
+        mapped: bool | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        # The page is chosen on the narrow key columns first, so a large run's sort does not
+        # carry every row's result and traceback.
+        inner = "SELECT name FROM tasks WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if node is not None:
+            inner += " AND node = ?"
+            params.append(node)
+        if state is not None:
+            inner += " AND state = ?"
+            params.append(state)
+        if mapped is not None:
+            inner += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
+        inner += " ORDER BY node, COALESCE(map_index, -1), name LIMIT ? OFFSET ?"
+        rows = await self._read(
+            f"SELECT {_TASK_COLS} FROM tasks WHERE run_id = ? AND name IN ({inner})",
+            [run_id, *params, limit, offset],
+        )
+        tasks = [_task_from(r) for r in rows]
+        tasks.sort(key=lambda t: (t.node, -1 if t.map_index is None else t.map_index, t.name))
+        return tasks
+
+    async def search_runs(
+        self,
+        text: str,
+        *,
+        flow: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[RunRecord], int]:
+        where, params = self._run_filter(flow, state, since, until)
+        pattern = "%" + _like_prefix(text)
+        where += (" AND " if where else " WHERE ") + (
+            "(id LIKE ? ESCAPE '\\' OR flow LIKE ? ESCAPE '\\' "
+            "OR CAST(params AS TEXT) LIKE ? ESCAPE '\\')"
+        )
+        params += [pattern, pattern, pattern]
+        rows = await self._read(
+            f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        total = await self._read(f"SELECT COUNT(*) FROM runs{where}", params)
+        return [_run_from(r) for r in rows], int(total[0][0])
+
+    async def task_spans(
+        self, run_id: str
+    ) -> list[tuple[str, float | None, float | None, float | None, int]]:
+        rows = await self._read(
+            "SELECT node, MIN(queued_at), MIN(started_at), MAX(ended_at), "
+            "SUM(CASE WHEN started_at IS NOT NULL AND ended_at IS NULL THEN 1 ELSE 0 END) "
+            "FROM tasks WHERE run_id = ? AND map_index IS NOT NULL GROUP BY node",
+            (run_id,),
+        )
+        return [(r[0], r[1], r[2], r[3], int(r[4] or 0)) for r in rows]
+
+    async def list_attempts_of(self, run_id: str, tasks: Sequence[str]) -> list[AttemptRecord]:
+        out: list[AttemptRecord] = []
+        for chunk in _chunks(list(tasks)):
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                "SELECT run_id, task, attempt, state, started_at, ended_at, error FROM attempts "
+                f"WHERE run_id = ? AND task IN ({marks})",
+                [run_id, *chunk],
+            )
+            out += [
+                AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows
+            ]
+        out.sort(key=lambda a: (a.started_at or 0.0, a.task, a.attempt))
+        return out
+
+    async def task_waits(self, run_id: str, tasks: Sequence[str]) -> list[tuple[str, float, str]]:
+        low = f"run:{run_id}/task:"
+        out: list[tuple[str, float, str, int]] = []
+        for chunk in _chunks([low + t for t in tasks]):
+            marks = ",".join("?" * len(chunk))
+            rows = await self._read(
+                "SELECT subject, time, data, seq FROM audit "
+                f"WHERE subject IN ({marks}) AND kind = 'task.waiting'",
+                list(chunk),
+            )
+            for subject, when, data, seq in rows:
+                reason = (_loads(data) or {}).get("reason")
+                out.append((str(subject)[len(low) :], float(when), str(reason or ""), int(seq)))
+        out.sort(key=lambda r: r[3])
+        return [(task, when, reason) for task, when, reason, _ in out]
+
     async def list_logs(
         self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000
     ) -> list[LogRecord]:

@@ -22,6 +22,7 @@ from playwright.async_api import ConsoleMessage, Page, expect
 from evflow import Engine, Event, Flow, Rule, flow, get_logger, task, tracing
 from evflow.http.app import build_app, run_app_services
 from evflow.http.server import HttpServer
+from evflow.http.ui import UI_DIR
 from evflow.service.config import Config
 from tests.observers import until
 from tests.postgres import store_for
@@ -260,15 +261,23 @@ async def test_ui_files_are_served_and_root_redirects(tmp_path: Path) -> None:
         index = await client.get("/ui/index.html")
         assert index.status_code == 200 and index.text == page.text
 
-        for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        scripts = sorted(p.name for p in UI_DIR.glob("*.js"))
+        assert {"app.js", "core.js", "run.js", "flow.js"} <= set(scripts)
+        files = [(name, "text/javascript") for name in scripts]
+        files += [("style.css", "text/css"), ("vendor/dagre.esm.min.js", "text/javascript")]
+        for name, kind in files:
             resp = await client.get(f"/ui/{name}")
             assert resp.status_code == 200, name
             assert resp.headers["content-type"].startswith(kind)
             own = resp.text.replace("http://www.w3.org/2000/svg", "")  # a namespace, not a fetch
             assert "http://" not in own and "https://" not in own  # nothing from the network
 
+        # A vendored library ships with its licence.
+        licence = await client.get("/ui/vendor/LICENSE-dagre.txt")
+        assert licence.status_code == 200 and "Permission is hereby granted" in licence.text
+
         # Only the UI's own files: never the package's sources.
-        for path in ("/ui/__init__.py", "/ui/../api.py", "/ui/missing.js"):
+        for path in ("/ui/__init__.py", "/ui/../api.py", "/ui/missing.js", "/ui/vendor/missing.js"):
             assert (await client.get(path)).status_code == 404, path
 
 

@@ -7,7 +7,9 @@ to pass to :func:`~evflow.http.server.create_app`:
 * ``GET /`` — redirects to ``/ui/``;
 * ``GET /ui`` — redirects to ``/ui/``;
 * ``GET /ui/`` and ``/ui/index.html`` — the single page (hash routing: ``#/runs``, ...);
-* ``GET /ui/app.js``, ``/ui/style.css`` — its script and style sheet.
+* ``GET /ui/<module>.js``, ``/ui/style.css`` — its script modules and style sheet;
+* ``GET /ui/vendor/...`` — the libraries it uses, vendored minified with their licences
+  (``scripts/vendor-ui`` rebuilds them from pinned, checksummed npm packages).
 
 Only these files are served (never the package's Python sources). Each answer carries a
 Content-Security-Policy that allows nothing but this origin, so the page works offline and an
@@ -29,10 +31,17 @@ __all__ = ["UI_DIR", "ui_routes"]
 
 UI_DIR = Path(__file__).resolve().parent
 
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+}
+# The page's files, found once: relative path -> media type.
 _FILES: dict[str, str] = {
-    "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
-    "style.css": "text/css; charset=utf-8",
+    p.relative_to(UI_DIR).as_posix(): _TYPES[p.suffix]
+    for p in sorted(UI_DIR.rglob("*"))
+    if p.is_file() and p.suffix in _TYPES
 }
 
 _HEADERS = {

@@ -1,263 +1,49 @@
 // evflow web UI: a single page on the JSON API under /api, with live updates from
-// /api/stream (server-sent events). Plain JavaScript module, no dependencies.
+// /api/stream (server-sent events). Plain JavaScript modules; libraries vendored in vendor/.
 
-const RUN_STATES = ["queued", "running", "succeeded", "failed", "cancelled"];
-const RUN_FINISHED = new Set(["succeeded", "failed", "cancelled"]);
-const TASK_FINISHED = new Set(["succeeded", "failed", "skipped", "upstream_failed", "cancelled"]);
-const WAITING_STATES = new Set(["pending", "waiting", "retrying", "interrupted"]);
-const TOKEN_KEY = "evflow.token";
-const PAGE_SIZE = 50;
-
-// -- small helpers ------------------------------------------------------------------------
-
-/** Create an element: h("a", {href: "#"}, "text", child, ...). Text is never parsed as HTML. */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  setAttrs(el, attrs);
-  appendAll(el, children);
-  return el;
-}
-
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-function s(tag, attrs = {}, ...children) {
-  const el = document.createElementNS(SVG_NS, tag);
-  setAttrs(el, attrs);
-  appendAll(el, children);
-  return el;
-}
-
-function setAttrs(el, attrs) {
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on") && typeof value === "function") {
-      el.addEventListener(key.slice(2), value);
-    } else if (key === "class") {
-      el.setAttribute("class", Array.isArray(value) ? value.filter(Boolean).join(" ") : value);
-    } else if (key === "testid") {
-      el.setAttribute("data-testid", value);
-    } else {
-      el.setAttribute(key, value === true ? "" : String(value));
-    }
-  }
-}
-
-function appendAll(el, ...children) {
-  for (const child of children.flat(Infinity)) {
-    if (child === undefined || child === null || child === false) continue;
-    el.append(child instanceof Node ? child : String(child));
-  }
-}
-
-/** Replace the children of ``el`` (null, undefined and false are left out). */
-function fill(el, ...children) {
-  el.replaceChildren();
-  appendAll(el, children);
-  return el;
-}
-
-function pad(n) {
-  return String(n).padStart(2, "0");
-}
-
-function fmtTime(t) {
-  if (t === null || t === undefined) return "—";
-  const d = new Date(t * 1000);
-  const clock = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-  if (d.toDateString() === new Date().toDateString()) return clock;
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock}`;
-}
-
-function timeEl(t) {
-  if (t === null || t === undefined) return h("span", { class: "muted" }, "—");
-  return h("time", { datetime: new Date(t * 1000).toISOString(), title: new Date(t * 1000).toString() },
-    fmtTime(t));
-}
-
-function fmtDuration(sec) {
-  if (sec === null || sec === undefined || Number.isNaN(sec)) return "—";
-  if (sec < 0) sec = 0;
-  if (sec < 0.001) return "< 1 ms";
-  if (sec < 1) return `${Math.round(sec * 1000)} ms`;
-  if (sec < 60) return `${sec.toFixed(sec < 10 ? 2 : 1)} s`;
-  const m = Math.floor(sec / 60);
-  if (m < 60) return `${m} m ${Math.round(sec - m * 60)} s`;
-  const hrs = Math.floor(m / 60);
-  return `${hrs} h ${m - hrs * 60} m`;
-}
-
-/** A duration that keeps counting while the thing still runs (see the ticker below). */
-function durationEl(item) {
-  if (item.duration_s !== null && item.duration_s !== undefined) {
-    return h("span", {}, fmtDuration(item.duration_s));
-  }
-  if (item.started_at && !item.ended_at) {
-    return h("span", { "data-since": item.started_at, class: "live-duration" },
-      fmtDuration(Date.now() / 1000 - item.started_at));
-  }
-  if (item.started_at && item.ended_at) return h("span", {}, fmtDuration(item.ended_at - item.started_at));
-  return h("span", { class: "muted" }, "—");
-}
-
-setInterval(() => {
-  const now = Date.now() / 1000;
-  for (const el of document.querySelectorAll("[data-since]")) {
-    el.textContent = fmtDuration(now - Number(el.dataset.since));
-  }
-}, 1000);
-
-function label(state) {
-  return String(state ?? "unknown").replaceAll("_", " ");
-}
-
-function badge(state, testid) {
-  return h("span", { class: ["badge", `state-${state}`], "data-state": state, testid },
-    h("span", { class: "dot", "aria-hidden": "true" }), label(state));
-}
-
-function shortId(id) {
-  return String(id).length > 12 ? `${String(id).slice(0, 8)}…` : String(id);
-}
-
-function json(value, indent = 2) {
-  try {
-    return JSON.stringify(value, null, indent);
-  } catch {
-    return String(value);
-  }
-}
-
-function compact(value, max = 120) {
-  const text = typeof value === "string" ? value : json(value, 0);
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
-}
-
-/** What started a run: its kind, and a muted detail (the rule, who called the API). */
-function triggerEl(trigger) {
-  if (!trigger || typeof trigger !== "object") return h("span", {}, trigger ? String(trigger) : "—");
-  const kind = trigger.kind ?? trigger.type ?? "—";
-  let detail = null;
-  if (kind === "event") {
-    const n = Array.isArray(trigger.events) ? trigger.events.length : 0;
-    detail = `${trigger.rule ?? ""}${n > 1 ? ` · ${n} events` : ""}`;
-  } else if (trigger.actor) {
-    detail = `by ${trigger.actor}`;
-  } else if (trigger.of) {
-    detail = `of ${trigger.of}`;
-  }
-  return h("span", { class: "trigger", title: json(trigger) }, h("span", { class: "trigger-kind" }, kind),
-    detail ? h("span", { class: "trigger-detail" }, detail) : null);
-}
-
-function empty(title, hint, testid = "empty-state") {
-  return h("div", { class: "empty", testid }, h("p", { class: "empty-title" }, title),
-    hint ? h("p", { class: "empty-hint" }, hint) : null);
-}
-
-function debounce(fn, ms) {
-  let timer = null;
-  const wrapped = (...args) => {
-    clearTimeout(timer);
-    timer = setTimeout(() => fn(...args), ms);
-  };
-  wrapped.cancel = () => clearTimeout(timer);
-  return wrapped;
-}
-
-// -- API ----------------------------------------------------------------------------------
-
-class ApiError extends Error {
-  constructor(message, status) {
-    super(message);
-    this.status = status;
-  }
-}
-
-function token() {
-  return localStorage.getItem(TOKEN_KEY) || "";
-}
-
-async function api(path, { method = "GET", body } = {}) {
-  const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const tok = token();
-  if (tok) headers.Authorization = `Bearer ${tok}`;
-  let resp;
-  try {
-    resp = await fetch(`/api${path}`, {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (err) {
-    throw new ApiError(`cannot reach the server (${err.message})`, 0);
-  }
-  let data = null;
-  const text = await resp.text();
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = null;
-    }
-  }
-  if (!resp.ok) {
-    let message = data && typeof data.error === "string" ? data.error : `${resp.status} ${resp.statusText}`;
-    if (resp.status === 401 || resp.status === 403) {
-      message += tok ? " — check the API token in the header" : " — enter the API token in the header";
-    }
-    throw new ApiError(message, resp.status);
-  }
-  return data;
-}
-
-let flowsCache = null;
-
-function loadFlows(force = false) {
-  if (force || !flowsCache) {
-    flowsCache = api("/flows").then((d) => d.flows ?? []).catch((err) => {
-      flowsCache = null;
-      throw err;
-    });
-  }
-  return flowsCache;
-}
-
-// The link to the user's tracing backend ([tracing] link, "{trace_id}" in it), read once.
-let traceLink = undefined;
-fetch("/api", { headers: { Accept: "application/json" } })
-  .then((r) => (r.ok ? r.json() : {}))
-  .then((d) => { traceLink = d.trace_link ?? null; })
-  .catch(() => { traceLink = null; });
-
-function traceEl(traceId, testid = "run-trace") {
-  const text = h("span", { class: "mono", testid }, traceId);
-  if (!traceLink) return text;
-  return h("a", { href: traceLink.replace("{trace_id}", encodeURIComponent(traceId)),
-    target: "_blank", rel: "noopener", testid: `${testid}-link` }, text);
-}
-
-// -- banner and toast ---------------------------------------------------------------------
-
-const banner = document.getElementById("banner");
-banner.querySelector(".banner-close").addEventListener("click", () => hideError());
-
-function showError(err) {
-  banner.querySelector(".banner-text").textContent = err instanceof Error ? err.message : String(err);
-  banner.hidden = false;
-}
-
-function hideError() {
-  banner.hidden = true;
-}
-
-let toastTimer = null;
-
-function toast(message) {
-  const el = document.getElementById("toast");
-  el.textContent = message;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, 2000);
-}
+import {
+  RUN_STATES,
+  RUN_FINISHED,
+  TASK_FINISHED,
+  WAITING_STATES,
+  TOKEN_KEY,
+  PAGE_SIZE,
+  h,
+  SVG_NS,
+  s,
+  setAttrs,
+  appendAll,
+  fill,
+  pad,
+  fmtTime,
+  timeEl,
+  fmtDuration,
+  durationEl,
+  label,
+  badge,
+  shortId,
+  json,
+  compact,
+  triggerEl,
+  empty,
+  debounce,
+  ApiError,
+  token,
+  api,
+  loadFlows,
+  traceEl,
+  banner,
+  showError,
+  hideError,
+  toast,
+  aggregate,
+  stateGlyph,
+  ellipsize,
+  formValue,
+  parseValue,
+} from "./core.js";
+import { FlowView, triggerForm } from "./flow.js";
+import { RunView } from "./run.js";
 
 // -- live stream --------------------------------------------------------------------------
 
@@ -328,8 +114,9 @@ function route() {
   const root = document.getElementById("view");
   fill(root);
   let view;
-  if (section === "runs" && parts[1]) view = new RunView(parts[1]);
+  if (section === "runs" && parts[1]) view = new RunView(parts[1], query);
   else if (section === "runs") view = new RunsView(query);
+  else if (section === "flows" && parts[1]) view = new FlowView(parts[1]);
   else if (section === "flows") view = new FlowsView(query);
   else if (section === "events") view = new EventsView();
   else if (section === "pools") view = new PoolsView();
@@ -357,12 +144,23 @@ function pageHeader(title, subtitle, ...actions) {
 
 // -- runs list ----------------------------------------------------------------------------
 
+/** The runs list's time ranges: key -> [text, seconds back]. */
+const RANGES = {
+  "": ["Any time", 0],
+  "1h": ["Last hour", 3600],
+  "24h": ["Last 24 hours", 86400],
+  "7d": ["Last 7 days", 7 * 86400],
+  "30d": ["Last 30 days", 30 * 86400],
+};
+
 class RunsView {
   title = "Runs";
 
   constructor(query) {
     this.flow = query.get("flow") || "";
     this.state = query.get("state") || "";
+    this.q = query.get("q") || "";
+    this.range = RANGES[query.get("range")] ? query.get("range") : "";
     this.offset = Math.max(0, Number(query.get("offset")) || 0);
     this.runs = [];
     this.total = 0;
@@ -379,6 +177,14 @@ class RunsView {
       onchange: () => this.setFilter() }, h("option", { value: "" }, "All states"),
     RUN_STATES.map((st) => h("option", { value: st }, label(st))));
     this.stateSelect.value = this.state;
+    this.search = h("input", { type: "search", testid: "runs-search", "aria-label": "Search runs",
+      placeholder: "Run id, flow or param value", value: this.q, spellcheck: "false" });
+    this.searchSoon = debounce(() => this.setFilter(), 350);
+    this.search.addEventListener("input", this.searchSoon);
+    this.search.addEventListener("keydown", (e) => { if (e.key === "Enter") this.setFilter(); });
+    this.rangeSelect = h("select", { testid: "filter-range", "aria-label": "Time range",
+      onchange: () => this.setFilter() }, Object.entries(RANGES).map(([k, [text]]) => h("option", { value: k }, text)));
+    this.rangeSelect.value = this.range;
     this.count = h("p", { class: "subtitle", testid: "runs-count" }, "Loading…");
     this.body = h("div", { class: "card" });
     this.pager = h("div", { class: "pager" });
@@ -386,7 +192,9 @@ class RunsView {
       h("div", { class: "page-header" },
         h("div", {}, h("h1", {}, "Runs"), this.count),
         h("div", { class: "actions filters" },
+          h("label", { class: "search" }, h("span", {}, "Search"), this.search),
           h("label", {}, h("span", {}, "Flow"), this.flowSelect),
+          h("label", {}, h("span", {}, "Created"), this.rangeSelect),
           h("label", {}, h("span", {}, "State"), this.stateSelect),
           h("button", { type: "button", class: "btn", onclick: () => this.refresh() }, "Refresh"))),
       this.body, this.pager);
@@ -399,11 +207,28 @@ class RunsView {
     this.refresh();
   }
 
+  unmount() {
+    this.searchSoon?.cancel(); // leaving the page: a pending search must not bring it back
+  }
+
   setFilter() {
+    this.searchSoon?.cancel();
     const q = new URLSearchParams();
     if (this.flowSelect.value) q.set("flow", this.flowSelect.value);
     if (this.stateSelect.value) q.set("state", this.stateSelect.value);
-    location.hash = `#/runs${q.size ? `?${q}` : ""}`;
+    if (this.search.value.trim()) q.set("q", this.search.value.trim());
+    if (this.rangeSelect.value) q.set("range", this.rangeSelect.value);
+    const next = `#/runs${q.size ? `?${q}` : ""}`;
+    if (location.hash !== next) {
+      // Typing keeps the focus: the view is built again, so give it back to the search box.
+      const typing = document.activeElement === this.search;
+      location.hash = next;
+      if (typing) setTimeout(() => {
+        const el = document.querySelector("[data-testid=runs-search]");
+        el?.focus();
+        el?.setSelectionRange(el.value.length, el.value.length);
+      }, 0);
+    }
   }
 
   async refresh() {
@@ -411,8 +236,10 @@ class RunsView {
     const q = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(this.offset) });
     if (this.flow) q.set("flow", this.flow);
     if (this.state) q.set("state", this.state);
+    if (this.q) q.set("q", this.q);
+    if (this.range) q.set("since", String(Math.floor(Date.now() / 1000 - RANGES[this.range][1])));
     try {
-      const data = await api(`/runs?${q}`);
+      const data = await api(`/runs/search?${q}`);
       if (seq !== this.seq) return;
       this.runs = data.runs ?? [];
       this.total = data.total ?? this.runs.length;
@@ -427,7 +254,10 @@ class RunsView {
   }
 
   matches(run) {
-    return (!this.flow || run.flow === this.flow) && (!this.state || run.state === this.state);
+    const text = this.q.toLowerCase();
+    const found = !text || [run.id, run.flow, JSON.stringify(run.params ?? {})].some((v) => String(v).toLowerCase().includes(text));
+    const recent = !this.range || (run.created_at ?? 0) >= Date.now() / 1000 - RANGES[this.range][1];
+    return (!this.flow || run.flow === this.flow) && (!this.state || run.state === this.state) && found && recent;
   }
 
   onStream(type, data) {
@@ -455,9 +285,9 @@ class RunsView {
     this.count.textContent = this.total === 0 ? "No runs" :
       `Showing ${this.offset + 1}–${this.offset + shown} of ${this.total} run${this.total === 1 ? "" : "s"}`;
     if (shown === 0) {
-      const filtered = this.flow || this.state;
+      const filtered = this.flow || this.state || this.q || this.range;
       fill(this.body, filtered
-        ? empty("No runs match these filters.", "Choose “All flows” and “All states” to see every run.")
+        ? empty("No runs match these filters.", "Clear the search, and choose “All flows”, “All states” and “Any time” to see every run.")
         : h("div", {}, empty("No runs yet.",
           "Start one from the Flows page, or emit an event that one of your rules matches. New runs appear here live."),
         h("p", { class: "center" }, h("a", { class: "btn primary", href: "#/flows" }, "Go to flows"))));
@@ -473,18 +303,20 @@ class RunsView {
     h("td", {}, h("a", { href: `#/runs?flow=${encodeURIComponent(r.flow)}`, class: "flow-link" }, r.flow)),
     h("td", {}, badge(r.state, "run-row-state"),
       r.waiting && r.state === "queued" ? h("span", { class: "waiting-note", title: r.waiting }, r.waiting) : null),
-    h("td", {}, triggerEl(r.trigger)),
+    h("td", { class: "col-trigger" }, triggerEl(r.trigger)),
     h("td", {}, timeEl(r.created_at)),
     h("td", { class: "num" }, durationEl(r)),
-    h("td", { class: "error-cell", title: r.error ?? "" }, r.error ? compact(r.error, 80) : "")));
-    fill(this.body, h("table", { class: "table", testid: "runs-table" },
+    h("td", { class: "error-cell col-error", title: r.error ?? "" }, r.error ? compact(r.error, 80) : "")));
+    fill(this.body, h("table", { class: "table runs-table", testid: "runs-table" },
       h("thead", {}, h("tr", {}, ["Run", "Flow", "State", "Trigger", "Created", "Duration", "Error"]
-        .map((c) => h("th", { class: c === "Duration" ? "num" : null }, c)))),
+        .map((c) => h("th", { class: c === "Duration" ? "num" : c === "Trigger" ? "col-trigger" : c === "Error" ? "col-error" : null }, c)))),
       h("tbody", {}, rows)));
     const q = (offset) => {
       const p = new URLSearchParams();
       if (this.flow) p.set("flow", this.flow);
       if (this.state) p.set("state", this.state);
+      if (this.q) p.set("q", this.q);
+      if (this.range) p.set("range", this.range);
       if (offset) p.set("offset", String(offset));
       return `#/runs${p.size ? `?${p}` : ""}`;
     };
@@ -492,624 +324,6 @@ class RunsView {
       this.offset > 0 ? h("a", { class: "btn", href: q(Math.max(0, this.offset - PAGE_SIZE)) }, "← Newer") : null,
       this.offset + shown < this.total ? h("a", { class: "btn", href: q(this.offset + PAGE_SIZE) }, "Older →") : null);
   }
-}
-
-// -- one run ------------------------------------------------------------------------------
-
-class RunView {
-  constructor(id) {
-    this.id = id;
-    this.title = `Run ${shortId(id)}`;
-    this.run = null;
-    this.flowDef = null;
-    this.selected = null;
-    this.seq = 0;
-    this.fetching = false;
-    this.buffer = [];
-    this.log = null;
-    this.renderQueued = false;
-    this.refreshSoon = debounce(() => this.refresh(), 250);
-  }
-
-  mount(root) {
-    this.headerEl = h("div", { class: "run-header" }, h("h1", {}, "Run ", h("span", { class: "mono" }, shortId(this.id))));
-    this.metaEl = h("div", { class: "meta-card card" });
-    this.dagEl = h("div", { class: "dag-scroll", testid: "dag-container" });
-    this.tableEl = h("div", {});
-    this.panelEl = h("aside", { class: "task-panel card", testid: "task-panel", hidden: true });
-    appendAll(root, 
-      h("nav", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), h("span", {}, "/"),
-        h("span", { class: "mono", testid: "run-id" }, this.id)),
-      this.headerEl, this.metaEl,
-      this.graphEl = h("section", { class: "card" }, h("h2", {}, "Graph"), this.dagEl),
-      this.columnsEl = h("div", { class: "run-columns" },
-        h("section", { class: "card" }, h("h2", {}, "Tasks"), this.tableEl),
-        this.panelEl));
-    // Notices sent between starting the run and this page listening are lost to it: read the
-    // run once more shortly after the first read while it is still going.
-    this.refresh().then(() => {
-      if (this.run && !RUN_FINISHED.has(this.run.state)) this.refreshSoon();
-    });
-  }
-
-  unmount() {
-    this.refreshSoon.cancel();
-    this.closeLog();
-  }
-
-  async refresh() {
-    const seq = ++this.seq;
-    this.fetching = true;
-    this.buffer = [];
-    try {
-      const [run, flows] = await Promise.all([
-        api(`/runs/${encodeURIComponent(this.id)}`),
-        loadFlows().catch(() => []),
-      ]);
-      if (seq !== this.seq) return;
-      this.run = run;
-      this.title = `${run.flow} · ${shortId(run.id)}`;
-      document.title = `${this.title} · evflow`;
-      this.flowDef = flows.find((f) => f.name === run.flow) ?? null;
-      if (!this.flowDef) {
-        // A flow added since the list was cached: read the list again once.
-        const fresh = await loadFlows(true).catch(() => []);
-        if (seq !== this.seq) return;
-        this.flowDef = fresh.find((f) => f.name === run.flow) ?? null;
-      }
-      this.fetching = false;
-      const buffered = this.buffer;
-      this.buffer = [];
-      for (const [type, data] of buffered) this.apply(type, data);
-      this.render();
-      if (this.selected) this.syncLog();
-    } catch (err) {
-      if (seq !== this.seq) return;
-      this.fetching = false;
-      showError(err);
-      if (!this.run) {
-        this.graphEl.hidden = true;
-        this.columnsEl.hidden = true;
-        fill(this.headerEl, h("h1", {}, "Run ", h("span", { class: "mono" }, shortId(this.id))));
-        fill(this.metaEl, empty(err.status === 404 ? "This run does not exist." : "Could not load this run.",
-          err.status === 404 ? "It may belong to another store. Go back to the runs list." : err.message));
-      }
-    }
-  }
-
-  onStream(type, data) {
-    const runId = type === "run" ? data.id : data.run_id;
-    if (runId !== this.id) return;
-    if (this.fetching || !this.run) {
-      this.buffer.push([type, data]);
-      return;
-    }
-    this.apply(type, data);
-    this.scheduleRender();
-  }
-
-  apply(type, data) {
-    const run = this.run;
-    if (type === "run") {
-      const wasFinished = RUN_FINISHED.has(run.state);
-      Object.assign(run, { ...data, tasks: run.tasks, attempts: run.attempts });
-      // Finished (or restarted by a retry): read the whole run for errors, results, attempts.
-      if (RUN_FINISHED.has(run.state) !== wasFinished || RUN_FINISHED.has(run.state)) this.refreshSoon();
-      return;
-    }
-    const tasks = run.tasks ?? (run.tasks = []);
-    let t = tasks.find((x) => x.name === data.name);
-    if (!t) {
-      const m = /\[(\d+)\]$/.exec(data.name);
-      t = { name: data.name, node: data.node ?? data.name, map_index: m ? Number(m[1]) : null };
-      tasks.push(t);
-    }
-    const before = t.state;
-    for (const key of ["node", "state", "attempt", "started_at", "ended_at", "error", "waiting"]) {
-      if (key in data) t[key] = data[key];
-    }
-    // The run's own "running" notice may have come before this page listened: a run with a
-    // running task is running.
-    if (data.state === "running" && run.state === "queued") run.state = "running";
-    if (t.started_at && t.ended_at) t.duration_s = t.ended_at - t.started_at;
-    else t.duration_s = null;
-    if (!TASK_FINISHED.has(t.state)) {
-      t.traceback = null;
-      t.result = undefined;
-    }
-    if (TASK_FINISHED.has(t.state) && before !== t.state) this.refreshSoon();
-    if (this.selected === t.name && before !== t.state) this.syncLog();
-  }
-
-  scheduleRender() {
-    if (this.renderQueued) return;
-    this.renderQueued = true;
-    requestAnimationFrame(() => {
-      this.renderQueued = false;
-      this.render();
-    });
-  }
-
-  render() {
-    if (!this.run) return;
-    this.graphEl.hidden = false;
-    this.columnsEl.hidden = false;
-    this.renderHeader();
-    this.renderMeta();
-    this.renderDag();
-    this.renderTable();
-    this.renderPanel();
-  }
-
-  renderHeader() {
-    const run = this.run;
-    const actions = [];
-    if (run.state === "failed" || run.state === "cancelled") {
-      actions.push(h("button", { type: "button", class: "btn primary big", testid: "retry-run",
-        onclick: (e) => this.retry(e.currentTarget, {}, "↻ Retry from failed") }, "↻ Retry from failed"));
-    }
-    if (RUN_FINISHED.has(run.state)) {
-      actions.push(h("button", { type: "button", class: "btn", testid: "rerun-run",
-        title: "Run every task again",
-        onclick: (e) => this.retry(e.currentTarget, { whole: true }, "Re-run all") }, "Re-run all"));
-    }
-    if (run.state === "queued" || run.state === "running") {
-      actions.push(h("button", { type: "button", class: "btn danger", testid: "cancel-run",
-        onclick: (e) => this.cancel(e.currentTarget) }, "Cancel run"));
-    }
-    fill(this.headerEl, 
-      h("div", { class: "run-title" },
-        h("h1", {}, h("a", { href: `#/runs?flow=${encodeURIComponent(run.flow)}`, testid: "run-flow" }, run.flow)),
-        badge(run.state, "run-state")),
-      h("div", { class: "actions" }, actions));
-  }
-
-  renderMeta() {
-    const run = this.run;
-    const item = (name, ...value) => h("div", { class: "meta-item" }, h("dt", {}, name), h("dd", {}, value));
-    const wide = (name, ...value) => h("div", { class: "meta-item wide" }, h("dt", {}, name), h("dd", {}, value));
-    const params = run.params && Object.keys(run.params).length ? run.params : null;
-    fill(this.metaEl, 
-      h("dl", { class: "meta" },
-        wide("Trigger", triggerEl(run.trigger)),
-        item("Created", timeEl(run.created_at)),
-        item("Started", timeEl(run.started_at)),
-        item("Ended", timeEl(run.ended_at)),
-        item("Duration", durationEl(run)),
-        run.flow_version ? item("Flow version", h("span", { class: "mono", title: run.flow_version }, String(run.flow_version).slice(0, 12))) : null,
-        run.trace_id ? item("Trace", traceEl(run.trace_id)) : null,
-        wide("Params", params ? h("code", { class: "mono params", testid: "run-params" }, compact(params, 400)) : h("span", { class: "muted" }, "none"))),
-      run.waiting && run.state === "queued"
-        ? h("p", { class: "note waiting", testid: "run-waiting" }, `Waiting: ${run.waiting}`) : null,
-      run.error ? h("div", { class: "error-box", testid: "run-error" }, h("strong", {}, "Run error: "), run.error) : null);
-  }
-
-  /** Nodes of the DAG: the flow's tasks (with their edges), plus any task the run knows of. */
-  graph() {
-    const tasks = this.run.tasks ?? [];
-    const nodes = new Map();
-    if (this.flowDef) {
-      for (const t of this.flowDef.tasks ?? []) {
-        nodes.set(t.name, { name: t.name, upstream: t.upstream ?? [], mapped: !!t.mapped });
-      }
-    }
-    for (const t of tasks) {
-      const node = t.node ?? t.name;
-      if (!nodes.has(node)) nodes.set(node, { name: node, upstream: [], mapped: t.map_index != null });
-    }
-    for (const n of nodes.values()) {
-      const own = tasks.find((t) => t.name === n.name && (t.map_index === null || t.map_index === undefined));
-      const children = tasks.filter((t) => (t.node ?? t.name) === n.name && t.map_index !== null && t.map_index !== undefined);
-      n.task = own ?? null;
-      n.children = children;
-      if (children.length) n.mapped = true;
-      n.state = own?.state ?? (children.length ? aggregate(children) : "pending");
-    }
-    return nodes;
-  }
-
-  renderDag() {
-    const nodes = this.graph();
-    if (nodes.size === 0) {
-      fill(this.dagEl, empty("This run has no tasks to show.", null, "dag-empty"));
-      return;
-    }
-    const { pos, width, height, NODE_W, NODE_H } = layout(nodes);
-    const svg = s("svg", { class: "dag", testid: "dag", viewBox: `0 0 ${width} ${height}`,
-      width, height, role: "img", "aria-label": "Task graph" });
-    svg.append(s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
-      markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
-    s("path", { d: "M 0 0 L 10 5 L 0 10 z", class: "arrowhead" }))));
-    for (const n of nodes.values()) {
-      for (const up of n.upstream) {
-        const a = pos.get(up);
-        const b = pos.get(n.name);
-        if (!a || !b) continue;
-        const x1 = a.x + NODE_W;
-        const y1 = a.y + NODE_H / 2;
-        const x2 = b.x - 2;
-        const y2 = b.y + NODE_H / 2;
-        const mid = (x1 + x2) / 2;
-        const upState = nodes.get(up)?.state;
-        svg.append(s("path", { class: ["edge", upState === "succeeded" ? "edge-done" : null],
-          d: `M ${x1} ${y1} C ${mid} ${y1}, ${mid} ${y2}, ${x2} ${y2}`, "marker-end": "url(#arrow)" }));
-      }
-    }
-    for (const n of nodes.values()) {
-      const p = pos.get(n.name);
-      const sub = n.mapped
-        ? `${n.children.filter((c) => TASK_FINISHED.has(c.state) && c.state !== "cancelled").length}/${n.children.length} done`
-        : null;
-      const attempt = n.task?.attempt > 1 ? ` · try ${n.task.attempt}` : "";
-      const g = s("g", { class: ["node", `state-${n.state}`, this.selected === n.name ? "selected" : null],
-        transform: `translate(${p.x} ${p.y})`, testid: `dag-node-${n.name}`, "data-state": n.state,
-        tabindex: 0, role: "button", "aria-label": `${n.name}: ${label(n.state)}`,
-        onclick: () => this.select(n.name),
-        onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); this.select(n.name); } } },
-      s("title", {}, `${n.name} — ${label(n.state)}${sub ? ` (${sub})` : ""}`),
-      n.mapped ? s("rect", { class: "node-stack", x: 5, y: 5, width: NODE_W, height: NODE_H, rx: 8 }) : null,
-      s("rect", { class: "node-box", width: NODE_W, height: NODE_H, rx: 8 }),
-      s("rect", { class: "node-bar", width: 5, height: NODE_H, rx: 2 }),
-      s("text", { class: "node-name", x: 16, y: 22 }, ellipsize(n.name, 22)),
-      s("text", { class: "node-state", x: 16, y: 40, testid: `dag-node-state-${n.name}` },
-        `${stateGlyph(n.state)} ${label(n.state)}${sub ? ` · ${sub}` : ""}${attempt}`));
-      svg.append(g);
-    }
-    fill(this.dagEl, svg);
-  }
-
-  renderTable() {
-    const tasks = [...(this.run.tasks ?? [])];
-    if (tasks.length === 0) {
-      fill(this.tableEl, empty(RUN_FINISHED.has(this.run.state) ? "No task ran." : "No task has started yet.",
-        RUN_FINISHED.has(this.run.state) ? null : "Tasks appear here as soon as the run starts them.", "tasks-empty"));
-      return;
-    }
-    const order = new Map();
-    let i = 0;
-    for (const name of this.graphOrder()) order.set(name, i++);
-    tasks.sort((a, b) => (order.get(a.node ?? a.name) ?? 1e9) - (order.get(b.node ?? b.name) ?? 1e9)
-      || (a.map_index ?? -1) - (b.map_index ?? -1));
-    const rows = tasks.map((t) => {
-      const child = t.map_index !== null && t.map_index !== undefined;
-      return h("tr", {
-        class: ["clickable", this.selected === t.name ? "selected" : null, child ? "child" : null],
-        testid: `task-row-${t.name}`, "data-state": t.state, tabindex: 0,
-        onclick: () => this.select(t.name),
-        onkeydown: (e) => { if (e.key === "Enter") this.select(t.name); },
-      },
-      h("td", { class: "task-name" }, child ? h("span", { class: "muted" }, "↳ ") : null, t.name),
-      h("td", {}, badge(t.state, "task-state"),
-        t.waiting && WAITING_STATES.has(t.state) ? h("span", { class: "waiting-note", title: t.waiting }, t.waiting) : null),
-      h("td", { class: "num" }, t.attempt ?? 0),
-      h("td", { class: "col-started" }, timeEl(t.started_at)),
-      h("td", { class: "num" }, durationEl(t)),
-      h("td", { class: "error-cell", title: t.error ?? "" }, t.error ? compact(t.error, 70) : ""));
-    });
-    fill(this.tableEl, h("table", { class: "table", testid: "task-table" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Task"), h("th", {}, "State"), h("th", { class: "num" }, "Attempts"),
-        h("th", { class: "col-started" }, "Started"), h("th", { class: "num" }, "Duration"), h("th", {}, "Error"))),
-      h("tbody", {}, rows)),
-    h("p", { class: "hint" }, "Select a task to see its error, traceback and log."));
-  }
-
-  graphOrder() {
-    return this.flowDef ? (this.flowDef.tasks ?? []).map((t) => t.name) : [];
-  }
-
-  select(name) {
-    if (this.selected !== name) {
-      this.closeLog();
-      this.selected = name;
-      this.log = { lines: [], seqs: new Set(), lastSeq: null, follower: null, el: null, syncing: false };
-    }
-    this.renderDag();
-    this.renderTable();
-    this.renderPanel(true);
-    this.syncLog();
-  }
-
-  selectedTask() {
-    const tasks = this.run?.tasks ?? [];
-    return tasks.find((t) => t.name === this.selected) ?? null;
-  }
-
-  renderPanel(scrollIntoView = false) {
-    this.columnsEl.classList.toggle("with-panel", !!this.selected);
-    if (!this.selected) {
-      this.panelEl.hidden = true;
-      return;
-    }
-    const t = this.selectedTask() ?? { name: this.selected, state: "pending" };
-    const attempts = (this.run.attempts ?? []).filter((a) => a.task === t.name);
-    const logList = this.log.el ?? (this.log.el = h("div", { class: "log", testid: "task-log", "aria-live": "polite" }));
-    this.renderLogLines();
-    this.panelEl.hidden = false;
-    fill(this.panelEl, 
-      h("div", { class: "panel-head" },
-        h("h2", {}, h("span", { class: "mono", testid: "task-panel-name" }, t.name)),
-        badge(t.state, "task-panel-state"),
-        h("button", { type: "button", class: "btn ghost close", "aria-label": "Close task details",
-          onclick: () => { this.closeLog(); this.selected = null; this.render(); } }, "×")),
-      h("dl", { class: "meta small" },
-        h("div", { class: "meta-item" }, h("dt", {}, "Attempts"), h("dd", {}, String(t.attempt ?? 0))),
-        h("div", { class: "meta-item" }, h("dt", {}, "Started"), h("dd", {}, timeEl(t.started_at))),
-        h("div", { class: "meta-item" }, h("dt", {}, "Duration"), h("dd", {}, durationEl(t)))),
-      RUN_FINISHED.has(this.run.state)
-        ? h("p", {}, h("button", { type: "button", class: "btn", testid: "retry-from-task",
-          title: "Run this task and everything downstream of it again, with fresh results",
-          onclick: (e) => this.retry(e.currentTarget, { from_task: t.node ?? t.name }, "Clear from here") },
-          "Clear from here")) : null,
-      t.waiting && WAITING_STATES.has(t.state) ? h("p", { class: "note waiting" }, `Waiting: ${t.waiting}`) : null,
-      t.error ? h("div", { class: "error-box", testid: "task-error" }, h("strong", {}, "Error: "), t.error) : null,
-      t.traceback ? h("details", { class: "traceback", open: true },
-        h("summary", {}, "Traceback"), h("pre", { testid: "task-traceback" }, t.traceback)) : null,
-      t.result !== undefined && t.result !== null && t.state === "succeeded"
-        ? h("details", { class: "result" }, h("summary", {}, "Result"), h("pre", { testid: "task-result" }, json(t.result))) : null,
-      attempts.length > 1 ? h("details", { class: "attempts" }, h("summary", {}, `Attempts (${attempts.length})`),
-        h("table", { class: "table compact" }, h("thead", {}, h("tr", {}, ["#", "State", "Started", "Duration", "Error"].map((c) => h("th", {}, c)))),
-          h("tbody", {}, attempts.map((a) => h("tr", {}, h("td", {}, a.attempt), h("td", {}, badge(a.state)),
-            h("td", {}, timeEl(a.started_at)), h("td", {}, durationEl(a)),
-            h("td", { class: "error-cell", title: a.error ?? "" }, a.error ? compact(a.error, 60) : "")))))) : null,
-      h("h3", {}, "Log ", this.log.follower ? h("span", { class: "following", testid: "log-following" }, "● following") : null),
-      logList);
-    if (scrollIntoView) this.panelEl.scrollIntoView({ block: "nearest", behavior: "smooth" });
-  }
-
-  renderLogLines() {
-    const el = this.log.el;
-    if (!el) return;
-    if (this.log.lines.length === 0) {
-      const t = this.selectedTask();
-      fill(el, h("p", { class: "muted log-empty" },
-        t && !TASK_FINISHED.has(t.state) ? "No log lines yet — they appear here as the task writes them." : "This task wrote no log lines."));
-      return;
-    }
-    const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 24;
-    const named = this.selectedIsMapped();
-    fill(el, ...this.log.lines.map((l) => h("div", { class: ["log-line", `level-${String(l.level).toLowerCase()}`] },
-      h("span", { class: "log-time" }, fmtTime(l.time)),
-      named ? h("span", { class: "log-task" }, String(l.task ?? "").slice(this.selected.length)) : null,
-      h("span", { class: "log-attempt", title: "attempt" }, `#${l.attempt ?? "?"}`),
-      h("span", { class: "log-level" }, l.level),
-      h("span", { class: "log-msg" }, l.message))));
-    if (atBottom) el.scrollTop = el.scrollHeight;
-  }
-
-  addLogLines(lines) {
-    let added = false;
-    for (const l of lines) {
-      if (l.seq !== undefined && this.log.seqs.has(l.seq)) continue;
-      if (l.task !== undefined && !this.logMatches(l.task)) continue;
-      if (l.seq !== undefined) {
-        this.log.seqs.add(l.seq);
-        if (this.log.lastSeq === null || l.seq > this.log.lastSeq) this.log.lastSeq = l.seq;
-      }
-      this.log.lines.push(l);
-      added = true;
-    }
-    if (added) {
-      this.log.lines.sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
-      this.renderLogLines();
-    }
-  }
-
-  /** A mapped task's log is its instances' logs: ``name[0]``, ``name[1]``, ... */
-  selectedIsMapped() {
-    return (this.run?.tasks ?? []).some((t) => t.node === this.selected && t.name !== this.selected);
-  }
-
-  logMatches(task) {
-    return task === this.selected || (this.selectedIsMapped() && task.startsWith(`${this.selected}[`));
-  }
-
-  logQuery(follow) {
-    const q = new URLSearchParams();
-    if (!this.selectedIsMapped()) q.set("task", this.selected);
-    if (follow) q.set("follow", "1");
-    if (this.log.lastSeq !== null) q.set("after", String(this.log.lastSeq));
-    return q;
-  }
-
-  /** Read the log lines not seen yet; follow the log (SSE) while the task is not finished. */
-  async syncLog() {
-    const log = this.log;
-    if (!log || !this.selected) return;
-    if (log.syncing) {
-      log.again = true; // read once more when the current read is done
-      return;
-    }
-    log.syncing = true;
-    log.again = false;
-    try {
-      const data = await api(`/runs/${encodeURIComponent(this.id)}/logs?${this.logQuery(false)}`);
-      if (this.log !== log) return;
-      this.addLogLines(data.logs ?? []);
-      if (data.last_seq !== undefined && data.last_seq !== null && (log.lastSeq === null || data.last_seq > log.lastSeq)) {
-        log.lastSeq = data.last_seq; // lines of other tasks are skipped, not read again
-      }
-    } catch (err) {
-      if (this.log === log) showError(err);
-    } finally {
-      log.syncing = false;
-    }
-    if (this.log !== log) return;
-    if (log.again) {
-      this.syncLog();
-      return;
-    }
-    const t = this.selectedTask();
-    const active = !RUN_FINISHED.has(this.run?.state) && !(t && TASK_FINISHED.has(t.state));
-    if (active && !log.follower) this.followLog();
-    else if (!active && log.follower) {
-      // The task ended: stop following, and read once more for lines written at its very end.
-      log.follower.close();
-      log.follower = null;
-      this.renderPanel();
-      setTimeout(() => { if (this.log === log) this.syncLog(); }, 300);
-    }
-  }
-
-  followLog() {
-    const log = this.log;
-    const es = new EventSource(`/api/runs/${encodeURIComponent(this.id)}/logs?${this.logQuery(true)}`);
-    log.follower = es;
-    const stop = () => {
-      es.close();
-      if (log.follower === es) {
-        log.follower = null;
-        if (this.log === log) this.renderPanel();
-      }
-    };
-    es.addEventListener("log", (e) => {
-      let data;
-      try {
-        data = JSON.parse(e.data);
-      } catch {
-        return;
-      }
-      const lines = Array.isArray(data) ? data : Array.isArray(data.logs) ? data.logs : [data];
-      if (this.log === log) this.addLogLines(lines);
-    });
-    es.addEventListener("end", () => {
-      stop();
-      if (this.log === log) this.syncLog();
-    });
-    es.addEventListener("error", () => {
-      // Closed by the server or a network problem: stop, and let the next state change resume.
-      stop();
-    });
-    this.renderPanel();
-  }
-
-  closeLog() {
-    if (this.log?.follower) this.log.follower.close();
-    this.log = null;
-  }
-
-  async retry(button, body, label) {
-    button.disabled = true;
-    button.textContent = "Retrying…";
-    try {
-      const res = await api(`/runs/${encodeURIComponent(this.id)}/retry`, { method: "POST", body });
-      hideError();
-      toast("Retry queued");
-      if (res?.run_id && res.run_id !== this.id) {
-        location.hash = `#/runs/${encodeURIComponent(res.run_id)}`;
-        return;
-      }
-      this.refresh();
-    } catch (err) {
-      showError(err);
-      button.disabled = false;
-      button.textContent = label;
-    }
-  }
-
-  async cancel(button) {
-    if (button.dataset.confirm !== "1") {
-      button.dataset.confirm = "1";
-      button.textContent = "Click again to cancel";
-      setTimeout(() => {
-        if (button.isConnected && button.dataset.confirm === "1") {
-          button.dataset.confirm = "";
-          button.textContent = "Cancel run";
-        }
-      }, 4000);
-      return;
-    }
-    button.disabled = true;
-    button.textContent = "Cancelling…";
-    try {
-      await api(`/runs/${encodeURIComponent(this.id)}/cancel`, { method: "POST" });
-      hideError();
-      toast("Cancel requested");
-      this.refresh();
-    } catch (err) {
-      showError(err);
-      button.disabled = false;
-      button.dataset.confirm = "";
-      button.textContent = "Cancel run";
-    }
-  }
-}
-
-/** The state shown for a mapped task from its instances. */
-function aggregate(children) {
-  const states = children.map((c) => c.state);
-  for (const st of ["running", "retrying", "waiting", "interrupted", "pending"]) {
-    if (states.includes(st)) return st;
-  }
-  for (const st of ["failed", "upstream_failed", "cancelled"]) {
-    if (states.includes(st)) return st;
-  }
-  if (states.every((st) => st === "skipped")) return "skipped";
-  return "succeeded";
-}
-
-function stateGlyph(state) {
-  return {
-    succeeded: "✓", failed: "✕", running: "▶", retrying: "↻", waiting: "⏸", pending: "○",
-    queued: "○", skipped: "↷", upstream_failed: "⚠", cancelled: "⊘", interrupted: "⚡",
-  }[state] ?? "•";
-}
-
-function ellipsize(text, max) {
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
-}
-
-/** Layered layout: columns by topological depth, rows ordered to keep edges short. */
-function layout(nodes) {
-  const NODE_W = 190;
-  const NODE_H = 52;
-  const GAP_X = 64;
-  const GAP_Y = 22;
-  const PAD = 14;
-  const depth = new Map();
-  const visiting = new Set();
-  const depthOf = (name) => {
-    if (depth.has(name)) return depth.get(name);
-    if (visiting.has(name)) return 0; // a cycle cannot happen in a valid flow; never loop
-    visiting.add(name);
-    const n = nodes.get(name);
-    let d = 0;
-    for (const up of n?.upstream ?? []) if (nodes.has(up)) d = Math.max(d, depthOf(up) + 1);
-    visiting.delete(name);
-    depth.set(name, d);
-    return d;
-  };
-  const columns = [];
-  for (const name of nodes.keys()) {
-    const d = depthOf(name);
-    (columns[d] ??= []).push(name);
-  }
-  const row = new Map();
-  columns.forEach((col, d) => {
-    if (d > 0) {
-      const bary = (name) => {
-        const ups = (nodes.get(name).upstream ?? []).filter((u) => row.has(u));
-        return ups.length ? ups.reduce((acc, u) => acc + row.get(u), 0) / ups.length : 0;
-      };
-      col.sort((a, b) => bary(a) - bary(b));
-    }
-    col.forEach((name, i) => row.set(name, i));
-  });
-  const tallest = Math.max(...columns.map((c) => c?.length ?? 0));
-  const pos = new Map();
-  columns.forEach((col, d) => {
-    const offset = ((tallest - col.length) * (NODE_H + GAP_Y)) / 2;
-    col.forEach((name, i) => pos.set(name, {
-      x: PAD + d * (NODE_W + GAP_X),
-      y: PAD + offset + i * (NODE_H + GAP_Y),
-    }));
-  });
-  return {
-    pos,
-    NODE_W,
-    NODE_H,
-    width: PAD * 2 + columns.length * NODE_W + (columns.length - 1) * GAP_X + 6,
-    height: PAD * 2 + tallest * NODE_H + (tallest - 1) * GAP_Y + 6,
-  };
 }
 
 // -- flows --------------------------------------------------------------------------------
@@ -1149,81 +363,12 @@ class FlowsView {
   }
 
   card(f) {
-    const params = f.params ?? { required: [], defaults: {}, open: false };
-    const fields = [];
-    const inputs = [];
-    const field = (name, value, required) => {
-      const input = h("input", { type: "text", name, value: value === undefined ? "" : formValue(value),
-        required, placeholder: required ? "required" : "", spellcheck: "false", autocomplete: "off",
-        testid: `param-${f.name}-${name}`, "aria-label": name });
-      inputs.push({ name, input, required });
-      fields.push(h("label", { class: "param" },
-        h("span", { class: "param-name" }, name, required ? h("span", { class: "req", title: "required" }, " *") : null), input));
-    };
-    for (const name of params.required ?? []) field(name, undefined, true);
-    for (const [name, value] of Object.entries(params.defaults ?? {})) {
-      if (!(params.required ?? []).includes(name)) field(name, value, false);
-    }
-    const extra = params.open ? h("textarea", { name: "__extra", rows: 2, spellcheck: "false",
-      placeholder: "{\"other\": \"value\"}", testid: `param-${f.name}-extra` }) : null;
-    const formError = h("p", { class: "form-error", testid: `trigger-error-${f.name}`, hidden: true });
-    const submit = h("button", { type: "submit", class: "btn primary", testid: `run-${f.name}` }, "▶ Run");
-    const form = h("form", { class: "trigger-form", testid: `trigger-form-${f.name}`, novalidate: true },
-      fields.length ? h("div", { class: "params" }, fields) : h("p", { class: "muted small" }, "This flow takes no parameters."),
-      extra ? h("label", { class: "param wide" }, h("span", { class: "param-name" }, "More params (JSON object)"), extra) : null,
-      h("div", { class: "form-foot" },
-        submit,
-        fields.length || extra ? h("span", { class: "hint" },
-          "Values are JSON (42, true, [1, 2], \"text\"); anything else is sent as text.") : null),
-      formError);
-    form.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      formError.hidden = true;
-      const body = {};
-      try {
-        for (const { name, input, required } of inputs) {
-          const raw = input.value.trim();
-          if (raw === "") {
-            if (required) throw new Error(`“${name}” is required`);
-            continue;
-          }
-          body[name] = parseValue(raw);
-        }
-        if (extra && extra.value.trim()) {
-          let more;
-          try {
-            more = JSON.parse(extra.value);
-          } catch (err) {
-            throw new Error(`More params: not valid JSON (${err.message})`);
-          }
-          if (!more || typeof more !== "object" || Array.isArray(more)) throw new Error("More params must be a JSON object");
-          Object.assign(body, more);
-        }
-      } catch (err) {
-        formError.textContent = err.message;
-        formError.hidden = false;
-        return;
-      }
-      submit.disabled = true;
-      submit.textContent = "Starting…";
-      try {
-        const res = await api(`/flows/${encodeURIComponent(f.name)}/runs`, { method: "POST", body: { params: body } });
-        hideError();
-        location.hash = `#/runs/${encodeURIComponent(res.run_id)}`;
-      } catch (err) {
-        formError.textContent = err.message;
-        formError.hidden = false;
-        showError(err);
-      } finally {
-        submit.disabled = false;
-        submit.textContent = "▶ Run";
-      }
-    });
+    const form = triggerForm(f);
     const tasks = f.tasks ?? [];
     return h("article", { class: "card flow-card", testid: `flow-${f.name}`, "data-flow": f.name },
       h("div", { class: "flow-head" },
         h("div", {},
-          h("h2", {}, f.name),
+          h("h2", {}, h("a", { href: `#/flows/${encodeURIComponent(f.name)}`, testid: `flow-link-${f.name}` }, f.name)),
           f.description ? h("p", { class: "flow-desc" }, f.description) : null),
         h("a", { class: "btn ghost", href: `#/runs?flow=${encodeURIComponent(f.name)}` }, "Runs →")),
       h("dl", { class: "meta small" },
@@ -1246,20 +391,7 @@ function taskTitle(t) {
   return bits.join("\n");
 }
 
-/** How a default shows in the form: text as itself when it reads back as the same text. */
-function formValue(value) {
-  if (typeof value === "string" && parseValue(value) === value) return value;
-  return JSON.stringify(value);
-}
 
-/** A form value: JSON when it parses, else the text itself. */
-function parseValue(raw) {
-  try {
-    return JSON.parse(raw);
-  } catch {
-    return raw;
-  }
-}
 
 // -- events -------------------------------------------------------------------------------
 
@@ -1272,10 +404,17 @@ class EventsView {
       h("button", { type: "button", class: "btn", onclick: () => this.refresh() }, "Refresh")), this.body);
     this.refresh();
     this.timer = setInterval(() => { if (document.visibilityState === "visible") this.refresh(); }, 5000);
+    this.refreshSoon = debounce(() => this.refresh(), 300);
   }
 
   unmount() {
     clearInterval(this.timer);
+    this.refreshSoon.cancel();
+  }
+
+  /** A run started (perhaps by an event): its decision is in the store now, show it. */
+  onStream(type) {
+    if (type === "run") this.refreshSoon();
   }
 
   async refresh() {
@@ -1294,7 +433,7 @@ class EventsView {
       return;
     }
     const open = new Set([...this.body.querySelectorAll("details[open]")].map((d) => d.dataset.id));
-    fill(this.body, h("table", { class: "table", testid: "events-table" },
+    fill(this.body, h("table", { class: "table events-table stacked", testid: "events-table" },
       h("thead", {}, h("tr", {}, ["Time", "Type", "Source", "Subject", "Status", "Decisions"].map((c) => h("th", {}, c)))),
       h("tbody", {}, events.map((ev) => h("tr", { testid: `event-row-${ev.id}` },
         h("td", {}, typeof ev.received_at === "number" ? timeEl(ev.received_at) : h("span", { title: ev.time ?? "" }, fmtIso(ev.time))),
@@ -1325,21 +464,30 @@ const DECISIONS = {
   "rule.flow_missing": ["flow missing", "bad"],
   "rule.correlation_timed_out": ["correlation timed out", "wait"],
   "event.emitted": ["emitted through the API", "idle"],
+  "event.received": ["received", "idle"],
 };
 
+/** An event's rule decisions as a table: rule, decision, reason, run. */
 function decisionsEl(decisions) {
   if (decisions.length === 0) return h("span", { class: "muted" }, "not decided yet");
-  return h("ul", { class: "decisions" }, decisions.map((d) => {
-    const data = d.data && typeof d.data === "object" ? d.data : {};
-    const [text, tone] = DECISIONS[d.kind] ?? [label(d.kind), "idle"];
-    const runId = data.run_id;
-    const rest = Object.fromEntries(Object.entries(data).filter(([k]) => k !== "run_id"));
-    if (d.actor) rest.by = d.actor;
-    return h("li", { testid: "decision", "data-kind": d.kind },
-      h("span", { class: ["pill", `tone-${tone}`], title: d.kind }, text),
-      runId ? h("a", { href: `#/runs/${encodeURIComponent(runId)}`, class: "mono" }, `run ${shortId(runId)}`) : null,
-      Object.keys(rest).length ? h("span", { class: "muted small", title: json(rest) }, compact(summarize(rest), 90)) : null);
-  }));
+  return h("table", { class: "table compact decisions-table", testid: "decisions-table" },
+    h("thead", {}, h("tr", {}, ["Rule", "Decision", "Reason", "Run"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, decisions.map((d) => {
+      const data = d.data && typeof d.data === "object" ? d.data : {};
+      const [text, tone] = DECISIONS[d.kind] ?? [label(d.kind), "idle"];
+      const runId = data.run_id;
+      const reason = data.reason ?? data.why ?? null;
+      const rest = Object.fromEntries(Object.entries(data).filter(([k]) => !["run_id", "rule", "reason", "why"].includes(k)));
+      if (d.actor) rest.by = d.actor;
+      const detail = Object.keys(rest).length ? compact(summarize(rest), 90) : null;
+      return h("tr", { testid: "decision", "data-kind": d.kind },
+        h("td", { class: "mono small" }, data.rule ?? h("span", { class: "muted" }, "—")),
+        h("td", {}, h("span", { class: ["pill", `tone-${tone}`], title: d.kind }, text)),
+        h("td", { class: "small", title: json(data) }, reason ?? detail ?? h("span", { class: "muted" }, "—"),
+          reason && detail ? h("span", { class: "muted" }, ` · ${detail}`) : null),
+        h("td", {}, runId ? h("a", { href: `#/runs/${encodeURIComponent(runId)}`, class: "mono", testid: "decision-run" }, shortId(runId))
+          : h("span", { class: "muted" }, "—")));
+    })));
 }
 
 function summarize(obj) {
