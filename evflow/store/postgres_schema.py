@@ -146,4 +146,13 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 3: a run's tasks by node and state, without reading their results and tracebacks (the
+    # run page of a large mapped run counts them)
+    """
+    CREATE INDEX tasks_by_node ON tasks (run_id, node, state, attempt, map_index)
+        INCLUDE (queued_at, started_at, ended_at);
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)
