@@ -13,7 +13,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +23,7 @@ from evflow.http.app import build_app, run_app_services
 from evflow.http.server import HttpServer
 
 from .common import Figures, Metric, Target, Workload
+from .stores import engine_store
 
 __all__ = ["WORKLOAD"]
 
@@ -57,7 +57,7 @@ wide: Flow = flow(name="bench_ui_wide")(_wide)
 async def _open_page(n: int, repeat: int) -> Figures:
     """Run ``wide`` over ``n`` items, then time the page's reads ``repeat`` times."""
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
-        async with Engine(Path(tmp) / "evflow.db", grace_period_s=0) as engine:
+        async with Engine(engine_store(tmp), grace_period_s=0) as engine:
             engine.add(wide)
             result = await engine.run(wide, n=n)
             if not result.ok:
