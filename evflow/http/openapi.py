@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..states import RunState, TaskState
 
 __all__ = ["openapi_document"]
 
@@ -775,6 +776,10 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+_RUN_STATES = [str(x) for x in RunState]
+_TASK_STATES = [str(x) for x in TaskState]
+
+
 def _ui_paths(run_id: dict[str, Any]) -> dict[str, Any]:
     """The reads shaped for the web UI (:mod:`evflow.http.views`)."""
     flow_name = _path("name", "flow name")
@@ -878,7 +883,7 @@ def _ui_paths(run_id: dict[str, Any]) -> dict[str, Any]:
                 "parameters": [
                     _query("q", {"type": "string", "maxLength": 200}, "text to look for"),
                     _query("flow", {"type": "string"}, "only this flow"),
-                    _query("state", {"type": "string"}, "only this run state"),
+                    _query("state", {"type": "string", "enum": _RUN_STATES}, "only this run state"),
                     _query("since", _TIME, "created at or after"),
                     _query("until", _TIME, "created before"),
                     _query("limit", {**_LIMIT, "maximum": 500, "default": 50}, "page size"),
@@ -920,7 +925,11 @@ def _ui_paths(run_id: dict[str, Any]) -> dict[str, Any]:
                     _query(
                         "node", {"type": "string"}, "only this task (a mapped task's instances)"
                     ),
-                    _query("state", {"type": "string"}, "only tasks in this state"),
+                    _query(
+                        "state",
+                        {"type": "string", "enum": _TASK_STATES},
+                        "only tasks in this state",
+                    ),
                     _query("limit", {**_LIMIT, "maximum": 500, "default": 100}, "page size"),
                     _query("offset", {**_OFFSET, "maximum": 10_000_000}, "skip this many"),
                 ],
