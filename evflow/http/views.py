@@ -50,6 +50,10 @@ def _text_arg(request: Request, name: str, max_chars: int = MAX_NAME_CHARS) -> s
 
 
 def _state_arg(request: Request, name: str, allowed: set[str]) -> str | None:
+    if request.query_params.get(name) == "":
+        raise ApiError(
+            400, f"{name}= is empty; leave it out, or give one of: {', '.join(sorted(allowed))}"
+        )
     value = _text_arg(request, name, 40)
     if value is not None and value not in allowed:
         raise ApiError(
