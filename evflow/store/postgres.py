@@ -339,32 +339,24 @@ class PostgresStore(PostgresReads):
             audit_entries.extend(ch.audit)
 
         # The chain's head first: writers with audit records take turns from the start, so
-        # they never wait on each other's rows in the opposite order.
-        locked_head: tuple[int, str] | None = None
+        # they never wait on each other's rows in the opposite order. In pipeline mode every
+        # statement goes out before any answer is read: the answers needed (the head, which
+        # events were new, which runs were created) come back together, in one round trip.
+        head_cur = None
         if audit_entries or event_ops:
-            cur = await conn.execute("SELECT seq, hash FROM audit_head FOR UPDATE")
-            head_row = await cur.fetchone()
-            assert head_row is not None
-            locked_head = (int(head_row[0]), str(head_row[1]))
-        if event_ops:
-            # Every event that enters is on the audit trail, in the transaction storing it.
-            audit_entries[:0] = await self._insert_events(conn, event_ops, now)
+            head_cur = await conn.execute("SELECT seq, hash FROM audit_head FOR UPDATE")
+        sent = await self._send_events(conn, event_ops, now) if event_ops else None
         if cursors:
             await conn.execute(sql.CURSORS, sql.columns(list(cursors.items()), 2))
         if dead:
             await conn.execute(sql.DEAD, [now, *sql.columns(dead, 6)])
+        runs_cur = None
         if new_runs:
-            rows = [row for _, row in new_runs]
-            cur = await conn.execute(sql.RUNS_NEW, sql.columns(rows, 12))
-            created = {r[0] for r in await cur.fetchall()}
-            claimed: set[str] = set()
-            for ch, row in new_runs:
-                if row[0] in created and row[0] not in claimed:
-                    claimed.add(row[0])
-                    ch.created_runs.add(row[0])
-            fresh = [t for t in new_tasks if t[0] in created]
-            if fresh:
-                await conn.execute(sql.TASKS_NEW, sql.columns(fresh, 13))
+            run_rows = [row for _, row in new_runs]
+            runs_cur = await conn.execute(
+                sql.RUNS_AND_TASKS_NEW,
+                [*sql.columns(run_rows, 12), *sql.columns(new_tasks, 13)],
+            )
         if runs:
             await conn.execute(sql.RUNS, sql.columns(sql.last_by_key(runs, 1), 12))
         if tasks:
@@ -375,6 +367,22 @@ class PostgresStore(PostgresReads):
             await conn.execute(sql.LOGS, sql.columns(logs, 6))
         if processed:
             await conn.execute(sql.PROCESSED, (processed,))
+
+        locked_head: tuple[int, str] | None = None
+        if head_cur is not None:
+            head_row = await head_cur.fetchone()
+            assert head_row is not None
+            locked_head = (int(head_row[0]), str(head_row[1]))
+        if sent is not None:
+            # Every event that enters is on the audit trail, in the transaction storing it.
+            audit_entries[:0] = await self._events_received(conn, event_ops, sent, now)
+        if runs_cur is not None:
+            created = {r[0] for r in await runs_cur.fetchall()}
+            claimed: set[str] = set()
+            for ch, row in new_runs:
+                if row[0] in created and row[0] not in claimed:
+                    claimed.add(row[0])
+                    ch.created_runs.add(row[0])
         if not audit_entries or locked_head is None:
             return imported_head
         seq, head = locked_head
@@ -439,9 +447,11 @@ class PostgresStore(PostgresReads):
         await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (last[0], last[7]))
         return str(last[7])
 
-    async def _insert_events(
+    async def _send_events(
         self, conn: psycopg.AsyncConnection[Any], ops: list[Op], now: float
-    ) -> list[AuditEntry]:
+    ) -> tuple[psycopg.AsyncCursor[Any], dict[str, str]]:
+        """Send the events' insert and the read of which copy each dedup key kept; the
+        answer is read later (:meth:`_events_received`)."""
         rows = []
         first: dict[str, str] = {}  # dedup key -> uid of its first event in this batch
         for op in ops:
@@ -464,6 +474,17 @@ class PostgresStore(PostgresReads):
         cur = await conn.execute(
             "SELECT dedup_key, uid FROM events WHERE dedup_key = ANY(%b::text[])", (list(first),)
         )
+        return cur, first
+
+    async def _events_received(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        ops: list[Op],
+        sent: tuple[psycopg.AsyncCursor[Any], dict[str, str]],
+        now: float,
+    ) -> list[AuditEntry]:
+        """Each op's results (new or repeat) and the ``event.received`` records of the new."""
+        cur, first = sent
         stored: dict[str, str] = {k: u for k, u in await cur.fetchall()}
         dup_counts: dict[str, int] = {}
         claimed: set[str] = set()

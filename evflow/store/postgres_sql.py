@@ -83,6 +83,14 @@ FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::int[]
      AS v(r, nm, nd, mi, st, a, q, sa, ea, w, e, tb, res)
 """
 TASKS_NEW = f"{TASK_INTO} ON CONFLICT (run_id, name) DO NOTHING"
+# New runs and the pending tasks of those actually created, in one statement that answers with
+# the created ids (so the batch need not wait for them before sending the rest).
+RUNS_AND_TASKS_NEW = f"""
+WITH created AS ({RUNS_NEW}),
+     tasks_new AS ({TASK_INTO} WHERE r IN (SELECT id FROM created)
+                   ON CONFLICT (run_id, name) DO NOTHING)
+SELECT id FROM created
+"""
 TASKS = f"""{TASK_INTO}
 ON CONFLICT (run_id, name) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,
     queued_at = excluded.queued_at, started_at = excluded.started_at,
