@@ -46,7 +46,7 @@ from .base import AuditEntry, Changes, DeadLetter, Rows, chain_hash
 from .batching import Op, WriteQueue
 from .postgres_reads import CONNECTION_ERRORS, PostgresReads
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
-from .urls import mask
+from .urls import mask, split_prepare_threshold
 
 __all__ = ["PostgresStore"]
 
@@ -71,8 +71,10 @@ class PostgresStore(PostgresReads):
         statement_timeout_s: float = 30.0,
         idle_in_transaction_timeout_s: float = 60.0,
     ) -> None:
-        self.url = url
         self.path = mask(url)  # what messages show; never the password
+        self.url, self.prepare_threshold, problem = split_prepare_threshold(url)
+        if problem is not None:
+            raise StoreError(f"store {self.path}: {problem}")
         self.pool_size = pool_size
         self.statement_timeout_s = statement_timeout_s
         self.idle_in_transaction_timeout_s = idle_in_transaction_timeout_s
@@ -97,7 +99,7 @@ class PostgresStore(PostgresReads):
                 self.url,
                 min_size=1,
                 max_size=self.pool_size,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, "prepare_threshold": self.prepare_threshold},
                 configure=self._configure,
                 open=False,
                 timeout=5.0,
@@ -138,7 +140,10 @@ class PostgresStore(PostgresReads):
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=10
+                self.url,
+                autocommit=True,
+                connect_timeout=10,
+                prepare_threshold=self.prepare_threshold,
             )
         except (psycopg.Error, ValueError) as exc:
             raise StoreError(sql.describe_connect_error(self.url, exc)) from None

@@ -16,7 +16,7 @@ import orjson
 import psycopg
 import pytest
 
-from evflow import Engine, Rule, RunState, flow, task
+from evflow import Engine, Event, Rule, RunState, flow, task
 from evflow.audit import verify
 from evflow.errors import SchemaVersionError, StoreError
 from evflow.http.server import HttpServer, create_app
@@ -37,7 +37,7 @@ from tests.integration.test_kafka_sensor import (
 )
 from tests.kafka_seams import CommitLog, WatchedSensor
 from tests.observers import LIMIT_S, until
-from tests.postgres import database_unreachable, terminate_backends
+from tests.postgres import database_unreachable, fresh_schema, terminate_backends
 
 TOKEN = "t0ken"
 
@@ -264,3 +264,29 @@ async def test_runs_in_flight_finish_when_the_database_comes_back(postgres_url: 
                 "add_one": str(r.params["n"] + 1).encode(),
             }
         assert (await verify(engine.store)).ok
+
+
+async def _prepared_after_reads(store: PostgresStore) -> int:
+    """How many statements the store's connection has prepared after ten identical reads."""
+    async with store:
+        (accepted,) = await store.add_events([Event("x", source="s", id="1")])
+        assert store._pool is not None
+        async with store._pool.connection() as conn:  # the one connection the reads use
+            for _ in range(10):  # past psycopg's default threshold of 5 runs
+                await conn.execute("SELECT id FROM events WHERE uid = %s", (accepted.event_id,))
+            cur = await conn.execute("SELECT count(*) FROM pg_prepared_statements")
+            row = await cur.fetchone()
+            assert row is not None
+            return int(row[0])
+
+
+async def test_prepared_statements_can_be_turned_off_for_pgbouncer(
+    postgres_url: str, postgres_database: str
+) -> None:
+    store = PostgresStore(f"{postgres_url}&prepare_threshold=none")
+    assert store.prepare_threshold is None and "prepare_threshold" not in store.url
+    assert "search_path" in store.url  # the other parameters are kept
+    assert await _prepared_after_reads(store) == 0
+    assert await _prepared_after_reads(PostgresStore(fresh_schema(postgres_database))) > 0
+    with pytest.raises(StoreError, match="prepare_threshold='sometimes'"):
+        PostgresStore(f"{postgres_url}&prepare_threshold=sometimes")
