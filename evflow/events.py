@@ -64,6 +64,12 @@ class Event:
             raise EventError(f"event {self.type!r}: source must be a non-empty string")
         if self.time.tzinfo is None:
             raise EventError(f"event {self.type!r}: time must be timezone-aware")
+        for attr in ("type", "source", "id", "subject", "dedup_key"):
+            value = getattr(self, attr)
+            if isinstance(value, str) and "\x00" in value:
+                raise EventError(
+                    f"event {attr} contains a NUL character (\\u0000); send it without one"
+                )
         if not self.dedup_key:
             object.__setattr__(self, "dedup_key", f"{self.source}/{self.id}")
 

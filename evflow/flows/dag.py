@@ -341,6 +341,12 @@ class Flow:
         missing = sorted(self.required - set(params))
         if missing:
             raise ParamError(f"flow {self.name!r} needs parameter {', '.join(map(repr, missing))}")
+        for name, value in params.items():
+            if _has_nul(value):
+                raise ParamError(
+                    f"flow {self.name!r}: parameter {name!r} contains a NUL character (\\u0000), "
+                    "which no store keeps as text; send the value without it"
+                )
         return {**self.defaults, **params}
 
     def describe(self) -> dict[str, Any]:
@@ -411,3 +417,14 @@ def _parse_schedule(value: Any, fl: Flow) -> Any:
         raise FlowDefinitionError(
             f"flow {fl.name!r}: bad schedule: {exc}", flow=fl.name, location=fl.location
         ) from None
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a NUL character is in ``value`` or any string inside it (keys included)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False

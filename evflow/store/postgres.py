@@ -334,11 +334,20 @@ class PostgresStore(PostgresReads):
             runs.extend(sql.run_row(r) for r in ch.runs)
             tasks.extend(sql.task_row(t) for t in ch.tasks)
             attempts.extend(
-                (a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
+                (
+                    a.run_id,
+                    a.task,
+                    a.attempt,
+                    str(a.state),
+                    a.started_at,
+                    a.ended_at,
+                    sql.text(a.error),
+                )
                 for a in ch.attempts
             )
             logs.extend(
-                (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message) for lg in ch.logs
+                (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, sql.text(lg.message))
+                for lg in ch.logs
             )
             processed.extend(ch.processed_events)
             audit_entries.extend(ch.audit)
@@ -426,13 +435,22 @@ class PostgresStore(PostgresReads):
                 await conn.execute(sql.TASKS, sql.columns(tasks, 13))
         if rows.attempts:
             attempts = [
-                (a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
+                (
+                    a.run_id,
+                    a.task,
+                    a.attempt,
+                    str(a.state),
+                    a.started_at,
+                    a.ended_at,
+                    sql.text(a.error),
+                )
                 for a in rows.attempts
             ]
             await conn.execute(sql.ATTEMPTS, sql.columns(attempts, 7))
         if rows.logs:
             logs = [
-                (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message) for lg in rows.logs
+                (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, sql.text(lg.message))
+                for lg in rows.logs
             ]
             await conn.execute(sql.LOGS, sql.columns(logs, 6))
         for d in rows.dead_letters:

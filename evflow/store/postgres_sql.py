@@ -168,6 +168,14 @@ def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return cols
 
 
+def text(value: str | None) -> str | None:
+    """``value`` as PostgreSQL text can keep it: a NUL character (which text refuses, and which
+    only a task's own error or log line can carry here) becomes U+FFFD."""
+    if value is not None and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
 def run_row(r: RunRecord) -> tuple[Any, ...]:
     return (
         r.id,
@@ -180,8 +188,8 @@ def run_row(r: RunRecord) -> tuple[Any, ...]:
         r.created_at,
         r.started_at,
         r.ended_at,
-        r.waiting,
-        r.error,
+        text(r.waiting),
+        text(r.error),
     )
 
 
@@ -196,9 +204,9 @@ def task_row(t: TaskRecord) -> tuple[Any, ...]:
         t.queued_at,
         t.started_at,
         t.ended_at,
-        t.waiting,
-        t.error,
-        t.traceback,
+        text(t.waiting),
+        text(t.error),
+        text(t.traceback),
         t.result,
     )
 
@@ -297,8 +305,8 @@ def describe_connect_error(url: str, exc: BaseException) -> str:
 def dead_row(d: DeadLetter) -> tuple[Any, ...]:
     return (
         uuid.uuid4().hex,
-        d.source,
-        d.reason,
+        text(d.source),
+        text(d.reason),
         bytes(d.payload),
         dumps(dict(d.headers)),
         d.dedup_key,

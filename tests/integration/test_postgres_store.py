@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -16,7 +17,7 @@ import orjson
 import psycopg
 import pytest
 
-from evflow import Engine, Event, Rule, RunState, flow, task
+from evflow import Engine, Event, Rule, RunState, flow, get_logger, task
 from evflow.audit import verify
 from evflow.errors import SchemaVersionError, StoreError
 from evflow.http.server import HttpServer, create_app
@@ -290,3 +291,71 @@ async def test_prepared_statements_can_be_turned_off_for_pgbouncer(
     assert await _prepared_after_reads(PostgresStore(fresh_schema(postgres_database))) > 0
     with pytest.raises(StoreError, match="prepare_threshold='sometimes'"):
         PostgresStore(f"{postgres_url}&prepare_threshold=sometimes")
+
+
+@task
+def echo_word(word: str) -> str:
+    return word
+
+
+@flow
+def word_flow(word: str) -> None:
+    echo_word(word)
+
+
+@task
+def nul_failure() -> None:
+    get_logger().info("line with a \x00 in it")
+    raise ValueError("bad \x00 byte")
+
+
+@flow
+def nul_flow() -> None:
+    nul_failure()
+
+
+async def test_nul_characters_are_refused_or_kept_readable_never_a_stuck_run(
+    postgres_url: str,
+) -> None:
+    engine = Engine(postgres_url, grace_period_s=0)
+    engine.add(word_flow, Rule(on=WebhookSensor("in", token=TOKEN), params={"word": "{data.w}"}))
+    engine.add(nul_flow)
+    async with engine, anyio.create_task_group() as tg:
+        port = await tg.start(
+            HttpServer(access_log=False).serve, create_app(engine), "127.0.0.1", 0
+        )
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            # A NUL in the event's own attributes: refused at the door.
+            bad = await client.post(
+                "/hooks/in",
+                json={"specversion": "1.0", "type": "a\x00b", "source": "s", "id": "1"},
+                headers={**auth, "Content-Type": "application/cloudevents+json"},
+            )
+            assert bad.status_code == 400 and "NUL" in bad.json()["error"]
+            # A NUL in data mapped into a run's params: a dead letter saying why.
+            took = await client.post("/hooks/in", json={"w": "a\x00b"}, headers=auth)
+            assert took.status_code == 202
+            fine = await client.post("/hooks/in", json={"w": "ok"}, headers=auth)
+            assert fine.status_code == 202
+
+            async def letters() -> list[Any]:
+                return await engine.store.list_dead_letters()
+
+            (letter,) = await until(letters)
+            assert "NUL" in letter.reason
+
+            async def ok_run() -> bool:
+                runs = await engine.store.list_runs()
+                return [r.params for r in runs if r.state is RunState.SUCCEEDED] == [{"word": "ok"}]
+
+            await until(ok_run)
+        # A task whose error and output carry a NUL: recorded, readable, the run ends.
+        result = await engine.run(nul_flow)
+        assert result.state is RunState.FAILED
+        run = await engine.store.get_run(result.run_id)
+        (t,) = run.tasks
+        assert t.error is not None and "bad \ufffd byte" in t.error
+        logs = [lg.message for lg in await engine.store.list_logs(run.id)]
+        assert logs == ["line with a \ufffd in it"]
+        tg.cancel_scope.cancel()
