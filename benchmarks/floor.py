@@ -145,9 +145,20 @@ class FloorStore:
         if self._events or self._runs or self._tasks or self._waiters:
             await self.commit()
 
-    async def _write_loop(self) -> None:
+    async def _write(self, events: list[Row], runs: list[Row], tasks: list[Row]) -> None:
+        """One grouped transaction: each table's rows in one statement, in a fixed order."""
         conn = self._conn
         assert conn is not None
+        await conn.execute("BEGIN IMMEDIATE")
+        if events:
+            await conn.executemany(_SQL_EVENT, events)
+        if runs:
+            await conn.executemany(_SQL_RUN, runs)
+        if tasks:
+            await conn.executemany(_SQL_TASK, tasks)
+        await conn.execute("COMMIT")
+
+    async def _write_loop(self) -> None:
         while True:
             if not (self._events or self._runs or self._tasks or self._waiters):
                 if self._closing:
@@ -159,14 +170,7 @@ class FloorStore:
             runs, self._runs = self._runs, []
             tasks, self._tasks = self._tasks, []
             waiters, self._waiters = self._waiters, []
-            await conn.execute("BEGIN IMMEDIATE")
-            if events:
-                await conn.executemany(_SQL_EVENT, events)
-            if runs:
-                await conn.executemany(_SQL_RUN, runs)
-            if tasks:
-                await conn.executemany(_SQL_TASK, tasks)
-            await conn.execute("COMMIT")
+            await self._write(events, runs, tasks)
             self.commits += 1
             for fut in waiters:
                 if not fut.done():

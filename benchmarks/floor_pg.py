@@ -123,28 +123,13 @@ class PgFloorStore(FloorStore):
         if self._pg is not None:
             await self._pg.close()
 
-    async def _write_loop(self) -> None:
+    async def _write(self, events: list[Row], runs: list[Row], tasks: list[Row]) -> None:
         conn = self._pg
         assert conn is not None
-        while True:
-            if not (self._events or self._runs or self._tasks or self._waiters):
-                if self._closing:
-                    return
-                await self._wake.wait()
-                self._wake.clear()
-                continue
-            events, self._events = self._events, []
-            runs, self._runs = self._runs, []
-            tasks, self._tasks = self._tasks, []
-            waiters, self._waiters = self._waiters, []
-            async with conn.transaction():
-                if events:
-                    await conn.execute(_SQL_EVENTS, _columns(events, 6))
-                if runs:
-                    await conn.execute(_SQL_RUNS, _columns(_last(runs, 1), 7))
-                if tasks:
-                    await conn.execute(_SQL_TASKS, _columns(_last(tasks, 2), 6))
-            self.commits += 1
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+        async with conn.transaction():
+            if events:
+                await conn.execute(_SQL_EVENTS, _columns(events, 6))
+            if runs:
+                await conn.execute(_SQL_RUNS, _columns(_last(runs, 1), 7))
+            if tasks:
+                await conn.execute(_SQL_TASKS, _columns(_last(tasks, 2), 6))

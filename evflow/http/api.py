@@ -46,7 +46,7 @@ from ..errors import (
     StoreError,
 )
 from ..events import Event, parse_json
-from ..records import AuditRecord, EventRecord, LogRecord
+from ..records import AttemptRecord, AuditRecord, EventRecord, LogRecord
 from ..sensors.webhook import accepted_json
 from ..states import RunState
 from ..tracing import trace_id_of
@@ -307,6 +307,20 @@ def _endpoint(fn: Handler) -> Handler:
 # -- JSON shapes ------------------------------------------------------------------------------
 
 
+def jsonable_attempt(a: AttemptRecord) -> dict[str, Any]:
+    """One try of a task, with how long it took."""
+    ended, started = a.ended_at, a.started_at
+    return {
+        "task": a.task,
+        "attempt": a.attempt,
+        "state": str(a.state),
+        "started_at": started,
+        "ended_at": ended,
+        "duration_s": ended - started if started is not None and ended is not None else None,
+        "error": a.error,
+    }
+
+
 def jsonable_audit(a: AuditRecord) -> dict[str, Any]:
     return {
         "seq": a.seq,
@@ -509,22 +523,7 @@ def api_routes(
         store = engine.store
         run = await store.get_run(request.path_params["id"])
         out = jsonable_run(run)
-        out["attempts"] = [
-            {
-                "task": a.task,
-                "attempt": a.attempt,
-                "state": str(a.state),
-                "started_at": a.started_at,
-                "ended_at": a.ended_at,
-                "duration_s": (
-                    a.ended_at - a.started_at
-                    if a.started_at is not None and a.ended_at is not None
-                    else None
-                ),
-                "error": a.error,
-            }
-            for a in await store.list_attempts(run.id)
-        ]
+        out["attempts"] = [jsonable_attempt(a) for a in await store.list_attempts(run.id)]
         out["audit"] = [jsonable_audit(a) for a in await store.list_audit(subject=f"run:{run.id}")]
         return JsonResponse(out)
 

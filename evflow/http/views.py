@@ -29,7 +29,16 @@ from ..engine import Engine
 from ..records import TaskRecord
 from ..rules.rule import Rule
 from ..states import RunState, TaskState
-from .api import ApiError, Handler, JsonResponse, _endpoint, _int_arg, _time_arg, authorize
+from .api import (
+    ApiError,
+    Handler,
+    JsonResponse,
+    _endpoint,
+    _int_arg,
+    _time_arg,
+    authorize,
+    jsonable_attempt,
+)
 from .timeline import MappedSpan, node_state, timeline_rows
 
 __all__ = ["describe_rule", "view_routes"]
@@ -231,22 +240,7 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
         out["mapped"] = mapped_nodes
         plain_names = {t.name for t in plain}
         attempts = await store.list_attempts_of(run.id, sorted(plain_names))
-        out["attempts"] = [
-            {
-                "task": a.task,
-                "attempt": a.attempt,
-                "state": str(a.state),
-                "started_at": a.started_at,
-                "ended_at": a.ended_at,
-                "duration_s": (
-                    a.ended_at - a.started_at
-                    if a.started_at is not None and a.ended_at is not None
-                    else None
-                ),
-                "error": a.error,
-            }
-            for a in attempts
-        ]
+        out["attempts"] = [jsonable_attempt(a) for a in attempts]
         return JsonResponse(out)
 
     async def tasks(request: Request) -> Response:

@@ -8,18 +8,23 @@ whole batch in one transaction and, on failure, sets ``error`` on each of its op
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.abc
+import orjson
 
+from ..abc import Accepted
+from ..audit_kinds import AuditKind
 from ..errors import StoreError, StoreUnavailable
 from ..events import Event
-from .base import Changes, DeadLetter, Rows
+from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord
+from .base import AuditEntry, Changes, DeadLetter, Rows, chain_hash
 
-__all__ = ["Op", "WriteQueue"]
+__all__ = ["Gathered", "Op", "WriteQueue", "chain_rows", "first_copies", "gather", "settle_events"]
 
 
 @dataclass(slots=True)
@@ -147,3 +152,105 @@ class WriteQueue:
             self._closing = True
             await self.flush()
             self._wake.set()
+
+
+# -- what every backend does with a batch, whatever its SQL ------------------------------------
+
+
+@dataclass(slots=True)
+class Gathered:
+    """A batch's changes by kind, in the order they were queued (records, not rows: each
+    backend makes its own rows). A dead letter carries the id it is stored under."""
+
+    cursors: dict[str, str] = field(default_factory=dict)
+    dead: list[tuple[str, DeadLetter]] = field(default_factory=list)
+    new_runs: list[tuple[Changes, RunRecord]] = field(default_factory=list)
+    new_tasks: list[TaskRecord] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
+    tasks: list[TaskRecord] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    logs: list[LogRecord] = field(default_factory=list)
+    processed: list[str] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+
+def gather(batch: Sequence[Op]) -> Gathered:
+    """Every op's changes by kind; an op's dead letter gets its id (the op's result) here."""
+    g = Gathered()
+    for op in batch:
+        g.cursors.update(op.cursors)
+        if op.dead_letter is not None:
+            op.result = uuid.uuid4().hex
+            g.dead.append((op.result, op.dead_letter))
+        ch = op.changes
+        if ch is None:
+            continue
+        ch.created_runs.clear()  # a batch tried again reports afresh
+        g.cursors.update(ch.cursors)
+        g.dead.extend((uuid.uuid4().hex, d) for d in ch.dead_letters)
+        g.new_runs.extend((ch, r) for r in ch.new_runs)
+        g.new_tasks.extend(ch.new_tasks)
+        g.runs.extend(ch.runs)
+        g.tasks.extend(ch.tasks)
+        g.attempts.extend(ch.attempts)
+        g.logs.extend(ch.logs)
+        g.processed.extend(ch.processed_events)
+        g.audit.extend(ch.audit)
+    return g
+
+
+def first_copies(ops: Sequence[Op]) -> dict[str, str]:
+    """Per dedup key in the batch, the uid of its first event (the copy an insert keeps when
+    the key is new)."""
+    first: dict[str, str] = {}
+    for op in ops:
+        for ev in op.events:
+            first.setdefault(ev.dedup_key, ev.uid)
+    return first
+
+
+def settle_events(
+    ops: Sequence[Op], first: Mapping[str, str], stored: Mapping[str, str], now: float
+) -> tuple[list[AuditEntry], dict[str, int]]:
+    """Given which uid the store kept per dedup key, each op's results (new or repeat), the
+    ``event.received`` records of the new events, and the repeats counted per source."""
+    dup_counts: dict[str, int] = {}
+    claimed: set[str] = set()
+    received: list[AuditEntry] = []
+    for op in ops:
+        results = []
+        for ev in op.events:
+            eid = stored[ev.dedup_key]
+            fresh = eid == first[ev.dedup_key] and ev.dedup_key not in claimed
+            if fresh:
+                claimed.add(ev.dedup_key)
+                data = {
+                    "type": ev.type,
+                    "source": ev.source,
+                    "id": ev.id,
+                    "dedup_key": ev.dedup_key,
+                }
+                received.append(
+                    AuditEntry(AuditKind.EVENT_RECEIVED, f"event:{eid}", data, time=now)
+                )
+            else:
+                dup_counts[ev.source] = dup_counts.get(ev.source, 0) + 1
+            results.append(Accepted(event_id=eid, duplicate=not fresh))
+        op.result = results
+    return received, dup_counts
+
+
+def chain_rows(
+    entries: Sequence[AuditEntry], seq: int, head: str, now: float
+) -> list[tuple[Any, ...]]:
+    """Audit rows ``(seq, time, kind, subject, actor, data, prev_hash, hash)`` continuing the
+    chain whose head is ``(seq, head)``; the last row's hash is the new head."""
+    rows = []
+    for entry in entries:
+        seq += 1
+        t = entry.time if entry.time is not None else now
+        data = None if entry.data is None else orjson.dumps(entry.data)
+        h = chain_hash(head, seq, t, entry.kind, entry.subject, entry.actor, data)
+        rows.append((seq, t, entry.kind, entry.subject, entry.actor, data, head, h))
+        head = h
+    return rows

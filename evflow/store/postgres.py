@@ -24,7 +24,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import orjson
 
 try:
     import psycopg
@@ -35,15 +34,14 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
     raise StoreError("PostgreSQL support is not installed: pip install 'evflow[postgres]'") from exc
 
 from ..abc import Accepted
-from ..audit_kinds import AuditKind
 from ..errors import SchemaVersionError, StoreError, StoreUnavailable
 from ..events import Event, parse_time
 from ..records import (
     LeaseRecord,
 )
 from . import postgres_sql as sql
-from .base import AuditEntry, Changes, DeadLetter, Rows, chain_hash
-from .batching import Op, WriteQueue
+from .base import AuditEntry, Changes, DeadLetter, Rows
+from .batching import Op, WriteQueue, chain_rows, first_copies, gather, settle_events
 from .postgres_reads import CONNECTION_ERRORS, PostgresReads
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from .urls import mask, split_prepare_threshold
@@ -306,51 +304,18 @@ class PostgresStore(PostgresReads):
         for op in batch:
             if op.rows is not None:
                 imported_head = await self._import(conn, op.rows) or imported_head
-        cursors: dict[str, str] = {}
-        dead: list[tuple[Any, ...]] = []
-        new_runs: list[tuple[Changes, tuple[Any, ...]]] = []
-        new_tasks: list[tuple[Any, ...]] = []
-        runs: list[tuple[Any, ...]] = []
-        tasks: list[tuple[Any, ...]] = []
-        attempts: list[tuple[Any, ...]] = []
-        logs: list[tuple[Any, ...]] = []
-        processed: list[str] = []
-        audit_entries: list[AuditEntry] = []
         event_ops = [op for op in batch if op.events]
-        for op in batch:
-            cursors.update(op.cursors)
-            if op.dead_letter is not None:
-                row = sql.dead_row(op.dead_letter)
-                dead.append(row)
-                op.result = row[0]
-            ch = op.changes
-            if ch is None:
-                continue
-            ch.created_runs.clear()  # a retried batch reports afresh
-            cursors.update(ch.cursors)
-            dead.extend(sql.dead_row(d) for d in ch.dead_letters)
-            new_runs.extend((ch, sql.run_row(r)) for r in ch.new_runs)
-            new_tasks.extend(sql.task_row(t) for t in ch.new_tasks)
-            runs.extend(sql.run_row(r) for r in ch.runs)
-            tasks.extend(sql.task_row(t) for t in ch.tasks)
-            attempts.extend(
-                (
-                    a.run_id,
-                    a.task,
-                    a.attempt,
-                    str(a.state),
-                    a.started_at,
-                    a.ended_at,
-                    sql.text(a.error),
-                )
-                for a in ch.attempts
-            )
-            logs.extend(
-                (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, sql.text(lg.message))
-                for lg in ch.logs
-            )
-            processed.extend(ch.processed_events)
-            audit_entries.extend(ch.audit)
+        g = gather(batch)
+        cursors = g.cursors
+        dead = [sql.dead_row(dl_id, d) for dl_id, d in g.dead]
+        new_runs = [(ch, sql.run_row(r)) for ch, r in g.new_runs]
+        new_tasks = [sql.task_row(t) for t in g.new_tasks]
+        runs = [sql.run_row(r) for r in g.runs]
+        tasks = [sql.task_row(t) for t in g.tasks]
+        attempts = [sql.attempt_row(a) for a in g.attempts]
+        logs = [sql.log_row(lg) for lg in g.logs]
+        processed = g.processed
+        audit_entries = g.audit
 
         # The chain's head first: writers with audit records take turns from the start, so
         # they never wait on each other's rows in the opposite order. In pipeline mode every
@@ -399,15 +364,8 @@ class PostgresStore(PostgresReads):
                     ch.created_runs.add(row[0])
         if not audit_entries or locked_head is None:
             return imported_head
-        seq, head = locked_head
-        rows = []
-        for entry in audit_entries:
-            seq += 1
-            t = entry.time if entry.time is not None else now
-            data = None if entry.data is None else orjson.dumps(entry.data)
-            h = chain_hash(head, seq, t, entry.kind, entry.subject, entry.actor, data)
-            rows.append((seq, t, entry.kind, entry.subject, entry.actor, data, head, h))
-            head = h
+        rows = chain_rows(audit_entries, *locked_head, now)
+        seq, head = int(rows[-1][0]), str(rows[-1][7])
         await conn.execute(sql.AUDIT, sql.columns(rows, 8))
         await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (seq, head))
         return head
@@ -434,24 +392,10 @@ class PostgresStore(PostgresReads):
             if tasks:
                 await conn.execute(sql.TASKS, sql.columns(tasks, 13))
         if rows.attempts:
-            attempts = [
-                (
-                    a.run_id,
-                    a.task,
-                    a.attempt,
-                    str(a.state),
-                    a.started_at,
-                    a.ended_at,
-                    sql.text(a.error),
-                )
-                for a in rows.attempts
-            ]
+            attempts = [sql.attempt_row(a) for a in rows.attempts]
             await conn.execute(sql.ATTEMPTS, sql.columns(attempts, 7))
         if rows.logs:
-            logs = [
-                (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, sql.text(lg.message))
-                for lg in rows.logs
-            ]
+            logs = [sql.log_row(lg) for lg in rows.logs]
             await conn.execute(sql.LOGS, sql.columns(logs, 6))
         for d in rows.dead_letters:
             await conn.execute(
@@ -475,11 +419,10 @@ class PostgresStore(PostgresReads):
     ) -> tuple[psycopg.AsyncCursor[Any], dict[str, str]]:
         """Send the events' insert and the read of which copy each dedup key kept; the
         answer is read later (:meth:`_events_received`)."""
+        first = first_copies(ops)
         rows = []
-        first: dict[str, str] = {}  # dedup key -> uid of its first event in this batch
         for op in ops:
             for ev in op.events:
-                first.setdefault(ev.dedup_key, ev.uid)
                 rows.append(
                     (
                         ev.uid,
@@ -509,33 +452,7 @@ class PostgresStore(PostgresReads):
         """Each op's results (new or repeat) and the ``event.received`` records of the new."""
         cur, first = sent
         stored: dict[str, str] = {k: u for k, u in await cur.fetchall()}
-        dup_counts: dict[str, int] = {}
-        claimed: set[str] = set()
-        received: list[AuditEntry] = []
-        for op in ops:
-            results = []
-            for ev in op.events:
-                eid = stored[ev.dedup_key]
-                fresh = eid == first[ev.dedup_key] and ev.dedup_key not in claimed
-                if fresh:
-                    claimed.add(ev.dedup_key)
-                    received.append(
-                        AuditEntry(
-                            AuditKind.EVENT_RECEIVED,
-                            f"event:{eid}",
-                            {
-                                "type": ev.type,
-                                "source": ev.source,
-                                "id": ev.id,
-                                "dedup_key": ev.dedup_key,
-                            },
-                            time=now,
-                        )
-                    )
-                else:
-                    dup_counts[ev.source] = dup_counts.get(ev.source, 0) + 1
-                results.append(Accepted(event_id=eid, duplicate=not fresh))
-            op.result = results
+        received, dup_counts = settle_events(ops, first, stored, now)
         if dup_counts:
             await conn.execute(sql.DUPS, sql.columns(list(dup_counts.items()), 2))
         return received

@@ -4,13 +4,12 @@ going in and out."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
-from ..records import EventRecord, RunRecord, TaskRecord
+from ..records import AttemptRecord, EventRecord, LogRecord, RunRecord, TaskRecord
 from ..states import RunState, TaskState
 from .base import DeadLetter
 from .urls import mask, postgres_target
@@ -302,9 +301,17 @@ def describe_connect_error(url: str, exc: BaseException) -> str:
     return f"cannot open the PostgreSQL store {mask(url)} ({target}): {text}; {hint}"
 
 
-def dead_row(d: DeadLetter) -> tuple[Any, ...]:
+def attempt_row(a: AttemptRecord) -> tuple[Any, ...]:
+    return (a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, text(a.error))
+
+
+def log_row(lg: LogRecord) -> tuple[Any, ...]:
+    return (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, text(lg.message))
+
+
+def dead_row(dl_id: str, d: DeadLetter) -> tuple[Any, ...]:
     return (
-        uuid.uuid4().hex,
+        dl_id,
         text(d.source),
         text(d.reason),
         bytes(d.payload),

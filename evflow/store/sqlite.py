@@ -16,7 +16,6 @@ import logging
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Literal, TypeVar
@@ -26,7 +25,6 @@ import anyio
 import orjson
 
 from ..abc import Accepted
-from ..audit_kinds import AuditKind
 from ..errors import EventNotFound, RunNotFound, SchemaVersionError, StoreError
 from ..events import Event
 from ..records import (
@@ -40,8 +38,8 @@ from ..records import (
     TaskRecord,
 )
 from ..states import RunState, TaskState
-from .base import GENESIS_HASH, AuditEntry, Changes, DeadLetter, Rows, chain_hash
-from .batching import Op, WriteQueue
+from .base import GENESIS_HASH, AuditEntry, Changes, DeadLetter, Rows
+from .batching import Op, WriteQueue, chain_rows, first_copies, gather, settle_events
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .urls import sqlite_path
 
@@ -135,9 +133,17 @@ def _loads(raw: bytes | str | None) -> Any:
     return None if raw is None else orjson.loads(raw)
 
 
-def _dead_row(d: DeadLetter) -> tuple[Any, ...]:
+def _attempt_row(a: AttemptRecord) -> tuple[Any, ...]:
+    return (a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
+
+
+def _log_row(lg: LogRecord) -> tuple[Any, ...]:
+    return (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message)
+
+
+def _dead_row(dl_id: str, d: DeadLetter) -> tuple[Any, ...]:
     return (
-        uuid.uuid4().hex,
+        dl_id,
         d.source,
         d.reason,
         bytes(d.payload),
@@ -386,40 +392,17 @@ class SqliteStore:
             if op.rows is not None:
                 self._import(conn, op.rows)
         event_ops = [op for op in batch if op.events]
-        cursors: dict[str, str] = {}
-        dead: list[tuple[Any, ...]] = []
-        new_runs: list[tuple[Changes, tuple[Any, ...]]] = []
-        new_tasks: list[tuple[Any, ...]] = []
-        runs: list[tuple[Any, ...]] = []
-        tasks: list[tuple[Any, ...]] = []
-        attempts: list[tuple[Any, ...]] = []
-        logs: list[tuple[Any, ...]] = []
-        processed: list[tuple[str]] = []
-        audit_entries: list[AuditEntry] = []
-        for op in batch:
-            cursors.update(op.cursors)
-            if op.dead_letter is not None:
-                row = _dead_row(op.dead_letter)
-                dead.append(row)
-                op.result = row[0]
-            ch = op.changes
-            if ch is None:
-                continue
-            cursors.update(ch.cursors)
-            dead.extend(_dead_row(d) for d in ch.dead_letters)
-            new_runs.extend((ch, _run_row(r)) for r in ch.new_runs)
-            new_tasks.extend(_task_row(t) for t in ch.new_tasks)
-            runs.extend(_run_row(r) for r in ch.runs)
-            tasks.extend(_task_row(t) for t in ch.tasks)
-            attempts.extend(
-                (a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
-                for a in ch.attempts
-            )
-            logs.extend(
-                (lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message) for lg in ch.logs
-            )
-            processed.extend((e,) for e in ch.processed_events)
-            audit_entries.extend(ch.audit)
+        g = gather(batch)
+        cursors = g.cursors
+        dead = [_dead_row(dl_id, d) for dl_id, d in g.dead]
+        new_runs = [(ch, _run_row(r)) for ch, r in g.new_runs]
+        new_tasks = [_task_row(t) for t in g.new_tasks]
+        runs = [_run_row(r) for r in g.runs]
+        tasks = [_task_row(t) for t in g.tasks]
+        attempts = [_attempt_row(a) for a in g.attempts]
+        logs = [_log_row(lg) for lg in g.logs]
+        processed = [(e,) for e in g.processed]
+        audit_entries = g.audit
 
         if event_ops:
             # Every event that enters is on the audit trail, in the transaction storing it.
@@ -451,14 +434,7 @@ class SqliteStore:
             # same file (the CLI beside a running service) extend the same chain.
             last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
             seq, head = (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
-            rows = []
-            for entry in audit_entries:
-                seq += 1
-                t = entry.time if entry.time is not None else now
-                data = None if entry.data is None else _dumps(entry.data)
-                h = chain_hash(head, seq, t, entry.kind, entry.subject, entry.actor, data)
-                rows.append((seq, t, entry.kind, entry.subject, entry.actor, data, head, h))
-                head = h
+            rows = chain_rows(audit_entries, seq, head, now)
             conn.executemany(_SQL_AUDIT, rows)
 
     @staticmethod
@@ -474,15 +450,8 @@ class SqliteStore:
         )  # fmt: skip
         conn.executemany(_SQL_RUN, [_run_row(r) for r in rows.runs])
         conn.executemany(_SQL_TASK, [_task_row(t) for r in rows.runs for t in r.tasks])
-        conn.executemany(
-            _SQL_ATTEMPT,
-            [(a.run_id, a.task, a.attempt, str(a.state), a.started_at, a.ended_at, a.error)
-             for a in rows.attempts],
-        )  # fmt: skip
-        conn.executemany(
-            _SQL_LOG,
-            [(lg.run_id, lg.task, lg.attempt, lg.time, lg.level, lg.message) for lg in rows.logs],
-        )
+        conn.executemany(_SQL_ATTEMPT, [_attempt_row(a) for a in rows.attempts])
+        conn.executemany(_SQL_LOG, [_log_row(lg) for lg in rows.logs])
         conn.executemany(
             _SQL_DEAD,
             [(d.id, d.source, d.reason, d.payload, _dumps(dict(d.headers)), None, d.received_at)
@@ -495,11 +464,10 @@ class SqliteStore:
     def _insert_events(
         self, conn: sqlite3.Connection, ops: list[Op], now: float
     ) -> list[AuditEntry]:
+        first = first_copies(ops)
         rows = []
-        first: dict[str, str] = {}  # dedup key -> uid of its first event in this batch
         for op in ops:
             for ev in op.events:
-                first.setdefault(ev.dedup_key, ev.uid)
                 rows.append(
                     (
                         ev.id,
@@ -522,33 +490,7 @@ class SqliteStore:
             sql = f"SELECT dedup_key, uid FROM events WHERE dedup_key IN ({marks})"
             for key, uid in conn.execute(sql, chunk).fetchall():
                 stored[key] = uid
-        dup_counts: dict[str, int] = {}
-        claimed: set[str] = set()
-        received: list[AuditEntry] = []
-        for op in ops:
-            results = []
-            for ev in op.events:
-                eid = stored[ev.dedup_key]
-                fresh = eid == first[ev.dedup_key] and ev.dedup_key not in claimed
-                if fresh:
-                    claimed.add(ev.dedup_key)
-                    received.append(
-                        AuditEntry(
-                            AuditKind.EVENT_RECEIVED,
-                            f"event:{eid}",
-                            {
-                                "type": ev.type,
-                                "source": ev.source,
-                                "id": ev.id,
-                                "dedup_key": ev.dedup_key,
-                            },
-                            time=now,
-                        )
-                    )
-                else:
-                    dup_counts[ev.source] = dup_counts.get(ev.source, 0) + 1
-                results.append(Accepted(event_id=eid, duplicate=not fresh))
-            op.result = results
+        received, dup_counts = settle_events(ops, first, stored, now)
         if dup_counts:
             conn.executemany(_SQL_DUP, list(dup_counts.items()))
         return received
