@@ -197,8 +197,14 @@ async def test_run_timeline_shows_a_pool_wait_and_retries_live(tmp_path: Path) -
             "data-state", "succeeded"
         )
         await screenshot(page, "run-timeline-live.png")
+        # What is typed into the log search survives the live redraws as the run finishes.
+        await timeline.get_by_test_id("timeline-row-wobbly").click()
+        await page.get_by_test_id("log-search").fill("try")
         release.set()
         await expect(page.get_by_test_id("run-state")).to_have_text("succeeded")
+        await expect(page.get_by_test_id("log-search")).to_have_value("try")
+        await expect(page.get_by_test_id("log-search")).to_be_focused()
+        await page.get_by_test_id("log-search").fill("")
         await expect(wait_bar).to_have_attribute("data-open", "false")
         await expect(
             timeline.get_by_test_id("timeline-bar-queued_behind-running-1")

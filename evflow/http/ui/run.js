@@ -563,14 +563,21 @@ export class RunView {
     this.renderLogLines();
     const node = t.node && t.node !== t.name ? t.node : null;
     const tries = Math.max(t.attempt ?? 0, ...attempts.map((a) => a.attempt));
-    const search = h("input", { type: "search", placeholder: "Search the log", value: this.log.search,
-      testid: "log-search", "aria-label": "Search the log",
-      oninput: (e) => { this.log.search = e.currentTarget.value; this.renderLogLines(); } });
-    const trySelect = h("select", { testid: "log-attempt", "aria-label": "Which try's log",
-      onchange: (e) => { this.log.attempt = Number(e.currentTarget.value) || null; this.renderLogLines(); } },
-    h("option", { value: "" }, "All tries"),
-    Array.from({ length: tries }, (_, k) => h("option", { value: String(k + 1) }, `Try ${k + 1}`)));
+    // The log's tools live as long as the log: a panel redrawn by a live update must not take
+    // the search box (and what is being typed into it) or the chosen try away from the user.
+    const search = this.log.searchEl ?? (this.log.searchEl = h("input", { type: "search",
+      placeholder: "Search the log", value: this.log.search, testid: "log-search", "aria-label": "Search the log",
+      oninput: (e) => { this.log.search = e.currentTarget.value; this.renderLogLines(); } }));
+    const trySelect = this.log.trySelectEl ?? (this.log.trySelectEl = h("select", { testid: "log-attempt",
+      "aria-label": "Which try's log",
+      onchange: (e) => { this.log.attempt = Number(e.currentTarget.value) || null; this.renderLogLines(); } }));
+    if (trySelect.options.length !== tries + 1) {
+      fill(trySelect, h("option", { value: "" }, "All tries"),
+        ...Array.from({ length: tries }, (_, k) => h("option", { value: String(k + 1) }, `Try ${k + 1}`)));
+    }
     trySelect.value = this.log.attempt ? String(this.log.attempt) : "";
+    const focused = [search, trySelect].find((el) => el === document.activeElement);
+    const caret = focused === search ? [search.selectionStart, search.selectionEnd] : null;
     fill(this.panelEl,
       h("div", { class: "panel-head" },
         node ? h("button", { type: "button", class: "btn ghost", testid: "back-to-mapped",
@@ -607,6 +614,10 @@ export class RunView {
         this.logCount = h("span", { class: "muted small", testid: "log-count" })),
       logList);
     this.panelEl.classList.toggle("wide-log", !!this.log.wide);
+    if (focused) {
+      focused.focus();
+      if (caret) search.setSelectionRange(caret[0], caret[1]);
+    }
     this.renderLogLines();
   }
 
