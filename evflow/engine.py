@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from .abc import Accepted, Sensor
 from .clock import Clock, SystemClock
+from .cluster import ClusterOptions, InstanceRegistry, Membership
 from .errors import EngineNotRunning, EvflowError, FlowNotFound, UnknownPoolError
 from .events import Event
 from .flows.dag import Flow
@@ -54,6 +55,8 @@ class Engine:
     ``max_threads``: limit on threads for sync tasks. ``max_backlog``: events accepted but not
     yet decided on before intake pushes back. ``grace_period_s``: at shutdown, how long
     running tasks may finish before they are cancelled and recorded as interrupted.
+    ``cluster``: on a store shared by several instances (PostgreSQL), how often this one
+    heartbeats and after how long the others count it as dead.
     """
 
     def __init__(
@@ -68,8 +71,11 @@ class Engine:
         clock: Clock | None = None,
         task_log_level: int = logging.INFO,
         resume: bool = True,
+        cluster: ClusterOptions | None = None,
     ) -> None:
         self._store_arg = store
+        self.cluster = cluster or ClusterOptions()
+        self.membership: Membership | None = None
         self.limits = Limits(max_tasks=max_tasks, pools=pools, max_threads=max_threads)
         self.gate = RunGate()
         self.max_backlog = max_backlog
@@ -197,6 +203,7 @@ class Engine:
     # -- lifespan ----------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
         async with AsyncExitStack() as stack:
+            self.membership = None
             self._store = store = await stack.enter_async_context(self._open_store())
             stack.callback(self._forget_store)
             ownership = None
@@ -204,6 +211,10 @@ class Engine:
                 ownership = Ownership(store)
                 await ownership.acquire()
                 stack.push_async_callback(ownership.release)  # after the runs have stopped
+            if self.resume and isinstance(store, InstanceRegistry):
+                self.membership = membership = Membership(store, self.cluster)
+                await membership.join()
+                stack.push_async_callback(membership.leave)  # after the runs have stopped
             self._intake = intake = StoreIntake(
                 store,
                 max_backlog=self.max_backlog,
@@ -218,6 +229,8 @@ class Engine:
             self.started_at = time.time()
             if ownership is not None:
                 await tg.start(ownership.keep)
+            if self.membership is not None:
+                await tg.start(self.membership.keep)
             if self.resume:
                 await self._resume()
             await tg.start(self._rules_loop.run)

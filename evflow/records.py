@@ -166,3 +166,34 @@ class LeaseRecord:
     acquired_at: float
     renewed_at: float
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One ``evflow serve`` registered on a shared store (cluster mode, PostgreSQL).
+
+    ``heartbeat_at`` and ``now`` are the database's clock, in epoch seconds; the instance counts
+    as dead once its last heartbeat is older than its own ``ttl_s``, or once it stopped.
+    """
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    http: str | None
+    started_at: float
+    heartbeat_at: float
+    ttl_s: float
+    stopped_at: float | None
+    now: float
+
+    @property
+    def alive(self) -> bool:
+        return self.stopped_at is None and self.now - self.heartbeat_at <= self.ttl_s
+
+    @property
+    def state(self) -> str:
+        """``alive``, ``stopped`` (a clean stop) or ``dead`` (no heartbeat within its TTL)."""
+        if self.stopped_at is not None:
+            return "stopped"
+        return "alive" if self.alive else "dead"

@@ -28,6 +28,7 @@ from ..states import RunState
 from ..store import mask
 from . import commands as c
 from .client import Client, CliError, HttpClient, LocalClient
+from .cluster import add_cluster_parser
 from .db import add_db_parser
 
 __all__ = ["build_parser", "choose_client", "main"]
@@ -302,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--since", metavar="TIME", help="only records from this ISO 8601 time")
     ex.add_argument("--output", "-o", metavar="FILE", help="file to write (default: stdout)")
     add_db_parser(sub, STORE_HELP)
+    add_cluster_parser(sub, STORE_HELP)
     return p
 
 

@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from ..engine import Engine
 from ..service.config import Config
 from .api import JsonResponse, api_index, api_routes
+from .cluster import cluster_routes
 from .live import LiveHub
 from .metrics import Metrics, metrics_route, monitor_loop_lag
 from .openapi import openapi_document
@@ -56,6 +57,7 @@ def build_app(engine: Engine, config: Config | None = None) -> Starlette:
                 "/api",
                 routes=[
                     *view_routes(engine, open_reads=http.open_reads),
+                    *cluster_routes(engine, open_reads=http.open_reads),
                     *api_routes(engine, hub=hub, open_reads=http.open_reads),
                 ],
             ),

@@ -147,6 +147,18 @@ class _EngineCollector(Collector):
         for source, age in sorted(self.metrics.sensor_lag.items()):
             lag.add_metric([source], age)
         yield lag
+        membership = engine.membership
+        if membership is not None:
+            yield GaugeMetricFamily(
+                "evflow_cluster_instances_alive",
+                "Instances on the shared store whose heartbeat is within their TTL",
+                value=self.metrics.instances_alive,
+            )
+            yield CounterMetricFamily(
+                "evflow_cluster_heartbeats",
+                "Heartbeats this instance wrote to the shared store",
+                value=membership.beats,
+            )
 
 
 class Metrics:
@@ -192,6 +204,7 @@ class Metrics:
             registry=r,
         )
         self.sensor_lag: dict[str, float] = {}
+        self.instances_alive = 0
         r.register(_EngineCollector(self))
         self._accepted_at: OrderedDict[str, float] = OrderedDict()
         self._run_started: OrderedDict[str, float] = OrderedDict()
@@ -255,6 +268,13 @@ class Metrics:
         for source, received_at in oldest.items():
             lag[source] = max(0.0, now - received_at)
         self.sensor_lag = lag
+        membership = self.engine.membership
+        if membership is not None:
+            try:
+                instances = await membership.registry.list_instances()
+            except StoreError:
+                return
+            self.instances_alive = sum(1 for i in instances if i.alive)
 
     async def render(self) -> bytes:
         await self.refresh()

@@ -27,6 +27,7 @@ from ..store.urls import is_postgres, sqlite_path
 
 __all__ = [
     "AlertSink",
+    "ClusterConfig",
     "Config",
     "EngineConfig",
     "HttpConfig",
@@ -67,6 +68,15 @@ class EngineConfig:
     max_backlog: int = 10_000
     grace_period_s: float = 30.0
     task_log_level: str = "INFO"
+
+
+@dataclass
+class ClusterConfig:
+    """``[cluster]``: instances sharing a PostgreSQL store heartbeat every ``heartbeat_s`` and
+    count as dead after ``ttl_s`` without one."""
+
+    heartbeat_s: float = 5.0
+    ttl_s: float = 30.0
 
 
 @dataclass
@@ -131,6 +141,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     pools: dict[str, int] = field(default_factory=dict)
@@ -164,6 +175,7 @@ _SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "http": HttpConfig,
     "engine": EngineConfig,
+    "cluster": ClusterConfig,
     "kafka": KafkaConfig,
     "tracing": TracingConfig,
 }
@@ -186,6 +198,8 @@ _RANGES: dict[str, _Range] = {
     "engine.max_threads": _COUNT,
     "engine.max_backlog": _COUNT,
     "engine.grace_period_s": _Range(0, None, "a number of seconds, 0 or more"),
+    "cluster.heartbeat_s": _Range(0.1, 3600, "a number of seconds from 0.1 to 3600"),
+    "cluster.ttl_s": _Range(1, 86400, "a number of seconds from 1 to 86400"),
     "kafka.fetch_max_wait_ms": _Range(0, None, "a whole number of milliseconds, 0 or more"),
     "pools": _Range(1, None, "a whole number of slots, at least 1"),
 }
@@ -343,6 +357,11 @@ def load_config(
             known = ", ".join([*_SECTIONS, "pools", "webhooks", "alerts", "variables"])
             raise ConfigError(f"{file.name}: unknown section [{key}]; known sections: {known}")
     _apply_env(cfg, os.environ if env is None else env)
+    if cfg.cluster.ttl_s < 2 * cfg.cluster.heartbeat_s:
+        raise ConfigError(
+            f"[cluster] ttl_s = {cfg.cluster.ttl_s:g} must be at least twice heartbeat_s = "
+            f"{cfg.cluster.heartbeat_s:g}, so that one late heartbeat does not count as a death"
+        )
     return cfg
 
 

@@ -23,6 +23,7 @@ from typing import TextIO
 import anyio
 
 from .. import tracing
+from ..cluster import ClusterOptions
 from ..engine import Engine
 from ..errors import ConfigError, EvflowError, LoadError
 from ..run.capture import capture_task_output
@@ -78,6 +79,7 @@ def build_engine(cfg: Config, dep: Deployment, *, store: str | None = None) -> E
         max_backlog=cfg.engine.max_backlog,
         grace_period_s=cfg.engine.grace_period_s,
         task_log_level=logging.getLevelName(cfg.engine.task_log_level.upper()),
+        cluster=ClusterOptions(cfg.cluster.heartbeat_s, cfg.cluster.ttl_s),
     )
     # Webhooks are served as soon as the store is open: a sensor slow to start (a Kafka group
     # waiting out a dead member's session) keeps starting in the background.
@@ -100,6 +102,12 @@ def _summary(
     w(f"evflow serving {dep.root}\n")
     w(f"  config   {cfg.source}\n")
     w(f"  store    {engine.store.describe()}\n")
+    if engine.membership is not None:
+        opts = engine.membership.options
+        w(
+            f"  cluster  instance {engine.membership.id} (heartbeat every {opts.heartbeat_s:g}s, "
+            f"dead after {opts.ttl_s:g}s; see `evflow cluster`)\n"
+        )
     if url:
         w(f"  http     {url}  (UI {url}/ui, API {url}/api, metrics {url}/metrics)\n")
     else:
@@ -169,6 +177,8 @@ async def _serve_engine(
                     url = f"http://{host}:{port}"
                     if alerts is not None:
                         alerts.base_url = url
+                    if engine.membership is not None:
+                        await engine.membership.advertise(url)
                 # The handlers are in place before the summary says the service is up: a
                 # SIGTERM sent as soon as it is printed gets the graceful shutdown.
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -42,6 +42,7 @@ from ..records import (
 from . import postgres_sql as sql
 from .base import AuditEntry, Changes, DeadLetter, Rows
 from .batching import Op, WriteQueue, chain_rows, first_copies, gather, settle_events
+from .postgres_instances import PostgresInstances
 from .postgres_reads import CONNECTION_ERRORS, PostgresReads
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from .urls import mask, split_prepare_threshold
@@ -56,7 +57,7 @@ _RETRY_MAX_S = 5.0
 _CLOSE_GIVE_UP_S = 10.0
 
 
-class PostgresStore(PostgresReads):
+class PostgresStore(PostgresInstances, PostgresReads):
     """The :class:`~evflow.store.base.Store` on PostgreSQL. Use as ``async with
     PostgresStore(url)``; ``url`` is a ``postgresql://user:password@host:port/db`` URL."""
 

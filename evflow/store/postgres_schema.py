@@ -155,4 +155,21 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 4: instances — each ``evflow serve`` on the store, its heartbeat on the database's clock
+    """
+    CREATE TABLE instances (
+        id text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        version text NOT NULL,
+        http text,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at timestamptz NOT NULL DEFAULT now(),
+        ttl_s float8 NOT NULL,
+        stopped_at timestamptz
+    );
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

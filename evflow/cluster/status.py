@@ -1,0 +1,60 @@
+"""What ``evflow cluster`` and ``GET /api/cluster`` show: the instances on a store and the
+leases they hold, as one JSON shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..records import InstanceRecord, LeaseRecord
+from ..store.base import Store
+from .registry import InstanceRegistry
+
+__all__ = ["cluster_status", "jsonable_instance", "jsonable_lease"]
+
+
+def jsonable_instance(i: InstanceRecord) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "state": i.state,
+        "host": i.host,
+        "pid": i.pid,
+        "version": i.version,
+        "http": i.http,
+        "started_at": i.started_at,
+        "heartbeat_at": i.heartbeat_at,
+        "heartbeat_age_s": round(max(0.0, i.now - i.heartbeat_at), 3),
+        "ttl_s": i.ttl_s,
+        "stopped_at": i.stopped_at,
+    }
+
+
+def jsonable_lease(lease: LeaseRecord) -> dict[str, Any]:
+    return {
+        "name": lease.name,
+        "owner": lease.owner,
+        "host": lease.host,
+        "pid": lease.pid,
+        "epoch": lease.epoch,
+        "acquired_at": lease.acquired_at,
+        "renewed_at": lease.renewed_at,
+        "expires_at": lease.expires_at,
+    }
+
+
+async def cluster_status(store: Store, this: str | None = None) -> dict[str, Any]:
+    """The cluster as ``store`` records it; ``this`` is the asking instance's id, if any.
+
+    ``mode`` is ``cluster`` on a store where instances register (PostgreSQL), ``single`` on
+    one machine's store (SQLite), where one instance runs the work under the ``engine`` lease.
+    """
+    registry = isinstance(store, InstanceRegistry)
+    instances = await store.list_instances() if isinstance(store, InstanceRegistry) else []
+    leases = await store.list_leases()
+    return {
+        "mode": "cluster" if registry else "single",
+        "store": store.describe(),
+        "this": this,
+        "alive": sum(1 for i in instances if i.alive),
+        "instances": [jsonable_instance(i) for i in instances],
+        "leases": [jsonable_lease(lease) for lease in leases],
+    }
