@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from .abc import Accepted, Sensor
 from .clock import Clock, SystemClock
 from .cluster import ClusterOptions, InstanceRegistry, Membership
+from .cluster.node import ClusterNode
 from .errors import EngineNotRunning, EvflowError, FlowNotFound, UnknownPoolError
 from .events import Event
 from .flows.dag import Flow
@@ -75,7 +76,7 @@ class Engine:
     ) -> None:
         self._store_arg = store
         self.cluster = cluster or ClusterOptions()
-        self.membership: Membership | None = None
+        self.node: ClusterNode | None = None
         self.limits = Limits(max_tasks=max_tasks, pools=pools, max_threads=max_threads)
         self.gate = RunGate()
         self.max_backlog = max_backlog
@@ -203,18 +204,15 @@ class Engine:
     # -- lifespan ----------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
         async with AsyncExitStack() as stack:
-            self.membership = None
+            self.node = None
             self._store = store = await stack.enter_async_context(self._open_store())
             stack.callback(self._forget_store)
+            shared = self.resume and isinstance(store, InstanceRegistry)
             ownership = None
-            if self.resume:  # this engine runs the store's work: one such engine per store
+            if self.resume and not shared:  # one engine runs a store of one machine's
                 ownership = Ownership(store)
                 await ownership.acquire()
                 stack.push_async_callback(ownership.release)  # after the runs have stopped
-            if self.resume and isinstance(store, InstanceRegistry):
-                self.membership = membership = Membership(store, self.cluster)
-                await membership.join()
-                stack.push_async_callback(membership.leave)  # after the runs have stopped
             self._intake = intake = StoreIntake(
                 store,
                 max_backlog=self.max_backlog,
@@ -225,13 +223,25 @@ class Engine:
             self._tg = tg
             self._runs.open(store, tg)
             self._rules_loop.open(store, intake)
+            if shared and isinstance(store, InstanceRegistry):
+                self.node = node = ClusterNode(
+                    store,
+                    self.cluster,
+                    runs=self._runs,
+                    flows=lambda: self.flows.keys(),
+                    offer=self._rules_loop.offer,
+                    on_elected=self._elected,
+                )
+                await node.join()
+                stack.push_async_callback(node.leave)  # after the runs have stopped
+                self._sensors.leader = anyio.Event()
             stack.push_async_callback(self._shutdown)
             self.started_at = time.time()
             if ownership is not None:
                 await tg.start(ownership.keep)
-            if self.membership is not None:
-                await tg.start(self.membership.keep)
-            if self.resume:
+            if self.node is not None:
+                await self.node.start(tg)  # adopts what dead instances left, at once
+            elif self.resume:
                 await self._resume()
             await tg.start(self._rules_loop.run)
             await tg.start(self._run_intake)
@@ -271,13 +281,20 @@ class Engine:
         await self._sensors.settled()
 
     async def _shutdown(self) -> None:
-        """Two phases: stop intake; let runs finish for the grace period; interrupt the rest."""
+        """Two phases: stop intake; let runs finish for the grace period; interrupt the rest.
+
+        In a cluster, the leader lease is given back as intake stops, and the unfinished runs
+        once they are interrupted, so that other instances take both over at once."""
         self._sensors.stopped()
         if self._intake_tg is not None:
             self._intake_tg.cancel_scope.cancel()
+        if self.node is not None:
+            await self.node.stop_leading()
         await self._runs.drain(self.grace_period_s)
         with anyio.CancelScope(shield=True):
             await self.store.flush()
+            if self.node is not None and not self.store_fenced:
+                await self.node.hand_back()
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
 
@@ -398,8 +415,26 @@ class Engine:
             await self.store.apply(writes.event_emitted(accepted.event_id, data, actor))
         return accepted
 
+    @property
+    def membership(self) -> Membership | None:
+        """This instance's membership of a cluster (on a shared store), else None."""
+        return self.node.membership if self.node is not None else None
+
+    @property
+    def store_fenced(self) -> bool:
+        """Whether the store refuses this instance's writes (it was taken over)."""
+        return bool(getattr(self._store, "fenced", False))
+
+    async def _elected(self) -> None:
+        """This instance leads the cluster: the sensors that run on the leader start."""
+        if self._sensors.leader is not None:
+            self._sensors.leader.set()
+
     async def _on_accepted(self, events: Sequence[Event], accepted: Sequence[Accepted]) -> None:
-        self._rules_loop.offer(events)
+        if self.node is not None:
+            self.node.accepted(events)
+        else:
+            self._rules_loop.offer(events)
         self.signals.publish(EventsAccepted(events, accepted))
 
     def _capacity_changed(self) -> None:

@@ -24,6 +24,7 @@ from anyio.abc import TaskGroup
 
 from .. import tracing
 from ..clock import Clock
+from ..cluster.registry import InstanceRegistry
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
 from ..flows.dag import Flow
@@ -135,6 +136,23 @@ class RunQueue:
         self._tg: TaskGroup | None = None
         self._active: dict[str, _ActiveRun] = {}
         self._waiters: dict[str, anyio.Event] = {}
+        # In cluster mode: this instance's id; runs may then be driven by other instances.
+        self.instance_id: str | None = None
+
+    @property
+    def _shared(self) -> InstanceRegistry | None:
+        """The store as shared by a cluster, when this queue is one instance of it."""
+        store = self.store
+        if self.instance_id is not None and isinstance(store, InstanceRegistry):
+            return store
+        return None
+
+    async def _until_finished(self, run_id: str) -> None:
+        """Wait for a run that another instance drives to end (read from the store)."""
+        delay = 0.05
+        while not (await self.store.get_run(run_id, with_tasks=False)).state.finished:
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     def open(self, store: Store, tg: TaskGroup) -> None:
         self._store, self._tg = store, tg
@@ -173,6 +191,8 @@ class RunQueue:
             active = self._active.get(record.id)
             if active is not None:
                 await active.done.wait()
+            elif self._shared is not None:
+                await self._until_finished(record.id)
             else:
                 # It may have finished while we read; its end is committed before it leaves
                 # ``_active``, so register the waiter, then read again.
@@ -191,6 +211,14 @@ class RunQueue:
             return False
         await self.store.apply(writes.run_cancel_requested(record.id, reason, actor))
         active = self._active.get(record.id)
+        shared = self._shared
+        if active is None and shared is not None:
+            owner, alive = await shared.run_owner(record.id)
+            if alive and owner != self.instance_id:
+                # Another instance drives it: ask it, and wait for the run to end there.
+                await shared.request_cancel(record.id, reason)
+                await self._until_finished(record.id)
+                return True
         if active is None:
             await self._mark_cancelled(record, reason)
             waiter = self._waiters.pop(record.id, None)
@@ -267,6 +295,9 @@ class RunQueue:
             flow_version=fl.version,
             tasks=(),
         )
+        shared = self._shared
+        if shared is not None and self.instance_id is not None:
+            await shared.claim_run(self.instance_id, run.id)  # this instance drives it again
         await self.store.apply(writes.run_retried(queued, reset, mode, actor), wait=True)
         kept = [t for t in run.tasks if t.node not in again]
         self.start(replace(queued, tasks=tuple(kept + reset)))
@@ -324,6 +355,19 @@ class RunQueue:
                 continue
             await self.store.apply(writes.run_resumed(run))
             self.start(run)
+
+    async def adopt(self, run: RunRecord) -> None:
+        """Drive ``run``, claimed from an instance that died or stopped (cluster mode)."""
+        if run.id in self._active or run.state.finished:
+            return
+        await self.store.apply(writes.run_resumed(run))
+        self.start(run)
+
+    def cancel_here(self, run_id: str, reason: str) -> None:
+        """Cancel a run held here, as asked on another instance (without waiting)."""
+        active = self._active.get(run_id)
+        if active is not None and active.cancel_reason is None:
+            self.stop(active, reason)
 
     # -- driving -----------------------------------------------------------------------------
     def start(self, run: RunRecord) -> None:

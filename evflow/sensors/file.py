@@ -142,6 +142,8 @@ class FileSensor:
     network filesystems, where change notifications are not delivered.
     """
 
+    singleton = True  # in a cluster, one instance watches the folder: the leader
+
     def __init__(
         self,
         path: str | os.PathLike[str],

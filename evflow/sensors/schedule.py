@@ -30,6 +30,8 @@ _MISFIRE = ("catchup", "latest", "skip")
 class ScheduleSensor:
     """Emits an event at each fire time of ``trigger`` for flow ``flow``."""
 
+    singleton = True  # in a cluster, one instance ticks the schedule: the leader
+
     def __init__(
         self, flow: str, trigger: Schedule, *, misfire: str = "latest", clock: Clock | None = None
     ) -> None:

@@ -58,6 +58,9 @@ class SensorSupervisor:
         self._changed = anyio.Event()
         self._tg: TaskGroup | None = None
         self._intake: Intake | None = None
+        # In a cluster: set once this instance leads; sensors marked ``singleton`` (schedules,
+        # watched folders) wait for it, so that they run on one instance at a time.
+        self.leader: anyio.Event | None = None
 
     def add(self, sensor: Sensor) -> None:
         """Register a sensor; it starts with the others, or at once if they are running."""
@@ -83,6 +86,10 @@ class SensorSupervisor:
     async def _run(self, sensor: Sensor, intake: Intake) -> None:
         """Run one sensor; a misconfigured one is reported off, a crashed one restarted."""
         delay = 1.0
+        leader = self.leader
+        if leader is not None and getattr(sensor, "singleton", False) and not leader.is_set():
+            self.set_status(sensor.name, "standby: runs on the leader instance")
+            await leader.wait()
         while True:
             status = _Started(self, sensor)
             try:

@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
     raise StoreError("PostgreSQL support is not installed: pip install 'evflow[postgres]'") from exc
 
 from ..abc import Accepted
-from ..errors import SchemaVersionError, StoreError, StoreUnavailable
+from ..errors import OwnershipLost, SchemaVersionError, StoreError, StoreUnavailable
 from ..events import Event, parse_time
 from ..records import (
     LeaseRecord,
@@ -42,7 +42,7 @@ from ..records import (
 from . import postgres_sql as sql
 from .base import AuditEntry, Changes, DeadLetter, Rows
 from .batching import Op, WriteQueue, chain_rows, first_copies, gather, settle_events
-from .postgres_instances import PostgresInstances
+from .postgres_instances import FENCE, NOTIFY_EVENTS, PostgresInstances, PostgresRunOwnership
 from .postgres_reads import CONNECTION_ERRORS, PostgresReads
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from .urls import mask, split_prepare_threshold
@@ -57,7 +57,7 @@ _RETRY_MAX_S = 5.0
 _CLOSE_GIVE_UP_S = 10.0
 
 
-class PostgresStore(PostgresInstances, PostgresReads):
+class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresReads):
     """The :class:`~evflow.store.base.Store` on PostgreSQL. Use as ``async with
     PostgresStore(url)``; ``url`` is a ``postgresql://user:password@host:port/db`` URL."""
 
@@ -79,6 +79,7 @@ class PostgresStore(PostgresInstances, PostgresReads):
         self.idle_in_transaction_timeout_s = idle_in_transaction_timeout_s
         self.available = True
         self.commits = 0  # for metrics and benchmarks
+        self.fenced = False  # cluster mode: this instance was taken over; nothing commits
         self._queue = WriteQueue(self.path, self._commit, max_pending=max_pending)
         self._pool: AsyncConnectionPool | None = None
         self._stack: AsyncExitStack | None = None
@@ -215,6 +216,12 @@ class PostgresStore(PostgresInstances, PostgresReads):
         except _CONNECTION_ERRORS as exc:
             self._connection_lost(batch, exc)
             return
+        except OwnershipLost as exc:
+            if not self.fenced:
+                log.error("store %s: %s", self.path, exc)
+            self.fenced = True
+            self._fail(batch, exc)
+            return
         except psycopg.Error as exc:
             if len(batch) > 1:
                 for op in batch:  # find the one at fault; the others commit
@@ -322,10 +329,17 @@ class PostgresStore(PostgresInstances, PostgresReads):
         # they never wait on each other's rows in the opposite order. In pipeline mode every
         # statement goes out before any answer is read: the answers needed (the head, which
         # events were new, which runs were created) come back together, in one round trip.
+        fence_cur = None
+        if self.instance_id is not None:  # cluster mode: commit only while in the cluster
+            fence_cur = await conn.execute(FENCE, (self.instance_id,))
         head_cur = None
         if audit_entries or event_ops:
             head_cur = await conn.execute("SELECT seq, hash FROM audit_head FOR UPDATE")
         sent = await self._send_events(conn, event_ops, now) if event_ops else None
+        if event_ops and self.instance_id is not None:
+            # Wakes the leader, which decides on events other instances accepted (a hint,
+            # delivered at commit; the leader also polls).
+            await conn.execute(NOTIFY_EVENTS)
         if cursors:
             await conn.execute(sql.CURSORS, sql.columns(list(cursors.items()), 2))
         if dead:
@@ -348,6 +362,11 @@ class PostgresStore(PostgresInstances, PostgresReads):
         if processed:
             await conn.execute(sql.PROCESSED, (processed,))
 
+        if fence_cur is not None and await fence_cur.fetchone() is None:
+            raise OwnershipLost(
+                f"instance {self.instance_id} was taken over by another instance on {self.path} "
+                "(it was silent past its TTL); its writes are refused"
+            )
         locked_head: tuple[int, str] | None = None
         if head_cur is not None:
             head_row = await head_cur.fetchone()

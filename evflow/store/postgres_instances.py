@@ -15,7 +15,14 @@ import psycopg
 from ..records import InstanceRecord
 from .postgres_sql import epoch
 
-__all__ = ["INSTANCE_COLS", "PostgresInstances", "heartbeat"]
+__all__ = [
+    "FENCE",
+    "INSTANCE_COLS",
+    "NOTIFY_EVENTS",
+    "PostgresInstances",
+    "PostgresRunOwnership",
+    "heartbeat",
+]
 
 INSTANCE_COLS = (
     f"id, host, pid, version, http, {epoch('started_at')}, {epoch('heartbeat_at')}, ttl_s, "
@@ -84,3 +91,121 @@ def heartbeat(conn: psycopg.Connection[Any], instance_id: str) -> float | None:
     instance is no longer alive by the registry (stopped, or silent past its TTL)."""
     row = conn.execute(_HEARTBEAT, (instance_id,)).fetchone()
     return None if row is None else float(row[0])
+
+
+# -- runs owned by instances ---------------------------------------------------------------------
+
+# The first statement of each of an instance's write transactions: it holds its registry row
+# (a takeover waits for the transaction) and names the instance for the runs it inserts. No
+# row: the instance was taken over, and the transaction must not commit.
+FENCE = (
+    "SELECT set_config('evflow.instance', id, true) FROM instances "
+    "WHERE id = %s AND stopped_at IS NULL FOR SHARE"
+)
+NOTIFY_EVENTS = "SELECT pg_notify('evflow_events', '')"
+_UNFINISHED = "('queued', 'running')"
+_TAKE_OVER = f"""
+UPDATE instances SET stopped_at = now(), taken_over_by = %s
+WHERE stopped_at IS NULL AND id <> %s
+  AND (heartbeat_at < now() - make_interval(secs => ttl_s) OR id = ANY(%s::text[]))
+RETURNING id, host, pid, {epoch("heartbeat_at")}
+"""
+_CLAIM = f"""
+UPDATE runs SET owner = %s, epoch = runs.epoch + 1
+WHERE id IN (
+    SELECT r.id FROM runs r LEFT JOIN instances i ON i.id = r.owner
+    WHERE r.state IN {_UNFINISHED} AND r.flow = ANY(%s::text[])
+      AND (r.owner IS NULL OR i.id IS NULL OR i.stopped_at IS NOT NULL)
+    ORDER BY r.priority DESC, r.created_at
+    LIMIT %s
+    FOR UPDATE OF r SKIP LOCKED
+)
+RETURNING id, epoch
+"""
+
+
+class PostgresRunOwnership:
+    """Which instance drives which run, for :class:`~evflow.store.postgres.PostgresStore`."""
+
+    instance_id: str | None = None
+
+    def fence_as(self, instance_id: str) -> None:
+        """From now on every write transaction commits only while ``instance_id`` is in the
+        cluster (see :data:`FENCE`), and runs it inserts are its own."""
+        self.instance_id = instance_id
+
+    async def take_over_dead(
+        self: _Access, me: str, gone: Sequence[str] = ()
+    ) -> list[tuple[str, str, int, float]]:
+        """Declare taken over (by ``me``) every instance silent past its TTL, and those in
+        ``gone`` (on this host, their process has exited); returns (id, host, pid, last
+        heartbeat) of each."""
+        rows = await self._write_read(_TAKE_OVER, (me, me, list(gone)))
+        return [(str(r[0]), str(r[1]), int(r[2]), float(r[3])) for r in rows]
+
+    async def claim_runs(
+        self: _Access, me: str, flows: Sequence[str], limit: int
+    ) -> dict[str, int]:
+        """Claim for ``me`` up to ``limit`` unfinished runs of ``flows`` that no live instance
+        drives (handed back, or their owner stopped or was taken over), highest priority
+        first; returns each claimed run's new epoch."""
+        if limit <= 0 or not flows:
+            return {}
+        rows = await self._write_read(_CLAIM, (me, list(flows), limit))
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def claim_run(self: _Access, me: str, run_id: str) -> int:
+        """Take ``run_id`` for ``me`` (a finished run queued again here); its new epoch."""
+        rows = await self._write_read(
+            "UPDATE runs SET owner = %s, epoch = epoch + 1, cancel_requested = NULL "
+            "WHERE id = %s RETURNING epoch",
+            (me, run_id),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def hand_back_runs(self: _Access, me: str) -> int:
+        """Give back ``me``'s unfinished runs at a clean stop, for the others to claim."""
+        rows = await self._write_read(
+            f"UPDATE runs SET owner = NULL WHERE owner = %s AND state IN {_UNFINISHED} "
+            "RETURNING id",
+            (me,),
+        )
+        return len(rows)
+
+    async def run_owner(self: _Access, run_id: str) -> tuple[str | None, bool]:
+        """(owner, whether that owner is alive) of a run."""
+        rows = await self._read(
+            "SELECT r.owner, i.id IS NOT NULL AND i.stopped_at IS NULL "
+            "AND i.heartbeat_at >= now() - make_interval(secs => i.ttl_s) "
+            "FROM runs r LEFT JOIN instances i ON i.id = r.owner WHERE r.id = %s",
+            (run_id,),
+        )
+        if not rows:
+            return None, False
+        return (None if rows[0][0] is None else str(rows[0][0])), bool(rows[0][1])
+
+    async def request_cancel(self: _Access, run_id: str, reason: str) -> None:
+        """Ask the run's owner to cancel it (it looks at each heartbeat)."""
+        await self._write_read(
+            f"UPDATE runs SET cancel_requested = %s WHERE id = %s AND state IN {_UNFINISHED} "
+            "RETURNING id",
+            (reason, run_id),
+        )
+
+    async def cancel_requests(self: _Access, me: str) -> dict[str, str]:
+        """Cancels asked of ``me``'s runs elsewhere: run id → reason."""
+        rows = await self._read(
+            f"SELECT id, cancel_requested FROM runs WHERE owner = %s AND state IN {_UNFINISHED} "
+            "AND cancel_requested IS NOT NULL",
+            (me,),
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    async def run_epochs(
+        self: _Access, run_ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, int]]:
+        """(owner, epoch) of each run."""
+        rows = await self._read(
+            "SELECT id, owner, epoch FROM runs WHERE id = ANY(%s::text[])", (list(run_ids),)
+        )
+        return {str(r[0]): (None if r[1] is None else str(r[1]), int(r[2])) for r in rows}

@@ -172,4 +172,20 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 5: runs belong to one instance at a time. ``owner`` is the instance driving the run (NULL:
+    # handed back, for any instance to take) and ``epoch`` goes up at each claim. A run
+    # inserted by an instance is its own: the default reads the instance id that each of its
+    # transactions sets. ``cancel_requested`` carries a cancel asked on another instance to the
+    # owner.
+    """
+    ALTER TABLE runs
+        ADD COLUMN owner text DEFAULT nullif(current_setting('evflow.instance', true), ''),
+        ADD COLUMN epoch bigint NOT NULL DEFAULT 1,
+        ADD COLUMN cancel_requested text;
+    CREATE INDEX runs_unfinished_by_owner ON runs (owner) WHERE state IN ('queued', 'running');
+    ALTER TABLE instances ADD COLUMN taken_over_by text;
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

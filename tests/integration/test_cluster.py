@@ -135,7 +135,7 @@ async def test_evflow_cluster_and_the_api_show_instances_and_leases(
         assert body["mode"] == "cluster" and body["this"] == member.id and body["alive"] == 1
         (inst,) = body["instances"]
         assert (inst["id"], inst["state"], inst["http"]) == (member.id, "alive", base)
-        assert [lease["name"] for lease in body["leases"]] == ["engine"]
+        assert [lease["name"] for lease in body["leases"]] == ["leader"]
 
         code, out, err = await evflow(
             "cluster", "--store", postgres_url, cwd=tmp_path, env=clean_env()
@@ -144,7 +144,7 @@ async def test_evflow_cluster_and_the_api_show_instances_and_leases(
         assert "1 alive of 1 registered" in out
         row = next(line for line in out.splitlines() if line.startswith(member.id))
         assert "alive" in row and base in row
-        assert any(line.startswith("engine ") for line in out.splitlines())
+        assert any(line.startswith("leader ") for line in out.splitlines())
 
         code, out, err = await evflow("cluster", "--url", base, "--json", cwd=tmp_path)
         assert code == 0, err

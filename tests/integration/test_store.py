@@ -317,7 +317,9 @@ async def test_an_ambiguous_run_id_prefix_names_the_candidates(tmp_path: Path) -
 
 
 async def test_a_second_engine_on_a_store_is_refused_naming_the_first(tmp_path: Path) -> None:
-    where = store_for(tmp_path)
+    # One machine's store (SQLite) runs one engine; on PostgreSQL, several join a cluster
+    # (tests/integration/test_cluster.py).
+    where = tmp_path / "evflow.db"
     async with Engine(where, grace_period_s=0):
         with pytest.raises(
             StoreInUse, match=rf"another evflow instance \(host \S+, pid {os.getpid()}"
@@ -342,7 +344,7 @@ async def test_the_lease_of_a_killed_process_on_this_host_is_taken_over_at_once(
     proc = await anyio.open_process(["true"])  # a process that has exited: its pid is free
     await proc.wait()
     dead_pid = proc.pid
-    where = store_for(tmp_path)
+    where = tmp_path / "evflow.db"  # on PostgreSQL: see test_cluster.py
     async with connect(where) as store:
         taken, old = await store.acquire_lease(
             "engine", "killed", socket.gethostname(), dead_pid, ttl_s=3600

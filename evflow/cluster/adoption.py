@@ -1,0 +1,105 @@
+"""Adoption: the runs of an instance that died go on elsewhere.
+
+At every heartbeat each instance looks for instances silent past their TTL (and, on its own
+host, instances whose process has exited: no need to wait for a TTL there). It declares them
+taken over — from then on the store refuses their writes, so one that was only stalled and
+wakes up writes nothing more — and claims the unfinished runs that no live instance drives
+(``FOR UPDATE SKIP LOCKED``, highest priority first). Each claim raises the run's epoch. An
+adopted run resumes as after a restart: attempts that were running are recorded interrupted
+and retried under their policy; finished tasks are never run again. The same pass carries
+cancels asked on other instances to the runs this one drives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Collection
+
+import anyio
+import anyio.abc
+
+from ..errors import StoreError, StoreUnavailable
+from ..run.queue import RunQueue
+from .membership import Membership
+from .registry import InstanceRegistry
+
+__all__ = ["Adoption"]
+
+log = logging.getLogger("evflow.cluster")
+
+CLAIM_BATCH = 500
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Adoption:
+    """Takes over dead instances and claims their runs for this one, until cancelled."""
+
+    def __init__(
+        self,
+        store: InstanceRegistry,
+        membership: Membership,
+        runs: RunQueue,
+        flows: Callable[[], Collection[str]],
+    ) -> None:
+        self.store = store
+        self.membership = membership
+        self.runs = runs
+        self.flows = flows
+        self.adopted = 0  # runs claimed from others, for metrics
+        self.taken_over = 0  # instances declared dead by this one
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """One pass at once (runs left by a previous process start now), then one per
+        heartbeat."""
+        await self.tick()
+        task_status.started()
+        while True:
+            await anyio.sleep(self.membership.options.heartbeat_s)
+            try:
+                await self.tick()
+            except (StoreUnavailable, StoreError) as exc:
+                log.warning("could not look for runs to adopt: %s", exc)
+
+    async def tick(self) -> None:
+        me = self.membership.id
+        instances = await self.store.list_instances()
+        gone = [
+            i.id
+            for i in instances
+            if i.id != me
+            and i.stopped_at is None
+            and i.host == self.membership.host
+            and _process_gone(i.pid)
+        ]
+        for inst_id, host, pid, _ in await self.store.take_over_dead(me, gone):
+            self.taken_over += 1
+            log.warning(
+                "instance %s (host %s, pid %d) is dead: %s takes its runs over",
+                inst_id,
+                host,
+                pid,
+                me,
+            )
+        if self.runs.stopping:
+            return
+        claimed = await self.store.claim_runs(me, sorted(self.flows()), CLAIM_BATCH)
+        runs = [
+            await self.runs.store.get_run(rid) for rid in claimed if not self.runs.is_active(rid)
+        ]
+        # In the order they were queued, highest priority first: the run gates admit them so.
+        for run in sorted(runs, key=lambda r: (-r.priority, r.created_at)):
+            log.info("adopting run %s of flow %r (epoch %d)", run.id, run.flow, claimed[run.id])
+            self.adopted += 1
+            await self.runs.adopt(run)
+        for run_id, reason in (await self.store.cancel_requests(me)).items():
+            self.runs.cancel_here(run_id, reason)

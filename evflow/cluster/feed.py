@@ -1,0 +1,116 @@
+"""The leader's feed of events accepted by other instances.
+
+Any instance stores the events it accepts; only the leader decides on them. The store sends a
+notification (``NOTIFY evflow_events``) with each commit that stored new events, and the
+leader listens on a connection of its own: a hint that wakes it at once. The hint may be lost
+(the connection dropped, the leader just elected), so a slow poll backs it up; after a dropped
+connection the listener reconnects with backoff. Idle, the feed costs one read per poll
+interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import anyio
+import anyio.abc
+
+from ..errors import StoreError, StoreUnavailable
+from ..events import Event
+from ..store.base import Store
+
+__all__ = ["EVENTS_CHANNEL", "PendingFeed"]
+
+log = logging.getLogger("evflow.cluster")
+
+EVENTS_CHANNEL = "evflow_events"
+
+
+class PendingFeed:
+    """Offers to ``offer`` each pending event not offered yet, when woken or every
+    ``poll_s``."""
+
+    def __init__(
+        self,
+        store: Store,
+        url: str,
+        offer: Callable[[Sequence[Event]], None],
+        *,
+        poll_s: float,
+    ) -> None:
+        self.store = store
+        self.url = url
+        self.offer = offer
+        self.poll_s = poll_s
+        self.notified = 0  # hints received, for tests and metrics
+        self._offered: dict[str, float] = {}  # event uid → when it was offered
+        self._wake = anyio.Event()
+
+    def note(self, events: Sequence[Event]) -> None:
+        """Events offered by another way (accepted on this instance): not to offer again."""
+        now = time.monotonic()
+        for ev in events:
+            self._offered[ev.uid] = now
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Read the pending events now (a new leader rebuilds what its rules hold), then at
+        each hint or poll, until cancelled."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._listen)
+            await self._read()
+            task_status.started()
+            while True:
+                with anyio.move_on_after(self.poll_s):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                try:
+                    await self._read()
+                except (StoreUnavailable, StoreError) as exc:
+                    log.warning("could not read the pending events: %s", exc)
+                await anyio.sleep(0.01)  # hints arriving together make one read
+
+    async def _read(self) -> None:
+        started = time.monotonic()
+        pending = await self.store.pending_events()
+        uids = {p.uid for p in pending}
+        fresh = [p.to_event() for p in pending if p.uid not in self._offered]
+        # Forget what was decided (no longer pending), but not what was offered since the
+        # read began: its commit may be newer than what the read saw.
+        for uid, at in list(self._offered.items()):
+            if uid not in uids and at < started:
+                del self._offered[uid]
+        if fresh:
+            self.note(fresh)
+            self.offer(fresh)
+
+    async def _listen(self) -> None:
+        import psycopg
+
+        delay = 0.5
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=10
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    delay = 0.5
+                    self._wake.set()  # hints may have been missed while not listening
+                    async for _ in conn.notifies():
+                        self.notified += 1
+                        self._wake.set()
+            except psycopg.Error as exc:
+                log.warning(
+                    "the listener for new events lost its connection (%s); reconnecting in %.1fs "
+                    "(the poll every %gs goes on meanwhile)",
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                    delay,
+                    self.poll_s,
+                )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)

@@ -1,0 +1,105 @@
+"""One instance of a cluster: its membership, its campaign for leadership, its feed of
+events from the others, and the adoption of dead instances' runs — started and stopped
+together by the :class:`~evflow.engine.Engine` on a shared (PostgreSQL) store.
+
+What runs where: every instance accepts events (webhooks, its share of the Kafka partitions)
+and drives the runs it creates or adopts; the leader alone decides on events and runs the
+schedules and watched folders (see :mod:`~evflow.cluster.leader`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Collection, Sequence
+
+import anyio
+import anyio.abc
+
+from ..events import Event
+from ..run.queue import RunQueue
+from .adoption import Adoption
+from .feed import PendingFeed
+from .leader import Leadership
+from .membership import ClusterOptions, Membership
+from .registry import InstanceRegistry
+
+__all__ = ["ClusterNode"]
+
+log = logging.getLogger("evflow.cluster")
+
+
+class ClusterNode:
+    """This instance's part in the cluster on ``store``.
+
+    ``offer`` hands events to the rule loop; ``flows`` names the flows this instance can run
+    (it adopts runs of those only); ``on_elected`` runs once it becomes the leader.
+    """
+
+    def __init__(
+        self,
+        store: InstanceRegistry,
+        options: ClusterOptions,
+        *,
+        runs: RunQueue,
+        flows: Callable[[], Collection[str]],
+        offer: Callable[[Sequence[Event]], None],
+        on_elected: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.membership = Membership(store, options)
+        self.runs = runs
+        self.adoption = Adoption(store, self.membership, runs, flows)
+        self._offer = offer
+        self._on_elected = on_elected
+        self.feed = PendingFeed(runs.store, store.url, offer, poll_s=max(options.heartbeat_s, 0.05))
+        self.leadership = Leadership(runs.store, self.membership, self._elected)
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def id(self) -> str:
+        return self.membership.id
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader
+
+    async def join(self) -> None:
+        """Register, and have the store refuse this instance's writes once it is taken over."""
+        await self.membership.join()
+        self.store.fence_as(self.membership.id)
+        self.runs.instance_id = self.membership.id
+
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Heartbeat, adopt what dead instances left (at once, then at each heartbeat), and
+        campaign for leadership, in ``tg``."""
+        self._tg = tg
+        await tg.start(self.membership.keep)
+        await tg.start(self.adoption.run)
+        await tg.start(self.leadership.run)
+
+    async def _elected(self) -> None:
+        assert self._tg is not None
+        await self._tg.start(self.feed.run)  # offers every pending event: the held state
+        await self._on_elected()
+
+    def accepted(self, events: Sequence[Event]) -> None:
+        """Events this instance stored: decided here if it leads, else by the leader (the
+        store's notification wakes it)."""
+        if self.is_leader:
+            self.feed.note(events)
+            self._offer(events)
+
+    async def stop_leading(self) -> None:
+        """At a clean stop, before the runs drain: give the leader lease back at once."""
+        await self.leadership.release()
+
+    async def hand_back(self) -> None:
+        """At a clean stop, after the runs drained: give back the unfinished ones, for the
+        others to adopt at their next heartbeat (shielded)."""
+        with anyio.CancelScope(shield=True):
+            n = await self.store.hand_back_runs(self.membership.id)
+            if n:
+                log.info("instance %s handed back %d unfinished run(s)", self.id, n)
+
+    async def leave(self) -> None:
+        await self.membership.leave()
