@@ -186,6 +186,7 @@ class InstanceRecord:
     ttl_s: float
     stopped_at: float | None
     now: float
+    taken_over_by: str | None = None
 
     @property
     def alive(self) -> bool:
@@ -193,7 +194,10 @@ class InstanceRecord:
 
     @property
     def state(self) -> str:
-        """``alive``, ``stopped`` (a clean stop) or ``dead`` (no heartbeat within its TTL)."""
+        """``alive``; ``stopped`` (a clean stop); ``dead`` (no heartbeat within its TTL, or
+        its process exited; ``taken_over_by`` names the instance that took its runs)."""
+        if self.taken_over_by is not None:
+            return "dead"
         if self.stopped_at is not None:
             return "stopped"
         return "alive" if self.alive else "dead"

@@ -25,6 +25,7 @@ def jsonable_instance(i: InstanceRecord) -> dict[str, Any]:
         "heartbeat_age_s": round(max(0.0, i.now - i.heartbeat_at), 3),
         "ttl_s": i.ttl_s,
         "stopped_at": i.stopped_at,
+        "taken_over_by": i.taken_over_by,
     }
 
 

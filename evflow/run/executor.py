@@ -310,7 +310,12 @@ class RunExecution:
     async def _run_node(self, node: Node) -> None:
         current: Node | None = node
         while current is not None:
-            current = self._node_done(current, await self._run_one(current))
+            state = await self._run_one(current)
+            if current.downstream:
+                # What runs next acts on this outcome: it is committed first, so a crash
+                # never re-runs a task whose downstream already started.
+                await self.ledger.flush()
+            current = self._node_done(current, state)
 
     async def _run_one(self, node: Node) -> TaskState:
         """Run one node (all its instances, if mapped) or settle it by its trigger rule."""

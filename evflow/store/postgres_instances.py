@@ -26,7 +26,7 @@ __all__ = [
 
 INSTANCE_COLS = (
     f"id, host, pid, version, http, {epoch('started_at')}, {epoch('heartbeat_at')}, ttl_s, "
-    f"{epoch('stopped_at')}, {epoch('now()')}"
+    f"{epoch('stopped_at')}, {epoch('now()')}, taken_over_by"
 )
 _REGISTER = f"""
 INSERT INTO instances (id, host, pid, version, http, ttl_s) VALUES (%s, %s, %s, %s, %s, %s)

@@ -167,7 +167,8 @@ MIGRATIONS.append(
         started_at timestamptz NOT NULL DEFAULT now(),
         heartbeat_at timestamptz NOT NULL DEFAULT now(),
         ttl_s float8 NOT NULL,
-        stopped_at timestamptz
+        stopped_at timestamptz,
+        taken_over_by text
     );
     """
 )
@@ -184,7 +185,6 @@ MIGRATIONS.append(
         ADD COLUMN epoch bigint NOT NULL DEFAULT 1,
         ADD COLUMN cancel_requested text;
     CREATE INDEX runs_unfinished_by_owner ON runs (owner) WHERE state IN ('queued', 'running');
-    ALTER TABLE instances ADD COLUMN taken_over_by text;
     """
 )
 

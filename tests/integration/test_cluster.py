@@ -13,7 +13,7 @@ import orjson
 import psycopg
 import pytest
 
-from evflow import Engine
+from evflow import Engine, Event, Rule, RunState, TaskState, flow, task
 from evflow.cluster import ClusterOptions
 from evflow.errors import ConfigError, OwnershipLost
 from evflow.records import InstanceRecord
@@ -175,3 +175,126 @@ def test_cluster_settings_are_checked(tmp_path: Path) -> None:
     env = {"EVFLOW_CLUSTER_TTL_S": "12", "EVFLOW_CLUSTER_HEARTBEAT_S": "2"}
     cfg = load_config(tmp_path, env=env)
     assert (cfg.cluster.heartbeat_s, cfg.cluster.ttl_s) == (2.0, 12.0)
+
+
+# -- two instances on one store -------------------------------------------------------------------
+
+gate = {"release": anyio.Event()}
+ran: list[str] = []
+
+
+@task
+async def record(n: int) -> int:
+    ran.append(f"record {n}")
+    return n
+
+
+@task
+async def held(n: int) -> int:
+    ran.append(f"held {n}")
+    await gate["release"].wait()
+    return n
+
+
+@flow
+def recorded(n: int) -> None:
+    record(n)
+
+
+@flow
+def holding(n: int) -> None:
+    held(record(n))
+
+
+def instance(url: str) -> Engine:
+    engine = Engine(url, grace_period_s=0, cluster=FAST)
+    engine.add(recorded, Rule(on="order.placed", params={"n": "{data.n}"}))
+    engine.add(holding)
+    return engine
+
+
+async def run_rows(url: str) -> list[tuple[str, str, str | None, int]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, state, owner, epoch FROM runs ORDER BY created_at")
+        return [(str(r[0]), str(r[1]), r[2], int(r[3])) for r in rows.fetchall()]
+
+
+async def test_an_event_accepted_by_any_instance_is_decided_once_by_the_leader(
+    postgres_url: str,
+) -> None:
+    ran.clear()
+    async with instance(postgres_url) as first, instance(postgres_url) as second:
+        assert first.node is not None and second.node is not None
+        assert first.node.is_leader and not second.node.is_leader
+        await second.intake.submit([Event("order.placed", data={"n": 7})])
+        await first.intake.submit([Event("order.placed", data={"n": 8})])
+
+        async def both_done() -> bool:
+            rows = await run_rows(postgres_url)
+            return len(rows) == 2 and all(r[1] == "succeeded" for r in rows)
+
+        await until(both_done)
+        rows = await run_rows(postgres_url)
+        # Decided by the leader, so its runs: each event started exactly one run.
+        assert {r[2] for r in rows} == {first.node.id}
+        assert sorted(ran) == ["record 7", "record 8"]
+        # The follower's event reached the leader by notification, not by a poll.
+        assert first.node.feed.notified >= 1
+
+
+async def start_in(tg: anyio.abc.TaskGroup, engine: Engine) -> anyio.Event:
+    """Run ``engine`` in a task of ``tg`` (so engines can stop in any order); returns the
+    event that stops it."""
+    stop = anyio.Event()
+
+    async def hold(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with engine:
+            task_status.started()
+            await stop.wait()
+
+    await tg.start(hold)
+    return stop
+
+
+async def test_a_clean_stop_hands_the_lease_and_the_unfinished_runs_over(
+    postgres_url: str,
+) -> None:
+    ran.clear()
+    gate["release"] = anyio.Event()
+    first, second = instance(postgres_url), instance(postgres_url)
+    async with anyio.create_task_group() as tg:
+        stop_first = await start_in(tg, first)
+        stop_second = await start_in(tg, second)
+        assert first.node is not None and second.node is not None
+        assert first.node.is_leader and not second.node.is_leader
+        run_id = await first.submit(holding, n=1)
+        await until(lambda: anyio.to_thread.run_sync(lambda: "held 1" in ran))
+        stop_first.set()
+        # The first stopped with the task running: interrupted, handed back, adopted by the
+        # second, which also took the leader lease without waiting for it to expire.
+        await until(lambda: anyio.to_thread.run_sync(lambda: ran.count("held 1") == 2))
+        assert second.node.is_leader
+        gate["release"].set()
+        result = await second.wait(run_id)
+        assert result.state is RunState.SUCCEEDED
+        assert ran == ["record 1", "held 1", "held 1"]  # `record` finished: never run again
+        (row,) = await run_rows(postgres_url)
+        assert row[2] == second.node.id and row[3] == 2  # claimed a second time: epoch 2
+        attempts = await second.store.list_attempts_of(run_id, ["held"])
+        assert [a.state for a in attempts] == [TaskState.INTERRUPTED, TaskState.SUCCEEDED]
+        assert second.node.adoption.adopted == 1
+        stop_second.set()
+    states = {i.state for i in await instances(postgres_url)}
+    assert states == {"stopped"}
+
+
+async def test_a_cancel_asked_on_another_instance_reaches_the_run(postgres_url: str) -> None:
+    ran.clear()
+    gate["release"] = anyio.Event()
+    async with instance(postgres_url) as first, instance(postgres_url) as second:
+        run_id = await first.submit(holding, n=2)
+        await until(lambda: anyio.to_thread.run_sync(lambda: "held 2" in ran))
+        assert await second.cancel(run_id, reason="not needed any more")
+        result = await second.wait(run_id)
+        assert result.state is RunState.CANCELLED
+        assert ran == ["record 2", "held 2"]
