@@ -1,13 +1,15 @@
-"""Adoption: the runs of an instance that died go on elsewhere.
+"""Adoption: the runs of an instance that died go on elsewhere, and work spreads.
 
-At every heartbeat each instance looks for instances silent past their TTL (and, on its own
-host, instances whose process has exited: no need to wait for a TTL there). It declares them
-taken over — from then on the store refuses their writes, so one that was only stalled and
-wakes up writes nothing more — and claims the unfinished runs that no live instance drives
-(``FOR UPDATE SKIP LOCKED``, highest priority first). Each claim raises the run's epoch. An
-adopted run resumes as after a restart: attempts that were running are recorded interrupted
-and retried under their policy; finished tasks are never run again. The same pass carries
-cancels asked on other instances to the runs this one drives.
+At every heartbeat, and when told (runs handed back, a cancel asked, a held run ended), each
+instance looks for instances silent past their TTL (and, on its own host, instances whose
+process has exited: no need to wait for a TTL there). It declares them taken over — from then
+on the store refuses their writes, so one that was only stalled and wakes up writes nothing
+more. Then it claims, up to its free capacity, the unfinished runs that no live instance
+drives (``FOR UPDATE SKIP LOCKED``, highest priority first): those of dead instances, and
+those another instance created beyond its own capacity and handed back. Each claim raises the
+run's epoch. An adopted run resumes as after a restart: attempts that were running are
+recorded interrupted and retried under their policy; finished tasks are never run again. The
+same pass carries cancels asked on other instances to the runs this one drives.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ class Adoption:
         self.flows = flows
         self.adopted = 0  # runs claimed from others, for metrics
         self.taken_over = 0  # instances declared dead by this one
+        self._wake = anyio.Event()
+
+    def wake(self) -> None:
+        """Look now: runs were handed back, a cancel was asked, or a held run ended."""
+        self._wake.set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """One pass at once (runs left by a previous process start now), then one per
@@ -64,7 +71,9 @@ class Adoption:
         await self.tick()
         task_status.started()
         while True:
-            await anyio.sleep(self.membership.options.heartbeat_s)
+            with anyio.move_on_after(self.membership.options.heartbeat_s):
+                await self._wake.wait()
+            self._wake = anyio.Event()
             try:
                 await self.tick()
             except (StoreUnavailable, StoreError) as exc:
@@ -92,7 +101,9 @@ class Adoption:
             )
         if self.runs.stopping:
             return
-        claimed = await self.store.claim_runs(me, sorted(self.flows()), CLAIM_BATCH)
+        claimed = await self.store.claim_runs(
+            me, sorted(self.flows()), min(CLAIM_BATCH, self.runs.room())
+        )
         runs = [
             await self.runs.store.get_run(rid) for rid in claimed if not self.runs.is_active(rid)
         ]

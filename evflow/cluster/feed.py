@@ -1,11 +1,9 @@
 """The leader's feed of events accepted by other instances.
 
 Any instance stores the events it accepts; only the leader decides on them. The store sends a
-notification (``NOTIFY evflow_events``) with each commit that stored new events, and the
-leader listens on a connection of its own: a hint that wakes it at once. The hint may be lost
-(the connection dropped, the leader just elected), so a slow poll backs it up; after a dropped
-connection the listener reconnects with backoff. Idle, the feed costs one read per poll
-interval.
+notification (``NOTIFY evflow_events``) with each commit that stored new events, which wakes
+the leader at once (see :mod:`~evflow.cluster.listener`). A hint may be lost, so a slow poll
+backs it up. Idle, the feed costs one read per poll interval.
 """
 
 from __future__ import annotations
@@ -21,11 +19,9 @@ from ..errors import StoreError, StoreUnavailable
 from ..events import Event
 from ..store.base import Store
 
-__all__ = ["EVENTS_CHANNEL", "PendingFeed"]
+__all__ = ["PendingFeed"]
 
 log = logging.getLogger("evflow.cluster")
-
-EVENTS_CHANNEL = "evflow_events"
 
 
 class PendingFeed:
@@ -35,16 +31,14 @@ class PendingFeed:
     def __init__(
         self,
         store: Store,
-        url: str,
         offer: Callable[[Sequence[Event]], None],
         *,
         poll_s: float,
     ) -> None:
         self.store = store
-        self.url = url
         self.offer = offer
         self.poll_s = poll_s
-        self.notified = 0  # hints received, for tests and metrics
+        self.woken = 0  # reads done, for tests
         self._offered: dict[str, float] = {}  # event uid → when it was offered
         self._wake = anyio.Event()
 
@@ -60,19 +54,18 @@ class PendingFeed:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Read the pending events now (a new leader rebuilds what its rules hold), then at
         each hint or poll, until cancelled."""
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._listen)
-            await self._read()
-            task_status.started()
-            while True:
-                with anyio.move_on_after(self.poll_s):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
-                try:
-                    await self._read()
-                except (StoreUnavailable, StoreError) as exc:
-                    log.warning("could not read the pending events: %s", exc)
-                await anyio.sleep(0.01)  # hints arriving together make one read
+        await self._read()
+        task_status.started()
+        while True:
+            with anyio.move_on_after(self.poll_s):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            self.woken += 1
+            try:
+                await self._read()
+            except (StoreUnavailable, StoreError) as exc:
+                log.warning("could not read the pending events: %s", exc)
+            await anyio.sleep(0.01)  # hints arriving together make one read
 
     async def _read(self) -> None:
         started = time.monotonic()
@@ -87,30 +80,3 @@ class PendingFeed:
         if fresh:
             self.note(fresh)
             self.offer(fresh)
-
-    async def _listen(self) -> None:
-        import psycopg
-
-        delay = 0.5
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=10
-                )
-                async with conn:
-                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
-                    delay = 0.5
-                    self._wake.set()  # hints may have been missed while not listening
-                    async for _ in conn.notifies():
-                        self.notified += 1
-                        self._wake.set()
-            except psycopg.Error as exc:
-                log.warning(
-                    "the listener for new events lost its connection (%s); reconnecting in %.1fs "
-                    "(the poll every %gs goes on meanwhile)",
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
-                    delay,
-                    self.poll_s,
-                )
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 30.0)

@@ -34,15 +34,18 @@ log = logging.getLogger("evflow.cluster")
 
 @dataclass(frozen=True, slots=True)
 class ClusterOptions:
-    """``[cluster]``: how often an instance heartbeats, and after how long without a
-    heartbeat the others count it as dead."""
+    """``[cluster]``: how often an instance heartbeats, after how long without a heartbeat
+    the others count it as dead, and how many runs it holds at once."""
 
     heartbeat_s: float = 5.0
     ttl_s: float = 30.0
+    max_runs: int = 100  # runs one instance holds at once; beyond, others take them
 
     def __post_init__(self) -> None:
         if not self.heartbeat_s > 0:
             raise ValueError(f"heartbeat_s must be above 0, not {self.heartbeat_s!r}")
+        if self.max_runs < 1:
+            raise ValueError(f"max_runs must be at least 1, not {self.max_runs!r}")
         if not self.ttl_s >= 2 * self.heartbeat_s:
             raise ValueError(
                 f"ttl_s ({self.ttl_s!r}) must be at least twice heartbeat_s "

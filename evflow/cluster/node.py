@@ -20,6 +20,7 @@ from ..run.queue import RunQueue
 from .adoption import Adoption
 from .feed import PendingFeed
 from .leader import Leadership
+from .listener import EVENTS_CHANNEL, RUNS_CHANNEL, Listener
 from .membership import ClusterOptions, Membership
 from .registry import InstanceRegistry
 
@@ -51,8 +52,11 @@ class ClusterNode:
         self.adoption = Adoption(store, self.membership, runs, flows)
         self._offer = offer
         self._on_elected = on_elected
-        self.feed = PendingFeed(runs.store, store.url, offer, poll_s=max(options.heartbeat_s, 0.05))
+        self.feed = PendingFeed(runs.store, offer, poll_s=max(options.heartbeat_s, 0.05))
         self.leadership = Leadership(runs.store, self.membership, self._elected)
+        self.listener = Listener(
+            store.url, {EVENTS_CHANNEL: self.feed.wake, RUNS_CHANNEL: self.adoption.wake}
+        )
         self._tg: anyio.abc.TaskGroup | None = None
 
     @property
@@ -68,12 +72,15 @@ class ClusterNode:
         await self.membership.join()
         self.store.fence_as(self.membership.id)
         self.runs.instance_id = self.membership.id
+        self.runs.capacity = self.membership.options.max_runs
+        self.runs.freed = self.adoption.wake
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
         """Heartbeat, adopt what dead instances left (at once, then at each heartbeat), and
         campaign for leadership, in ``tg``."""
         self._tg = tg
         await tg.start(self.membership.keep)
+        tg.start_soon(self.listener.run)
         await tg.start(self.adoption.run)
         await tg.start(self.leadership.run)
 

@@ -154,9 +154,8 @@ class RuleLoop:
         changes = record.changes
         if changes:
             await store.apply(changes, wait=True)
-        for run in to_start:
-            if run.id in changes.created_runs:  # another decider may have created it first
-                self.runs.start(run)
+        # Only runs this commit created: another decider may have created one first.
+        await self.runs.place([run for run in to_start if run.id in changes.created_runs])
 
     async def _apply(
         self,

@@ -136,8 +136,11 @@ class RunQueue:
         self._tg: TaskGroup | None = None
         self._active: dict[str, _ActiveRun] = {}
         self._waiters: dict[str, anyio.Event] = {}
-        # In cluster mode: this instance's id; runs may then be driven by other instances.
+        # In cluster mode: this instance's id (runs may then be driven by other instances),
+        # how many runs it holds at most, and who to tell when one of them ends.
         self.instance_id: str | None = None
+        self.capacity: int | None = None
+        self.freed: Callable[[], None] = lambda: None
 
     @property
     def _shared(self) -> InstanceRegistry | None:
@@ -146,6 +149,23 @@ class RunQueue:
         if self.instance_id is not None and isinstance(store, InstanceRegistry):
             return store
         return None
+
+    def room(self) -> int:
+        """How many more runs this instance takes (cluster mode; else no limit)."""
+        if self.capacity is None:
+            return 1 << 30
+        return max(0, self.capacity - len(self._active))
+
+    async def place(self, runs: Sequence[RunRecord]) -> None:
+        """Drive runs created here. In a cluster, only up to this instance's capacity: the
+        rest are handed back, for the instances with room to claim."""
+        shared = self._shared
+        keep = len(runs) if shared is None else self.room()
+        for run in runs[:keep]:
+            self.start(run)
+        rest = [r.id for r in runs[keep:]]
+        if rest and shared is not None and self.instance_id is not None:
+            await shared.hand_back_runs(self.instance_id, rest)
 
     async def _until_finished(self, run_id: str) -> None:
         """Wait for a run that another instance drives to end (read from the store)."""
@@ -182,7 +202,7 @@ class RunQueue:
     ) -> str:
         run = new_run(fl, params, priority=priority, trigger=trigger)
         await self.store.apply(queued_changes(fl, [run], actor), wait=True)
-        self.start(run)
+        await self.place([run])
         return run.id
 
     async def wait(self, run_id: str) -> RunResult:
@@ -338,8 +358,7 @@ class RunQueue:
             runs.append(new_run(fl, slot_params(fl, slot), run_id=run_id, trigger=trigger))
         if runs:
             await self.store.apply(queued_changes(fl, runs, actor), wait=True)
-        for r in runs:
-            self.start(r)
+        await self.place(runs)
         return [r.id for r in runs]
 
     async def resume(self, flows: Mapping[str, Flow]) -> None:
@@ -439,6 +458,7 @@ class RunQueue:
         finally:
             self._active.pop(run.id, None)
             active.done.set()
+            self.freed()
             waiter = self._waiters.pop(run.id, None)
             if waiter is not None:
                 waiter.set()

@@ -72,11 +72,13 @@ class EngineConfig:
 
 @dataclass
 class ClusterConfig:
-    """``[cluster]``: instances sharing a PostgreSQL store heartbeat every ``heartbeat_s`` and
-    count as dead after ``ttl_s`` without one."""
+    """``[cluster]``: instances sharing a PostgreSQL store heartbeat every ``heartbeat_s``,
+    count as dead after ``ttl_s`` without one, and each holds at most ``max_runs`` runs at
+    once (the rest go to instances with room)."""
 
     heartbeat_s: float = 5.0
     ttl_s: float = 30.0
+    max_runs: int = 100
 
 
 @dataclass
@@ -200,6 +202,7 @@ _RANGES: dict[str, _Range] = {
     "engine.grace_period_s": _Range(0, None, "a number of seconds, 0 or more"),
     "cluster.heartbeat_s": _Range(0.1, 3600, "a number of seconds from 0.1 to 3600"),
     "cluster.ttl_s": _Range(1, 86400, "a number of seconds from 1 to 86400"),
+    "cluster.max_runs": _COUNT,
     "kafka.fetch_max_wait_ms": _Range(0, None, "a whole number of milliseconds, 0 or more"),
     "pools": _Range(1, None, "a whole number of slots, at least 1"),
 }

@@ -79,7 +79,7 @@ def build_engine(cfg: Config, dep: Deployment, *, store: str | None = None) -> E
         max_backlog=cfg.engine.max_backlog,
         grace_period_s=cfg.engine.grace_period_s,
         task_log_level=logging.getLevelName(cfg.engine.task_log_level.upper()),
-        cluster=ClusterOptions(cfg.cluster.heartbeat_s, cfg.cluster.ttl_s),
+        cluster=ClusterOptions(cfg.cluster.heartbeat_s, cfg.cluster.ttl_s, cfg.cluster.max_runs),
     )
     # Webhooks are served as soon as the store is open: a sensor slow to start (a Kafka group
     # waiting out a dead member's session) keeps starting in the background.

@@ -103,6 +103,8 @@ FENCE = (
     "WHERE id = %s AND stopped_at IS NULL FOR SHARE"
 )
 NOTIFY_EVENTS = "SELECT pg_notify('evflow_events', '')"
+# Runs to claim, or a cancel to carry out: every instance looks (delivered at commit).
+_NOTIFY_RUNS = "SELECT pg_notify('evflow_runs', ''), count(*) FROM changed"
 _UNFINISHED = "('queued', 'running')"
 _TAKE_OVER = f"""
 UPDATE instances SET stopped_at = now(), taken_over_by = %s
@@ -163,14 +165,20 @@ class PostgresRunOwnership:
         )
         return int(rows[0][0]) if rows else 0
 
-    async def hand_back_runs(self: _Access, me: str) -> int:
-        """Give back ``me``'s unfinished runs at a clean stop, for the others to claim."""
+    async def hand_back_runs(self: _Access, me: str, run_ids: Sequence[str] | None = None) -> int:
+        """Give back ``me``'s unfinished runs (``run_ids``, else all: a clean stop), for the
+        other instances to claim; they are told at once."""
         rows = await self._write_read(
-            f"UPDATE runs SET owner = NULL WHERE owner = %s AND state IN {_UNFINISHED} "
-            "RETURNING id",
-            (me,),
+            f"WITH changed AS (UPDATE runs SET owner = NULL WHERE owner = %s "
+            f"AND state IN {_UNFINISHED} AND (%s::text[] IS NULL OR id = ANY(%s::text[])) "
+            f"RETURNING id) {_NOTIFY_RUNS}",
+            (
+                me,
+                None if run_ids is None else list(run_ids),
+                None if run_ids is None else list(run_ids),
+            ),
         )
-        return len(rows)
+        return int(rows[0][1])
 
     async def run_owner(self: _Access, run_id: str) -> tuple[str | None, bool]:
         """(owner, whether that owner is alive) of a run."""
@@ -187,8 +195,8 @@ class PostgresRunOwnership:
     async def request_cancel(self: _Access, run_id: str, reason: str) -> None:
         """Ask the run's owner to cancel it (it looks at each heartbeat)."""
         await self._write_read(
-            f"UPDATE runs SET cancel_requested = %s WHERE id = %s AND state IN {_UNFINISHED} "
-            "RETURNING id",
+            f"WITH changed AS (UPDATE runs SET cancel_requested = %s WHERE id = %s "
+            f"AND state IN {_UNFINISHED} RETURNING id) {_NOTIFY_RUNS}",
             (reason, run_id),
         )
 
