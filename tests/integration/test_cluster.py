@@ -273,7 +273,8 @@ async def test_a_clean_stop_hands_the_lease_and_the_unfinished_runs_over(
         # The first stopped with the task running: interrupted, handed back, adopted by the
         # second, which also took the leader lease without waiting for it to expire.
         await until(lambda: anyio.to_thread.run_sync(lambda: ran.count("held 1") == 2))
-        await until(lambda: anyio.to_thread.run_sync(lambda: second.node.is_leader))
+        node = second.node
+        await until(lambda: anyio.to_thread.run_sync(lambda: node.is_leader))
         gate["release"].set()
         result = await second.wait(run_id)
         assert result.state is RunState.SUCCEEDED
@@ -320,7 +321,7 @@ async def test_runs_beyond_an_instances_capacity_go_to_instances_with_room(
             )
         )
         owners = {r[0]: r[2] for r in await run_rows(postgres_url)}
-        assert sorted(owners[i] for i in ids) == sorted(
+        assert sorted(str(owners[i]) for i in ids) == sorted(
             [small.node.id, roomy.node.id, roomy.node.id]
         )
         assert small.active_runs() == [ids[0]]
