@@ -41,7 +41,8 @@ from ..records import (
 )
 from . import postgres_sql as sql
 from .base import AuditEntry, Changes, DeadLetter, Rows
-from .batching import Op, WriteQueue, chain_rows, first_copies, gather, settle_events
+from .batching import Op, WriteQueue, first_copies, gather, settle_events
+from .chains import SYSTEM_CHAIN, WriterChain, append
 from .postgres_reads import CONNECTION_ERRORS, PostgresReads
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from .urls import mask, split_prepare_threshold
@@ -85,6 +86,7 @@ class PostgresStore(PostgresReads):
         self._away = anyio.Event()  # set while the database cannot be reached
         self._closing_since: float | None = None
         self._lost: tuple[str, set[int]] | None = None  # (expected head, ops) of a lost commit
+        self._chain = WriterChain()  # this writer's audit chain
 
     # -- lifespan ----------------------------------------------------------------------------
     def describe(self) -> str:
@@ -210,9 +212,15 @@ class PostgresStore(PostgresReads):
                     if head is not None:  # the commit itself failed: it may have gone through
                         self._lost = (head, {id(op) for op in batch})
                     raise
+            if head is not None:
+                self._chain.opened = True
             self.commits += 1
         except _CONNECTION_ERRORS as exc:
             self._connection_lost(batch, exc)
+            return
+        except StoreError as exc:  # the trail was altered by hand under this writer
+            log.error("store %s: a write was refused: %s", self.path, exc)
+            self._fail(batch, exc)
             return
         except psycopg.Error as exc:
             if len(batch) > 1:
@@ -277,13 +285,16 @@ class PostgresStore(PostgresReads):
         self._queue.requeue(engine_changes)
 
     async def _drop_if_committed(self, batch: list[Op]) -> list[Op]:
-        """After a commit whose outcome was lost: if the chain's head is the one it would
-        have written, it went through, and its requeued ops are not applied again."""
+        """After a commit whose outcome was lost: if this writer's chain's head is the one it
+        would have written, it went through, and its requeued ops are not applied again."""
         assert self._lost is not None and self._pool is not None
         expected, ops = self._lost
         async with self._pool.connection() as conn:
-            committed = await self._head(conn) == expected
+            head = await self._head(conn, self._chain.name)
+        committed = head is not None and head[1] == expected
         self._lost = None
+        if committed:
+            self._chain.opened = True
         return [op for op in batch if id(op) not in ops] if committed else batch
 
     @staticmethod
@@ -292,18 +303,16 @@ class PostgresStore(PostgresReads):
             op.error = exc
 
     @staticmethod
-    async def _head(conn: psycopg.AsyncConnection[Any]) -> str:
-        row = await (await conn.execute("SELECT hash FROM audit_head")).fetchone()
-        assert row is not None
-        return str(row[0])
+    async def _head(conn: psycopg.AsyncConnection[Any], chain: str) -> tuple[int, str] | None:
+        """The stored head of ``chain`` (locked until the transaction ends), if it has one."""
+        return await _fetch_head(await conn.execute(sql.AUDIT_HEAD, (chain,)))
 
     async def _apply(self, conn: psycopg.AsyncConnection[Any], batch: list[Op]) -> str | None:
-        """Write the batch; returns the audit chain's new head, if it wrote audit records."""
+        """Write the batch; returns this writer's audit chain's new head, if it appended."""
         now = time.time()
-        imported_head = None
         for op in batch:
             if op.rows is not None:
-                imported_head = await self._import(conn, op.rows) or imported_head
+                await self._import(conn, op.rows)
         event_ops = [op for op in batch if op.events]
         g = gather(batch)
         cursors = g.cursors
@@ -317,13 +326,15 @@ class PostgresStore(PostgresReads):
         processed = g.processed
         audit_entries = g.audit
 
-        # The chain's head first: writers with audit records take turns from the start, so
-        # they never wait on each other's rows in the opposite order. In pipeline mode every
-        # statement goes out before any answer is read: the answers needed (the head, which
+        # This writer's chain's head first (its own: no other writer waits on it; opening the
+        # chain also locks the system chain's head, once per writer). In pipeline mode every
+        # statement goes out before any answer is read: the answers needed (the heads, which
         # events were new, which runs were created) come back together, in one round trip.
-        head_cur = None
+        head_cur = system_cur = None
         if audit_entries or event_ops:
-            head_cur = await conn.execute("SELECT seq, hash FROM audit_head FOR UPDATE")
+            if not self._chain.opened:
+                system_cur = await conn.execute(sql.AUDIT_HEAD, (SYSTEM_CHAIN,))
+            head_cur = await conn.execute(sql.AUDIT_HEAD, (self._chain.name,))
         sent = await self._send_events(conn, event_ops, now) if event_ops else None
         if cursors:
             await conn.execute(sql.CURSORS, sql.columns(list(cursors.items()), 2))
@@ -347,11 +358,8 @@ class PostgresStore(PostgresReads):
         if processed:
             await conn.execute(sql.PROCESSED, (processed,))
 
-        locked_head: tuple[int, str] | None = None
-        if head_cur is not None:
-            head_row = await head_cur.fetchone()
-            assert head_row is not None
-            locked_head = (int(head_row[0]), str(head_row[1]))
+        head = None if head_cur is None else await _fetch_head(head_cur)
+        system = None if system_cur is None else await _fetch_head(system_cur)
         if sent is not None:
             # Every event that enters is on the audit trail, in the transaction storing it.
             audit_entries[:0] = await self._events_received(conn, event_ops, sent, now)
@@ -362,17 +370,18 @@ class PostgresStore(PostgresReads):
                 if row[0] in created and row[0] not in claimed:
                     claimed.add(row[0])
                     ch.created_runs.add(row[0])
-        if not audit_entries or locked_head is None:
-            return imported_head
-        rows = chain_rows(audit_entries, *locked_head, now)
-        seq, head = int(rows[-1][0]), str(rows[-1][7])
-        await conn.execute(sql.AUDIT, sql.columns(rows, 8))
-        await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (seq, head))
-        return head
+        if not audit_entries or head_cur is None:
+            return None
+        if head is None and system_cur is None:  # opened, yet its head is gone: start anew
+            system = await self._head(conn, SYSTEM_CHAIN)
+        appended = append(audit_entries, self._chain, head, system, now)
+        await conn.execute(sql.AUDIT, sql.columns(appended.rows, 9))
+        await conn.execute(sql.AUDIT_HEADS, sql.columns(appended.heads, 3))
+        return appended.head
 
     @staticmethod
-    async def _import(conn: psycopg.AsyncConnection[Any], rows: Rows) -> str | None:
-        """Write copied rows as they are; returns the audit head they leave, if any."""
+    async def _import(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
+        """Write copied rows as they are."""
         if rows.events:
             await conn.execute(
                 sql.IMPORT_EVENTS,
@@ -407,12 +416,12 @@ class PostgresStore(PostgresReads):
             await conn.execute(sql.CURSORS, sql.columns(list(rows.cursors.items()), 2))
         if rows.duplicates:
             await conn.execute(sql.DUPS, sql.columns(list(rows.duplicates.items()), 2))
-        if not rows.audit:
-            return None
-        await conn.execute(sql.AUDIT, sql.columns(rows.audit, 8))
-        last = rows.audit[-1]
-        await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (last[0], last[7]))
-        return str(last[7])
+        if rows.audit:
+            await conn.execute(sql.AUDIT_IMPORT, sql.columns(rows.audit, 10))
+            await conn.execute(sql.AUDIT_SEQ_PAST)
+        if rows.audit_heads:
+            heads = [(c, p, h) for c, (p, h) in rows.audit_heads.items()]
+            await conn.execute(sql.AUDIT_HEADS, sql.columns(heads, 3))
 
     async def _send_events(
         self, conn: psycopg.AsyncConnection[Any], ops: list[Op], now: float
@@ -551,3 +560,8 @@ class PostgresStore(PostgresReads):
     def backlog(self) -> int:
         """Writes queued but not yet committed."""
         return self._queue.backlog
+
+
+async def _fetch_head(cur: psycopg.AsyncCursor[Any]) -> tuple[int, str] | None:
+    row = await cur.fetchone()
+    return None if row is None else (int(row[0]), str(row[1]))

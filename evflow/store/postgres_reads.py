@@ -393,7 +393,8 @@ class PostgresReads:
             params.append(limit)
         rows = [sql.audit_tuple(r) for r in await self._read(query, params)]
         return [
-            AuditRecord(r[0], r[1], r[2], r[3], r[4], sql.loads(r[5]), r[6], r[7]) for r in rows
+            AuditRecord(r[0], r[1], r[2], r[3], r[4], sql.loads(r[5]), r[6], r[7], r[8], r[9])
+            for r in rows
         ]
 
     async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
@@ -403,3 +404,7 @@ class PostgresReads:
             (after_seq, limit),
         )
         return [sql.audit_tuple(r) for r in rows]
+
+    async def audit_heads(self) -> dict[str, tuple[int, str]]:
+        rows = await self._read("SELECT chain, pos, hash FROM audit_heads")
+        return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}

@@ -155,4 +155,32 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 4: the audit trail as many chains, one per writer, each with its head anchored in
+    # audit_heads (see store/chains.py), instead of one chain whose single head every writer
+    # locked. The one chain so far becomes the "legacy" chain, its records' positions their
+    # sequence numbers (which its hashes cover); from now on the sequence number only orders
+    # the whole trail, drawn from a sequence as rows arrive.
+    """
+    ALTER TABLE audit ADD COLUMN chain text NOT NULL DEFAULT 'legacy';
+    ALTER TABLE audit ALTER COLUMN chain DROP DEFAULT;
+    ALTER TABLE audit ADD COLUMN pos bigint;
+    UPDATE audit SET pos = seq;
+    ALTER TABLE audit ALTER COLUMN pos SET NOT NULL;
+    CREATE SEQUENCE audit_seq OWNED BY audit.seq;
+    SELECT setval('audit_seq', COALESCE(max(seq), 0) + 1, false) FROM audit;
+    ALTER TABLE audit ALTER COLUMN seq SET DEFAULT nextval('audit_seq');
+    CREATE TABLE audit_heads (
+        chain text PRIMARY KEY,
+        pos bigint NOT NULL,
+        hash text NOT NULL
+    );
+    INSERT INTO audit_heads (chain, pos, hash)
+        VALUES ('system', 0, '0000000000000000000000000000000000000000000000000000000000000000');
+    INSERT INTO audit_heads (chain, pos, hash)
+        SELECT 'legacy', seq, hash FROM audit_head WHERE seq > 0;
+    DROP TABLE audit_head;
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -38,8 +38,9 @@ from ..records import (
     TaskRecord,
 )
 from ..states import RunState, TaskState
-from .base import GENESIS_HASH, AuditEntry, Changes, DeadLetter, Rows
-from .batching import Op, WriteQueue, chain_rows, first_copies, gather, settle_events
+from .base import AuditEntry, Changes, DeadLetter, Rows
+from .batching import Op, WriteQueue, first_copies, gather, settle_events
+from .chains import SYSTEM_CHAIN, WriterChain, append
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .urls import sqlite_path
 
@@ -103,8 +104,15 @@ _SQL_ATTEMPT = (
 _SQL_LOG = "INSERT INTO logs (run_id, task, attempt, time, level, message) VALUES (?,?,?,?,?,?)"
 _SQL_PROCESSED = "UPDATE events SET status = 'processed' WHERE uid = ?"
 _SQL_AUDIT = (
-    "INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash) "
-    "VALUES (?,?,?,?,?,?,?,?)"
+    "INSERT INTO audit (chain, pos, time, kind, subject, actor, data, prev_hash, hash) "
+    "VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_AUDIT_COLS = "seq, time, kind, subject, actor, data, prev_hash, hash, chain, pos"
+_SQL_AUDIT_IMPORT = f"INSERT INTO audit ({_AUDIT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_SQL_HEAD = "SELECT pos, hash FROM audit_heads WHERE chain = ?"
+_SQL_HEADS = (
+    "INSERT INTO audit_heads (chain, pos, hash) VALUES (?,?,?) "
+    "ON CONFLICT(chain) DO UPDATE SET pos = excluded.pos, hash = excluded.hash"
 )
 _SQL_DUP = (
     "INSERT INTO duplicates (source, count) VALUES (?, ?) "
@@ -272,6 +280,7 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._queue = WriteQueue(repr(self.path), self._commit, max_pending=max_pending)
         self._stack: AsyncExitStack | None = None
+        self._chain = WriterChain()  # this writer's audit chain
         self.commits = 0  # for metrics and benchmarks
 
     # -- lifespan ----------------------------------------------------------------------------
@@ -379,14 +388,17 @@ class SqliteStore:
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._apply_batch(conn, batch)
+            audited = self._apply_batch(conn, batch)
             conn.execute("COMMIT")
         except BaseException:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        if audited:
+            self._chain.opened = True
 
-    def _apply_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
+    def _apply_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> bool:
+        """Write the batch; returns whether it appended to this writer's audit chain."""
         now = time.time()
         for op in batch:
             if op.rows is not None:
@@ -429,13 +441,16 @@ class SqliteStore:
             conn.executemany(_SQL_LOG, logs)
         if processed:
             conn.executemany(_SQL_PROCESSED, processed)
-        if audit_entries:
-            # The chain's head is read under the write lock, so other processes writing the
-            # same file (the CLI beside a running service) extend the same chain.
-            last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, head = (int(last[0]), str(last[1])) if last else (0, GENESIS_HASH)
-            rows = chain_rows(audit_entries, seq, head, now)
-            conn.executemany(_SQL_AUDIT, rows)
+        if not audit_entries:
+            return False
+        # This writer's chain continues from its stored head (its own: no other writer touches
+        # it); opening it appends to the system chain, read under the write lock.
+        head = conn.execute(_SQL_HEAD, (self._chain.name,)).fetchone()
+        system = None if head else conn.execute(_SQL_HEAD, (SYSTEM_CHAIN,)).fetchone()
+        appended = append(audit_entries, self._chain, head, system, now)
+        conn.executemany(_SQL_AUDIT, appended.rows)
+        conn.executemany(_SQL_HEADS, appended.heads)
+        return True
 
     @staticmethod
     def _import(conn: sqlite3.Connection, rows: Rows) -> None:
@@ -459,7 +474,8 @@ class SqliteStore:
         )  # fmt: skip
         conn.executemany(_SQL_CURSOR, list(rows.cursors.items()))
         conn.executemany(_SQL_DUP, list(rows.duplicates.items()))
-        conn.executemany(_SQL_AUDIT, rows.audit)
+        conn.executemany(_SQL_AUDIT_IMPORT, rows.audit)
+        conn.executemany(_SQL_HEADS, [(c, p, h) for c, (p, h) in rows.audit_heads.items()])
 
     def _insert_events(
         self, conn: sqlite3.Connection, ops: list[Op], now: float
@@ -934,7 +950,7 @@ class SqliteStore:
     async def list_audit(
         self, *, since: float | None = None, subject: str | None = None, limit: int | None = None
     ) -> list[AuditRecord]:
-        sql = "SELECT seq, time, kind, subject, actor, data, prev_hash, hash FROM audit"
+        sql = f"SELECT {_AUDIT_COLS} FROM audit"
         where: list[str] = []
         params: list[Any] = []
         if since is not None:
@@ -950,15 +966,21 @@ class SqliteStore:
             sql += " LIMIT ?"
             params.append(limit)
         rows = await self._read(sql, params)
-        return [AuditRecord(r[0], r[1], r[2], r[3], r[4], _loads(r[5]), r[6], r[7]) for r in rows]
+        return [
+            AuditRecord(r[0], r[1], r[2], r[3], r[4], _loads(r[5]), r[6], r[7], r[8], r[9])
+            for r in rows
+        ]
 
     async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
         """Raw audit rows (data as stored bytes) for verification."""
         return [
             tuple(r)
             for r in await self._read(
-                "SELECT seq, time, kind, subject, actor, data, prev_hash, hash FROM audit "
-                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT {_AUDIT_COLS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             )
         ]
+
+    async def audit_heads(self) -> dict[str, tuple[int, str]]:
+        rows = await self._read("SELECT chain, pos, hash FROM audit_heads")
+        return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
