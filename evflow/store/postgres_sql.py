@@ -284,11 +284,6 @@ def audit_tuple(r: Sequence[Any]) -> tuple[Any, ...]:
     return (r[0], r[1], r[2], r[3], r[4], data, r[6], r[7], r[8], r[9])
 
 
-def like_prefix(text: str) -> str:
-    """A LIKE pattern matching ``text`` literally as a prefix (``%`` and ``_`` escaped)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 def last_by_key(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
     """One row per key (its first ``width`` columns), the last written, in first-seen order;
     an upsert statement may touch each row once."""
