@@ -35,14 +35,15 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from ..abc import Accepted
 from ..errors import SchemaVersionError, StoreError, StoreUnavailable
-from ..events import Event, parse_time
+from ..events import Event
 from ..records import (
     LeaseRecord,
 )
 from . import postgres_sql as sql
-from .base import AuditEntry, Changes, DeadLetter, Rows
-from .batching import Op, WriteQueue, first_copies, gather, settle_events
-from .chains import SYSTEM_CHAIN, WriterChain, append
+from .base import Changes, DeadLetter, Rows
+from .batching import Op, WriteQueue
+from .chains import WriterChain
+from .postgres_batch import PostgresBatch
 from .postgres_reads import CONNECTION_ERRORS, PostgresReads
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from .urls import mask, split_prepare_threshold
@@ -57,7 +58,7 @@ _RETRY_MAX_S = 5.0
 _CLOSE_GIVE_UP_S = 10.0
 
 
-class PostgresStore(PostgresReads):
+class PostgresStore(PostgresBatch, PostgresReads):
     """The :class:`~evflow.store.base.Store` on PostgreSQL. Use as ``async with
     PostgresStore(url)``; ``url`` is a ``postgresql://user:password@host:port/db`` URL."""
 
@@ -302,170 +303,6 @@ class PostgresStore(PostgresReads):
         for op in batch:
             op.error = exc
 
-    @staticmethod
-    async def _head(conn: psycopg.AsyncConnection[Any], chain: str) -> tuple[int, str] | None:
-        """The stored head of ``chain`` (locked until the transaction ends), if it has one."""
-        return await _fetch_head(await conn.execute(sql.AUDIT_HEAD, (chain,)))
-
-    async def _apply(self, conn: psycopg.AsyncConnection[Any], batch: list[Op]) -> str | None:
-        """Write the batch; returns this writer's audit chain's new head, if it appended."""
-        now = time.time()
-        for op in batch:
-            if op.rows is not None:
-                await self._import(conn, op.rows)
-        event_ops = [op for op in batch if op.events]
-        g = gather(batch)
-        cursors = g.cursors
-        dead = [sql.dead_row(dl_id, d) for dl_id, d in g.dead]
-        new_runs = [(ch, sql.run_row(r)) for ch, r in g.new_runs]
-        new_tasks = [sql.task_row(t) for t in g.new_tasks]
-        runs = [sql.run_row(r) for r in g.runs]
-        tasks = [sql.task_row(t) for t in g.tasks]
-        attempts = [sql.attempt_row(a) for a in g.attempts]
-        logs = [sql.log_row(lg) for lg in g.logs]
-        processed = g.processed
-        audit_entries = g.audit
-
-        # This writer's chain's head first (its own: no other writer waits on it; opening the
-        # chain also locks the system chain's head, once per writer). In pipeline mode every
-        # statement goes out before any answer is read: the answers needed (the heads, which
-        # events were new, which runs were created) come back together, in one round trip.
-        head_cur = system_cur = None
-        if audit_entries or event_ops:
-            if not self._chain.opened:
-                system_cur = await conn.execute(sql.AUDIT_HEAD, (SYSTEM_CHAIN,))
-            head_cur = await conn.execute(sql.AUDIT_HEAD, (self._chain.name,))
-        sent = await self._send_events(conn, event_ops, now) if event_ops else None
-        if cursors:
-            await conn.execute(sql.CURSORS, sql.columns(list(cursors.items()), 2))
-        if dead:
-            await conn.execute(sql.DEAD, [now, *sql.columns(dead, 6)])
-        runs_cur = None
-        if new_runs:
-            run_rows = [row for _, row in new_runs]
-            runs_cur = await conn.execute(
-                sql.RUNS_AND_TASKS_NEW,
-                [*sql.columns(run_rows, 12), *sql.columns(new_tasks, 13)],
-            )
-        if runs:
-            await conn.execute(sql.RUNS, sql.columns(sql.last_by_key(runs, 1), 12))
-        if tasks:
-            await conn.execute(sql.TASKS, sql.columns(sql.last_by_key(tasks, 2), 13))
-        if attempts:
-            await conn.execute(sql.ATTEMPTS, sql.columns(sql.last_by_key(attempts, 3), 7))
-        if logs:
-            await conn.execute(sql.LOGS, sql.columns(logs, 6))
-        if processed:
-            await conn.execute(sql.PROCESSED, (processed,))
-
-        head = None if head_cur is None else await _fetch_head(head_cur)
-        system = None if system_cur is None else await _fetch_head(system_cur)
-        if sent is not None:
-            # Every event that enters is on the audit trail, in the transaction storing it.
-            audit_entries[:0] = await self._events_received(conn, event_ops, sent, now)
-        if runs_cur is not None:
-            created = {r[0] for r in await runs_cur.fetchall()}
-            claimed: set[str] = set()
-            for ch, row in new_runs:
-                if row[0] in created and row[0] not in claimed:
-                    claimed.add(row[0])
-                    ch.created_runs.add(row[0])
-        if not audit_entries or head_cur is None:
-            return None
-        if head is None and system_cur is None:  # opened, yet its head is gone: start anew
-            system = await self._head(conn, SYSTEM_CHAIN)
-        appended = append(audit_entries, self._chain, head, system, now)
-        await conn.execute(sql.AUDIT, sql.columns(appended.rows, 9))
-        await conn.execute(sql.AUDIT_HEADS, sql.columns(appended.heads, 3))
-        return appended.head
-
-    @staticmethod
-    async def _import(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
-        """Write copied rows as they are."""
-        if rows.events:
-            await conn.execute(
-                sql.IMPORT_EVENTS,
-                sql.columns(
-                    [
-                        (e.uid, e.id, e.dedup_key, e.type, e.source, e.subject,
-                         parse_time(e.time), sql.dumps(e.data), sql.dumps(dict(e.extensions)),
-                         e.received_at, e.status)
-                        for e in rows.events
-                    ],
-                    11,
-                ),
-            )  # fmt: skip
-        if rows.runs:
-            await conn.execute(sql.RUNS, sql.columns([sql.run_row(r) for r in rows.runs], 12))
-            tasks = [sql.task_row(t) for r in rows.runs for t in r.tasks]
-            if tasks:
-                await conn.execute(sql.TASKS, sql.columns(tasks, 13))
-        if rows.attempts:
-            attempts = [sql.attempt_row(a) for a in rows.attempts]
-            await conn.execute(sql.ATTEMPTS, sql.columns(attempts, 7))
-        if rows.logs:
-            logs = [sql.log_row(lg) for lg in rows.logs]
-            await conn.execute(sql.LOGS, sql.columns(logs, 6))
-        for d in rows.dead_letters:
-            await conn.execute(
-                "INSERT INTO dead_letters (id, source, reason, payload, headers, received_at) "
-                "VALUES (%s, %s, %s, %s, %s::jsonb, to_timestamp(%s)) ON CONFLICT DO NOTHING",
-                (d.id, d.source, d.reason, d.payload, sql.dumps(dict(d.headers)), d.received_at),
-            )
-        if rows.cursors:
-            await conn.execute(sql.CURSORS, sql.columns(list(rows.cursors.items()), 2))
-        if rows.duplicates:
-            await conn.execute(sql.DUPS, sql.columns(list(rows.duplicates.items()), 2))
-        if rows.audit:
-            await conn.execute(sql.AUDIT_IMPORT, sql.columns(rows.audit, 10))
-            await conn.execute(sql.AUDIT_SEQ_PAST)
-        if rows.audit_heads:
-            heads = [(c, p, h) for c, (p, h) in rows.audit_heads.items()]
-            await conn.execute(sql.AUDIT_HEADS, sql.columns(heads, 3))
-
-    async def _send_events(
-        self, conn: psycopg.AsyncConnection[Any], ops: list[Op], now: float
-    ) -> tuple[psycopg.AsyncCursor[Any], dict[str, str]]:
-        """Send the events' insert and the read of which copy each dedup key kept; the
-        answer is read later (:meth:`_events_received`)."""
-        first = first_copies(ops)
-        rows = []
-        for op in ops:
-            for ev in op.events:
-                rows.append(
-                    (
-                        ev.uid,
-                        ev.id,
-                        ev.dedup_key,
-                        ev.type,
-                        ev.source,
-                        ev.subject,
-                        ev.time,
-                        sql.dumps(ev.data),
-                        sql.dumps(dict(ev.extensions)),
-                    )
-                )
-        await conn.execute(sql.EVENTS, [now, *sql.columns(rows, 9)])
-        cur = await conn.execute(
-            "SELECT dedup_key, uid FROM events WHERE dedup_key = ANY(%b::text[])", (list(first),)
-        )
-        return cur, first
-
-    async def _events_received(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        ops: list[Op],
-        sent: tuple[psycopg.AsyncCursor[Any], dict[str, str]],
-        now: float,
-    ) -> list[AuditEntry]:
-        """Each op's results (new or repeat) and the ``event.received`` records of the new."""
-        cur, first = sent
-        stored: dict[str, str] = {k: u for k, u in await cur.fetchall()}
-        received, dup_counts = settle_events(ops, first, stored, now)
-        if dup_counts:
-            await conn.execute(sql.DUPS, sql.columns(list(dup_counts.items()), 2))
-        return received
-
     # -- writes ------------------------------------------------------------------------------
     def _check_available(self) -> None:
         if not self.available:
@@ -560,8 +397,3 @@ class PostgresStore(PostgresReads):
     def backlog(self) -> int:
         """Writes queued but not yet committed."""
         return self._queue.backlog
-
-
-async def _fetch_head(cur: psycopg.AsyncCursor[Any]) -> tuple[int, str] | None:
-    row = await cur.fetchone()
-    return None if row is None else (int(row[0]), str(row[1]))

@@ -372,6 +372,10 @@ class SqliteStore(SqliteReads):
 
         await self._locked(release)
 
+    async def list_leases(self) -> list[LeaseRecord]:
+        rows = await self._read(f"SELECT {sql.LEASE_COLS} FROM leases ORDER BY name")
+        return [LeaseRecord(*r) for r in rows]
+
     async def _locked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn`` in a transaction of its own on the writer connection (beside the batches)."""
 

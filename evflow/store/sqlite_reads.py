@@ -14,7 +14,6 @@ from ..records import (
     AuditRecord,
     DeadLetterRecord,
     EventRecord,
-    LeaseRecord,
     LogRecord,
     RunRecord,
     TaskRecord,
@@ -348,7 +347,3 @@ class SqliteReads:
     async def audit_heads(self) -> dict[str, tuple[int, str]]:
         rows = await self._read("SELECT chain, pos, hash FROM audit_heads")
         return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
-
-    async def list_leases(self) -> list[LeaseRecord]:
-        rows = await self._read(f"SELECT {sql.LEASE_COLS} FROM leases ORDER BY name")
-        return [LeaseRecord(*r) for r in rows]
