@@ -323,3 +323,18 @@ async def test_an_expired_lease_can_be_taken(store_factory: Factory) -> None:
         await anyio.sleep(0.2)  # past its expiry, by the store's clock
         taken, b = await store.acquire_lease("engine", "b", "host-b", 22, ttl_s=30)
         assert taken and b.owner == "b" and b.epoch == a.epoch + 1
+
+
+async def test_a_writer_whose_head_was_removed_goes_on_in_a_new_chain(
+    store_factory: Factory, store_location: str
+) -> None:
+    async with store_factory() as store:
+        await store.apply(Changes(audit=entries("a", 2)), wait=True)
+        ((chain,),) = await raw_sql(store_location, "SELECT chain FROM audit WHERE pos = 2")
+        await raw_sql(store_location, "DELETE FROM audit_heads WHERE chain = ?", chain)
+        await store.apply(Changes(audit=entries("b", 2)), wait=True)
+        later = [r for r in await store.list_audit() if r.subject.startswith("run:b")]
+        assert [r.pos for r in later] == [1, 2] and later[0].chain != chain
+        result = await verify(store)
+    assert not result.ok and result.chain == chain, result
+    assert result.reason is not None and "no anchored head" in result.reason
