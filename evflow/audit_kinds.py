@@ -2,7 +2,8 @@
 
 Kinds are ``<subject>.<what happened>``: ``event.*`` for intake, ``rule.*`` for the decisions
 rules make about events, ``run.*`` and ``task.*`` for state changes (one per state, so the kind
-of a transition is derived from the state it enters, never spelled by hand).
+of a transition is derived from the state it enters, never spelled by hand); ``audit.*`` for the
+trail's own bookkeeping (a writer opening its chain).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class AuditKind(StrEnum):
     TASK_SKIPPED = "task.skipped"
     TASK_UPSTREAM_FAILED = "task.upstream_failed"
     TASK_CANCELLED = "task.cancelled"
+
+    AUDIT_CHAIN_OPENED = "audit.chain_opened"
 
     @classmethod
     def of_run(cls, state: RunState) -> AuditKind:

@@ -139,6 +139,9 @@ class DeadLetterRecord:
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
+    """One record of the audit trail: ``seq`` orders the whole trail, ``pos`` is the record's
+    place in its ``chain`` (the hash chain it belongs to)."""
+
     seq: int
     time: float
     kind: str
@@ -147,6 +150,8 @@ class AuditRecord:
     data: Any
     prev_hash: str
     hash: str
+    chain: str = ""
+    pos: int = 0
 
 
 @dataclass(frozen=True, slots=True)

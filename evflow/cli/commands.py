@@ -329,7 +329,7 @@ async def cmd_audit(client: Client, args: argparse.Namespace) -> int:
         if result.ok:
             print(f"audit trail intact: {result.checked} record(s) verified")
             return 0
-        print(f"audit trail BROKEN at record {result.bad_seq}: {result.reason}", file=sys.stderr)
+        print(f"audit trail BROKEN at {result.where}: {result.reason}", file=sys.stderr)
         return 1
     since = parse_time(args.since).timestamp() if args.since else None
     if args.output:

@@ -81,7 +81,7 @@ async def _copy(args: argparse.Namespace) -> int:
     print(f"copied {copied} in {time.monotonic() - started:.1f}s")
     if not result.ok:
         print(
-            f"evflow: error: the copy's audit trail does not verify at record {result.bad_seq}: "
+            f"evflow: error: the copy's audit trail does not verify at {result.where}: "
             f"{result.reason}",
             file=sys.stderr,
         )

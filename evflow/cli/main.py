@@ -286,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     ver = asub.add_parser(
         "verify",
         help="recompute every record's hash chain",
-        description="Recompute the audit trail's hash chain in the store; name the first "
-        "record edited, deleted or reordered (exit 1).",
+        description="Recompute the audit trail's hash chains in the store, against the heads "
+        "anchored there; name the first record edited, deleted, reordered or cut from the end "
+        "of its chain (exit 1).",
     )
     ex = asub.add_parser(
         "export",

@@ -96,8 +96,9 @@ class Changes:
 @dataclass(slots=True)
 class Rows:
     """Records written as they are, for copying a store: events keep their identity, status
-    and arrival time, audit rows their sequence numbers and hashes (``(seq, time, kind,
-    subject, actor, data bytes, prev_hash, hash)``, as :meth:`Store.audit_rows` reads them)."""
+    and arrival time, audit rows their sequence numbers, chains and hashes (as
+    :meth:`Store.audit_rows` reads them), the chains' heads theirs (``{chain: (pos, hash)}``,
+    as :meth:`Store.audit_heads` reads them)."""
 
     events: list[EventRecord] = field(default_factory=list)
     runs: list[RunRecord] = field(default_factory=list)  # with their tasks
@@ -107,6 +108,7 @@ class Rows:
     cursors: dict[str, str] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
     audit: list[tuple[Any, ...]] = field(default_factory=list)
+    audit_heads: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -181,8 +183,8 @@ class Store(Protocol):
     async def list_leases(self) -> list[LeaseRecord]: ...
 
     async def import_rows(self, rows: Rows) -> None:
-        """Write ``rows`` as they are, in one transaction (``evflow db copy``); the audit rows
-        must continue this store's chain."""
+        """Write ``rows`` as they are, in one transaction (``evflow db copy``, into an empty
+        store): audit rows keep their chains, positions and hashes."""
         ...
 
     # -- reads -------------------------------------------------------------------------------
@@ -303,8 +305,13 @@ class Store(Protocol):
     async def duplicate_counts(self) -> dict[str, int]: ...
 
     async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
-        """Audit rows as stored, in chain order, for verification: ``(seq, time, kind, subject,
-        actor, data bytes, prev_hash, hash)``."""
+        """Audit rows as stored, in the order written, for verification: ``(seq, time, kind,
+        subject, actor, data bytes, prev_hash, hash, chain, pos)``; ``seq`` orders the whole
+        trail, ``pos`` is the record's place in its chain (see :mod:`evflow.store.chains`)."""
+        ...
+
+    async def audit_heads(self) -> dict[str, tuple[int, str]]:
+        """Each audit chain's head as stored: ``{chain: (pos, hash)}``."""
         ...
 
     async def list_audit(
@@ -324,7 +331,8 @@ def chain_hash(
     actor: str | None,
     data: bytes | None,
 ) -> str:
-    """The hash of one audit record, covering the previous record's hash.
+    """The hash of one audit record, covering the previous record's hash in its chain (``seq``
+    is the record's position there).
 
     Editing, deleting or reordering any record breaks every hash after it.
     """

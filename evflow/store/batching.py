@@ -15,16 +15,15 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import orjson
 
 from ..abc import Accepted
 from ..audit_kinds import AuditKind
 from ..errors import StoreError, StoreUnavailable
 from ..events import Event
 from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord
-from .base import AuditEntry, Changes, DeadLetter, Rows, chain_hash
+from .base import AuditEntry, Changes, DeadLetter, Rows
 
-__all__ = ["Gathered", "Op", "WriteQueue", "chain_rows", "first_copies", "gather", "settle_events"]
+__all__ = ["Gathered", "Op", "WriteQueue", "first_copies", "gather", "settle_events"]
 
 
 @dataclass(slots=True)
@@ -238,19 +237,3 @@ def settle_events(
             results.append(Accepted(event_id=eid, duplicate=not fresh))
         op.result = results
     return received, dup_counts
-
-
-def chain_rows(
-    entries: Sequence[AuditEntry], seq: int, head: str, now: float
-) -> list[tuple[Any, ...]]:
-    """Audit rows ``(seq, time, kind, subject, actor, data, prev_hash, hash)`` continuing the
-    chain whose head is ``(seq, head)``; the last row's hash is the new head."""
-    rows = []
-    for entry in entries:
-        seq += 1
-        t = entry.time if entry.time is not None else now
-        data = None if entry.data is None else orjson.dumps(entry.data)
-        h = chain_hash(head, seq, t, entry.kind, entry.subject, entry.actor, data)
-        rows.append((seq, t, entry.kind, entry.subject, entry.actor, data, head, h))
-        head = h
-    return rows

@@ -1,7 +1,8 @@
 """Copying a store to another (``evflow db copy``): SQLite to PostgreSQL when a deployment
 outgrows one machine, or back. Everything moves (events, runs with their tasks, attempts and
-logs, dead letters, cursors, duplicate counts and the audit trail, hashes unchanged), in
-batches, read through one store's protocol and written verbatim into the other."""
+logs, dead letters, cursors, duplicate counts and the audit trail, its chains, hashes and
+heads unchanged), in batches, read through one store's protocol and written verbatim into the
+other."""
 
 from __future__ import annotations
 
@@ -89,8 +90,12 @@ async def copy_store(
     rows = Rows(cursors=await source.list_cursors(), duplicates=await source.duplicate_counts())
     await write("cursors", rows, len(rows.cursors))
 
+    # The heads first, as a snapshot: records appended after it are past their heads, as they
+    # would be mid-write.
+    heads = await source.audit_heads()
     after = 0
     while audit := await source.audit_rows(after_seq=after, limit=5_000):
         after = int(audit[-1][0])
         await write("audit records", Rows(audit=audit), len(audit))
+    await target.import_rows(Rows(audit_heads=heads))
     return report

@@ -35,14 +35,16 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from ..abc import Accepted
 from ..errors import OwnershipLost, SchemaVersionError, StoreError, StoreUnavailable
-from ..events import Event, parse_time
+from ..events import Event
 from ..records import (
     LeaseRecord,
 )
 from . import postgres_sql as sql
-from .base import AuditEntry, Changes, DeadLetter, Rows
-from .batching import Op, WriteQueue, chain_rows, first_copies, gather, settle_events
-from .postgres_instances import FENCE, NOTIFY_EVENTS, PostgresInstances, PostgresRunOwnership
+from .base import Changes, DeadLetter, Rows
+from .batching import Op, WriteQueue
+from .chains import WriterChain
+from .postgres_batch import PostgresBatch
+from .postgres_instances import PostgresInstances, PostgresRunOwnership
 from .postgres_reads import CONNECTION_ERRORS, PostgresReads
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from .urls import mask, split_prepare_threshold
@@ -57,7 +59,7 @@ _RETRY_MAX_S = 5.0
 _CLOSE_GIVE_UP_S = 10.0
 
 
-class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresReads):
+class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresBatch, PostgresReads):
     """The :class:`~evflow.store.base.Store` on PostgreSQL. Use as ``async with
     PostgresStore(url)``; ``url`` is a ``postgresql://user:password@host:port/db`` URL."""
 
@@ -87,6 +89,7 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresReads):
         self._away = anyio.Event()  # set while the database cannot be reached
         self._closing_since: float | None = None
         self._lost: tuple[str, set[int]] | None = None  # (expected head, ops) of a lost commit
+        self._chain = WriterChain()  # this writer's audit chain
 
     # -- lifespan ----------------------------------------------------------------------------
     def describe(self) -> str:
@@ -212,6 +215,8 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresReads):
                     if head is not None:  # the commit itself failed: it may have gone through
                         self._lost = (head, {id(op) for op in batch})
                     raise
+            if head is not None:
+                self._chain.opened = True
             self.commits += 1
         except _CONNECTION_ERRORS as exc:
             self._connection_lost(batch, exc)
@@ -220,6 +225,10 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresReads):
             if not self.fenced:
                 log.error("store %s: %s", self.path, exc)
             self.fenced = True
+            self._fail(batch, exc)
+            return
+        except StoreError as exc:  # the trail was altered by hand under this writer
+            log.error("store %s: a write was refused: %s", self.path, exc)
             self._fail(batch, exc)
             return
         except psycopg.Error as exc:
@@ -285,197 +294,22 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresReads):
         self._queue.requeue(engine_changes)
 
     async def _drop_if_committed(self, batch: list[Op]) -> list[Op]:
-        """After a commit whose outcome was lost: if the chain's head is the one it would
-        have written, it went through, and its requeued ops are not applied again."""
+        """After a commit whose outcome was lost: if this writer's chain's head is the one it
+        would have written, it went through, and its requeued ops are not applied again."""
         assert self._lost is not None and self._pool is not None
         expected, ops = self._lost
         async with self._pool.connection() as conn:
-            committed = await self._head(conn) == expected
+            head = await self._head(conn, self._chain.name)
+        committed = head is not None and head[1] == expected
         self._lost = None
+        if committed:
+            self._chain.opened = True
         return [op for op in batch if id(op) not in ops] if committed else batch
 
     @staticmethod
     def _fail(batch: list[Op], exc: BaseException) -> None:
         for op in batch:
             op.error = exc
-
-    @staticmethod
-    async def _head(conn: psycopg.AsyncConnection[Any]) -> str:
-        row = await (await conn.execute("SELECT hash FROM audit_head")).fetchone()
-        assert row is not None
-        return str(row[0])
-
-    async def _apply(self, conn: psycopg.AsyncConnection[Any], batch: list[Op]) -> str | None:
-        """Write the batch; returns the audit chain's new head, if it wrote audit records."""
-        now = time.time()
-        imported_head = None
-        for op in batch:
-            if op.rows is not None:
-                imported_head = await self._import(conn, op.rows) or imported_head
-        event_ops = [op for op in batch if op.events]
-        g = gather(batch)
-        cursors = g.cursors
-        dead = [sql.dead_row(dl_id, d) for dl_id, d in g.dead]
-        new_runs = [(ch, sql.run_row(r)) for ch, r in g.new_runs]
-        new_tasks = [sql.task_row(t) for t in g.new_tasks]
-        runs = [sql.run_row(r) for r in g.runs]
-        tasks = [sql.task_row(t) for t in g.tasks]
-        attempts = [sql.attempt_row(a) for a in g.attempts]
-        logs = [sql.log_row(lg) for lg in g.logs]
-        processed = g.processed
-        audit_entries = g.audit
-
-        # The chain's head first: writers with audit records take turns from the start, so
-        # they never wait on each other's rows in the opposite order. In pipeline mode every
-        # statement goes out before any answer is read: the answers needed (the head, which
-        # events were new, which runs were created) come back together, in one round trip.
-        fence_cur = None
-        if self.instance_id is not None:  # cluster mode: commit only while in the cluster
-            fence_cur = await conn.execute(FENCE, (self.instance_id,))
-        head_cur = None
-        if audit_entries or event_ops:
-            head_cur = await conn.execute("SELECT seq, hash FROM audit_head FOR UPDATE")
-        sent = await self._send_events(conn, event_ops, now) if event_ops else None
-        if event_ops and self.instance_id is not None:
-            # Wakes the leader, which decides on events other instances accepted (a hint,
-            # delivered at commit; the leader also polls).
-            await conn.execute(NOTIFY_EVENTS)
-        if cursors:
-            await conn.execute(sql.CURSORS, sql.columns(list(cursors.items()), 2))
-        if dead:
-            await conn.execute(sql.DEAD, [now, *sql.columns(dead, 6)])
-        runs_cur = None
-        if new_runs:
-            run_rows = [row for _, row in new_runs]
-            runs_cur = await conn.execute(
-                sql.RUNS_AND_TASKS_NEW,
-                [*sql.columns(run_rows, 12), *sql.columns(new_tasks, 13)],
-            )
-        if runs:
-            await conn.execute(sql.RUNS, sql.columns(sql.last_by_key(runs, 1), 12))
-        if tasks:
-            await conn.execute(sql.TASKS, sql.columns(sql.last_by_key(tasks, 2), 13))
-        if attempts:
-            await conn.execute(sql.ATTEMPTS, sql.columns(sql.last_by_key(attempts, 3), 7))
-        if logs:
-            await conn.execute(sql.LOGS, sql.columns(logs, 6))
-        if processed:
-            await conn.execute(sql.PROCESSED, (processed,))
-
-        if fence_cur is not None and await fence_cur.fetchone() is None:
-            raise OwnershipLost(
-                f"instance {self.instance_id} was taken over by another instance on {self.path} "
-                "(it was silent past its TTL); its writes are refused"
-            )
-        locked_head: tuple[int, str] | None = None
-        if head_cur is not None:
-            head_row = await head_cur.fetchone()
-            assert head_row is not None
-            locked_head = (int(head_row[0]), str(head_row[1]))
-        if sent is not None:
-            # Every event that enters is on the audit trail, in the transaction storing it.
-            audit_entries[:0] = await self._events_received(conn, event_ops, sent, now)
-        if runs_cur is not None:
-            created = {r[0] for r in await runs_cur.fetchall()}
-            claimed: set[str] = set()
-            for ch, row in new_runs:
-                if row[0] in created and row[0] not in claimed:
-                    claimed.add(row[0])
-                    ch.created_runs.add(row[0])
-        if not audit_entries or locked_head is None:
-            return imported_head
-        rows = chain_rows(audit_entries, *locked_head, now)
-        seq, head = int(rows[-1][0]), str(rows[-1][7])
-        await conn.execute(sql.AUDIT, sql.columns(rows, 8))
-        await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (seq, head))
-        return head
-
-    @staticmethod
-    async def _import(conn: psycopg.AsyncConnection[Any], rows: Rows) -> str | None:
-        """Write copied rows as they are; returns the audit head they leave, if any."""
-        if rows.events:
-            await conn.execute(
-                sql.IMPORT_EVENTS,
-                sql.columns(
-                    [
-                        (e.uid, e.id, e.dedup_key, e.type, e.source, e.subject,
-                         parse_time(e.time), sql.dumps(e.data), sql.dumps(dict(e.extensions)),
-                         e.received_at, e.status)
-                        for e in rows.events
-                    ],
-                    11,
-                ),
-            )  # fmt: skip
-        if rows.runs:
-            await conn.execute(sql.RUNS, sql.columns([sql.run_row(r) for r in rows.runs], 12))
-            tasks = [sql.task_row(t) for r in rows.runs for t in r.tasks]
-            if tasks:
-                await conn.execute(sql.TASKS, sql.columns(tasks, 13))
-        if rows.attempts:
-            attempts = [sql.attempt_row(a) for a in rows.attempts]
-            await conn.execute(sql.ATTEMPTS, sql.columns(attempts, 7))
-        if rows.logs:
-            logs = [sql.log_row(lg) for lg in rows.logs]
-            await conn.execute(sql.LOGS, sql.columns(logs, 6))
-        for d in rows.dead_letters:
-            await conn.execute(
-                "INSERT INTO dead_letters (id, source, reason, payload, headers, received_at) "
-                "VALUES (%s, %s, %s, %s, %s::jsonb, to_timestamp(%s)) ON CONFLICT DO NOTHING",
-                (d.id, d.source, d.reason, d.payload, sql.dumps(dict(d.headers)), d.received_at),
-            )
-        if rows.cursors:
-            await conn.execute(sql.CURSORS, sql.columns(list(rows.cursors.items()), 2))
-        if rows.duplicates:
-            await conn.execute(sql.DUPS, sql.columns(list(rows.duplicates.items()), 2))
-        if not rows.audit:
-            return None
-        await conn.execute(sql.AUDIT, sql.columns(rows.audit, 8))
-        last = rows.audit[-1]
-        await conn.execute("UPDATE audit_head SET seq = %s, hash = %s", (last[0], last[7]))
-        return str(last[7])
-
-    async def _send_events(
-        self, conn: psycopg.AsyncConnection[Any], ops: list[Op], now: float
-    ) -> tuple[psycopg.AsyncCursor[Any], dict[str, str]]:
-        """Send the events' insert and the read of which copy each dedup key kept; the
-        answer is read later (:meth:`_events_received`)."""
-        first = first_copies(ops)
-        rows = []
-        for op in ops:
-            for ev in op.events:
-                rows.append(
-                    (
-                        ev.uid,
-                        ev.id,
-                        ev.dedup_key,
-                        ev.type,
-                        ev.source,
-                        ev.subject,
-                        ev.time,
-                        sql.dumps(ev.data),
-                        sql.dumps(dict(ev.extensions)),
-                    )
-                )
-        await conn.execute(sql.EVENTS, [now, *sql.columns(rows, 9)])
-        cur = await conn.execute(
-            "SELECT dedup_key, uid FROM events WHERE dedup_key = ANY(%b::text[])", (list(first),)
-        )
-        return cur, first
-
-    async def _events_received(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        ops: list[Op],
-        sent: tuple[psycopg.AsyncCursor[Any], dict[str, str]],
-        now: float,
-    ) -> list[AuditEntry]:
-        """Each op's results (new or repeat) and the ``event.received`` records of the new."""
-        cur, first = sent
-        stored: dict[str, str] = {k: u for k, u in await cur.fetchall()}
-        received, dup_counts = settle_events(ops, first, stored, now)
-        if dup_counts:
-            await conn.execute(sql.DUPS, sql.columns(list(dup_counts.items()), 2))
-        return received
 
     # -- writes ------------------------------------------------------------------------------
     def _check_available(self) -> None:

@@ -14,7 +14,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
     raise StoreError("PostgreSQL support is not installed: pip install 'evflow[postgres]'") from exc
 
-from ..errors import EventNotFound, RunNotFound, StoreError, StoreUnavailable
+from ..errors import StoreError, StoreUnavailable
 from ..records import (
     AttemptRecord,
     AuditRecord,
@@ -26,10 +26,24 @@ from ..records import (
 )
 from ..states import TaskState
 from . import postgres_sql as sql
+from .queries import (
+    audit_query,
+    audit_record,
+    event_filter,
+    like_prefix,
+    one_event,
+    one_run,
+    run_filter,
+    waits_of,
+)
 
 __all__ = ["PostgresReads"]
 
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def _timestamp(mark: str) -> str:
+    return f"to_timestamp({mark})"
 
 
 class PostgresReads:
@@ -61,19 +75,12 @@ class PostgresReads:
             rows = (
                 await self._read(
                     f"SELECT {sql.RUN_COLS} FROM runs WHERE id LIKE %s ESCAPE '\\' LIMIT 6",
-                    (sql.like_prefix(run_id),),
+                    (like_prefix(run_id),),
                 )
                 if len(run_id) >= 4
                 else []
             )
-            if len(rows) > 1:
-                more = ", …" if len(rows) > 5 else ""
-                raise RunNotFound(
-                    f"run id prefix {run_id!r} is ambiguous: it matches runs "
-                    f"{', '.join(str(r[0]) for r in rows[:5])}{more}; give more characters"
-                )
-            if not rows:
-                raise RunNotFound(f"no run {run_id!r} in store {self.path}")
+            rows = [one_run(run_id, rows, self.path)]
         tasks: tuple[TaskRecord, ...] = ()
         if with_tasks:
             trows = await self._read(
@@ -94,21 +101,7 @@ class PostgresReads:
         since: float | None = None,
         until: float | None = None,
     ) -> tuple[str, list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if flow:
-            where.append("flow = %s")
-            params.append(flow)
-        if state:
-            where.append("state = %s")
-            params.append(state)
-        if since is not None:
-            where.append("created_at >= to_timestamp(%s)")
-            params.append(since)
-        if until is not None:
-            where.append("created_at < to_timestamp(%s)")
-            params.append(until)
-        return (" WHERE " + " AND ".join(where)) if where else "", params
+        return run_filter(flow, state, since, until, mark="%s", instant=_timestamp)
 
     async def list_runs(
         self,
@@ -214,7 +207,7 @@ class PostgresReads:
         offset: int = 0,
     ) -> tuple[list[RunRecord], int]:
         where, params = self._run_filter(flow, state, since, until)
-        pattern = "%" + sql.like_prefix(text)
+        pattern = "%" + like_prefix(text)
         where += (" AND " if where else " WHERE ") + (
             "(id ILIKE %s OR flow ILIKE %s OR params::text ILIKE %s)"
         )
@@ -259,12 +252,7 @@ class PostgresReads:
             "AND kind = 'task.waiting' ORDER BY seq",
             ([low + t for t in tasks],),
         )
-        out: list[tuple[str, float, str]] = []
-        for subject, when, data in rows:
-            raw = bytes(data) if data is not None else None
-            reason = (sql.loads(raw) or {}).get("reason")
-            out.append((str(subject)[len(low) :], float(when), str(reason or "")))
-        return out
+        return waits_of(low, rows)
 
     async def list_logs(
         self, run_id: str, task: str | None = None, *, after_seq: int = 0, limit: int = 10_000
@@ -288,15 +276,7 @@ class PostgresReads:
         source: str | None = None,
         status: str | None = None,
     ) -> list[EventRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if source:
-            where.append("source = %s")
-            params.append(source)
-        if status:
-            where.append("status = %s")
-            params.append(status)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        clause, params = event_filter(source, status, mark="%s")
         rows = await self._read(
             f"SELECT {sql.EVENT_COLS} FROM events{clause} ORDER BY seq DESC LIMIT %s OFFSET %s",
             [*params, limit, offset],
@@ -311,13 +291,7 @@ class PostgresReads:
             rows = await self._read(
                 f"SELECT {sql.EVENT_COLS} FROM events WHERE id = %s LIMIT 2", (event_id,)
             )
-            if len(rows) > 1:
-                raise EventNotFound(
-                    f"several events have the sender id {event_id!r} (from different sources); "
-                    "name one by its evflow id (uid)"
-                )
-        if not rows:
-            raise EventNotFound(f"no event {event_id!r} in store {self.path}")
+            rows = [one_event(event_id, rows, self.path)]
         return sql.event_from(rows[0])
 
     async def pending_events(self) -> list[EventRecord]:
@@ -376,25 +350,8 @@ class PostgresReads:
     async def list_audit(
         self, *, since: float | None = None, subject: str | None = None, limit: int | None = None
     ) -> list[AuditRecord]:
-        query = f"SELECT {sql.AUDIT_COLS} FROM audit"
-        where: list[str] = []
-        params: list[Any] = []
-        if since is not None:
-            where.append("time >= %s")
-            params.append(since)
-        if subject is not None:
-            where.append("subject = %s")
-            params.append(subject)
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY seq"
-        if limit is not None:
-            query += " LIMIT %s"
-            params.append(limit)
-        rows = [sql.audit_tuple(r) for r in await self._read(query, params)]
-        return [
-            AuditRecord(r[0], r[1], r[2], r[3], r[4], sql.loads(r[5]), r[6], r[7]) for r in rows
-        ]
+        query, params = audit_query(sql.AUDIT_COLS, since, subject, limit, mark="%s")
+        return [audit_record(sql.audit_tuple(r)) for r in await self._read(query, params)]
 
     async def audit_rows(self, after_seq: int = 0, limit: int = 5000) -> list[tuple[Any, ...]]:
         """Raw audit rows (data as stored bytes) for verification."""
@@ -403,3 +360,7 @@ class PostgresReads:
             (after_seq, limit),
         )
         return [sql.audit_tuple(r) for r in rows]
+
+    async def audit_heads(self) -> dict[str, tuple[int, str]]:
+        rows = await self._read("SELECT chain, pos, hash FROM audit_heads")
+        return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}

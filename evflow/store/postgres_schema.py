@@ -156,7 +156,35 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append(
-    # 4: instances — each ``evflow serve`` on the store, its heartbeat on the database's clock
+    # 4: the audit trail as many chains, one per writer, each with its head anchored in
+    # audit_heads (see store/chains.py), instead of one chain whose single head every writer
+    # locked. The one chain so far becomes the "legacy" chain, its records' positions their
+    # sequence numbers (which its hashes cover); from now on the sequence number only orders
+    # the whole trail, drawn from a sequence as rows arrive.
+    """
+    ALTER TABLE audit ADD COLUMN chain text NOT NULL DEFAULT 'legacy';
+    ALTER TABLE audit ALTER COLUMN chain DROP DEFAULT;
+    ALTER TABLE audit ADD COLUMN pos bigint;
+    UPDATE audit SET pos = seq;
+    ALTER TABLE audit ALTER COLUMN pos SET NOT NULL;
+    CREATE SEQUENCE audit_seq OWNED BY audit.seq;
+    SELECT setval('audit_seq', COALESCE(max(seq), 0) + 1, false) FROM audit;
+    ALTER TABLE audit ALTER COLUMN seq SET DEFAULT nextval('audit_seq');
+    CREATE TABLE audit_heads (
+        chain text PRIMARY KEY,
+        pos bigint NOT NULL,
+        hash text NOT NULL
+    );
+    INSERT INTO audit_heads (chain, pos, hash)
+        VALUES ('system', 0, '0000000000000000000000000000000000000000000000000000000000000000');
+    INSERT INTO audit_heads (chain, pos, hash)
+        SELECT 'legacy', seq, hash FROM audit_head WHERE seq > 0;
+    DROP TABLE audit_head;
+    """
+)
+
+MIGRATIONS.append(
+    # 5: instances — each ``evflow serve`` on the store, its heartbeat on the database's clock
     """
     CREATE TABLE instances (
         id text PRIMARY KEY,
@@ -174,7 +202,7 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append(
-    # 5: runs belong to one instance at a time. ``owner`` is the instance driving the run (NULL:
+    # 6: runs belong to one instance at a time. ``owner`` is the instance driving the run (NULL:
     # handed back, for any instance to take) and ``epoch`` goes up at each claim. A run
     # inserted by an instance is its own: the default reads the instance id that each of its
     # transactions sets. ``cancel_requested`` carries a cancel asked on another instance to the

@@ -31,7 +31,7 @@ EVENT_COLS = (
     "seq, id, dedup_key, type, source, subject, time, data::text, extensions::text, "
     f"{epoch('received_at')}, status, uid"
 )
-AUDIT_COLS = "seq, time, kind, subject, actor, data, prev_hash, hash"
+AUDIT_COLS = "seq, time, kind, subject, actor, data, prev_hash, hash, chain, pos"
 
 EVENTS = """
 INSERT INTO events (uid, id, dedup_key, type, source, subject, time, data, extensions,
@@ -137,10 +137,26 @@ WHERE l.expires_at < now() OR l.owner = excluded.owner OR %s
 RETURNING {LEASE_COLS.replace("acquired_at", "l.acquired_at")}
 """
 PROCESSED = "UPDATE events SET status = 'processed' WHERE uid = ANY(%b::text[])"
+# The trail's sequence numbers are drawn as the rows arrive, in the order given.
 AUDIT = """
-INSERT INTO audit (seq, time, kind, subject, actor, data, prev_hash, hash)
+INSERT INTO audit (chain, pos, time, kind, subject, actor, data, prev_hash, hash)
+SELECT c, p, t, k, s, a, d, ph, h
+FROM unnest(%b::text[], %b::bigint[], %b::float8[], %b::text[], %b::text[], %b::text[],
+            %b::bytea[], %b::text[], %b::text[]) WITH ORDINALITY
+     AS v(c, p, t, k, s, a, d, ph, h, n)
+ORDER BY n
+"""
+AUDIT_IMPORT = f"""
+INSERT INTO audit ({AUDIT_COLS})
 SELECT * FROM unnest(%b::bigint[], %b::float8[], %b::text[], %b::text[], %b::text[],
-                     %b::bytea[], %b::text[], %b::text[])
+                     %b::bytea[], %b::text[], %b::text[], %b::text[], %b::bigint[])
+"""
+AUDIT_SEQ_PAST = "SELECT setval('audit_seq', (SELECT max(seq) FROM audit))"
+AUDIT_HEAD = "SELECT pos, hash FROM audit_heads WHERE chain = %s FOR UPDATE"
+AUDIT_HEADS = """
+INSERT INTO audit_heads (chain, pos, hash)
+SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[])
+ON CONFLICT (chain) DO UPDATE SET pos = excluded.pos, hash = excluded.hash
 """
 DUPS = """
 INSERT INTO duplicates (source, count) SELECT * FROM unnest(%b::text[], %b::bigint[])
@@ -265,12 +281,7 @@ def event_from(row: Sequence[Any]) -> EventRecord:
 
 def audit_tuple(r: Sequence[Any]) -> tuple[Any, ...]:
     data = None if r[5] is None else bytes(r[5])
-    return (r[0], r[1], r[2], r[3], r[4], data, r[6], r[7])
-
-
-def like_prefix(text: str) -> str:
-    """A LIKE pattern matching ``text`` literally as a prefix (``%`` and ``_`` escaped)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return (r[0], r[1], r[2], r[3], r[4], data, r[6], r[7], r[8], r[9])
 
 
 def last_by_key(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:

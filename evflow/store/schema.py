@@ -143,4 +143,25 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 5: the audit trail as many chains, one per writer, each with its head anchored in
+    # audit_heads (see store/chains.py). The one chain so far becomes the "legacy" chain, its
+    # records' positions their sequence numbers (which its hashes cover); from now on the
+    # sequence number only orders the whole trail, given by SQLite as rows arrive.
+    """
+    ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT 'legacy';
+    ALTER TABLE audit ADD COLUMN pos INTEGER NOT NULL DEFAULT 0;
+    UPDATE audit SET pos = seq;
+    CREATE TABLE audit_heads (
+        chain TEXT PRIMARY KEY,
+        pos INTEGER NOT NULL,
+        hash TEXT NOT NULL
+    );
+    INSERT INTO audit_heads (chain, pos, hash)
+        VALUES ('system', 0, '0000000000000000000000000000000000000000000000000000000000000000');
+    INSERT INTO audit_heads (chain, pos, hash)
+        SELECT 'legacy', seq, hash FROM audit ORDER BY seq DESC LIMIT 1;
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import replace
+from functools import partial
+from typing import Any
 
 import anyio
+import psycopg
 import pytest
 
 from evflow import Event
+from evflow.audit import verify
 from evflow.audit_kinds import AuditKind
 from evflow.errors import EventNotFound, RunNotFound
 from evflow.records import AttemptRecord, LogRecord, RunRecord, TaskRecord
 from evflow.states import RunState, TaskState
-from evflow.store import Store
-from evflow.store.base import GENESIS_HASH, AuditEntry, Changes, chain_hash
+from evflow.store import Store, is_postgres
+from evflow.store.base import AuditEntry, Changes, chain_hash
+from evflow.store.chains import genesis
 
 Factory = Callable[[], Store]
 
@@ -162,13 +169,107 @@ async def test_the_audit_trail_chains_every_record(store_factory: Factory) -> No
         ]
         await store.apply(Changes(audit=entries), wait=True)
         rows = await store.audit_rows()
-        prev = GENESIS_HASH
-        for seq, t, kind, subject, actor, data, prev_hash, h in rows:
-            assert prev_hash == prev
-            assert chain_hash(prev, seq, t, kind, subject, actor, data) == h
-            prev = h
+        prev: dict[str, str] = {}
+        for _seq, t, kind, subject, actor, data, prev_hash, h, chain, pos in rows:
+            assert prev_hash == prev.get(chain, genesis(chain))
+            assert chain_hash(prev_hash, pos, t, kind, subject, actor, data) == h
+            prev[chain] = h
+        heads = await store.audit_heads()
+        assert {c: h for c, (_, h) in heads.items() if c in prev} == prev
         subjects = [r.subject for r in await store.list_audit()]
         assert subjects[-3:] == ["run:r0", "run:r1", "run:r2"]
+        assert (await verify(store)).ok
+
+
+def entries(prefix: str, n: int) -> list[AuditEntry]:
+    return [AuditEntry(AuditKind.RUN_QUEUED, f"run:{prefix}{i}", {"i": i}) for i in range(n)]
+
+
+async def test_each_writer_appends_to_a_chain_of_its_own(store_factory: Factory) -> None:
+    async with store_factory() as one, store_factory() as two:
+        async with anyio.create_task_group() as tg:
+            for store, prefix in ((one, "a"), (two, "b")):
+                for i in range(5):
+                    batch = Changes(audit=entries(f"{prefix}{i}-", 2))
+                    tg.start_soon(partial(store.apply, batch, wait=True))
+        records = await one.list_audit()
+        chains = {r.subject[4]: r.chain for r in records if r.subject.startswith("run:")}
+        assert len(set(chains.values())) == 2  # one chain per writer
+        for letter, chain in chains.items():
+            mine = [r for r in records if r.chain == chain]
+            assert [r.pos for r in mine] == list(range(1, 11))
+            assert {r.subject[4] for r in mine} == {letter}
+        opened = [r.subject for r in records if r.kind == AuditKind.AUDIT_CHAIN_OPENED]
+        assert sorted(opened) == sorted(f"chain:{c}" for c in chains.values())
+        assert {r.chain for r in records if r.kind == AuditKind.AUDIT_CHAIN_OPENED} == {"system"}
+        result = await verify(two)
+        assert result.ok and result.checked == len(records) == 22
+
+
+async def raw_sql(location: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on the store's database as someone with write access would."""
+
+    def run() -> list[tuple[Any, ...]]:
+        if is_postgres(location):
+            with psycopg.connect(location, autocommit=True) as conn:
+                cur = conn.execute(statement.replace("?", "%s").encode(), params)
+                return cur.fetchall() if cur.description else []
+        with closing(sqlite3.connect(location)) as conn:
+            rows = conn.execute(statement, params).fetchall()
+            conn.commit()
+            return rows
+
+    return await anyio.to_thread.run_sync(run)
+
+
+# (how the trail is altered, the position in the chain named, words of the reason)
+TAMPERING = {
+    "edited": ("UPDATE audit SET data = ? WHERE chain = ? AND pos = 2", 2, "edited"),
+    "deleted": ("DELETE FROM audit WHERE chain = ? AND pos = 2", 2, "missing"),
+    "reordered": ("", 2, "out of order"),
+    "truncated": ("DELETE FROM audit WHERE chain = ? AND pos > 2", 3, "cut short"),
+    "head removed": ("DELETE FROM audit_heads WHERE chain = ?", None, "no anchored head"),
+    "chain removed": ("DELETE FROM audit WHERE chain = ?", None, "no anchored head"),
+}
+
+
+@pytest.mark.parametrize("how", TAMPERING)
+async def test_verify_names_the_record_altered_in_its_chain(
+    store_factory: Factory, store_location: str, how: str
+) -> None:
+    async with store_factory() as one, store_factory() as two:
+        for i in range(2):
+            await one.apply(Changes(audit=entries(f"a{i}-", 2)), wait=True)
+            await two.apply(Changes(audit=entries(f"b{i}-", 2)), wait=True)
+        assert (await verify(one)).ok
+    ((chain,),) = await raw_sql(
+        store_location, "SELECT chain FROM audit WHERE subject = 'run:a0-0'"
+    )
+    statement, pos, words = TAMPERING[how]
+    if how == "reordered":  # records 2 and 3 trade places in the trail, hashes and all
+        ((s2,), (s3,)) = await raw_sql(
+            store_location,
+            "SELECT seq FROM audit WHERE chain = ? AND pos IN (2, 3) ORDER BY pos",
+            chain,
+        )
+        for old, new in ((s2, -1), (s3, s2), (-1, s3)):
+            await raw_sql(store_location, "UPDATE audit SET seq = ? WHERE seq = ?", new, old)
+    elif how == "edited":
+        await raw_sql(store_location, statement, b'{"i":99}', chain)
+    else:
+        await raw_sql(store_location, statement, chain)
+        if how == "chain removed":
+            await raw_sql(store_location, "DELETE FROM audit_heads WHERE chain = ?", chain)
+    async with store_factory() as store:
+        result = await verify(store)
+    assert not result.ok
+    assert (result.chain, result.pos) == (chain, pos), result
+    assert result.reason is not None and words in result.reason, result.reason
+    if how == "edited":
+        ((seq,),) = await raw_sql(
+            store_location, "SELECT seq FROM audit WHERE chain = ? AND pos = 2", chain
+        )
+        assert result.bad_seq == seq
 
 
 async def test_two_stores_on_one_location_write_at_once(
@@ -222,3 +323,18 @@ async def test_an_expired_lease_can_be_taken(store_factory: Factory) -> None:
         await anyio.sleep(0.2)  # past its expiry, by the store's clock
         taken, b = await store.acquire_lease("engine", "b", "host-b", 22, ttl_s=30)
         assert taken and b.owner == "b" and b.epoch == a.epoch + 1
+
+
+async def test_a_writer_whose_head_was_removed_goes_on_in_a_new_chain(
+    store_factory: Factory, store_location: str
+) -> None:
+    async with store_factory() as store:
+        await store.apply(Changes(audit=entries("a", 2)), wait=True)
+        ((chain,),) = await raw_sql(store_location, "SELECT chain FROM audit WHERE pos = 2")
+        await raw_sql(store_location, "DELETE FROM audit_heads WHERE chain = ?", chain)
+        await store.apply(Changes(audit=entries("b", 2)), wait=True)
+        later = [r for r in await store.list_audit() if r.subject.startswith("run:b")]
+        assert [r.pos for r in later] == [1, 2] and later[0].chain != chain
+        result = await verify(store)
+    assert not result.ok and result.chain == chain, result
+    assert result.reason is not None and "no anchored head" in result.reason

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 import sqlite3
@@ -14,10 +13,12 @@ import anyio
 import pytest
 
 from evflow import Engine, RunState, TaskState, flow, get_logger, task
+from evflow.audit import verify
 from evflow.errors import RunNotFound, SchemaVersionError, StoreInUse
 from evflow.records import RunRecord, TaskRecord
 from evflow.store import connect
-from evflow.store.base import GENESIS_HASH, Changes, chain_hash
+from evflow.store.base import Changes, chain_hash
+from evflow.store.chains import genesis
 from evflow.store.schema import SCHEMA_VERSION
 from evflow.store.sqlite import SqliteStore
 from tests.observers import LIMIT_S
@@ -234,16 +235,17 @@ async def test_audit_trail_has_a_record_per_state_change(tmp_path: Path) -> None
         retrying = (await store.list_audit(subject=f"run:{rid}/task:flaky"))[1]
         assert retrying.data["error"] == "RuntimeError: once"
 
-        # The trail is a hash chain: each record covers the one before it.
+        # The trail is hash chains: each record covers the one before it in its chain.
         rows = await store.audit_rows()
         assert rows
-        prev = GENESIS_HASH
-        for seq, t, kind, subject, actor, data, prev_hash, h in rows:
-            assert prev_hash == prev
-            assert h == chain_hash(prev_hash, seq, t, kind, subject, actor, data)
-            prev = h
+        prev: dict[str, str] = {}
+        for _seq, t, kind, subject, actor, data, prev_hash, h, chain, pos in rows:
+            assert prev_hash == prev.get(chain, genesis(chain))
+            assert h == chain_hash(prev_hash, pos, t, kind, subject, actor, data)
+            prev[chain] = h
+        first_chain = rows[-1][8]
 
-    # Reopened, the chain continues from its head instead of starting again.
+    # Reopened, the writer appends to a chain of its own; the trail's order goes on.
     async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
         with anyio.fail_after(LIMIT_S):
             await engine.run(audited)
@@ -251,8 +253,8 @@ async def test_audit_trail_has_a_record_per_state_change(tmp_path: Path) -> None
         rows = await engine.store.audit_rows()
         seqs = [r[0] for r in rows]
         assert seqs == list(range(1, len(rows) + 1))
-        for before, current in itertools.pairwise(rows):
-            assert current[6] == before[7]
+        assert rows[-1][8] != first_chain
+        assert (await verify(engine.store)).ok
 
 
 async def test_a_run_created_twice_under_one_id_is_inserted_once_and_never_reset(
