@@ -38,6 +38,7 @@ __all__ = [
     "CancelRequest",
     "Cancelled",
     "Cell",
+    "ClusterView",
     "DeadLettersPage",
     "Dropped",
     "EventAccepted",
@@ -50,6 +51,8 @@ __all__ = [
     "GridNode",
     "GridRun",
     "GridView",
+    "Instance",
+    "Lease",
     "LogPage",
     "OverviewView",
     "PoolUsage",
@@ -259,6 +262,50 @@ class Sensor(TypedDict):
 
 class SensorList(TypedDict):
     sensors: list[Sensor]
+
+
+# -- the cluster (built by evflow.cluster.status) --------------------------------------------
+
+
+class Instance(TypedDict):
+    """One ``evflow serve`` registered on the store, as its heartbeats show it."""
+
+    id: str
+    state: Annotated[str, Meta(extra_json_schema={"enum": ["alive", "stopped", "dead"]})]
+    host: str
+    pid: int
+    version: str
+    http: Annotated[str | None, Meta(description="the instance's HTTP address, if it serves")]
+    started_at: float
+    heartbeat_at: float
+    heartbeat_age_s: float
+    ttl_s: float
+    stopped_at: float | None
+
+
+class Lease(TypedDict):
+    """Who holds a named lease until when; ``epoch`` goes up each time it changes hands."""
+
+    name: str
+    owner: str
+    host: str
+    pid: int
+    epoch: int
+    acquired_at: float
+    renewed_at: float
+    expires_at: float
+
+
+class ClusterView(TypedDict):
+    """The instances sharing this service's store and the leases they hold; ``mode`` is
+    'single' on a store where instances do not register (SQLite)."""
+
+    mode: Literal["cluster", "single"]
+    store: str
+    this: Annotated[str | None, Meta(description="the answering instance's id")]
+    alive: int
+    instances: list[Instance]
+    leases: list[Lease]
 
 
 # -- the live feed ----------------------------------------------------------------------------

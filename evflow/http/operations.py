@@ -287,6 +287,12 @@ OPERATIONS: list[Op] = [
     Op("GET", "/api/sensors", "Sensors and their status", b.SensorList),
     Op(
         "GET",
+        "/api/cluster",
+        "The instances sharing this service's store and the leases they hold",
+        b.ClusterView,
+    ),
+    Op(
+        "GET",
         "/api/audit",
         "The audit trail, oldest first from 'since'",
         b.AuditPage,
