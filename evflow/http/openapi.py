@@ -11,7 +11,7 @@ service against it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -84,7 +84,6 @@ class Op:
     description: str | None = None
     stream: Sequence[SseEvent] = ()
     media: str = "application/json"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def endpoint(self) -> str:
@@ -170,7 +169,6 @@ def _operation(op: Op, schemas: _Schemas) -> dict[str, Any]:
         str(op.status): {"description": op.answer_text, "content": content},
         **{str(c): {"$ref": f"#/components/responses/E{c}"} for c in op.errors},
     }
-    out.update(op.extra)
     return out
 
 
