@@ -20,10 +20,17 @@ import orjson
 from ..errors import EvflowError, LoadError
 from ..events import Event
 from ..flows import Flow
+from ..http.schemas import (
+    jsonable_attempt,
+    jsonable_event,
+    jsonable_log,
+    run_with_tasks,
+)
 from ..records import RunRecord
 from ..states import RunState
 from .client import Client, CliError, LocalClient, retry_what
 from .display import (
+    RunShown,
     dump_json,
     fmt_duration,
     fmt_time,
@@ -148,29 +155,12 @@ async def cmd_show(client: Client, args: argparse.Namespace) -> int:
     if not args.json:
         render_run(run, logs)
         return 0
-    out = jsonable_run(run)
-    out["attempts"] = [
-        {
-            "task": a.task,
-            "attempt": a.attempt,
-            "state": str(a.state),
-            "started_at": a.started_at,
-            "ended_at": a.ended_at,
-            "error": a.error,
-        }
-        for a in await client.list_attempts(run.id)
-    ]
-    out["logs"] = [
-        {
-            "task": lg.task,
-            "attempt": lg.attempt,
-            "time": lg.time,
-            "level": lg.level,
-            "message": lg.message,
-        }
-        for lg in logs
-    ]
-    dump_json(out)
+    shown: RunShown = {
+        **run_with_tasks(run),
+        "attempts": [jsonable_attempt(a) for a in await client.list_attempts(run.id)],
+        "logs": [jsonable_log(line) for line in logs],
+    }
+    dump_json(shown)
     return 0
 
 
@@ -182,18 +172,7 @@ async def cmd_logs(client: Client, args: argparse.Namespace) -> int:
             raise CliError(f"run {run.id} has no task {args.task!r}; its tasks: {', '.join(names)}")
     lines = await client.list_logs(args.run, args.task)
     if args.json:
-        dump_json(
-            [
-                {
-                    "task": r.task,
-                    "attempt": r.attempt,
-                    "time": r.time,
-                    "level": r.level,
-                    "message": r.message,
-                }
-                for r in lines
-            ]
-        )
+        dump_json([jsonable_log(r) for r in lines])
         return 0
     for r in lines:
         print(f"{fmt_time(r.time)} {r.level:<7} {r.task} [attempt {r.attempt}] {r.message}")
@@ -255,26 +234,7 @@ async def cmd_backfill(client: Client, args: argparse.Namespace) -> int:
 async def cmd_events(client: Client, args: argparse.Namespace) -> int:
     decided = await client.list_events(source=args.source, limit=args.limit)
     if args.json:
-        dump_json(
-            [
-                {
-                    "uid": e.uid,
-                    "id": e.id,
-                    "type": e.type,
-                    "source": e.source,
-                    "subject": e.subject,
-                    "time": e.time,
-                    "status": e.status,
-                    "data": e.data,
-                    "decisions": [
-                        {"seq": a.seq, "time": a.time, "kind": a.kind, "data": a.data}
-                        for a in d.decisions
-                    ],
-                }
-                for d in decided
-                for e in (d.event,)
-            ]
-        )
+        dump_json([jsonable_event(d.event, d.decisions) for d in decided])
         return 0
     table(
         [

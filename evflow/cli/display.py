@@ -13,10 +13,20 @@ from typing import Any, TextIO
 
 import orjson
 
+from ..http.schemas import Attempt, LogLine, RunWithTasks, jsonable_run, jsonable_task
 from ..records import LogRecord, RunRecord, TaskRecord
-from ..tracing import trace_id_of
 
-__all__ = ["Progress", "fmt_duration", "fmt_time", "render_run", "table"]
+__all__ = [
+    "Progress",
+    "RunShown",
+    "dump_json",
+    "fmt_duration",
+    "fmt_time",
+    "jsonable_run",
+    "jsonable_task",
+    "render_run",
+    "table",
+]
 
 _COLORS = {
     "succeeded": "32",
@@ -237,45 +247,11 @@ def params_from_pairs(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def jsonable_run(run: RunRecord, *, tasks: bool = True) -> dict[str, Any]:
-    """A run as plain JSON data (for ``--json`` and the API)."""
-    out: dict[str, Any] = {
-        "id": run.id,
-        "flow": run.flow,
-        "flow_version": run.flow_version,
-        "params": dict(run.params),
-        "state": str(run.state),
-        "priority": run.priority,
-        "trigger": dict(run.trigger),
-        "trace_id": trace_id_of(run.trigger),
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-        "duration_s": run.duration_s,
-        "waiting": run.waiting,
-        "error": run.error,
-    }
-    if tasks:
-        out["tasks"] = [jsonable_task(t) for t in run.tasks]
-    return out
+class RunShown(RunWithTasks):
+    """What ``evflow show --json`` prints: the API's run with its tries and its log lines."""
 
-
-def jsonable_task(t: TaskRecord) -> dict[str, Any]:
-    return {
-        "name": t.name,
-        "node": t.node,
-        "map_index": t.map_index,
-        "state": str(t.state),
-        "attempt": t.attempt,
-        "queued_at": t.queued_at,
-        "started_at": t.started_at,
-        "ended_at": t.ended_at,
-        "duration_s": t.duration_s,
-        "waiting": t.waiting,
-        "error": t.error,
-        "traceback": t.traceback,
-        "result": orjson.loads(t.result) if t.result is not None else None,
-    }
+    attempts: list[Attempt]
+    logs: list[LogLine]
 
 
 def dump_json(value: Any, stream: TextIO = sys.stdout) -> None:

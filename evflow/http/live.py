@@ -6,15 +6,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..cli.display import jsonable_run
 from ..signals import RunStateChanged, TaskStateChanged
+from .bodies import TaskChange
+from .schemas import run_shape
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -35,9 +36,9 @@ class _Subscriber:
     __slots__ = ("dropped", "receive", "run_id", "send")
 
     def __init__(self, buffer: int, run_id: str | None) -> None:
-        send, receive = anyio.create_memory_object_stream[tuple[str, dict[str, Any]]](buffer)
-        self.send: MemoryObjectSendStream[tuple[str, dict[str, Any]]] = send
-        self.receive: MemoryObjectReceiveStream[tuple[str, dict[str, Any]]] = receive
+        send, receive = anyio.create_memory_object_stream[tuple[str, Mapping[str, object]]](buffer)
+        self.send: MemoryObjectSendStream[tuple[str, Mapping[str, object]]] = send
+        self.receive: MemoryObjectReceiveStream[tuple[str, Mapping[str, object]]] = receive
         self.run_id = run_id
         self.dropped = 0
 
@@ -70,29 +71,26 @@ class LiveHub:
     def run_state(self, signal: RunStateChanged) -> None:
         if self._subs:
             run = signal.run
-            self._publish(run.id, "run", jsonable_run(run, tasks=False))
+            self._publish(run.id, "run", run_shape(run))
 
     def task_state(self, signal: TaskStateChanged) -> None:
         if self._subs:
             inst = signal.task
-            self._publish(
-                inst.run_id,
-                "task",
-                {
-                    "run_id": inst.run_id,
-                    "flow": signal.flow,
-                    "name": inst.name,
-                    "node": inst.node,
-                    "state": str(inst.state),
-                    "attempt": inst.attempt,
-                    "started_at": inst.started_at,
-                    "ended_at": inst.ended_at,
-                    "error": inst.error,
-                    "waiting": inst.waiting,
-                },
-            )
+            change: TaskChange = {
+                "run_id": inst.run_id,
+                "flow": signal.flow,
+                "name": inst.name,
+                "node": inst.node,
+                "state": str(inst.state),
+                "attempt": inst.attempt,
+                "started_at": inst.started_at,
+                "ended_at": inst.ended_at,
+                "error": inst.error,
+                "waiting": inst.waiting,
+            }
+            self._publish(inst.run_id, "task", change)
 
-    def _publish(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+    def _publish(self, run_id: str, kind: str, data: Mapping[str, object]) -> None:
         for sub in self._subs:
             if sub.run_id is not None and sub.run_id != run_id:
                 continue
@@ -128,7 +126,7 @@ class LiveHub:
         try:
             yield b"retry: 2000\n: connected\n\n"
             while True:
-                item: tuple[str, dict[str, Any]] | None = None
+                item: tuple[str, Mapping[str, object]] | None = None
                 with anyio.move_on_after(self.ping_interval_s):
                     try:
                         item = await sub.receive.receive()

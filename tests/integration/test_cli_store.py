@@ -10,6 +10,8 @@ from typing import Any
 import anyio
 import orjson
 
+from evflow.cli.display import RunShown
+from evflow.http.schemas import Attempt, LogLine, Task
 from tests.integration.test_audit import make_trail
 from tests.integration.test_service import clean_env, evflow, write
 
@@ -79,6 +81,17 @@ async def test_retry_a_failed_run_from_a_store(tmp_path: Path) -> None:
     assert shown["state"] == "succeeded"
     attempts = {t["name"]: t["attempt"] for t in shown["tasks"]}
     assert attempts == {"first": 1, "second": 2}  # the finished task kept its result
+    # --json prints the API's shapes: every key of each, no other
+    assert set(shown) == RunShown.__required_keys__
+    assert all(set(t) == Task.__required_keys__ for t in shown["tasks"])
+    tries = [(a["task"], a["attempt"], a["state"]) for a in shown["attempts"]]
+    assert tries == [("first", 1, "succeeded"), ("second", 1, "failed"), ("second", 2, "succeeded")]
+    assert all(set(a) == Attempt.__required_keys__ for a in shown["attempts"])
+    assert [line["message"] for line in shown["logs"]] == ["flag found"]
+    assert all(set(line) == LogLine.__required_keys__ for line in shown["logs"])
+    status, out, err = await evflow("logs", run_id, "--store", str(store), "--json", cwd=root)
+    assert status == 0, out + err
+    assert orjson.loads(out) == shown["logs"]
     assert (root / "marks.txt").read_text() == "first\n"
 
     # from a task: it and what is downstream of it run again, here

@@ -16,6 +16,7 @@ import pytest
 from evflow import Engine, Event, Rule, RunState, TaskState, flow, task
 from evflow.cluster import ClusterOptions
 from evflow.errors import ConfigError, OwnershipLost
+from evflow.http.bodies import ClusterView, Instance, Lease
 from evflow.records import InstanceRecord
 from evflow.service.config import load_config
 from evflow.store import connect
@@ -135,6 +136,10 @@ async def test_evflow_cluster_and_the_api_show_instances_and_leases(
         assert body["mode"] == "cluster" and body["this"] == member.id and body["alive"] == 1
         (inst,) = body["instances"]
         assert (inst["id"], inst["state"], inst["http"]) == (member.id, "alive", base)
+        # the shapes the OpenAPI document gives, every key of each
+        assert set(body) == ClusterView.__required_keys__
+        assert set(inst) == Instance.__required_keys__
+        assert all(set(lease) == Lease.__required_keys__ for lease in body["leases"])
         assert [lease["name"] for lease in body["leases"]] == ["leader"]
 
         code, out, err = await evflow(
