@@ -42,18 +42,20 @@ def render(status: dict[str, Any]) -> str:
     else:
         total = len(status["instances"])
         lines.append(f"instances  {status['alive']} alive of {total} registered")
+        if status.get("unclaimed_runs"):
+            lines.append(f"unclaimed  {status['unclaimed_runs']} run(s) waiting for an instance")
     if status["instances"]:
         lines.append("")
         lines.append(
-            f"{'INSTANCE':<34} {'STATE':<8} {'HOST':<16} {'PID':>7}  {'HEARTBEAT':<13} "
-            f"{'STARTED (UTC)':<19}  HTTP"
+            f"{'INSTANCE':<34} {'STATE':<8} {'HOST':<16} {'PID':>7} {'RUNS':>5}  "
+            f"{'HEARTBEAT':<13} {'STARTED (UTC)':<19}  HTTP"
         )
         for i in status["instances"]:
             mark = " *" if i["id"] == status.get("this") else ""
             beat = _ago(i["heartbeat_age_s"]) if i["state"] != "stopped" else "stopped"
             lines.append(
-                f"{i['id'] + mark:<34} {i['state']:<8} {i['host'][:16]:<16} {i['pid']:>7}  "
-                f"{beat:<13} {_when(i['started_at']):<19}  {i['http'] or '—'}"
+                f"{i['id'] + mark:<34} {i['state']:<8} {i['host'][:16]:<16} {i['pid']:>7} "
+                f"{i['runs']:>5}  {beat:<13} {_when(i['started_at']):<19}  {i['http'] or '—'}"
             )
     lines.append("")
     if status["leases"]:

@@ -12,7 +12,7 @@ from .registry import InstanceRegistry
 __all__ = ["cluster_status", "jsonable_instance", "jsonable_lease"]
 
 
-def jsonable_instance(i: InstanceRecord) -> dict[str, Any]:
+def jsonable_instance(i: InstanceRecord, runs: int = 0) -> dict[str, Any]:
     return {
         "id": i.id,
         "state": i.state,
@@ -26,6 +26,7 @@ def jsonable_instance(i: InstanceRecord) -> dict[str, Any]:
         "ttl_s": i.ttl_s,
         "stopped_at": i.stopped_at,
         "taken_over_by": i.taken_over_by,
+        "runs": runs,
     }
 
 
@@ -44,18 +45,24 @@ def jsonable_lease(lease: LeaseRecord) -> dict[str, Any]:
 
 async def cluster_status(store: Store, this: str | None = None) -> dict[str, Any]:
     """The cluster as ``store`` records it; ``this`` is the asking instance's id, if any.
+    Each instance shows how many unfinished runs it drives; ``unclaimed_runs`` are runs handed
+    back and not yet claimed.
 
     ``mode`` is ``cluster`` on a store where instances register (PostgreSQL), ``single`` on
     one machine's store (SQLite), where one instance runs the work under the ``engine`` lease.
     """
     registry = isinstance(store, InstanceRegistry)
-    instances = await store.list_instances() if isinstance(store, InstanceRegistry) else []
+    instances, owned = [], {}
+    if isinstance(store, InstanceRegistry):
+        instances = await store.list_instances()
+        owned = await store.runs_by_owner()
     leases = await store.list_leases()
     return {
         "mode": "cluster" if registry else "single",
         "store": store.describe(),
         "this": this,
         "alive": sum(1 for i in instances if i.alive),
-        "instances": [jsonable_instance(i) for i in instances],
+        "unclaimed_runs": owned.get(None, 0),
+        "instances": [jsonable_instance(i, owned.get(i.id, 0)) for i in instances],
         "leases": [jsonable_lease(lease) for lease in leases],
     }

@@ -284,6 +284,7 @@ class Instance(TypedDict):
     taken_over_by: Annotated[
         str | None, Meta(description="the instance that took its runs over, once it died")
     ]
+    runs: Annotated[int, Meta(description="unfinished runs it drives")]
 
 
 class Lease(TypedDict):
@@ -307,6 +308,7 @@ class ClusterView(TypedDict):
     store: str
     this: Annotated[str | None, Meta(description="the answering instance's id")]
     alive: int
+    unclaimed_runs: Annotated[int, Meta(description="runs handed back, not claimed yet")]
     instances: list[Instance]
     leases: list[Lease]
 

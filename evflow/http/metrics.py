@@ -159,6 +159,28 @@ class _EngineCollector(Collector):
                 "Heartbeats this instance wrote to the shared store",
                 value=membership.beats,
             )
+        node = engine.node
+        if node is not None:
+            yield GaugeMetricFamily(
+                "evflow_cluster_leader",
+                "1 while this instance holds the leader lease (decides events, runs schedules)",
+                value=1.0 if node.is_leader else 0.0,
+            )
+            yield CounterMetricFamily(
+                "evflow_cluster_runs_adopted",
+                "Runs this instance claimed from dead instances or from others' overflow",
+                value=node.adoption.adopted,
+            )
+            yield CounterMetricFamily(
+                "evflow_cluster_takeovers",
+                "Instances this one declared dead and took over",
+                value=node.adoption.taken_over,
+            )
+            yield GaugeMetricFamily(
+                "evflow_cluster_fenced",
+                "1 once the store refuses this instance's writes (another took it over)",
+                value=1.0 if engine.store_fenced else 0.0,
+            )
 
 
 class Metrics:

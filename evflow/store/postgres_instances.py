@@ -192,6 +192,13 @@ class PostgresRunOwnership:
             return None, False
         return (None if rows[0][0] is None else str(rows[0][0])), bool(rows[0][1])
 
+    async def runs_by_owner(self: _Access) -> dict[str | None, int]:
+        """Unfinished runs per owning instance (None: handed back, waiting for a claim)."""
+        rows = await self._read(
+            f"SELECT owner, count(*) FROM runs WHERE state IN {_UNFINISHED} GROUP BY owner"
+        )
+        return {(None if r[0] is None else str(r[0])): int(r[1]) for r in rows}
+
     async def request_cancel(self: _Access, run_id: str, reason: str) -> None:
         """Ask the run's owner to cancel it (it looks at each heartbeat)."""
         await self._write_read(

@@ -15,6 +15,7 @@ import pytest
 
 from evflow import Engine, Event, Rule, RunState, TaskState, flow, task
 from evflow.cluster import ClusterOptions
+from evflow.cluster.status import cluster_status
 from evflow.errors import ConfigError, OwnershipLost
 from evflow.http.bodies import ClusterView, Instance, Lease
 from evflow.records import InstanceRecord
@@ -146,7 +147,7 @@ async def test_evflow_cluster_and_the_api_show_instances_and_leases(
             "cluster", "--store", postgres_url, cwd=tmp_path, env=clean_env()
         )
         assert code == 0, err
-        assert "1 alive of 1 registered" in out
+        assert "1 alive of 1 registered" in out and "RUNS" in out
         row = next(line for line in out.splitlines() if line.startswith(member.id))
         assert "alive" in row and base in row
         assert any(line.startswith("leader ") for line in out.splitlines())
@@ -158,6 +159,8 @@ async def test_evflow_cluster_and_the_api_show_instances_and_leases(
         async with httpx.AsyncClient(base_url=base) as http:
             metrics = (await http.get("/metrics")).text
         assert "evflow_cluster_instances_alive 1.0" in metrics
+        assert "evflow_cluster_leader 1.0" in metrics
+        assert "evflow_cluster_fenced 0.0" in metrics
 
 
 async def test_evflow_cluster_on_a_sqlite_store_says_one_instance_runs_it(tmp_path: Path) -> None:
@@ -330,6 +333,12 @@ async def test_runs_beyond_an_instances_capacity_go_to_instances_with_room(
             [small.node.id, roomy.node.id, roomy.node.id]
         )
         assert small.active_runs() == [ids[0]]
+        view = await cluster_status(small.store)
+        assert {i["id"]: i["runs"] for i in view["instances"]} == {
+            small.node.id: 1,
+            roomy.node.id: 2,
+        }
+        assert view["unclaimed_runs"] == 0
         gate["release"].set()
         for run_id in ids:
             assert (await small.wait(run_id)).state is RunState.SUCCEEDED
