@@ -23,6 +23,7 @@ from .leader import Leadership
 from .listener import EVENTS_CHANNEL, RUNS_CHANNEL, Listener
 from .membership import ClusterOptions, Membership
 from .registry import InstanceRegistry
+from .slots import ClusterSlots
 
 __all__ = ["ClusterNode"]
 
@@ -54,8 +55,9 @@ class ClusterNode:
         self._on_elected = on_elected
         self.feed = PendingFeed(runs.store, offer, poll_s=max(options.heartbeat_s, 0.05))
         self.leadership = Leadership(runs.store, self.membership, self._elected)
+        self.slots = ClusterSlots(store, self.membership.id)
         self.listener = Listener(
-            store.url, {EVENTS_CHANNEL: self.feed.wake, RUNS_CHANNEL: self.adoption.wake}
+            store.url, {EVENTS_CHANNEL: self.feed.wake, RUNS_CHANNEL: self._runs_changed}
         )
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -74,6 +76,7 @@ class ClusterNode:
         self.runs.instance_id = self.membership.id
         self.runs.capacity = self.membership.options.max_runs
         self.runs.freed = self.adoption.wake
+        self.runs.slots = self.slots
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
         """Heartbeat, adopt what dead instances left (at once, then at each heartbeat), and
@@ -83,6 +86,11 @@ class ClusterNode:
         tg.start_soon(self.listener.run)
         await tg.start(self.adoption.run)
         await tg.start(self.leadership.run)
+
+    def _runs_changed(self) -> None:
+        """Runs were handed back, a cancel asked, or a place given back: look again."""
+        self.adoption.wake()
+        self.slots.freed()
 
     async def _elected(self) -> None:
         assert self._tg is not None

@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -25,6 +26,7 @@ from anyio.abc import TaskGroup
 from .. import tracing
 from ..clock import Clock
 from ..cluster.registry import InstanceRegistry
+from ..cluster.slots import ClusterSlots
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
 from ..flows.dag import Flow
@@ -141,6 +143,7 @@ class RunQueue:
         self.instance_id: str | None = None
         self.capacity: int | None = None
         self.freed: Callable[[], None] = lambda: None
+        self.slots: ClusterSlots | None = None  # max_active_runs across the cluster
 
     @property
     def _shared(self) -> InstanceRegistry | None:
@@ -409,6 +412,7 @@ class RunQueue:
                         group, cap if isinstance(cap, int) else None, run.priority, on_wait
                     ),
                     self.gate.admit(flow.name, flow.max_active_runs, run.priority, on_wait),
+                    self._cluster_place(flow, run, on_wait),
                 ):
                     execution = RunExecution(
                         run=run,
@@ -462,6 +466,16 @@ class RunQueue:
             waiter = self._waiters.pop(run.id, None)
             if waiter is not None:
                 waiter.set()
+
+    def _cluster_place(
+        self, flow: Flow, run: RunRecord, on_wait: Callable[[str], None]
+    ) -> AbstractAsyncContextManager[object]:
+        """In a cluster, a place of the flow's ``max_active_runs`` across every instance."""
+        if self.slots is None or flow.max_active_runs is None:
+            return nullcontext()
+        return self.slots.hold(
+            f"max_active_runs:{flow.name}", flow.max_active_runs, run.id, on_wait
+        )
 
     def _note_waiting(self, run: RunRecord, reason: str) -> None:
         """A run gate made ``run`` wait: record why now, so the store shows it while it waits."""

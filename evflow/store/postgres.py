@@ -378,7 +378,7 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresBatch, Post
         rows = await self._read(f"SELECT {sql.LEASE_COLS} FROM leases ORDER BY name")
         return [LeaseRecord(*r) for r in rows]
 
-    async def _write_read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+    async def _write_read(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
         """One statement in a transaction of its own (autocommit), beside the batches."""
         pool = self._pool
         if pool is None:

@@ -7,7 +7,7 @@ instances whose clocks disagree still agree on who is alive.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import psycopg
@@ -42,7 +42,9 @@ _FORGET = "DELETE FROM instances WHERE heartbeat_at < now() - interval '1 day' R
 
 class _Access(Protocol):
     async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]: ...
-    async def _write_read(self, sql: str, params: Sequence[Any]) -> list[Any]: ...
+    async def _write_read(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> list[Any]: ...
 
 
 class PostgresInstances:
@@ -106,6 +108,25 @@ NOTIFY_EVENTS = "SELECT pg_notify('evflow_events', '')"
 # Runs to claim, or a cancel to carry out: every instance looks (delivered at commit).
 _NOTIFY_RUNS = "SELECT pg_notify('evflow_runs', ''), count(*) FROM changed"
 _UNFINISHED = "('queued', 'running')"
+# A place is free when no row holds it, or its instance is gone (stopped, taken over, silent).
+_GONE = (
+    "NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = {row}.instance "
+    "AND i.stopped_at IS NULL AND i.heartbeat_at >= now() - make_interval(secs => i.ttl_s))"
+)
+_TAKE_SLOT = f"""
+WITH free AS (
+    SELECT s FROM generate_series(0, %(places)s - 1) AS s
+    LEFT JOIN slots x ON x.name = %(name)s AND x.slot = s
+    WHERE x.slot IS NULL OR {_GONE.format(row="x")}
+    ORDER BY s LIMIT 1
+)
+INSERT INTO slots AS t (name, slot, instance, holder)
+SELECT %(name)s, s, %(me)s, %(holder)s FROM free
+ON CONFLICT (name, slot) DO UPDATE
+    SET instance = excluded.instance, holder = excluded.holder, taken_at = now()
+    WHERE {_GONE.format(row="t")}
+RETURNING slot
+"""
 _TAKE_OVER = f"""
 UPDATE instances SET stopped_at = now(), taken_over_by = %s
 WHERE stopped_at IS NULL AND id <> %s
@@ -191,6 +212,22 @@ class PostgresRunOwnership:
         if not rows:
             return None, False
         return (None if rows[0][0] is None else str(rows[0][0])), bool(rows[0][1])
+
+    async def take_slot(self: _Access, name: str, places: int, me: str, holder: str) -> int | None:
+        """Take one of the ``places`` places of ``name`` for ``holder`` on instance ``me``;
+        the place taken, or None when all are held by live instances."""
+        rows = await self._write_read(
+            _TAKE_SLOT, {"name": name, "places": places, "me": me, "holder": holder}
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def give_slot(self: _Access, name: str, slot: int, me: str, holder: str) -> None:
+        """Give a place back; instances waiting for one are told."""
+        await self._write_read(
+            "WITH changed AS (DELETE FROM slots WHERE name = %s AND slot = %s AND instance = %s "
+            f"AND holder = %s RETURNING slot) {_NOTIFY_RUNS}",
+            (name, slot, me, holder),
+        )
 
     async def runs_by_owner(self: _Access) -> dict[str | None, int]:
         """Unfinished runs per owning instance (None: handed back, waiting for a claim)."""

@@ -213,6 +213,17 @@ MIGRATIONS.append(
         ADD COLUMN epoch bigint NOT NULL DEFAULT 1,
         ADD COLUMN cancel_requested text;
     CREATE INDEX runs_unfinished_by_owner ON runs (owner) WHERE state IN ('queued', 'running');
+    -- Places limited across the cluster (a flow's max_active_runs, a cluster pool's slots):
+    -- one row per place taken, by an instance for one holder (a run, a task attempt). A place
+    -- whose instance died is free again: nothing is counted, so nothing drifts or leaks.
+    CREATE TABLE slots (
+        name text NOT NULL,
+        slot integer NOT NULL,
+        instance text NOT NULL,
+        holder text NOT NULL,
+        taken_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (name, slot)
+    );
     """
 )
 

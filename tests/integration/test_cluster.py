@@ -345,3 +345,46 @@ async def test_runs_beyond_an_instances_capacity_go_to_instances_with_room(
         assert sorted(ran) == sorted(
             ["record 1", "record 2", "record 3", "held 1", "held 2", "held 3"]
         )
+
+
+@task
+async def held_alone(n: int) -> int:
+    ran.append(f"alone {n}")
+    await gate["release"].wait()
+    return n
+
+
+@flow(max_active_runs=1)
+def one_at_a_time(n: int) -> None:
+    held_alone(n)
+
+
+def query_slots(url: str) -> list[tuple[str, int]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT name, slot FROM slots").fetchall()
+    return [(str(r[0]), int(r[1])) for r in rows]
+
+
+async def test_max_active_runs_holds_across_the_cluster(postgres_url: str) -> None:
+    ran.clear()
+    gate["release"] = anyio.Event()
+    first, second = instance(postgres_url), instance(postgres_url)
+    first.add(one_at_a_time)
+    second.add(one_at_a_time)
+    async with first, second:
+        a = await first.submit(one_at_a_time, n=1)
+        await until(lambda: anyio.to_thread.run_sync(lambda: ran == ["alone 1"]))
+        b = await second.submit(one_at_a_time, n=2)  # its own instance has room: not the flow
+
+        async def waiting_why() -> str | None:
+            run = await second.store.get_run(b, with_tasks=False)
+            return run.waiting
+
+        assert "across the cluster" in await until(waiting_why)
+        assert ran == ["alone 1"]
+        gate["release"].set()
+        assert (await first.wait(a)).state is RunState.SUCCEEDED
+        assert (await second.wait(b)).state is RunState.SUCCEEDED
+        assert ran == ["alone 1", "alone 2"]
+        rows = query_slots(postgres_url)
+        assert rows == []  # every place given back
