@@ -80,6 +80,7 @@ class AttemptRecord:
     started_at: float | None
     ended_at: float | None
     error: str | None = None
+    instance: str | None = None  # in a cluster: the instance that ran this try
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,7 @@ class Attempt(TypedDict):
     ended_at: float | None
     duration_s: float | None
     error: str | None
+    instance: Annotated[str | None, Meta(description="in a cluster, the instance that ran it")]
 
 
 class AuditRecord(TypedDict):
@@ -210,6 +211,7 @@ def jsonable_attempt(a: rec.AttemptRecord) -> Attempt:
         "ended_at": ended,
         "duration_s": ended - started if started is not None and ended is not None else None,
         "error": a.error,
+        "instance": a.instance,
     }
 
 

@@ -152,11 +152,13 @@ class PostgresReads:
     async def list_attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = await self._read(
             f"SELECT run_id, task, attempt, state, {sql.epoch('started_at')}, "
-            f"{sql.epoch('ended_at')}, error FROM attempts "
+            f"{sql.epoch('ended_at')}, error, instance FROM attempts "
             "WHERE run_id = %s ORDER BY started_at, task, attempt",
             (run_id,),
         )
-        return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [
+            AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6], r[7]) for r in rows
+        ]
 
     async def task_counts(
         self, run_ids: Sequence[str]
@@ -237,11 +239,13 @@ class PostgresReads:
             return []
         rows = await self._read(
             f"SELECT run_id, task, attempt, state, {sql.epoch('started_at')}, "
-            f"{sql.epoch('ended_at')}, error FROM attempts "
+            f"{sql.epoch('ended_at')}, error, instance FROM attempts "
             "WHERE run_id = %s AND task = ANY(%s::text[]) ORDER BY started_at, task, attempt",
             (run_id, list(tasks)),
         )
-        return [AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [
+            AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6], r[7]) for r in rows
+        ]
 
     async def task_waits(self, run_id: str, tasks: Sequence[str]) -> list[tuple[str, float, str]]:
         if not tasks:
@@ -364,3 +368,7 @@ class PostgresReads:
     async def audit_heads(self) -> dict[str, tuple[int, str]]:
         rows = await self._read("SELECT chain, pos, hash FROM audit_heads")
         return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
+
+
+def _attempt(r: Sequence[Any]) -> AttemptRecord:
+    return AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6], r[7])

@@ -213,6 +213,9 @@ MIGRATIONS.append(
         ADD COLUMN epoch bigint NOT NULL DEFAULT 1,
         ADD COLUMN cancel_requested text;
     CREATE INDEX runs_unfinished_by_owner ON runs (owner) WHERE state IN ('queued', 'running');
+    -- Which instance ran a task's current try, and each finished try.
+    ALTER TABLE tasks ADD COLUMN instance text;
+    ALTER TABLE attempts ADD COLUMN instance text;
     -- Places limited across the cluster (a flow's max_active_runs, a cluster pool's slots):
     -- one row per place taken, by an instance for one holder (a run, a task attempt). A place
     -- whose instance died is free again: nothing is counted, so nothing drifts or leaks.

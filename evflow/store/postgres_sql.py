@@ -73,10 +73,13 @@ ON CONFLICT (id) DO UPDATE SET flow_version = excluded.flow_version, params = ex
     state = excluded.state, priority = excluded.priority, started_at = excluded.started_at,
     ended_at = excluded.ended_at, waiting = excluded.waiting, error = excluded.error
 """
-TASK_INTO = """
+# In a cluster, each write transaction names its instance (see postgres_instances.FENCE).
+INSTANCE = "nullif(current_setting('evflow.instance', true), '')"
+TASK_INTO = f"""
 INSERT INTO tasks (run_id, name, node, map_index, state, attempt, queued_at, started_at,
-                   ended_at, waiting, error, traceback, result)
-SELECT r, nm, nd, mi, st, a, to_timestamp(q), to_timestamp(sa), to_timestamp(ea), w, e, tb, res
+                   ended_at, waiting, error, traceback, result, instance)
+SELECT r, nm, nd, mi, st, a, to_timestamp(q), to_timestamp(sa), to_timestamp(ea), w, e, tb, res,
+       CASE WHEN st = 'pending' THEN NULL ELSE {INSTANCE} END
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::int[], %b::float8[],
             %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::bytea[])
      AS v(r, nm, nd, mi, st, a, q, sa, ea, w, e, tb, res)
@@ -94,11 +97,16 @@ TASKS = f"""{TASK_INTO}
 ON CONFLICT (run_id, name) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,
     queued_at = excluded.queued_at, started_at = excluded.started_at,
     ended_at = excluded.ended_at, waiting = excluded.waiting, error = excluded.error,
-    traceback = excluded.traceback, result = excluded.result
+    traceback = excluded.traceback, result = excluded.result,
+    instance = CASE excluded.state WHEN 'running' THEN {INSTANCE} WHEN 'pending' THEN NULL
+                   ELSE COALESCE(tasks.instance, {INSTANCE}) END
 """
-ATTEMPTS = """
-INSERT INTO attempts (run_id, task, attempt, state, started_at, ended_at, error)
-SELECT r, t, a, s, to_timestamp(sa), to_timestamp(ea), e
+# A try is credited to the instance that started it (the task row says which), so a try
+# recorded interrupted by the instance that adopted the run still names the one that ran it.
+ATTEMPTS = f"""
+INSERT INTO attempts (run_id, task, attempt, state, started_at, ended_at, error, instance)
+SELECT r, t, a, s, to_timestamp(sa), to_timestamp(ea), e,
+       COALESCE((SELECT k.instance FROM tasks k WHERE k.run_id = r AND k.name = t), {INSTANCE})
 FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::float8[], %b::float8[],
             %b::text[]) AS v(r, t, a, s, sa, ea, e)
 ON CONFLICT (run_id, task, attempt) DO UPDATE SET state = excluded.state,

@@ -291,6 +291,8 @@ async def test_a_clean_stop_hands_the_lease_and_the_unfinished_runs_over(
         assert row[2] == second.node.id and row[3] == 2  # claimed a second time: epoch 2
         attempts = await second.store.list_attempts_of(run_id, ["held"])
         assert [a.state for a in attempts] == [TaskState.INTERRUPTED, TaskState.SUCCEEDED]
+        # Each try names the instance that ran it, the interrupted one too.
+        assert [a.instance for a in attempts] == [first.node.id, second.node.id]
         assert second.node.adoption.adopted == 1
         stop_second.set()
     states = {i.state for i in await instances(postgres_url)}
