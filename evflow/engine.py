@@ -207,7 +207,7 @@ class Engine:
             self.node = None
             self._store = store = await stack.enter_async_context(self._open_store())
             stack.callback(self._forget_store)
-            shared = self.resume and isinstance(store, InstanceRegistry)
+            shared = isinstance(store, InstanceRegistry)
             ownership = None
             if self.resume and not shared:  # one engine runs a store of one machine's
                 ownership = Ownership(store)
@@ -231,6 +231,7 @@ class Engine:
                     flows=lambda: self.flows.keys(),
                     offer=self._rules_loop.offer,
                     on_elected=self._elected,
+                    serving=self.resume,
                 )
                 await node.join()
                 stack.push_async_callback(node.leave)  # after the runs have stopped

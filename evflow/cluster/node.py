@@ -46,7 +46,9 @@ class ClusterNode:
         flows: Callable[[], Collection[str]],
         offer: Callable[[Sequence[Event]], None],
         on_elected: Callable[[], Awaitable[None]],
+        serving: bool = True,
     ) -> None:
+        self.serving = serving
         self.store = store
         self.membership = Membership(store, options)
         self.runs = runs
@@ -74,18 +76,22 @@ class ClusterNode:
         await self.membership.join()
         self.store.fence_as(self.membership.id)
         self.runs.instance_id = self.membership.id
-        self.runs.capacity = self.membership.options.max_runs
-        self.runs.freed = self.adoption.wake
         self.runs.slots = self.slots
+        if self.serving:
+            self.runs.capacity = self.membership.options.max_runs
+            self.runs.freed = self.adoption.wake
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
-        """Heartbeat, adopt what dead instances left (at once, then at each heartbeat), and
-        campaign for leadership, in ``tg``."""
+        """Heartbeat and listen, in ``tg``; a serving instance also adopts what dead
+        instances left (at once, then at each heartbeat) and campaigns for leadership. A
+        command-line engine (``evflow run``, ``retry``) only drives its own runs — as a member,
+        so that they are not taken from it while it lives, and are adopted if it dies."""
         self._tg = tg
         await tg.start(self.membership.keep)
         tg.start_soon(self.listener.run)
-        await tg.start(self.adoption.run)
-        await tg.start(self.leadership.run)
+        if self.serving:
+            await tg.start(self.adoption.run)
+            await tg.start(self.leadership.run)
 
     def _runs_changed(self) -> None:
         """Runs were handed back, a cancel asked, or a place given back: look again."""

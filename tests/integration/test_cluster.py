@@ -390,3 +390,23 @@ async def test_max_active_runs_holds_across_the_cluster(postgres_url: str) -> No
         assert ran == ["alone 1", "alone 2"]
         rows = query_slots(postgres_url)
         assert rows == []  # every place given back
+
+
+async def test_a_command_line_engines_runs_stay_its_own_while_it_lives(
+    postgres_url: str,
+) -> None:
+    ran.clear()
+    gate["release"] = anyio.Event()
+    async with instance(postgres_url) as service:
+        assert service.node is not None
+        cli = Engine(postgres_url, grace_period_s=0, cluster=FAST, resume=False)
+        cli.add(holding)
+        async with cli:
+            assert cli.node is not None and not cli.node.is_leader
+            run_id = await cli.submit(holding, n=5)
+            await until(lambda: anyio.to_thread.run_sync(lambda: "held 5" in ran))
+            await service.node.adoption.tick()  # the service looks: nothing is its to take
+            assert service.active_runs() == [] and service.node.adoption.adopted == 0
+            gate["release"].set()
+            assert (await cli.wait(run_id)).state is RunState.SUCCEEDED
+        assert ran == ["record 5", "held 5"]
