@@ -9,7 +9,6 @@ flow's ``max_active_runs`` (and a backfill's ``max_active``) in priority order, 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -30,75 +29,26 @@ from ..cluster.slots import ClusterSlots
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
 from ..flows.dag import Flow
-from ..records import RunRecord, TaskRecord
+from ..records import RunRecord
 from ..signals import RunStateChanged, Signals
 from ..states import RunState, TaskState
 from ..store import writes
-from ..store.base import Changes, Store
+from ..store.base import Store
 from .executor import RunExecution
 from .limits import Limits, RunGate
+from .new_runs import (
+    new_run,
+    pending_tasks,
+    queued_changes,
+    run_id_for,
+    slot_params,
+    with_downstream,
+)
 from .results import RunResult
 
-__all__ = ["RunQueue", "new_run", "pending_tasks", "run_id_for"]
+__all__ = ["RunQueue", "new_run", "pending_tasks", "queued_changes", "run_id_for"]
 
 log = logging.getLogger("evflow.engine")
-
-
-def run_id_for(key: str) -> str:
-    """A deterministic run id for an idempotency key: a replay finds the same run."""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def new_run(
-    flow: Flow,
-    params: Mapping[str, Any],
-    *,
-    run_id: str | None = None,
-    priority: int = 0,
-    trigger: Mapping[str, Any] | None = None,
-) -> RunRecord:
-    """A queued run record of ``flow`` with its params bound (raises if they don't bind)."""
-    return RunRecord(
-        id=run_id or uuid.uuid4().hex,
-        flow=flow.name,
-        flow_version=flow.version,
-        params=flow.bind_params(params),
-        state=RunState.QUEUED,
-        created_at=time.time(),
-        priority=priority,
-        trigger=dict(trigger or {"kind": "api"}),
-    )
-
-
-def pending_tasks(flow: Flow, run: RunRecord) -> list[TaskRecord]:
-    """One pending task row per node of ``flow``, for a new run."""
-    return [TaskRecord(run_id=run.id, name=n, node=n, state=TaskState.PENDING) for n in flow.nodes]
-
-
-def queued_changes(flow: Flow, runs: Sequence[RunRecord], actor: str | None = None) -> Changes:
-    """What queueing ``runs`` writes: the runs, their pending tasks, ``run.queued`` records."""
-    return writes.runs_queued(
-        flow.name, runs, [t for r in runs for t in pending_tasks(flow, r)], actor
-    )
-
-
-def _with_downstream(flow: Flow, name: str) -> set[str]:
-    """``name`` and every task downstream of it."""
-    found: set[str] = set()
-    stack = [flow.nodes[name]]
-    while stack:
-        node = stack.pop()
-        if node.name not in found:
-            found.add(node.name)
-            stack.extend(node.downstream)
-    return found
-
-
-def slot_params(flow: Flow, slot: datetime) -> dict[str, Any]:
-    """A flow that takes a ``scheduled_time`` parameter gets its slot's time (ISO 8601)."""
-    if "scheduled_time" in flow.defaults or "scheduled_time" in flow.required:
-        return {"scheduled_time": slot.isoformat()}
-    return {}
 
 
 @dataclass(slots=True)
@@ -286,7 +236,7 @@ class RunQueue:
                 raise EvflowError(
                     f"flow {fl.name!r} has no task {from_task!r}; tasks: {', '.join(fl.nodes)}"
                 )
-            again = _with_downstream(fl, from_task)
+            again = with_downstream(fl, from_task)
         else:
             if run.state is RunState.SUCCEEDED:
                 raise EvflowError(
