@@ -6,6 +6,8 @@ callers who catch ``LookupError`` or ``ValueError`` still catch ours.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class EvflowError(Exception):
     """Base class of every error evflow raises on purpose."""
@@ -143,3 +145,14 @@ class OwnershipLost(EvflowError):
 
 class RunFailed(EvflowError):
     """Raised by ``RunResult.raise_for_state()`` when a run did not succeed."""
+
+
+class ApiError(EvflowError):
+    """An HTTP API answer other than success: its status, a message for the caller, and any
+    headers it needs (``WWW-Authenticate``, ``Retry-After``)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers

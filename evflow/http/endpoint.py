@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..errors import EvflowError
+from ..errors import ApiError, EvflowError
 from .errors import error_for, error_response
 
 __all__ = ["ApiError", "Handler", "authorize", "by_method", "endpoint", "reader", "stream"]
@@ -19,16 +19,6 @@ __all__ = ["ApiError", "Handler", "authorize", "by_method", "endpoint", "reader"
 Handler = Callable[[Request], Awaitable[Response]]
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class ApiError(Exception):
-    """An answer other than success, with its status and a message for the caller."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers
 
 
 def _client_ip(request: Request) -> str:
