@@ -12,6 +12,7 @@ import httpx
 import orjson
 import psycopg
 import pytest
+from playwright.async_api import expect
 
 from evflow import Engine, Event, Rule, RunState, TaskState, flow, task
 from evflow.cluster import ClusterOptions
@@ -22,8 +23,10 @@ from evflow.records import InstanceRecord
 from evflow.service.config import load_config
 from evflow.store import connect
 from evflow.store.postgres import PostgresStore
+from tests.integration.browser import chromium
 from tests.integration.test_service import clean_env, evflow, write
-from tests.integration.test_ui_browser import served
+from tests.integration.test_ui_browser import screenshot, served
+from tests.integration.test_ui_views import open_page
 from tests.observers import until
 from tests.postgres import database_unreachable
 
@@ -410,3 +413,28 @@ async def test_a_command_line_engines_runs_stay_its_own_while_it_lives(
             gate["release"].set()
             assert (await cli.wait(run_id)).state is RunState.SUCCEEDED
         assert ran == ["record 5", "held 5"]
+
+
+async def test_the_cluster_page_shows_instances_runs_and_leases(postgres_url: str) -> None:
+    ran.clear()
+    gate["release"] = anyio.Event()
+    async with (
+        instance(postgres_url) as first,
+        instance(postgres_url) as second,
+        served(first) as base,
+        chromium() as browser,
+    ):
+        assert first.node is not None and second.node is not None
+        await second.submit(holding, n=9)
+        await until(lambda: anyio.to_thread.run_sync(lambda: "held 9" in ran))
+        page, problems = await open_page(browser, base, "/cluster")
+        await expect(page.get_by_test_id("cluster-summary")).to_contain_text("2 alive of 2")
+        row = page.get_by_test_id(f"instance-{second.node.id}")
+        await expect(row.get_by_test_id("instance-runs")).to_have_text("1")
+        await expect(row.get_by_test_id("instance-state")).to_have_text("alive")
+        await expect(page.get_by_test_id(f"instance-{first.node.id}")).to_contain_text("this one")
+        await expect(page.get_by_test_id("cluster-leases")).to_contain_text("leader")
+        await screenshot(page, "cluster.png")
+        gate["release"].set()
+        await expect(row.get_by_test_id("instance-runs")).to_have_text("0")  # refreshed live
+        assert problems == []

@@ -44,6 +44,7 @@ import {
 } from "./core.js";
 import { FlowView, triggerForm } from "./flow.js";
 import { RunView } from "./run.js";
+import { ClusterView } from "./cluster.js";
 
 // -- live stream --------------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ function route() {
   else if (section === "events") view = new EventsView();
   else if (section === "pools") view = new PoolsView();
   else if (section === "sensors") view = new SensorsView();
+  else if (section === "cluster") view = new ClusterView();
   else view = new NotFoundView();
   currentView = view;
   view.mount(root);
@@ -132,7 +134,7 @@ class NotFoundView {
   title = "Not found";
   mount(root) {
     appendAll(root, h("h1", {}, "Page not found"),
-      empty("There is no page at this address.", "Use the navigation above: Runs, Flows, Events, Pools, Sensors."));
+      empty("There is no page at this address.", "Use the navigation above: Runs, Flows, Events, Pools, Sensors, Cluster."));
   }
 }
 
