@@ -121,6 +121,8 @@ class Membership:
             while True:
                 await anyio.sleep(self.options.heartbeat_s / 2)
                 self._tick = time.monotonic()
+                if self._lost is None and getattr(self.registry, "fenced", False):
+                    self._lost = "the store refused its writes: another instance took it over"
                 if self._lost is not None:
                     raise OwnershipLost(
                         f"instance {self.id} is out of the cluster on {self.registry.describe()} "
