@@ -35,7 +35,7 @@ from .batching import Op, WriteQueue, first_copies, gather, settle_events
 from .chains import SYSTEM_CHAIN, WriterChain, append
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite_reads import SqliteReads
-from .urls import sqlite_path
+from .urls import mask, sqlite_path
 
 __all__ = ["SqliteStore"]
 
@@ -59,6 +59,13 @@ class SqliteStore(SqliteReads):
         synchronous: Literal["normal", "full"] = "normal",
     ) -> None:
         self.path = sqlite_path(os.fspath(path))
+        if self.path.lower().startswith(("postgresql:", "postgres:")):
+            # A PostgreSQL URL passed through a file path (which folds its "//"): refuse it,
+            # instead of creating a folder named after the server.
+            raise StoreError(
+                f"{mask(self.path)} is a PostgreSQL URL, not a SQLite file: pass it as a "
+                "string (postgresql://user@host:port/db), not as a path"
+            )
         self.synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._write_limiter = anyio.CapacityLimiter(1)

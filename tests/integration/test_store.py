@@ -14,7 +14,7 @@ import pytest
 
 from evflow import Engine, RunState, TaskState, flow, get_logger, task
 from evflow.audit import verify
-from evflow.errors import RunNotFound, SchemaVersionError, StoreInUse
+from evflow.errors import RunNotFound, SchemaVersionError, StoreError, StoreInUse
 from evflow.records import RunRecord, TaskRecord
 from evflow.store import connect
 from evflow.store.base import Changes, chain_hash
@@ -355,3 +355,12 @@ async def test_the_lease_of_a_killed_process_on_this_host_is_taken_over_at_once(
     async with Engine(where, grace_period_s=0) as engine:
         (lease,) = await engine.store.list_leases()
         assert (lease.pid, lease.epoch) == (os.getpid(), old.epoch + 1)
+
+
+def test_a_postgresql_url_given_as_a_path_is_refused_not_made_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match="is a PostgreSQL URL, not a SQLite file"):
+        SqliteStore(Path("postgresql://evflow:secret@db.internal:5432/evflow"))
+    assert list(tmp_path.iterdir()) == []
