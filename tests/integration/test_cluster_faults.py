@@ -109,6 +109,24 @@ def slow_running(url: str) -> bool:
     return row is not None and row[0] == "running"
 
 
+def last_write_after_takeover(url: str, pid: int) -> tuple[float, float]:
+    """(when the instance of ``pid`` was taken over, the time of its last audit record)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        taken = conn.execute(
+            "SELECT extract(epoch from stopped_at)::float8 FROM instances "
+            "WHERE pid = %s AND taken_over_by IS NOT NULL",
+            (pid,),
+        ).fetchone()
+        last = conn.execute(
+            "SELECT max(a.time) FROM audit a WHERE a.chain IN ("
+            "  SELECT substr(subject, 7) FROM audit WHERE kind = 'audit.chain_opened' "
+            "  AND (convert_from(data, 'UTF8')::jsonb ->> 'pid')::int = %s)",
+            (pid,),
+        ).fetchone()
+    assert taken is not None and last is not None and last[0] is not None
+    return float(taken[0]), float(last[0])
+
+
 def attempts_of(url: str, task: str) -> list[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
@@ -189,3 +207,7 @@ async def test_a_stalled_instance_is_taken_over_and_writes_nothing_when_it_wakes
         assert lines(work / "done.log") == [(2, b.process.pid)]
         assert attempts_of(postgres_url, "slow") == ["interrupted", "succeeded"]
         assert await b.stop() == 0
+    # Nothing the stalled instance wrote landed after it was taken over: its audit chain (the
+    # one it opened, by its pid) ends before that moment.
+    taken_at, last_write = last_write_after_takeover(postgres_url, a.process.pid)
+    assert last_write < taken_at
