@@ -1,13 +1,23 @@
-"""Shared fixtures. The Kafka broker fixture lives in its own plugin module; the PostgreSQL
-server and per-test store locations come from tests/postgres.py."""
+"""Shared fixtures: this test's store and an engine on it (tests/engines.py makes engines for
+tests that need options). The Kafka broker fixture lives in its own plugin module; the
+PostgreSQL server and per-test store locations come from tests/postgres.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.postgres import backend, fresh_schema, session_database, use_session_database
+from evflow import Engine
+from tests.engines import new_engine
+from tests.postgres import (
+    backend,
+    fresh_schema,
+    session_database,
+    store_for,
+    use_session_database,
+)
 
 pytest_plugins = ["tests.conftest_kafka"]
 
@@ -31,3 +41,16 @@ def _store_backend(request: pytest.FixtureRequest) -> None:
     PostgreSQL database."""
     if backend() == "postgres":
         use_session_database(request.getfixturevalue("postgres_database"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """Where this test's engine keeps its state: SQLite under ``tmp_path``, or a fresh
+    PostgreSQL schema on ``EVFLOW_TEST_STORE=postgres`` (see tests/postgres.py)."""
+    return store_for(tmp_path)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    """An engine (not started) on this test's :func:`store`, stopping at once when exited."""
+    return new_engine(tmp_path)

@@ -1,5 +1,6 @@
 """The ``evflow`` command line: one set of commands over one :class:`~evflow.cli.client.Client`,
-which talks either to a running service over HTTP or to a store right here.
+which talks either to a running service over HTTP (``http_client``) or to a store right here
+(``local_client``).
 
 ``main`` is the console script's entry point; it imports the commands only when called, so that
 importing this package (the HTTP API uses its display helpers) stays cheap.

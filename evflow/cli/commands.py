@@ -28,7 +28,7 @@ from ..http.schemas import (
 )
 from ..records import RunRecord
 from ..states import RunState
-from .client import Client, CliError, LocalClient, retry_what
+from .client import Client, CliError
 from .display import (
     RunShown,
     dump_json,
@@ -39,6 +39,7 @@ from .display import (
     render_run,
     table,
 )
+from .local_client import LocalClient, retry_what
 
 __all__ = [
     "cmd_audit",

@@ -27,9 +27,11 @@ from ..service.config import Config, load_config
 from ..states import RunState
 from ..store import mask
 from . import commands as c
-from .client import Client, CliError, HttpClient, LocalClient
+from .client import Client, CliError
 from .cluster import add_cluster_parser
 from .db import add_db_parser
+from .http_client import HttpClient
+from .local_client import LocalClient
 
 __all__ = ["build_parser", "choose_client", "main"]
 

@@ -1,7 +1,9 @@
 """Sensors: long-lived sources of events (files, Kafka topics, webhooks).
 
 Each implements :class:`evflow.abc.Sensor` and writes only through the durable intake. They are
-imported lazily, so using one does not import the others' client libraries.
+imported lazily, so using one does not import the others' client libraries. A sensor's parts
+that are a concept of their own sit beside it: ``file_scan`` (which paths a file sensor counts)
+and ``kafka_records`` (a Kafka record into an event).
 """
 
 from __future__ import annotations

@@ -41,15 +41,12 @@ import logging
 import math
 import os
 import re
-import stat
-import time
 import types
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -61,31 +58,16 @@ from evflow.abc import Intake
 from evflow.errors import Saturated, SensorError
 from evflow.events import Event
 
+from .file_scan import FileInfo, FolderScan, Observed
+
 __all__ = ["FileSensor"]
 
 logger = logging.getLogger("evflow.sensors.file")
 
 _SUBMIT_BATCH = 256
 _EMITTED_MEMORY = 4096
-_REFUSED_MEMORY = 4096
 _WATCH_DEBOUNCE_MS = 400
 _WATCH_STEP_MS = 50
-_MTIME_CREDIT_S = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class _FileInfo:
-    """One regular file under the root, as it was when stat'ed."""
-
-    abs_path: str
-    rel: str
-    size: int
-    mtime_ns: int
-    still_s: float = field(default=0.0, compare=False)  # unchanged for this long when stat'ed
-
-    @property
-    def sig(self) -> tuple[int, int]:
-        return (self.size, self.mtime_ns)
 
 
 @dataclass(slots=True)
@@ -95,38 +77,19 @@ class _Candidate:
 
 
 @dataclass(slots=True)
-class _Observed:
-    """What a batch of stat calls found: files to track, paths gone, files ready now."""
-
-    files: list[_FileInfo] = field(default_factory=list)
-    gone: list[str] = field(default_factory=list)
-    ready: list[_FileInfo] = field(default_factory=list)
-    root_gone: bool = False
-
-
-@dataclass(slots=True)
 class _RunState:
     """The mutable state of one :meth:`FileSensor.run`."""
 
     root: str
     candidates: dict[str, _Candidate] = field(default_factory=dict)
     heap: list[tuple[float, int, str]] = field(default_factory=list)
-    ready: list[_FileInfo] = field(default_factory=list)
+    ready: list[FileInfo] = field(default_factory=list)
     wake: anyio.Event = field(default_factory=anyio.Event)
     seq: int = 0
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
-
-
-def _match_parts(pat: Sequence[str], parts: Sequence[str]) -> bool:
-    if not pat:
-        return not parts
-    head = pat[0]
-    if head == "**":
-        return any(_match_parts(pat[1:], parts[i:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatchcase(parts[0], head) and _match_parts(pat[1:], parts[1:])
 
 
 def _mtime_iso(mtime_ns: int) -> str:
@@ -166,9 +129,6 @@ class FileSensor:
         if not patterns or not all(isinstance(p, str) and p.strip("/") for p in patterns):
             raise SensorError(f"FileSensor({given!r}): pattern must be one or more non-empty globs")
         self.patterns: tuple[str, ...] = patterns
-        self._split_patterns = tuple(
-            tuple(p.strip("/").split("/")) if "/" in p else None for p in patterns
-        )
         if not math.isfinite(settle_s) or settle_s < 0:
             raise SensorError(f"FileSensor({given!r}): settle_s must be >= 0, not {settle_s!r}")
         if not math.isfinite(poll_interval_s) or poll_interval_s <= 0:
@@ -187,8 +147,8 @@ class FileSensor:
         self.poll_interval_s = float(poll_interval_s)
         self.event_type = event_type
         self.ignore: tuple[str, ...] = tuple(ignore)
+        self._scan = FolderScan(self.name, patterns, self.ignore, recursive, marker)
         self._created = False
-        self._refused: set[tuple[str, str]] = set()
         self._emitted: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
     # -- Sensor protocol --------------------------------------------------------------------
@@ -244,7 +204,7 @@ class FileSensor:
                     await self._until_watching(changes)
                     # The watcher is live before the scan, so nothing written from now on is
                     # missed; a file seen by both only becomes one candidate.
-                    found = await anyio.to_thread.run_sync(self._observe_tree, root)
+                    found = await anyio.to_thread.run_sync(self._scan.observe_tree, root)
                     self._absorb(state, found)
                     task_status.started()
                     await self._deadline_loop(state, intake)
@@ -300,158 +260,11 @@ class FileSensor:
             if not path.startswith(prefix):
                 return False
             parts = path[len(prefix) :].split(os.sep)
-            return not self._ignored(parts)
+            return not self._scan.ignored(parts)
 
         return keep
 
     # -- classification (runs in worker threads) --------------------------------------------
-
-    def _ignored(self, parts: Sequence[str]) -> bool:
-        *dirs, last = parts
-        if any(fnmatchcase(d, g) for d in dirs for g in self.ignore):
-            return True
-        if self.marker is not None and last == self.marker:
-            return False
-        return any(fnmatchcase(last, g) for g in self.ignore)
-
-    def _matches(self, parts: Sequence[str]) -> bool:
-        for pat, split in zip(self.patterns, self._split_patterns, strict=True):
-            if split is None:
-                if fnmatchcase(parts[-1], pat):
-                    return True
-            elif _match_parts(split, parts):
-                return True
-        return False
-
-    def _inside(self, root: str, abs_path: str) -> str | None:
-        """The real path of ``abs_path`` if it stays under ``root``; else warn and None."""
-        real = os.path.realpath(abs_path)
-        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
-            return real
-        key = (abs_path, real)
-        if key not in self._refused:
-            if len(self._refused) >= _REFUSED_MEMORY:
-                self._refused.clear()
-            self._refused.add(key)
-            logger.warning(
-                "sensor %s refused %s: it resolves to %s, outside the watched folder %s",
-                self.name,
-                abs_path,
-                real,
-                root,
-            )
-        return None
-
-    def _stat_file(self, root: str, abs_path: str, parts: Sequence[str]) -> _FileInfo | None:
-        """A :class:`_FileInfo` for a regular file inside the root, else None."""
-        real = self._inside(root, abs_path)
-        if real is None:
-            return None
-        try:
-            st = os.stat(real)
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        still = min(max(0.0, time.time() - st.st_mtime_ns / 1e9), _MTIME_CREDIT_S)
-        return _FileInfo(abs_path, "/".join(parts), st.st_size, st.st_mtime_ns, still)
-
-    def _walk(self, root: str, top: str) -> Iterable[tuple[str, list[str]]]:
-        """Every non-ignored entry (not folders) under ``top``, with its parts below ``root``."""
-        prefix = root.rstrip(os.sep) + os.sep
-        stack = [top]
-        seen: set[str] = set()
-        while stack:
-            folder = stack.pop()
-            real = self._inside(root, folder)
-            if real is None or real in seen:
-                continue
-            seen.add(real)
-            try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue
-            for entry in entries:
-                parts = entry.path[len(prefix) :].split(os.sep)
-                if self._ignored(parts):
-                    continue
-                try:
-                    is_dir = entry.is_dir()
-                except OSError:
-                    continue
-                if is_dir:
-                    if self.recursive:
-                        stack.append(entry.path)
-                else:
-                    yield entry.path, parts
-
-    def _marker_folder(self, root: str, folder: str) -> list[_FileInfo]:
-        """The files directly in ``folder`` that a marker there releases."""
-        prefix = root.rstrip(os.sep) + os.sep
-        out: list[_FileInfo] = []
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            return out
-        for entry in entries:
-            if entry.name == self.marker:
-                continue
-            parts = entry.path[len(prefix) :].split(os.sep)
-            if self._ignored(parts) or not self._matches(parts):
-                continue
-            info = self._stat_file(root, entry.path, parts)
-            if info is not None:
-                out.append(info)
-        return out
-
-    def _observe_entries(self, root: str, entries: Iterable[tuple[str, list[str]]]) -> _Observed:
-        obs = _Observed()
-        for abs_path, parts in entries:
-            if self.marker is not None:
-                if parts[-1] == self.marker and self._inside(root, abs_path) is not None:
-                    folder = os.path.dirname(abs_path)
-                    if os.path.isfile(abs_path):
-                        obs.ready.extend(self._marker_folder(root, folder))
-                continue
-            if not self._matches(parts):
-                continue
-            info = self._stat_file(root, abs_path, parts)
-            if info is None:
-                obs.gone.append(abs_path)
-            else:
-                obs.files.append(info)
-        return obs
-
-    def _observe_tree(self, root: str, top: str | None = None) -> _Observed:
-        return self._observe_entries(root, self._walk(root, top or root))
-
-    def _observe_changes(self, root: str, changes: set[tuple[Change, str]]) -> _Observed:
-        prefix = root.rstrip(os.sep) + os.sep
-        entries: dict[str, list[str]] = {}
-        new_dirs: list[str] = []
-        root_touched = False
-        for change, path in sorted(changes, key=lambda c: (c[1], c[0])):
-            if path == root:
-                root_touched = True
-                continue
-            if not path.startswith(prefix) or path in entries:
-                continue
-            parts = path[len(prefix) :].split(os.sep)
-            if change == Change.deleted:
-                entries[path] = parts
-            elif os.path.isdir(path):
-                # A folder moved in arrives as one event; its contents need a scan.
-                if change == Change.added and self.recursive:
-                    new_dirs.append(path)
-            else:
-                entries[path] = parts
-        obs = self._observe_entries(root, entries.items())
-        obs.root_gone = root_touched and not os.path.isdir(root)
-        for folder in new_dirs:
-            more = self._observe_tree(root, folder)
-            obs.files.extend(more.files)
-            obs.ready.extend(more.ready)
-        return obs
 
     # -- the two loops ----------------------------------------------------------------------
 
@@ -463,14 +276,16 @@ class FileSensor:
     ) -> None:
         async with aclosing(changes):
             async for batch in changes:
-                found = await anyio.to_thread.run_sync(self._observe_changes, state.root, batch)
+                found = await anyio.to_thread.run_sync(
+                    self._scan.observe_changes, state.root, batch
+                )
                 self._absorb(state, found)
                 if found.root_gone:
                     raise SensorError(f"{self!r}: the watched folder {state.root} was removed")
         if not stop.is_set():
             raise SensorError(f"{self!r}: the file watcher stopped unexpectedly")
 
-    def _absorb(self, state: _RunState, found: _Observed) -> None:
+    def _absorb(self, state: _RunState, found: Observed) -> None:
         """Turn observations into candidates (or ready files) and wake the deadline loop."""
         now = anyio.current_time()
         for path in found.gone:
@@ -491,10 +306,6 @@ class FileSensor:
         state.seq += 1
         heapq.heappush(state.heap, (deadline, state.seq, path))
 
-    def _restat(self, root: str, paths: list[str]) -> list[tuple[str, _FileInfo | None]]:
-        prefix = root.rstrip(os.sep) + os.sep
-        return [(p, self._stat_file(root, p, p[len(prefix) :].split(os.sep))) for p in paths]
-
     async def _deadline_loop(self, state: _RunState, intake: Intake) -> None:
         """Re-stat candidates as their deadlines pass; submit the settled and the ready."""
         while True:
@@ -506,7 +317,7 @@ class FileSensor:
                 if cand is not None and cand.deadline == deadline:
                     due.append(path)
             if due:
-                results = await anyio.to_thread.run_sync(self._restat, state.root, due)
+                results = await anyio.to_thread.run_sync(self._scan.restat, state.root, due)
                 now = anyio.current_time()
                 for path, info in results:
                     cand = state.candidates.get(path)
@@ -531,7 +342,7 @@ class FileSensor:
 
     # -- emitting ---------------------------------------------------------------------------
 
-    def _event(self, info: _FileInfo, root: str) -> Event:
+    def _event(self, info: FileInfo, root: str) -> Event:
         return Event(
             type=self.event_type,
             source=self.source,
@@ -547,7 +358,7 @@ class FileSensor:
             dedup_key=f"file:{info.abs_path}:{info.size}:{info.mtime_ns}",
         )
 
-    async def _submit(self, intake: Intake, root: str, infos: list[_FileInfo]) -> None:
+    async def _submit(self, intake: Intake, root: str, infos: list[FileInfo]) -> None:
         """Submit in batches; when saturated, wait for room and retry (files wait on disk)."""
         unique = sorted(
             {(i.abs_path, i.sig): i for i in infos}.values(), key=lambda i: (i.mtime_ns, i.rel)

@@ -15,21 +15,8 @@ Back-pressure
     :meth:`~evflow.abc.Intake.wait_not_saturated` while still polling so the group keeps it as a
     live member, then seeks each partition back to its first unstored offset and resumes.
 
-Decoding (``format="json"``)
-    * a CloudEvents structured record (a JSON object with ``specversion`` and ``type``, or a
-      ``content-type: application/cloudevents+json`` header) keeps its type, id, subject, time,
-      data and extensions;
-    * the CloudEvents Kafka binary binding (``ce_type``, ``ce_source``, ``ce_id``, ``ce_subject``,
-      ``ce_time`` and other ``ce_*`` headers) likewise, with the value as data;
-    * any other value becomes ``Event(type=event_type or "kafka.<topic>", data=<parsed JSON>)``.
-
-    ``format="raw"`` never parses: data is the value as text, or ``{"value_b64": ...}`` when it
-    is not UTF-8. A tombstone (null value) has ``data=None``.
-
-    Every event's ``source`` is the sensor's (``kafka/<name>``) so that ``Rule(on=sensor)``
-    matches it; a CloudEvent's own ``source`` is kept in the ``origin`` extension. Extensions
-    also carry ``topic``, ``partition``, ``offset``, ``timestamp`` (ms), ``key`` and ``headers``
-    (both decoded as UTF-8); ``subject`` is the CloudEvents subject, else the record key.
+Decoding
+    See :mod:`evflow.sensors.kafka_records` (``format="json"`` or ``"raw"``).
 
 Bad records
     A record that cannot become an event is recorded with :meth:`~evflow.abc.Intake.dead_letter`
@@ -40,25 +27,25 @@ Bad records
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from anyio.abc import TaskStatus
 
 from ..abc import Intake
-from ..errors import EventError, Saturated, SensorError
-from ..events import Event, parse_json
+from ..errors import Saturated, SensorError
+from ..events import Event
+from .kafka_records import Undecodable, dedup_key, headers_of, record_to_event
 
 __all__ = ["KafkaSensor"]
+
+_Undecodable = Undecodable  # the name tests and older code import
 
 logger = logging.getLogger("evflow.sensors.kafka")
 
@@ -79,12 +66,7 @@ SECURITY_OPTIONS = frozenset(
 _POLL_MS = 1000  # how long one getmany waits when nothing arrives (the fetcher runs regardless)
 _STOP_TIMEOUT_S = 10.0
 _COMMIT_TIMEOUT_S = 30.0
-_CE_STRUCTURED = "application/cloudevents"
 _DLQ_REASON_HEADER = "evflow-dlq-reason"
-
-
-class _Undecodable(Exception):
-    """A record that cannot become an event; the message is the dead letter's reason."""
 
 
 @dataclass(slots=True)
@@ -307,7 +289,7 @@ class KafkaSensor:
                 for record in records:
                     try:
                         events.append(self._to_event(record))
-                    except _Undecodable as exc:
+                    except Undecodable as exc:
                         bad.append((record, str(exc)))
                 offsets[tp] = records[-1].offset + 1
             if not offsets:
@@ -393,14 +375,14 @@ class KafkaSensor:
         logger.info("kafka sensor %r: intake has room again, resuming", self.name)
 
     async def _dead_letter(self, intake: Intake, producer: Any, record: Any, reason: str) -> None:
-        headers = _headers(record.headers)
+        headers = headers_of(record.headers)
         payload: bytes = record.value or b""
         await intake.dead_letter(
             source=self.source,
             reason=reason,
             payload=payload,
             headers=headers,
-            dedup_key=_dedup_key(record),
+            dedup_key=dedup_key(record),
         )
         logger.warning("kafka sensor %r: dead letter: %s", self.name, reason)
         if producer is None:
@@ -425,121 +407,7 @@ class KafkaSensor:
     # -- decoding ----------------------------------------------------------------------------
 
     def _to_event(self, record: Any) -> Event:
-        """The event for one record; raises :class:`_Undecodable` with the reason."""
-        topic: str = record.topic
-        where = f"topic {topic} partition {record.partition} offset {record.offset}"
-        headers = _headers(record.headers)
-        key = None if record.key is None else bytes(record.key).decode("utf-8", "replace")
-        value: bytes | None = record.value
-        extensions: dict[str, Any] = {
-            "topic": topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "timestamp": record.timestamp,
-            "key": key,
-            "headers": headers,
-        }
-        kafka_time = _record_time(record.timestamp)
-        try:
-            if self.format == "raw":
-                data = None if value is None else _raw_data(value)
-                return Event(
-                    type=self.event_type or f"kafka.{topic}",
-                    source=self.source,
-                    data=data,
-                    subject=key,
-                    time=kafka_time,
-                    dedup_key=_dedup_key(record),
-                    extensions=extensions,
-                )
-            ce = _binary_cloudevent(headers)
-            if ce is not None:
-                ce["data"] = _binary_data(value, _content_type(headers))
-                return self._from_cloudevent(ce, record, key, kafka_time, extensions)
-            parsed = None if value is None else parse_json(value)
-            structured = (_content_type(headers) or "").startswith(_CE_STRUCTURED)
-            if isinstance(parsed, dict) and (
-                structured or ("specversion" in parsed and "type" in parsed)
-            ):
-                return self._from_cloudevent(parsed, record, key, kafka_time, extensions)
-            if structured:
-                raise EventError("a structured CloudEvent must be a JSON object")
-            return Event(
-                type=self.event_type or f"kafka.{topic}",
-                source=self.source,
-                data=parsed,
-                subject=key,
-                time=kafka_time,
-                dedup_key=_dedup_key(record),
-                extensions=extensions,
-            )
-        except orjson.JSONDecodeError as exc:
-            raise _Undecodable(f"{where}: value is not valid JSON: {exc}") from None
-        except EventError as exc:
-            raise _Undecodable(f"{where}: not a valid event: {exc}") from None
-
-    def _from_cloudevent(
-        self,
-        ce: Mapping[str, Any],
-        record: Any,
-        key: str | None,
-        kafka_time: datetime,
-        extensions: dict[str, Any],
-    ) -> Event:
-        d = dict(ce)
-        if d.get("data") is None and isinstance(d.get("data_base64"), str):
-            d["data"] = {"value_b64": d["data_base64"]}
-        if not d.get("time"):
-            d["time"] = kafka_time.isoformat()
-        event = Event.from_dict(d, default_source=self.source)
-        return replace(
-            event,
-            source=self.source,
-            subject=event.subject if event.subject is not None else key,
-            dedup_key=_dedup_key(record),
-            extensions={**event.extensions, "origin": event.source, **extensions},
+        """The event for one record; raises :class:`Undecodable` with the reason."""
+        return record_to_event(
+            record, source=self.source, format=self.format, event_type=self.event_type
         )
-
-
-def _dedup_key(record: Any) -> str:
-    return f"kafka:{record.topic}/{record.partition}/{record.offset}"
-
-
-def _headers(raw: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
-    return {k: (v or b"").decode("utf-8", "replace") for k, v in raw or ()}
-
-
-def _content_type(headers: Mapping[str, str]) -> str | None:
-    for k, v in headers.items():
-        if k.lower() == "content-type":
-            return v.strip().lower()
-    return None
-
-
-def _record_time(timestamp_ms: int | None) -> datetime:
-    if timestamp_ms is None or timestamp_ms < 0:
-        return datetime.now(UTC)
-    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-
-
-def _raw_data(value: bytes) -> Any:
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return {"value_b64": base64.b64encode(value).decode("ascii")}
-
-
-def _binary_cloudevent(headers: Mapping[str, str]) -> dict[str, Any] | None:
-    """The attributes of a CloudEvents Kafka binary-mode record, or None if it is not one."""
-    if "ce_type" not in headers:
-        return None
-    return {k[3:]: v for k, v in headers.items() if k.startswith("ce_") and len(k) > 3}
-
-
-def _binary_data(value: bytes | None, content_type: str | None) -> Any:
-    """The data of a binary-mode CloudEvent: JSON unless the content type says otherwise."""
-    if value is None:
-        return None
-    if content_type is None or "json" in content_type.lower():
-        return parse_json(value)
-    return _raw_data(value)

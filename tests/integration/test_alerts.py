@@ -26,8 +26,8 @@ from evflow.errors import FlowDefinitionError
 from evflow.http.server import HttpServer
 from evflow.service.alerts import AlertManager, CallbackContext
 from evflow.service.config import AlertSink
+from tests.engines import new_engine
 from tests.observers import LIMIT_S, until
-from tests.postgres import store_for
 
 
 class Receiver:
@@ -104,10 +104,6 @@ async def alerting(
         manager.close()
         with anyio.fail_after(LIMIT_S):
             await done.wait()
-
-
-def new_engine(tmp_path: Path) -> Engine:
-    return Engine(store_for(tmp_path), grace_period_s=0)
 
 
 def closed_port() -> int:
@@ -395,7 +391,7 @@ def test_callbacks_are_not_part_of_the_flow_version() -> None:
 async def test_a_correlation_that_times_out_alerts_through_the_sinks(tmp_path: Path) -> None:
     clock = ManualClock(datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
     async with receiver() as rec:
-        engine = Engine(store_for(tmp_path), grace_period_s=0, clock=clock)
+        engine = new_engine(tmp_path, clock=clock)
         engine.add(
             sturdy,
             Rule(

@@ -23,8 +23,8 @@ from evflow.http.live import LiveHub
 from evflow.http.server import HttpServer
 from evflow.sensors.webhook import WebhookSensor
 from evflow.service.config import Config, HttpConfig
+from tests import engines
 from tests.observers import LIMIT_S, until
-from tests.postgres import store_for
 
 TOKEN = "s3cret-api-token"
 TOKEN_ACTOR = f"token:{hashlib.sha256(TOKEN.encode()).hexdigest()[:8]}@127.0.0.1"
@@ -135,7 +135,7 @@ def orders(n: int) -> None:
 
 # -- helpers ----------------------------------------------------------------------------------
 def new_engine(tmp_path: Path, **options: Any) -> Engine:
-    engine = Engine(store_for(tmp_path), pools={"db": 1}, grace_period_s=0, **options)
+    engine = engines.new_engine(tmp_path, pools={"db": 1}, **options)
     for fl in (hello, held, pooled, flaky, chatty, orders):
         engine.add(fl)
     engine.add(nightly, schedule=False)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,9 @@ import pytest
 from evflow import Engine, Flow, RunResult, RunState, TaskState, flow, task, unmapped
 from evflow.errors import EvflowError, ParamError, UnknownPoolError
 from evflow.records import RunRecord, TaskRecord
+from tests.engines import started
 from tests.observers import LIMIT_S, until
 from tests.postgres import store_for
-
-
-@asynccontextmanager
-async def started(tmp_path: Path, **options: Any) -> AsyncIterator[Engine]:
-    """A running engine on a fresh SQLite file under ``tmp_path``."""
-    options.setdefault("grace_period_s", 0)
-    async with Engine(store_for(tmp_path), **options) as engine:
-        yield engine
 
 
 async def task_record(engine: Engine, run_id: str, name: str) -> TaskRecord:

@@ -19,7 +19,6 @@ from tests.brokers import KafkaBroker, unique_topic
 from tests.integration.test_sensors_engine import FAST, producer
 from tests.integration.test_webhook import SECRET, events_of, new_engine, running, serving
 from tests.observers import RunLog, until
-from tests.postgres import store_for
 
 
 @task
@@ -43,10 +42,10 @@ async def decisions(engine: Engine, uid: str) -> list[str]:
 
 
 async def test_emitted_events_sharing_an_id_across_sources_each_start_a_run(
-    tmp_path: Path,
+    engine: Engine,
 ) -> None:
     runs = RunLog()
-    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
+    async with engine:
         runs.attach(engine)
         engine.add(handle_order, Rule("order.created", params={"n": "{data.n}"}))
         eu = await engine.emit(Event("order.created", source="shop/eu", id="o-1", data={"n": 1}))
@@ -115,7 +114,7 @@ async def test_webhook_cloudevents_sharing_an_id_across_sources_each_start_a_run
 
 @pytest.mark.kafka
 async def test_kafka_cloudevents_sharing_an_id_across_sources_each_start_a_run(
-    kafka_broker: KafkaBroker, kafka_topic: str, tmp_path: Path
+    kafka_broker: KafkaBroker, kafka_topic: str, engine: Engine
 ) -> None:
     sensor = KafkaSensor(
         "orders",
@@ -125,7 +124,7 @@ async def test_kafka_cloudevents_sharing_an_id_across_sources_each_start_a_run(
         **FAST,
     )
     runs = RunLog()
-    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
+    async with engine:
         runs.attach(engine)
         engine.add(handle_order, Rule(on=sensor, params={"n": "{data.n}"}))
         await until(lambda: _listening(engine))

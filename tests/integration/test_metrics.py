@@ -21,8 +21,8 @@ from evflow.http.app import build_app, run_app_services
 from evflow.http.metrics import Metrics, monitor_loop_lag
 from evflow.http.server import HttpServer
 from evflow.sensors.webhook import WebhookSensor
+from tests import engines
 from tests.observers import LIMIT_S, until
-from tests.postgres import store_for
 
 RELEASE: dict[str, anyio.Event] = {}
 
@@ -82,7 +82,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def new_engine(tmp_path: Path) -> Engine:
-    engine = Engine(store_for(tmp_path), pools={"db": 2}, grace_period_s=0)
+    engine = engines.new_engine(tmp_path, pools={"db": 2})
     for fl in (hello, boom, pooled, blocking):
         engine.add(fl)
     engine.add(

@@ -8,8 +8,6 @@ engine's rule loop sleeps on ``clock.sleep_until`` and wakes when the test moves
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ from evflow import Batch, Correlate, Engine, Event, Rule, RunState, TaskState, f
 from evflow.clock import ManualClock
 from evflow.records import AuditRecord
 from evflow.signals import CorrelationTimedOut
+from tests.engines import started
 from tests.observers import LIMIT_S, RunLog, until
-from tests.postgres import store_for
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -41,17 +39,6 @@ class Alerts:
     def correlation_timed_out(self, signal: CorrelationTimedOut) -> None:
         self.timed_out.append(signal)
         self.arrived.set()
-
-
-@asynccontextmanager
-async def started(tmp_path: Path, *observers: Any, **options: Any) -> AsyncIterator[Engine]:
-    """A running engine on a SQLite file under ``tmp_path`` with ``observers`` attached."""
-    options.setdefault("grace_period_s", 0)
-    engine = Engine(store_for(tmp_path), **options)
-    for observer in observers:
-        observer.attach(engine)
-    async with engine:
-        yield engine
 
 
 async def audit(engine: Engine, event_id: str, kind: str) -> AuditRecord:

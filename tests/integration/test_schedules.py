@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,8 +21,8 @@ import pytest
 from evflow import Cron, Engine, RunState, flow, task
 from evflow.clock import ManualClock
 from evflow.records import RunRecord
+from tests.engines import listening
 from tests.observers import LIMIT_S, RunLog
-from tests.postgres import store_for
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -54,9 +53,7 @@ async def engine_on(db: str, fl: Any, clock: ManualClock, runs: RunLog) -> Async
     engine = Engine(db, clock=clock, grace_period_s=0)
     runs.attach(engine)
     engine.add(fl)
-    async with engine:
-        with anyio.fail_after(LIMIT_S):
-            await engine.sensors_settled()
+    async with listening(engine):
         assert engine.sensor_status[f"schedule:{fl.name}"] == "listening"
         yield engine
 
@@ -99,11 +96,11 @@ async def all_slots(engine: Engine, name: str) -> list[str]:
 # -- firing ---------------------------------------------------------------------------------------
 
 
-async def test_a_schedule_fires_once_at_its_slot(tmp_path: Path) -> None:
+async def test_a_schedule_fires_once_at_its_slot(store: str) -> None:
     clock = ManualClock(utc(2024, 1, 1, 0, 30))
     runs = RunLog()
     fl = scheduled_flow("0 * * * *")
-    async with engine_on(store_for(tmp_path), fl, clock, runs) as engine:
+    async with engine_on(store, fl, clock, runs) as engine:
         await move(clock, utc(2024, 1, 1, 1, 0, 5))  # just past the 01:00 slot
         (run,) = await runs.wait_for(1)
         assert run.state is RunState.SUCCEEDED
@@ -123,8 +120,8 @@ async def test_a_schedule_fires_once_at_its_slot(tmp_path: Path) -> None:
         assert event.dedup_key == f"schedule:{fl.name}:cron:0 * * * *@UTC@2024-01-01T02:00:00+00:00"
 
 
-async def test_a_restart_within_a_slot_does_not_fire_it_again(tmp_path: Path) -> None:
-    db = store_for(tmp_path)
+async def test_a_restart_within_a_slot_does_not_fire_it_again(store: str) -> None:
+    db = store
     clock = ManualClock(utc(2024, 1, 1, 0, 30))
     runs = RunLog()
     fl = scheduled_flow("0 * * * *")
@@ -153,9 +150,9 @@ async def test_a_restart_within_a_slot_does_not_fire_it_again(tmp_path: Path) ->
     ],
 )
 async def test_slots_missed_while_stopped_follow_the_misfire_policy(
-    tmp_path: Path, misfire: str, after_restart: list[str]
+    store: str, misfire: str, after_restart: list[str]
 ) -> None:
-    db = store_for(tmp_path)
+    db = store
     clock = ManualClock(utc(2024, 1, 1, 0, 30))
     runs = RunLog()
     fl = scheduled_flow("0 * * * *", misfire=misfire)
@@ -197,13 +194,13 @@ async def test_slots_missed_while_stopped_follow_the_misfire_policy(
     ids=["spring-forward", "fall-back"],
 )
 async def test_a_paris_schedule_fires_once_on_a_dst_night(
-    tmp_path: Path, start: datetime, fires: list[datetime], local: list[str]
+    store: str, start: datetime, fires: list[datetime], local: list[str]
 ) -> None:
     clock = ManualClock(start)
     runs = RunLog()
     # catchup: every slot the trigger yields is run, so a doubled slot would show as a run
     fl = scheduled_flow("30 2 * * *", tz="Europe/Paris", misfire="catchup")
-    async with engine_on(store_for(tmp_path), fl, clock, runs) as engine:
+    async with engine_on(store, fl, clock, runs) as engine:
         await move(clock, start + timedelta(days=1))  # across the DST night
         await runs.wait_for(1)
         await move(clock, start + timedelta(days=2))  # and the ordinary night after

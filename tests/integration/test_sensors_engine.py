@@ -27,6 +27,7 @@ from evflow.sensors import FileSensor, KafkaSensor
 from evflow.signals import RunStateChanged
 from evflow.store import Store, connect
 from tests.brokers import KafkaBroker, unique_topic
+from tests.engines import listening
 from tests.kafka_seams import CommitLog, CrashBeforeCommit, Offsets, WatchedSensor
 from tests.observers import LIMIT_S, RunLog, until
 from tests.postgres import store_for
@@ -70,10 +71,7 @@ async def engine_with(
     engine = Engine(store, grace_period_s=5, resume=resume)
     runs.attach(engine)
     engine.add(fl, rule)
-    async with engine:
-        with anyio.fail_after(LIMIT_S):
-            await engine.sensors_settled()
-        assert set(engine.sensor_status.values()) == {"listening"}, engine.sensor_status
+    async with listening(engine):
         yield engine
 
 

@@ -21,8 +21,8 @@ from evflow.store.base import Changes, chain_hash
 from evflow.store.chains import genesis
 from evflow.store.schema import SCHEMA_VERSION
 from evflow.store.sqlite import SqliteStore
+from tests.engines import new_engine
 from tests.observers import LIMIT_S
-from tests.postgres import store_for
 
 
 def user_version(path: Path) -> int:
@@ -126,7 +126,7 @@ async def test_reopening_the_store_keeps_runs_and_results(tmp_path: Path) -> Non
         assert await store.unfinished_runs() == []
 
 
-async def test_task_logs_are_stored_with_their_level(tmp_path: Path) -> None:
+async def test_task_logs_are_stored_with_their_level(engine: Engine) -> None:
     @task
     async def chatty(n: int) -> int:
         log = get_logger()
@@ -149,7 +149,7 @@ async def test_task_logs_are_stored_with_their_level(tmp_path: Path) -> None:
     def logging_flow(n: int) -> None:
         threaded(chatty(n))
 
-    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
+    async with engine:
         with anyio.fail_after(LIMIT_S):
             result = await engine.run(logging_flow, n=7)
         assert result.ok, result.error
@@ -183,7 +183,7 @@ async def test_logs_of_each_attempt_are_kept(tmp_path: Path) -> None:
     def retried() -> None:
         twice()
 
-    async with Engine(store_for(tmp_path), grace_period_s=0, task_log_level=10) as engine:
+    async with new_engine(tmp_path, task_log_level=10) as engine:
         with anyio.fail_after(LIMIT_S):
             result = await engine.run(retried)
         assert result.ok, result.error
@@ -210,7 +210,7 @@ async def test_audit_trail_has_a_record_per_state_change(tmp_path: Path) -> None
     def audited() -> None:
         after(flaky())
 
-    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
+    async with new_engine(tmp_path) as engine:
         with anyio.fail_after(LIMIT_S):
             result = await engine.run(audited)
         assert result.ok, result.error
@@ -246,7 +246,7 @@ async def test_audit_trail_has_a_record_per_state_change(tmp_path: Path) -> None
         first_chain = rows[-1][8]
 
     # Reopened, the writer appends to a chain of its own; the trail's order goes on.
-    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
+    async with new_engine(tmp_path) as engine:
         with anyio.fail_after(LIMIT_S):
             await engine.run(audited)
         await engine.store.flush()

@@ -15,12 +15,12 @@ import httpx
 import orjson
 import pytest
 
-from evflow import Engine, flow, task
+from evflow import flow, task
 from evflow.run.capture import capture_task_output
 from evflow.store.sqlite import SqliteStore
+from tests.engines import new_engine
 from tests.integration.test_service import evflow, serving, write
 from tests.observers import until
-from tests.postgres import store_for
 
 
 @task
@@ -53,7 +53,7 @@ async def test_each_tasks_output_is_its_own_and_nothing_leaks(
     logging.getLogger().setLevel(logging.INFO)
     undo = capture_task_output()  # here, not in a fixture: pytest swaps sys.stdout per phase
     try:
-        async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
+        async with new_engine(tmp_path) as engine:
             result = await engine.run(chatter, n=50)
             assert result.ok, result.error
             logs = {

@@ -32,7 +32,6 @@ from tests.integration import test_webhook as hooks
 from tests.integration.test_sensors_engine import FAST, producer
 from tests.integration.test_service import clean_env, serving, write
 from tests.observers import RunLog, until
-from tests.postgres import store_for
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SENDER_SPAN = "b7ad6b7169203331"
@@ -91,10 +90,10 @@ def parent_of(span: ReadableSpan) -> int | None:
 
 
 async def test_a_run_continues_the_senders_trace_down_to_each_task_attempt(
-    tmp_path: Path, spans: InMemorySpanExporter
+    engine: Engine, spans: InMemorySpanExporter
 ) -> None:
     runs = RunLog()
-    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
+    async with engine:
         runs.attach(engine)
         engine.add(orders, Rule("order.created", params={"n": "{data.n}"}, name="orders"))
         await engine.emit(Event("order.created", data={"n": 3}, extensions={"traceparent": SENDER}))
@@ -131,11 +130,11 @@ async def test_a_run_continues_the_senders_trace_down_to_each_task_attempt(
 
 
 async def test_a_batched_run_links_every_events_trace(
-    tmp_path: Path, spans: InMemorySpanExporter
+    engine: Engine, spans: InMemorySpanExporter
 ) -> None:
     runs = RunLog()
     senders = [f"00-{i:032x}-{i:016x}-01" for i in range(1, 4)]
-    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
+    async with engine:
         runs.attach(engine)
         engine.add(
             rollup,
@@ -152,7 +151,7 @@ async def test_a_batched_run_links_every_events_trace(
 
 @pytest.mark.kafka
 async def test_a_kafka_records_traceparent_header_is_the_parent_of_its_intake(
-    kafka_broker: KafkaBroker, kafka_topic: str, tmp_path: Path, spans: InMemorySpanExporter
+    kafka_broker: KafkaBroker, kafka_topic: str, engine: Engine, spans: InMemorySpanExporter
 ) -> None:
     sensor = KafkaSensor(
         "orders",
@@ -162,7 +161,7 @@ async def test_a_kafka_records_traceparent_header_is_the_parent_of_its_intake(
         **FAST,
     )
     runs = RunLog()
-    async with Engine(store_for(tmp_path), grace_period_s=0) as engine:
+    async with engine:
         runs.attach(engine)
         engine.add(orders, Rule(on=sensor, params={"n": "{data.n}"}, name="orders"))
 

@@ -24,8 +24,8 @@ from evflow.http.app import build_app, run_app_services
 from evflow.http.server import HttpServer
 from evflow.http.ui import UI_DIR
 from evflow.service.config import Config
+from tests.engines import new_engine
 from tests.observers import until
-from tests.postgres import store_for
 
 from .browser import chromium
 
@@ -93,7 +93,7 @@ async def served(engine: Engine, config: Config | None = None) -> AsyncIterator[
 
 @asynccontextmanager
 async def running_engine(tmp_path: Path, *flows: Flow) -> AsyncIterator[Engine]:
-    engine = Engine(store_for(tmp_path), grace_period_s=0)
+    engine = new_engine(tmp_path)
     for fl in flows:
         engine.add(fl)
     async with engine:
@@ -289,7 +289,7 @@ async def test_a_run_started_by_a_traced_event_shows_its_trace_as_a_link(tmp_pat
     tracing.use(provider)
     try:
         fl = make_flows(tmp_path / "flag", anyio.Event())[0]
-        engine = Engine(store_for(tmp_path), grace_period_s=0)
+        engine = new_engine(tmp_path)
         engine.add(fl, Rule("hello.wanted", params={"name": "{data.name}"}))
         cfg = Config()
         cfg.tracing.link = "https://tracing.example/trace/{trace_id}"

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from evflow import Engine, Flow, Rule, flow, get_logger, task
+from evflow import Flow, Rule, flow, get_logger, task
 from evflow.schedules import Cron
-from tests.postgres import store_for
+from tests.engines import new_engine
 
 from .browser import chromium
 from .test_ui_browser import WAIT_MS, screenshot, served, watch
@@ -87,7 +87,7 @@ async def open_page(
 
 async def test_flow_page_grid_chart_schedule_rules_and_trigger(tmp_path: Path) -> None:
     fls = etl_flows()
-    engine = Engine(store_for(tmp_path), grace_period_s=0)
+    engine = new_engine(tmp_path)
     etl, nightly, _ = fls
     engine.add(etl, Rule("orders.ready", params={"rows": "{data.rows}"}, name="on-orders"))
     engine.add(nightly)
@@ -175,7 +175,7 @@ async def test_run_timeline_shows_a_pool_wait_and_retries_live(tmp_path: Path) -
         queued_behind()
         wobbly()
 
-    engine = Engine(store_for(tmp_path), grace_period_s=0, pools={"one": 1})
+    engine = new_engine(tmp_path, pools={"one": 1})
     engine.add(pooled)
     async with engine, served(engine) as base, chromium() as browser:
         run_id = await engine.submit_run(pooled, {})
@@ -230,7 +230,7 @@ async def test_run_timeline_shows_a_pool_wait_and_retries_live(tmp_path: Path) -
 
 async def test_a_failed_tasks_traceback_shows_the_users_frames_first(tmp_path: Path) -> None:
     etl = etl_flows()[0]
-    engine = Engine(store_for(tmp_path), grace_period_s=0)
+    engine = new_engine(tmp_path)
     engine.add(etl)
     async with engine, served(engine) as base, chromium() as browser:
         result = await engine.run(etl, rows=2, fail=True)
@@ -255,7 +255,7 @@ async def test_a_failed_tasks_traceback_shows_the_users_frames_first(tmp_path: P
 
 async def test_a_run_of_10000_mapped_instances_pages_them(tmp_path: Path) -> None:
     wide = etl_flows()[2]
-    engine = Engine(store_for(tmp_path), grace_period_s=0)
+    engine = new_engine(tmp_path)
     engine.add(wide)
     async with engine, served(engine) as base, chromium() as browser:
         with anyio.fail_after(120):
@@ -305,7 +305,7 @@ async def test_a_run_of_10000_mapped_instances_pages_them(tmp_path: Path) -> Non
 
 async def test_runs_search_time_range_and_the_narrow_layout(tmp_path: Path) -> None:
     etl, nightly, _ = etl_flows()
-    engine = Engine(store_for(tmp_path), grace_period_s=0)
+    engine = new_engine(tmp_path)
     engine.add(etl, Rule("orders.ready", params={"rows": "{data.rows}"}, name="on-orders"))
     engine.add(nightly)
     async with engine, served(engine) as base, chromium() as browser:
@@ -373,7 +373,7 @@ async def test_a_mapped_cell_with_failures_opens_its_failed_instances(tmp_path: 
     def fan(n: int = 8) -> None:
         piece.map(pieces(n))
 
-    engine = Engine(store_for(tmp_path), grace_period_s=0)
+    engine = new_engine(tmp_path)
     engine.add(fan)
     async with engine, served(engine) as base, chromium() as browser:
         result = await engine.run(fan, n=8)

@@ -21,9 +21,9 @@ from evflow.errors import ConfigError, SensorError
 from evflow.sensors import WebhookSensor
 from evflow.sensors.signatures import check_github
 from evflow.service.config import load_config
+from tests.engines import new_engine
 from tests.integration.test_webhook import assert_error, running, serving
 from tests.observers import RunLog
-from tests.postgres import store_for
 
 SECRET = "whsec_" + base64.b64encode(b"a secret shared with the sender").decode()
 
@@ -44,9 +44,7 @@ def receive(payload: Any) -> None:
 
 
 def engine_with(tmp_path: Path, hook: WebhookSensor) -> Engine:
-    engine = Engine(store_for(tmp_path), grace_period_s=0)
-    engine.add(receive, Rule(on=hook, params={"payload": "{data}"}))
-    return engine
+    return new_engine(tmp_path, receive, Rule(on=hook, params={"payload": "{data}"}))
 
 
 def standard_headers(

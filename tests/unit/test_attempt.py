@@ -9,11 +9,11 @@ from pathlib import Path
 
 import anyio
 
-from evflow import Engine, RunResult, TaskState, flow, task
+from evflow import RunResult, TaskState, flow, task
 from evflow.clock import ManualClock
 from evflow.signals import TaskStateChanged
+from tests.engines import new_engine
 from tests.observers import LIMIT_S, until
-from tests.postgres import store_for
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -36,7 +36,7 @@ async def test_retry_delays_wait_on_the_manual_clock_not_in_real_time(tmp_path: 
     clock = ManualClock(START)
     seen: list[TaskState] = []
     began = time.monotonic()
-    async with Engine(store_for(tmp_path), clock=clock, grace_period_s=0) as engine:
+    async with new_engine(tmp_path, clock=clock) as engine:
         engine.signals.subscribe(TaskStateChanged, lambda s: seen.append(s.task.state))
 
         def retry_sleeping(after_calls: int) -> Callable[[], Awaitable[bool]]:
