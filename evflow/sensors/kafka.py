@@ -4,10 +4,12 @@ Delivery
     The sensor joins a consumer group (``group_id``, default ``evflow.<name>``) with auto-commit
     off. Each batch from ``getmany`` is submitted to the durable intake; only after
     :meth:`~evflow.abc.Intake.submit` has returned (the events are committed in the store) are the
-    offsets of exactly those records committed to Kafka. A crash in between re-delivers the
-    records, and the store drops the repeats by their dedup key ``kafka:<topic>/<partition>/
-    <offset>``. When partitions are revoked in a rebalance, what has been stored is committed
-    first.
+    offsets of exactly those records committed to Kafka. The next offset of each partition is
+    also kept in the store, as the cursor ``kafka:<group>:<topic>:<partition>`` committed in the
+    same transaction as the events: records below it that the broker hands out again (a crash
+    before the Kafka commit, committed offsets the broker lost or reset) are skipped, and the
+    store's dedup key ``kafka:<topic>/<partition>/<offset>`` drops any repeat that gets past it.
+    When partitions are revoked in a rebalance, what has been stored is committed first.
 
 Back-pressure
     If the intake raises :class:`~evflow.errors.Saturated`, every assigned partition is paused
@@ -80,6 +82,10 @@ class _State:
     #: while backing off: first unstored offset per partition, to seek back to
     rewind: dict[Any, int] = field(default_factory=dict)
     backing_off: bool = False
+    #: per partition, the next offset the store has (read once per assignment): records below
+    #: it are stored already, so a group whose committed offsets the broker lost does not
+    #: replay them
+    floors: dict[Any, int | None] = field(default_factory=dict)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -104,6 +110,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         assigned = set(assigned)
+        for tp in assigned:  # another member may have stored more since: read it again
+            self._state.floors.pop(tp, None)
         if self._state.backing_off and assigned:
             self._state.consumer.pause(*assigned)
         if assigned:
@@ -286,6 +294,9 @@ class KafkaSensor:
             for tp, records in batch.items():
                 if not records or tp not in assigned:  # revoked meanwhile: the new owner reads it
                     continue
+                records = await self._above_floor(intake, state, tp, records)
+                if not records:
+                    continue
                 for record in records:
                     try:
                         events.append(self._to_event(record))
@@ -295,7 +306,8 @@ class KafkaSensor:
             if not offsets:
                 return
             if events:
-                accepted = await intake.submit(events)
+                cursors = {self.cursor(tp): str(o) for tp, o in offsets.items()}
+                accepted = await intake.submit(events, cursors=cursors)
                 repeats = sum(1 for a in accepted if a.duplicate)
                 if repeats:
                     logger.info(
@@ -312,6 +324,37 @@ class KafkaSensor:
                 for tp, off in pending.items():
                     if state.stored.get(tp) == off:
                         del state.stored[tp]
+
+    def cursor(self, tp: Any) -> str:
+        """The store's cursor of a partition: the next offset to read, kept with the events."""
+        return f"kafka:{self.group_id}:{tp.topic}:{tp.partition}"
+
+    async def _above_floor(
+        self, intake: Intake, state: _State, tp: Any, records: list[Any]
+    ) -> list[Any]:
+        """``records`` the store does not have yet. Below the store's cursor they are stored
+        already: the broker forgot the group's committed offset (it expired, or the group was
+        reset), so the partition skips to the cursor instead of replaying them."""
+        if tp not in state.floors:
+            stored = await intake.get_cursor(self.cursor(tp))
+            state.floors[tp] = int(stored) if stored is not None and stored.isdigit() else None
+        floor = state.floors[tp]
+        if floor is None or records[0].offset >= floor:
+            return records
+        logger.warning(
+            "kafka sensor %r: %s-%d: read from offset %d, but the store has the records up to "
+            "%d (the group's committed offset was lost); skipping to %d",
+            self.name,
+            tp.topic,
+            tp.partition,
+            records[0].offset,
+            floor,
+            floor,
+        )
+        above = [r for r in records if r.offset >= floor]
+        if not above:
+            state.consumer.seek(tp, floor)
+        return above
 
     async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> bool:
         """Commit ``{tp: next offset}`` to Kafka for records already stored; True on success.

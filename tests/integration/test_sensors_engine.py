@@ -284,14 +284,15 @@ async def test_a_message_stored_but_not_committed_is_redelivered_and_runs_once(
                 await crashing.stored_not_committed.wait()
             await runs.wait_for(1)
 
-        # 2. the next start re-reads the uncommitted message: a repeat, dropped, no run
+        # 2. the next start is handed the uncommitted message again; the store's cursor,
+        # committed with the event, says it is stored: skipped, no second run
         log = CommitLog()
         again = WatchedSensor("orders", kafka_topic, log=log, **common)
         async with engine_with(db, fl, order_rule(again), runs) as engine:
             target = await send(p, kafka_topic, orjson.dumps({"i": 2}), partition=2)
-            await log.wait_for(target)  # offset 1 committed: offset 0 was read again first
+            await log.wait_for(target)  # offset 1 committed
             await runs.wait_for(2)
-            assert await engine.store.count_duplicates(source="kafka/orders") == 1
+            assert len(await engine.store.list_events()) == 2
             assert await engine.store.count_runs() == 2
 
     assert numbers(runs.finished) == [1, 2]
