@@ -16,6 +16,7 @@ Every query parameter is bounded and checked; bad input is a JSON 400 naming it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -137,8 +138,35 @@ def _trimmed(t: TaskRecord) -> dict[str, Any]:
     return jsonable_task(t)
 
 
-def _mapped_counts(rows: list[tuple[str, str, str, int, int, bool]], node: str) -> dict[str, int]:
-    return {r[2]: r[3] for r in rows if r[1] == node and r[5]}
+# One row of Store.mapped_summary: node, state, count, highest attempt, first queued, first
+# started, last ended, running.
+_Summary = tuple[str, str, int, int, float | None, float | None, float | None, int]
+
+
+def _spans(rows: list[_Summary]) -> list[MappedSpan]:
+    """Each mapped task's span and counts from its instances' summary by state."""
+    by_node: dict[str, list[_Summary]] = {}
+    for r in rows:
+        by_node.setdefault(r[0], []).append(r)
+    return [
+        MappedSpan(
+            node,
+            _least(r[4] for r in group),
+            _least(r[5] for r in group),
+            _most(r[6] for r in group),
+            sum(r[7] for r in group),
+            {r[1]: r[2] for r in group},
+        )
+        for node, group in sorted(by_node.items())
+    ]
+
+
+def _least(values: Iterable[float | None]) -> float | None:
+    return min((v for v in values if v is not None), default=None)
+
+
+def _most(values: Iterable[float | None]) -> float | None:
+    return max((v for v in values if v is not None), default=None)
 
 
 def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
@@ -250,9 +278,16 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
         state = _state_arg(request, "state", _TASK_STATES)
         limit = _int_arg(request, "limit", 100, lo=1, hi=500)
         offset = _int_arg(request, "offset", 0, hi=10_000_000)
-        rows = await store.task_counts([run.id])
         # A mapped task's page is its instances (its own record is in the run's overview).
-        instances = node is not None and any(r[1] == node and r[5] for r in rows)
+        # Counted on the index, over that node's instances only.
+        found = await store.count_tasks(run.id, node=node, mapped=True) if node else 0
+        instances = found > 0
+        if instances and state is None:
+            total = found
+        else:
+            total = await store.count_tasks(
+                run.id, node=node, state=state, mapped=True if instances else None
+            )
         page = await store.list_tasks(
             run.id,
             node=node,
@@ -260,13 +295,6 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
             mapped=True if instances else None,
             limit=limit,
             offset=offset,
-        )
-        total = sum(
-            r[3]
-            for r in rows
-            if (node is None or r[1] == node)
-            and (state is None or r[2] == state)
-            and (r[5] or not instances)
         )
         return JsonResponse(
             {
@@ -286,11 +314,7 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
         names = [t.name for t in plain]
         attempts = await store.list_attempts_of(run.id, names)
         waits = await store.task_waits(run.id, names)
-        counts = await store.task_counts([run.id])
-        spans = [
-            MappedSpan(node, queued, started, ended, running, _mapped_counts(counts, node))
-            for (node, queued, started, ended, running) in await store.task_spans(run.id)
-        ]
+        spans = _spans(await store.mapped_summary(run.id))
         order: list[str] = []
         if run.flow in engine.flows:
             order = [t["name"] for t in engine.flows[run.flow].describe()["tasks"]]

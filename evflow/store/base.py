@@ -239,6 +239,18 @@ class Store(Protocol):
         mapped instances (True) or only unmapped tasks (False)."""
         ...
 
+    async def count_tasks(
+        self,
+        run_id: str,
+        *,
+        node: str | None = None,
+        state: str | None = None,
+        mapped: bool | None = None,
+    ) -> int:
+        """How many tasks :meth:`list_tasks` pages through for the same filters, counted on
+        the narrow index (a page of a mapped task says "of 10,000" without reading them)."""
+        ...
+
     async def search_runs(
         self,
         text: str,
@@ -254,11 +266,13 @@ class Store(Protocol):
         match in all."""
         ...
 
-    async def task_spans(
+    async def mapped_summary(
         self, run_id: str
-    ) -> list[tuple[str, float | None, float | None, float | None, int]]:
-        """Per mapped task, over its instances: ``(node, first queued_at, first started_at,
-        last ended_at, how many have started and not ended)``."""
+    ) -> list[tuple[str, str, int, int, float | None, float | None, float | None, int]]:
+        """The instances of a run's mapped tasks summed up in one pass, per node and state:
+        ``(node, state, count, highest attempt, first queued_at, first started_at, last
+        ended_at, how many have started and not ended)``, read from the narrow index, never
+        the instances' rows (the run page's timeline of a large mapped run)."""
         ...
 
     async def list_attempts_of(self, run_id: str, tasks: Sequence[str]) -> list[AttemptRecord]:

@@ -34,6 +34,7 @@ from .queries import (
     one_event,
     one_run,
     run_filter,
+    split_counts,
     waits_of,
 )
 
@@ -165,13 +166,16 @@ class PostgresReads:
     ) -> list[tuple[str, str, str, int, int, bool]]:
         if not run_ids:
             return []
+        # One group per node and state, counting a mapped task's instances and its own record
+        # apart (the GROUP BY follows the tasks_by_node index).
         rows = await self._read(
-            "SELECT run_id, node, state, count(*), max(attempt), map_index IS NOT NULL "
-            "FROM tasks WHERE run_id = ANY(%s::text[]) "
-            "GROUP BY run_id, node, state, map_index IS NOT NULL",
+            "SELECT run_id, node, state, count(*) - count(map_index), "
+            "max(attempt) FILTER (WHERE map_index IS NULL), count(map_index), "
+            "max(attempt) FILTER (WHERE map_index IS NOT NULL) "
+            "FROM tasks WHERE run_id = ANY(%s::text[]) GROUP BY run_id, node, state",
             (list(run_ids),),
         )
-        return [(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+        return split_counts(rows)
 
     async def list_tasks(
         self,
@@ -183,7 +187,9 @@ class PostgresReads:
         limit: int = 1000,
         offset: int = 0,
     ) -> list[TaskRecord]:
-        query = f"SELECT {sql.TASK_COLS} FROM tasks WHERE run_id = %s"
+        # The page is chosen on the table's own columns first, so the conversions of
+        # TASK_COLS run on its rows only, not on every row of a large run.
+        query = "SELECT * FROM tasks WHERE run_id = %s"
         params: list[Any] = [run_id]
         if node is not None:
             query += " AND node = %s"
@@ -193,9 +199,34 @@ class PostgresReads:
             params.append(state)
         if mapped is not None:
             query += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
-        query += " ORDER BY node, COALESCE(map_index, -1), name LIMIT %s OFFSET %s"
-        rows = await self._read(query, [*params, limit, offset])
+        order = "node, map_index, name" if mapped else "node, COALESCE(map_index, -1), name"
+        query += f" ORDER BY {order} LIMIT %s OFFSET %s"
+        rows = await self._read(
+            f"SELECT {sql.TASK_COLS} FROM ({query}) AS page ORDER BY {order}",
+            [*params, limit, offset],
+        )
         return [sql.task_from(r) for r in rows]
+
+    async def count_tasks(
+        self,
+        run_id: str,
+        *,
+        node: str | None = None,
+        state: str | None = None,
+        mapped: bool | None = None,
+    ) -> int:
+        query = "SELECT COUNT(*) FROM tasks WHERE run_id = %s"
+        params: list[Any] = [run_id]
+        if node is not None:
+            query += " AND node = %s"
+            params.append(node)
+        if state is not None:
+            query += " AND state = %s"
+            params.append(state)
+        if mapped is not None:
+            query += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
+        rows = await self._read(query, params)
+        return int(rows[0][0])
 
     async def search_runs(
         self,
@@ -222,17 +253,17 @@ class PostgresReads:
         total = await self._read(f"SELECT count(*) FROM runs{where}", params)
         return [sql.run_from(r) for r in rows], int(total[0][0])
 
-    async def task_spans(
+    async def mapped_summary(
         self, run_id: str
-    ) -> list[tuple[str, float | None, float | None, float | None, int]]:
+    ) -> list[tuple[str, str, int, int, float | None, float | None, float | None, int]]:
         rows = await self._read(
-            f"SELECT node, {sql.epoch('min(queued_at)')}, {sql.epoch('min(started_at)')}, "
-            f"{sql.epoch('max(ended_at)')}, "
+            f"SELECT node, state, count(*), max(attempt), {sql.epoch('min(queued_at)')}, "
+            f"{sql.epoch('min(started_at)')}, {sql.epoch('max(ended_at)')}, "
             "count(*) FILTER (WHERE started_at IS NOT NULL AND ended_at IS NULL) "
-            "FROM tasks WHERE run_id = %s AND map_index IS NOT NULL GROUP BY node",
+            "FROM tasks WHERE run_id = %s AND map_index IS NOT NULL GROUP BY node, state",
             (run_id,),
         )
-        return [(r[0], r[1], r[2], r[3], int(r[4] or 0)) for r in rows]
+        return [(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5], r[6], int(r[7] or 0)) for r in rows]
 
     async def list_attempts_of(self, run_id: str, tasks: Sequence[str]) -> list[AttemptRecord]:
         if not tasks:

@@ -4,7 +4,7 @@ raises, and the records made from rows that come back alike."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ __all__ = [
     "one_event",
     "one_run",
     "run_filter",
+    "split_counts",
     "waits_of",
 ]
 
@@ -133,4 +134,17 @@ def waits_of(low: str, rows: Sequence[Sequence[Any]]) -> list[tuple[str, float, 
     for subject, when, data in rows:
         reason = ((orjson.loads(data) if data is not None else None) or {}).get("reason")
         out.append((str(subject)[len(low) :], float(when), str(reason or "")))
+    return out
+
+
+def split_counts(rows: Iterable[Sequence[Any]]) -> list[tuple[str, str, str, int, int, bool]]:
+    """Rows of ``(run_id, node, state, own count, own highest attempt, instances count,
+    instances' highest attempt)`` as :meth:`Store.task_counts` gives them: one tuple for the
+    tasks' own records and one for the instances of mapped tasks, each only if there are any."""
+    out: list[tuple[str, str, str, int, int, bool]] = []
+    for run_id, node, state, own, own_try, inst, inst_try in rows:
+        if own:
+            out.append((run_id, node, state, int(own), int(own_try), False))
+        if inst:
+            out.append((run_id, node, state, int(inst), int(inst_try), True))
     return out

@@ -28,6 +28,7 @@ from .queries import (
     one_event,
     one_run,
     run_filter,
+    split_counts,
     waits_of,
 )
 
@@ -132,16 +133,19 @@ class SqliteReads:
     async def task_counts(
         self, run_ids: Sequence[str]
     ) -> list[tuple[str, str, str, int, int, bool]]:
+        # Grouped in the order of the tasks_by_node index (no sort); each group counts a
+        # mapped task's instances and its own record apart.
         out: list[tuple[str, str, str, int, int, bool]] = []
         for chunk in sql.chunks(list(run_ids)):
             marks = ",".join("?" * len(chunk))
             rows = await self._read(
-                "SELECT run_id, node, state, COUNT(*), MAX(attempt), map_index IS NOT NULL "
-                f"FROM tasks WHERE run_id IN ({marks}) "
-                "GROUP BY run_id, node, state, map_index IS NOT NULL",
+                "SELECT run_id, node, state, COUNT(*) - COUNT(map_index), "
+                "MAX(CASE WHEN map_index IS NULL THEN attempt END), COUNT(map_index), "
+                "MAX(CASE WHEN map_index IS NOT NULL THEN attempt END) "
+                f"FROM tasks WHERE run_id IN ({marks}) GROUP BY run_id, node, state",
                 list(chunk),
             )
-            out += [(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+            out += split_counts(rows)
         return out
 
     async def list_tasks(
@@ -166,7 +170,9 @@ class SqliteReads:
             params.append(state)
         if mapped is not None:
             inner += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
-        inner += " ORDER BY node, COALESCE(map_index, -1), name LIMIT ? OFFSET ?"
+        # Instances sort by map_index alone (never NULL there), which the index can serve.
+        order = "map_index, name" if mapped else "COALESCE(map_index, -1), name"
+        inner += f" ORDER BY node, {order} LIMIT ? OFFSET ?"
         rows = await self._read(
             f"SELECT {sql.TASK_COLS} FROM tasks WHERE run_id = ? AND name IN ({inner})",
             [run_id, *params, limit, offset],
@@ -174,6 +180,27 @@ class SqliteReads:
         tasks = [sql.task_from(r) for r in rows]
         tasks.sort(key=lambda t: (t.node, -1 if t.map_index is None else t.map_index, t.name))
         return tasks
+
+    async def count_tasks(
+        self,
+        run_id: str,
+        *,
+        node: str | None = None,
+        state: str | None = None,
+        mapped: bool | None = None,
+    ) -> int:
+        query = "SELECT COUNT(*) FROM tasks WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if node is not None:
+            query += " AND node = ?"
+            params.append(node)
+        if state is not None:
+            query += " AND state = ?"
+            params.append(state)
+        if mapped is not None:
+            query += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
+        rows = await self._read(query, params)
+        return int(rows[0][0])
 
     async def search_runs(
         self,
@@ -200,16 +227,17 @@ class SqliteReads:
         total = await self._read(f"SELECT COUNT(*) FROM runs{where}", params)
         return [sql.run_from(r) for r in rows], int(total[0][0])
 
-    async def task_spans(
+    async def mapped_summary(
         self, run_id: str
-    ) -> list[tuple[str, float | None, float | None, float | None, int]]:
+    ) -> list[tuple[str, str, int, int, float | None, float | None, float | None, int]]:
+        # Grouped in the order of the tasks_by_node index, so no sort is needed.
         rows = await self._read(
-            "SELECT node, MIN(queued_at), MIN(started_at), MAX(ended_at), "
-            "SUM(CASE WHEN started_at IS NOT NULL AND ended_at IS NULL THEN 1 ELSE 0 END) "
-            "FROM tasks WHERE run_id = ? AND map_index IS NOT NULL GROUP BY node",
+            "SELECT node, state, COUNT(*), MAX(attempt), MIN(queued_at), MIN(started_at), "
+            "MAX(ended_at), SUM(started_at IS NOT NULL AND ended_at IS NULL) "
+            "FROM tasks WHERE run_id = ? AND map_index IS NOT NULL GROUP BY node, state",
             (run_id,),
         )
-        return [(r[0], r[1], r[2], r[3], int(r[4] or 0)) for r in rows]
+        return [(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5], r[6], int(r[7] or 0)) for r in rows]
 
     async def list_attempts_of(self, run_id: str, tasks: Sequence[str]) -> list[AttemptRecord]:
         out: list[AttemptRecord] = []

@@ -71,6 +71,15 @@ async def test_task_counts_group_a_mapped_task_by_state(store_factory: Factory) 
         ]
         assert await store.task_counts([]) == []
 
+        # Counted for the same filters as the pages below.
+        assert await store.count_tasks("r1") == 12
+        assert await store.count_tasks("r1", node="load") == 11
+        assert await store.count_tasks("r1", node="load", mapped=True) == 10
+        assert await store.count_tasks("r1", node="load", state="failed", mapped=True) == 3
+        assert await store.count_tasks("r1", mapped=False) == 2
+        assert await store.count_tasks("r1", node="extract", mapped=True) == 0
+        assert await store.count_tasks("missing") == 0
+
         page = await store.list_tasks("r1", node="load", mapped=True, limit=4, offset=4)
         assert [t.map_index for t in page] == [4, 5, 6, 7]
         failed = await store.list_tasks("r1", node="load", state="failed", mapped=True)
@@ -121,7 +130,7 @@ async def test_task_waits_come_from_the_audit_trail(store_factory: Factory) -> N
         assert await store.task_waits("r1", []) == []
 
 
-async def test_task_spans_and_attempts_of_named_tasks(store_factory: Factory) -> None:
+async def test_mapped_summary_and_attempts_of_named_tasks(store_factory: Factory) -> None:
     async with store_factory() as store:
         tasks = [
             replace(
@@ -139,6 +148,16 @@ async def test_task_spans_and_attempts_of_named_tasks(store_factory: Factory) ->
                 started_at=25.0,
             )
         )
+        tasks.append(
+            replace(
+                _task("r1", "load[4]", TaskState.FAILED, node="load", index=4, attempt=3),
+                queued_at=9.0,
+                started_at=40.0,
+                ended_at=50.0,
+            )
+        )
+        tasks.append(_task("r1", "send[0]", TaskState.PENDING, node="send", index=0, attempt=0))
+        tasks.append(replace(_task("r1", "load", TaskState.RUNNING, attempt=0), queued_at=1.0))
         tasks.append(replace(_task("r1", "extract", TaskState.SUCCEEDED), started_at=1.0))
         attempts = [
             AttemptRecord("r1", "extract", 1, TaskState.FAILED, 1.0, 2.0, "boom"),
@@ -148,11 +167,30 @@ async def test_task_spans_and_attempts_of_named_tasks(store_factory: Factory) ->
         await store.apply(
             Changes(runs=[_run("r1", "etl", 1.0)], tasks=tasks, attempts=attempts), wait=True
         )
-        assert await store.task_spans("r1") == [("load", 10.0, 20.0, 32.0, 1)]
-        assert await store.task_spans("r2") == []
+        # Per node and state, over the instances only (not the mapped task's own record).
+        assert sorted(await store.mapped_summary("r1")) == [
+            ("load", "failed", 1, 3, 9.0, 40.0, 50.0, 0),
+            ("load", "running", 1, 1, 11.0, 25.0, None, 1),
+            ("load", "succeeded", 3, 1, 10.0, 20.0, 32.0, 0),
+            ("send", "pending", 1, 0, None, None, None, 0),
+        ]
+        assert await store.mapped_summary("r2") == []
         got = await store.list_attempts_of("r1", ["extract"])
         assert [(a.task, a.attempt, a.error) for a in got] == [
             ("extract", 1, "boom"),
             ("extract", 2, None),
         ]
         assert await store.list_attempts_of("r1", []) == []
+
+
+async def test_a_page_of_instances_follows_the_map_index_not_the_name(
+    store_factory: Factory,
+) -> None:
+    async with store_factory() as store:
+        tasks = [
+            _task("r1", f"send[{i}]", TaskState.SUCCEEDED, node="send", index=i) for i in range(12)
+        ]
+        await store.apply(Changes(runs=[_run("r1", "mail", 1.0)], tasks=tasks), wait=True)
+        page = await store.list_tasks("r1", node="send", mapped=True, limit=4, offset=8)
+        assert [t.name for t in page] == ["send[8]", "send[9]", "send[10]", "send[11]"]
+        assert await store.count_tasks("r1", node="send", mapped=True) == 12

@@ -264,17 +264,24 @@ async def test_ui_files_are_served_and_root_redirects(tmp_path: Path) -> None:
         scripts = sorted(p.name for p in UI_DIR.glob("*.js"))
         assert {"app.js", "core.js", "run.js", "flow.js"} <= set(scripts)
         files = [(name, "text/javascript") for name in scripts]
-        files += [("style.css", "text/css"), ("vendor/dagre.esm.min.js", "text/javascript")]
+        files += [
+            ("style.css", "text/css"),
+            ("vendor/dagre.esm.min.js", "text/javascript"),
+            ("vendor/uplot.esm.min.js", "text/javascript"),
+            ("vendor/uplot.min.css", "text/css"),
+        ]
         for name, kind in files:
             resp = await client.get(f"/ui/{name}")
             assert resp.status_code == 200, name
             assert resp.headers["content-type"].startswith(kind)
             own = resp.text.replace("http://www.w3.org/2000/svg", "")  # a namespace, not a fetch
+            own = own.replace("/*! https://github.com/leeoniya/uPlot", "")  # its banner comment
             assert "http://" not in own and "https://" not in own  # nothing from the network
 
         # A vendored library ships with its licence.
-        licence = await client.get("/ui/vendor/LICENSE-dagre.txt")
-        assert licence.status_code == 200 and "Permission is hereby granted" in licence.text
+        for library in ("dagre", "uplot"):
+            licence = await client.get(f"/ui/vendor/LICENSE-{library}.txt")
+            assert licence.status_code == 200 and "Permission is hereby granted" in licence.text
 
         # Only the UI's own files: never the package's sources.
         for path in ("/ui/__init__.py", "/ui/../api.py", "/ui/missing.js", "/ui/vendor/missing.js"):

@@ -130,6 +130,17 @@ async def test_flow_page_grid_chart_schedule_rules_and_trigger(tmp_path: Path) -
         await expect(page.get_by_test_id(f"grid-cell-double-{new_id}")).to_have_attribute(
             "data-count", "2"
         )
+        # The chart drew it too (the bars are uPlot's canvas; a link lies over each one), and
+        # clicking its bar opens that run.
+        await expect(page.locator("[data-testid^=duration-bar-]")).to_have_count(4)
+        chart = page.get_by_test_id("duration-chart")
+        await expect(chart.locator("canvas")).to_have_count(1)
+        bar = page.get_by_test_id(f"duration-bar-{ids[0]}")
+        box = await bar.bounding_box()
+        assert box is not None and box["height"] >= 2
+        await bar.click()
+        await expect(page).to_have_url(re.compile(rf"#/runs/{ids[0]}$"))
+        await page.go_back()
 
         # Clicking the failed cell opens that task's try: its error and log.
         await page.get_by_test_id(f"grid-cell-load-{ids[1]}").click()

@@ -2,9 +2,10 @@
 // those runs, what starts it (schedule with next fire times, rules) and its trigger form.
 
 import {
-  RUN_FINISHED, h, s, fill, appendAll, api, empty, showError, hideError, label, shortId,
+  h, fill, appendAll, api, empty, showError, hideError, label, shortId,
   fmtTime, fmtDuration, timeEl, debounce, json, compact, formValue, parseValue, loadFlows,
 } from "./core.js";
+import { durationChart } from "./duration.js";
 
 const GRID_RUNS = 25;
 
@@ -93,6 +94,7 @@ export class FlowView {
     this.name = name;
     this.title = name;
     this.grid = null;
+    this.chart = null;
     this.refreshSoon = debounce(() => this.refresh(), 400);
   }
 
@@ -120,6 +122,7 @@ export class FlowView {
 
   unmount() {
     this.refreshSoon.cancel();
+    this.chart?.destroy();
   }
 
   onStream(type, data) {
@@ -203,38 +206,15 @@ export class FlowView {
   }
 
   renderChart(grid) {
-    const runs = [...(grid.runs ?? [])].reverse();
+    this.chart?.destroy();
+    this.chart = null;
+    const runs = grid.runs ?? [];
     if (runs.length === 0) {
       fill(this.chartEl, h("p", { class: "muted" }, "No runs yet."));
       return;
     }
-    const now = Date.now() / 1000;
-    const dur = (r) => r.duration_s ?? (r.started_at ? (r.ended_at ?? now) - r.started_at : 0);
-    const max = Math.max(0.001, ...runs.map(dur));
-    const BAR = 16;
-    const GAP = 6;
-    const H = 150;
-    const LEFT = 52;
-    const width = Math.max(220, LEFT + runs.length * (BAR + GAP) + GAP);
-    const svg = s("svg", { class: "duration-chart", testid: "duration-chart", viewBox: `0 0 ${width} ${H + 24}`,
-      width, height: H + 24, role: "img", "aria-label": "Duration of the last runs" });
-    for (const frac of [0, 0.5, 1]) {
-      const y = 8 + (H - 8) * (1 - frac);
-      svg.append(s("line", { class: "axis-line", x1: LEFT - 4, x2: width, y1: y, y2: y }),
-        s("text", { class: "axis-label", x: LEFT - 8, y: y + 4, "text-anchor": "end" }, frac === 0 ? "0" : fmtDuration(max * frac)));
-    }
-    runs.forEach((r, i) => {
-      const d = dur(r);
-      const bh = Math.max(2, ((H - 8) * d) / max);
-      const x = LEFT + GAP + i * (BAR + GAP);
-      const a = s("a", { href: `#/runs/${encodeURIComponent(r.id)}`, testid: `duration-bar-${r.id}`, "data-state": r.state },
-        s("title", {}, `${shortId(r.id)} · ${label(r.state)} · ${RUN_FINISHED.has(r.state) ? "" : "so far "}${fmtDuration(d)}`),
-        s("rect", { class: ["duration-bar", `state-${r.state}`], x, y: 8 + (H - 8) - bh, width: BAR, height: bh, rx: 2 }));
-      svg.append(a);
-    });
-    svg.append(s("text", { class: "axis-label", x: LEFT + GAP, y: H + 18 }, "older"),
-      s("text", { class: "axis-label", x: width - GAP, y: H + 18, "text-anchor": "end" }, "newer"));
-    fill(this.chartEl, svg);
+    this.chart = durationChart(runs, Math.max(260, this.chartEl.clientWidth || 480));
+    fill(this.chartEl, this.chart.el);
   }
 
   renderTriggers(t) {
