@@ -5,11 +5,13 @@ PostgreSQL server and per-test store locations come from tests/postgres.py."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from evflow import Engine
+from evflow.clock import ManualClock
 from tests.engines import new_engine
 from tests.postgres import (
     backend,
@@ -54,3 +56,14 @@ def store(tmp_path: Path) -> str:
 def engine(tmp_path: Path) -> Engine:
     """An engine (not started) on this test's :func:`store`, stopping at once when exited."""
     return new_engine(tmp_path)
+
+
+CLOCK_START = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+"""Where the ``clock`` fixture starts: a fixed instant, so tests state times exactly."""
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A manual clock at :data:`CLOCK_START`, moved only by the test (timers, retry delays,
+    schedules fire without real time passing)."""
+    return ManualClock(CLOCK_START)

@@ -19,10 +19,11 @@ from evflow import Batch, Correlate, Engine, Event, Rule, RunState, TaskState, f
 from evflow.clock import ManualClock
 from evflow.records import AuditRecord
 from evflow.signals import CorrelationTimedOut
+from tests.conftest import CLOCK_START
 from tests.engines import started
 from tests.observers import LIMIT_S, RunLog, until
 
-T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+T0 = CLOCK_START  # where the shared `clock` fixture starts
 
 
 class Alerts:
@@ -230,7 +231,9 @@ async def test_a_replayed_event_starts_one_run_and_is_counted_as_a_duplicate(
 # -- debounce, batch, correlate (on a manual clock) -------------------------------------------
 
 
-async def test_debounce_makes_one_run_with_the_last_events_params(tmp_path: Path) -> None:
+async def test_debounce_makes_one_run_with_the_last_events_params(
+    tmp_path: Path, clock: ManualClock
+) -> None:
     @task
     def rebuild(version: int) -> int:
         return version
@@ -239,7 +242,6 @@ async def test_debounce_makes_one_run_with_the_last_events_params(tmp_path: Path
     def site(version: int) -> None:
         rebuild(version)
 
-    clock = ManualClock(T0)
     runs = RunLog()
     rule = Rule("page.changed", params={"version": "{data.version}"}, debounce_s=30, name="site")
     burst = [Event(type="page.changed", data={"version": v}) for v in (1, 2, 3)]
@@ -300,7 +302,9 @@ async def test_batch_by_count_makes_one_run_per_full_batch(tmp_path: Path) -> No
         assert await engine.store.count_runs() == 2
 
 
-async def test_batch_by_time_makes_one_run_with_the_windows_events(tmp_path: Path) -> None:
+async def test_batch_by_time_makes_one_run_with_the_windows_events(
+    tmp_path: Path, clock: ManualClock
+) -> None:
     @task
     def count(events: list[dict[str, Any]]) -> list[str]:
         return [e["data"]["name"] for e in events]
@@ -309,7 +313,6 @@ async def test_batch_by_time_makes_one_run_with_the_windows_events(tmp_path: Pat
     def digest(events: list[dict[str, Any]]) -> None:
         count(events)
 
-    clock = ManualClock(T0)
     runs = RunLog()
     rule = Rule("user.joined", batch=Batch(window_s=60), name="digest")  # no params: event dicts
     first = [Event(type="user.joined", data={"name": n}) for n in ("ada", "bob")]
@@ -361,9 +364,8 @@ def _correlate_rule(on_timeout: str) -> Rule:
 
 
 async def test_correlate_runs_once_for_a_pair_and_alerts_when_the_partner_never_comes(
-    tmp_path: Path,
+    tmp_path: Path, clock: ManualClock
 ) -> None:
-    clock = ManualClock(T0)
     runs = RunLog()
     alerts = Alerts()
     placed_1 = Event(type="order.placed", data={"order": "o-1", "customer": "ada"})
@@ -395,8 +397,9 @@ async def test_correlate_runs_once_for_a_pair_and_alerts_when_the_partner_never_
         assert await engine.store.count_runs() == 1
 
 
-async def test_correlate_with_on_timeout_run_runs_the_lone_side(tmp_path: Path) -> None:
-    clock = ManualClock(T0)
+async def test_correlate_with_on_timeout_run_runs_the_lone_side(
+    tmp_path: Path, clock: ManualClock
+) -> None:
     runs = RunLog()
     placed = Event(type="order.placed", data={"order": "o-3", "customer": "cy"})
     async with started(tmp_path, runs, clock=clock) as engine:
