@@ -17,8 +17,10 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
+from typing import Protocol
 
 import anyio
 import anyio.abc
@@ -27,7 +29,7 @@ from .errors import OwnershipLost, StoreError, StoreInUse, StoreUnavailable
 from .records import LeaseRecord
 from .store.base import Store
 
-__all__ = ["ENGINE_LEASE", "Ownership"]
+__all__ = ["ENGINE_LEASE", "HeldLease", "Ownership", "keep_renewed"]
 
 log = logging.getLogger("evflow.engine")
 
@@ -47,6 +49,39 @@ def _alive(pid: int) -> bool:
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class HeldLease(Protocol):
+    """Something holding a lease on ``store``: ``lease`` is None once it is given back."""
+
+    store: Store
+    lease: LeaseRecord | None
+
+
+async def keep_renewed(
+    holder: HeldLease, ttl_s: float, *, failed: Callable[[BaseException], str], lost: str
+) -> None:
+    """Renew ``holder.lease`` every third of ``ttl_s`` until cancelled or given back. Raise
+    :class:`OwnershipLost` (``failed(error)`` or ``lost`` as its message) when the store could
+    not be reached for a whole ``ttl_s`` by our clock (a little before the store's), or another
+    holder has the lease now."""
+    deadline = time.monotonic() + ttl_s
+    while True:
+        await anyio.sleep(ttl_s / 3)
+        lease = holder.lease
+        if lease is None:
+            return
+        try:
+            renewed = await holder.store.renew_lease(lease, ttl_s)
+        except (StoreUnavailable, StoreError) as exc:
+            if time.monotonic() < deadline:
+                log.warning("could not renew the %s lease: %s", lease.name, exc)
+                continue
+            raise OwnershipLost(failed(exc)) from None
+        if renewed is None:
+            raise OwnershipLost(lost)
+        holder.lease = renewed
+        deadline = time.monotonic() + ttl_s
 
 
 class Ownership:
@@ -84,28 +119,19 @@ class Ownership:
     async def keep(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Renew the lease until cancelled; raise :class:`OwnershipLost` if that fails."""
         task_status.started()
-        assert self.lease is not None
-        deadline = time.monotonic() + self.ttl_s  # by our clock, a little before the store's
-        while True:
-            await anyio.sleep(self.ttl_s / 3)
-            try:
-                renewed = await self.store.renew_lease(self.lease, self.ttl_s)
-            except (StoreUnavailable, StoreError) as exc:
-                if time.monotonic() < deadline:
-                    log.warning("store %s: could not renew the engine lease: %s", self.where, exc)
-                    continue
-                raise OwnershipLost(
-                    f"could not renew this instance's lease on the store {self.where} for "
-                    f"{self.ttl_s:.0f}s ({exc}); stopping, so that no other instance runs the "
-                    "same work twice"
-                ) from None
-            if renewed is None:
-                raise OwnershipLost(
-                    f"another evflow instance took the store {self.where} over (this one was "
-                    "too slow to renew its lease); stopping"
-                )
-            self.lease = renewed
-            deadline = time.monotonic() + self.ttl_s
+        await keep_renewed(
+            self,
+            self.ttl_s,
+            failed=lambda exc: (
+                f"could not renew this instance's lease on the store {self.where} for "
+                f"{self.ttl_s:.0f}s ({exc}); stopping, so that no other instance runs the "
+                "same work twice"
+            ),
+            lost=(
+                f"another evflow instance took the store {self.where} over (this one was "
+                "too slow to renew its lease); stopping"
+            ),
+        )
 
     @property
     def where(self) -> str:

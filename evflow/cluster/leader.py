@@ -13,13 +13,13 @@ leader rebuilds the held state from the store: every pending event is offered to
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
 
-from ..errors import OwnershipLost, StoreError, StoreUnavailable
+from ..errors import StoreError, StoreUnavailable
+from ..ownership import keep_renewed
 from ..records import LeaseRecord
 from ..store.base import Store
 from .membership import Membership
@@ -83,28 +83,19 @@ class Leadership:
         return True
 
     async def _hold(self, ttl: float) -> None:
-        deadline = time.monotonic() + ttl
-        while True:
-            await anyio.sleep(ttl / 3)
-            if self.lease is None:  # given back: this instance is stopping
-                return
-            try:
-                renewed = await self.store.renew_lease(self.lease, ttl)
-            except (StoreUnavailable, StoreError) as exc:
-                if time.monotonic() < deadline:
-                    log.warning("could not renew the leader lease: %s", exc)
-                    continue
-                raise OwnershipLost(
-                    f"instance {self.membership.id} could not renew the leader lease for "
-                    f"{ttl:g}s ({exc}); stopping, so that two leaders never decide at once"
-                ) from None
-            if renewed is None:
-                raise OwnershipLost(
-                    f"instance {self.membership.id} lost the leader lease to another instance "
-                    "(it was too slow to renew it); stopping"
-                )
-            self.lease = renewed
-            deadline = time.monotonic() + ttl
+        me = self.membership.id
+        await keep_renewed(
+            self,
+            ttl,
+            failed=lambda exc: (
+                f"instance {me} could not renew the leader lease for {ttl:g}s ({exc}); "
+                "stopping, so that two leaders never decide at once"
+            ),
+            lost=(
+                f"instance {me} lost the leader lease to another instance (it was too slow to "
+                "renew it); stopping"
+            ),
+        )
 
     async def release(self) -> None:
         """Give the lease back at once, so another instance leads without waiting for it to

@@ -27,7 +27,7 @@ from tests.integration.browser import chromium
 from tests.integration.test_service import clean_env, evflow, write
 from tests.integration.test_ui_browser import screenshot, served
 from tests.integration.test_ui_views import open_page
-from tests.observers import until
+from tests.observers import LIMIT_S, until
 from tests.postgres import database_unreachable
 
 FAST = ClusterOptions(heartbeat_s=0.1, ttl_s=3.0)
@@ -100,7 +100,8 @@ async def test_a_stalled_event_loop_stops_the_heartbeat_and_the_instance_stops_i
                     break
                 stall(0.1)
             # ...and once it runs again, it finds itself out of the cluster and stops.
-            await anyio.sleep(30)
+            with anyio.fail_after(LIMIT_S):
+                await anyio.sleep_forever()
     assert seen == ["dead"]
     lost = caught.value.split(OwnershipLost)[0]
     assert lost is not None
@@ -118,8 +119,8 @@ async def test_losing_the_database_for_longer_than_the_ttl_stops_the_instance(
             member = engine.membership
             assert member is not None
             with database_unreachable(postgres_url.split("?", 1)[0]):
-                with anyio.fail_after(20):
-                    await anyio.sleep(30)
+                with anyio.fail_after(LIMIT_S):
+                    await anyio.sleep_forever()  # until the instance stops itself
     lost = caught.value.split(OwnershipLost)[0]
     assert lost is not None
     assert "no heartbeat for" in str(lost.exceptions[0])

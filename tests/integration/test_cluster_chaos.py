@@ -107,6 +107,13 @@ def query(url: str, sql: str, params: Sequence[object] = ()) -> list[tuple[objec
         return list(conn.execute(sql, params).fetchall())
 
 
+def taken_over(url: str, pid: int) -> bool:
+    rows = query(
+        url, "SELECT 1 FROM instances WHERE pid = %s AND taken_over_by IS NOT NULL", (pid,)
+    )
+    return bool(rows)
+
+
 def leader_pid(url: str) -> int | None:
     rows = query(url, "SELECT pid FROM leases WHERE name = 'leader' AND expires_at > now()")
     return int(str(rows[0][0])) if rows else None
@@ -204,7 +211,10 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
         stalled = services[0]
         os.kill(stalled.process.pid, signal.SIGSTOP)
         try:
-            await anyio.sleep(3)  # past its TTL of 2 s: the stall itself is the fault
+            # The others declare it dead once it is silent past its TTL, then take more load.
+            await until(
+                lambda: anyio.to_thread.run_sync(taken_over, postgres_url, stalled.process.pid)
+            )
             await load.all(services[1:])
         finally:
             os.kill(stalled.process.pid, signal.SIGCONT)
