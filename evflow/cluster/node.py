@@ -75,7 +75,7 @@ class ClusterNode:
         """Register, and have the store refuse this instance's writes once it is taken over."""
         await self.membership.join()
         self.store.fence_as(self.membership.id)
-        self.runs.instance_id = self.membership.id
+        self.runs.join_cluster(self.store, self.membership.id)
         self.runs.slots = self.slots
         if self.serving:
             self.runs.capacity = self.membership.options.max_runs

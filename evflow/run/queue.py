@@ -91,17 +91,14 @@ class RunQueue:
         # In cluster mode: this instance's id (runs may then be driven by other instances),
         # how many runs it holds at most, and who to tell when one of them ends.
         self.instance_id: str | None = None
+        self._shared: InstanceRegistry | None = None  # the store, as shared by the cluster
         self.capacity: int | None = None
         self.freed: Callable[[], None] = lambda: None
         self.slots: ClusterSlots | None = None  # max_active_runs across the cluster
 
-    @property
-    def _shared(self) -> InstanceRegistry | None:
-        """The store as shared by a cluster, when this queue is one instance of it."""
-        store = self.store
-        if self.instance_id is not None and isinstance(store, InstanceRegistry):
-            return store
-        return None
+    def join_cluster(self, store: InstanceRegistry, instance_id: str) -> None:
+        """From now on this queue is instance ``instance_id`` of a cluster sharing ``store``."""
+        self._shared, self.instance_id = store, instance_id
 
     def room(self) -> int:
         """How many more runs this instance takes (cluster mode; else no limit)."""
@@ -130,6 +127,8 @@ class RunQueue:
     def open(self, store: Store, tg: TaskGroup) -> None:
         self._store, self._tg = store, tg
         self.stopping = False
+        self._shared, self.instance_id = None, None
+        self.capacity, self.slots, self.freed = None, None, lambda: None
 
     @property
     def store(self) -> Store:
