@@ -99,10 +99,14 @@ def heartbeat(conn: psycopg.Connection[Any], instance_id: str) -> float | None:
 
 # The first statement of each of an instance's write transactions: it holds its registry row
 # (a takeover waits for the transaction) and names the instance for the runs it inserts. No
-# row: the instance was taken over, and the transaction must not commit.
+# row: the instance was taken over, and the transaction must not commit. A transaction left
+# open by an instance that stalled mid-way is ended by the server within the instance's TTL
+# (idle_in_transaction_session_timeout, for this transaction), so it cannot hold a takeover
+# back for longer than that.
 FENCE = (
-    "SELECT set_config('evflow.instance', id, true) FROM instances "
-    "WHERE id = %s AND stopped_at IS NULL FOR SHARE"
+    "SELECT set_config('evflow.instance', id, true), "
+    "set_config('idle_in_transaction_session_timeout', (ttl_s * 1000)::bigint::text, true) "
+    "FROM instances WHERE id = %s AND stopped_at IS NULL FOR SHARE"
 )
 NOTIFY_EVENTS = "SELECT pg_notify('evflow_events', '')"
 # Runs to claim, or a cancel to carry out: every instance looks (delivered at commit).

@@ -213,7 +213,8 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
         try:
             # The others declare it dead once it is silent past its TTL, then take more load.
             await until(
-                lambda: anyio.to_thread.run_sync(taken_over, postgres_url, stalled.process.pid)
+                lambda: anyio.to_thread.run_sync(taken_over, postgres_url, stalled.process.pid),
+                within_s=30,
             )
             await load.all(services[1:])
         finally:
