@@ -59,6 +59,7 @@ from evflow.errors import Saturated, SensorError
 from evflow.events import Event
 
 from .file_scan import FileInfo, FolderScan, Observed
+from .filesystems import shared_filesystem
 
 __all__ = ["FileSensor"]
 
@@ -102,7 +103,9 @@ class FileSensor:
 
     ``path`` is resolved against the current directory when the sensor is built and created at
     start if missing. ``polling=True`` uses the polling watcher (every ``poll_interval_s``) for
-    network filesystems, where change notifications are not delivered.
+    network filesystems, where change notifications are not delivered; the default (None)
+    polls when the folder is on shared storage (NFS, SMB, FUSE buckets: see
+    :mod:`~evflow.sensors.filesystems`) and uses notifications otherwise.
     """
 
     singleton = True  # in a cluster, one instance watches the folder: the leader
@@ -116,7 +119,7 @@ class FileSensor:
         recursive: bool = False,
         settle_s: float = 1.0,
         marker: str | None = None,
-        polling: bool = False,
+        polling: bool | None = None,
         poll_interval_s: float = 1.0,
         event_type: str = "file.arrived",
         ignore: Sequence[str] = (".*", "*.tmp", "*.part", "*~"),
@@ -143,13 +146,23 @@ class FileSensor:
         self.recursive = recursive
         self.settle_s = float(settle_s)
         self.marker = marker
-        self.polling = polling
+        self._polling = polling
+        self._shared: str | None = None  # the shared filesystem found, when polling=None
         self.poll_interval_s = float(poll_interval_s)
         self.event_type = event_type
         self.ignore: tuple[str, ...] = tuple(ignore)
         self._scan = FolderScan(self.name, patterns, self.ignore, recursive, marker)
         self._created = False
         self._emitted: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    @property
+    def polling(self) -> bool:
+        """Whether the folder is polled: as asked, or (by default) when it is on shared
+        storage, looked up again at each call (the folder may be mounted after construction)."""
+        if self._polling is not None:
+            return self._polling
+        self._shared = shared_filesystem(self.path)
+        return self._shared is not None
 
     # -- Sensor protocol --------------------------------------------------------------------
 
@@ -169,6 +182,8 @@ class FileSensor:
             parts.append(f"settled {self.settle_s:g}s")
         if self.polling:
             parts.append(f"polling every {self.poll_interval_s:g}s")
+            if self._shared is not None:
+                parts.append(f"({self._shared}: shared storage)")
         line = ", ".join(parts)
         if self._created:
             line += " (folder created)"
@@ -184,6 +199,7 @@ class FileSensor:
     ) -> None:
         """Watch until cancelled; ``task_status.started()`` once the watcher is live."""
         root = await anyio.to_thread.run_sync(self._prepare_root)
+        polled = await anyio.to_thread.run_sync(lambda: self.polling)
         state = _RunState(root=root)
         stop = anyio.Event()
         changes = awatch(
@@ -192,7 +208,7 @@ class FileSensor:
             debounce=_WATCH_DEBOUNCE_MS,
             step=_WATCH_STEP_MS,
             stop_event=stop,
-            force_polling=True if self.polling else None,
+            force_polling=True if polled else None,
             poll_delay_ms=max(1, round(self.poll_interval_s * 1000)),
             recursive=self.recursive,
             ignore_permission_denied=True,
