@@ -10,6 +10,7 @@ from .events import Event
 from .flows import Flow, flow, task, unmapped
 from .rules import Batch, Correlate, Rule
 from .run.context import get_logger
+from .run.limits import Pool
 from .schedules import Cron, Interval
 from .states import RunState, TaskState
 
@@ -24,6 +25,7 @@ __all__ = [
     "EvflowError",
     "Flow",
     "Interval",
+    "Pool",
     "Rule",
     "RunResult",
     "RunState",

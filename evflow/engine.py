@@ -35,7 +35,7 @@ from .intake import StoreIntake
 from .ownership import Ownership
 from .rules import Rule, RuleSet
 from .rules.loop import RuleLoop
-from .run.limits import Limits, RunGate
+from .run.limits import Limits, Pool, RunGate
 from .run.queue import RunQueue
 from .run.results import RunResult, TaskResult
 from .sensors.schedule import ScheduleSensor
@@ -52,7 +52,9 @@ class Engine:
     """The orchestration engine, embeddable in any asyncio application.
 
     ``store``: a path, ``sqlite:///path`` URL or a :class:`~evflow.store.base.Store`.
-    ``pools``: named pools and their slots. ``max_tasks``: global limit on running tasks.
+    ``pools``: named pools and their slots (a number, or a :class:`~evflow.Pool` for a pool
+    counted across the cluster: ``Pool(4, scope="cluster")``). ``max_tasks``: global limit on
+    running tasks.
     ``max_threads``: limit on threads for sync tasks. ``max_backlog``: events accepted but not
     yet decided on before intake pushes back. ``grace_period_s``: at shutdown, how long
     running tasks may finish before they are cancelled and recorded as interrupted.
@@ -64,7 +66,7 @@ class Engine:
         self,
         store: str | os.PathLike[str] | Store = "evflow.db",
         *,
-        pools: Mapping[str, int] | None = None,
+        pools: Mapping[str, int | Pool] | None = None,
         max_tasks: int | None = None,
         max_threads: int = 40,
         max_backlog: int = 10_000,

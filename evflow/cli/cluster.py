@@ -69,6 +69,15 @@ def render(status: dict[str, Any]) -> str:
             )
     else:
         lines.append("no leases held")
+    held: dict[tuple[str, str], int] = {}
+    for place in status.get("places", []):
+        key = (place["name"], place["instance"])
+        held[key] = held.get(key, 0) + 1
+    if held:
+        lines.append("")
+        lines.append(f"{'PLACES (LIMITS ACROSS THE CLUSTER)':<40} {'INSTANCE':<34} HELD")
+        for (name, instance), n in sorted(held.items()):
+            lines.append(f"{name[:40]:<40} {instance[:34]:<34} {n:>4}")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from ..abc import Accepted
 from ..events import Event
 from ..flows import Flow
 from ..records import AttemptRecord, LogRecord, RunRecord
+from ..run.limits import Pool
 from ..run.queue import new_run, queued_changes
 from ..signals import TaskStateChanged
 from ..store import connect, is_postgres, mask
@@ -196,7 +197,7 @@ class LocalClient:
         from ..service.config import load_config
 
         cfg = load_config(self.project)
-        pools = dict(cfg.pools)
+        pools: dict[str, int | Pool] = dict(cfg.pools)
         for fl in flows:
             for node in fl.nodes.values():
                 if node.options.pool and node.options.pool not in pools:

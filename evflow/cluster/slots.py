@@ -33,28 +33,45 @@ class ClusterSlots:
         self._freed.set()
         self._freed = anyio.Event()
 
+    async def take(
+        self,
+        name: str,
+        places: int,
+        holder: str,
+        n: int = 1,
+        on_wait: Callable[[str], object] | None = None,
+    ) -> list[int]:
+        """Take ``n`` of the ``places`` places of ``name`` for ``holder``, waiting until they
+        are free; ``on_wait(reason)`` is called once if it has to wait."""
+        waited = False
+        while True:
+            freed = self._freed
+            taken = await self.store.take_slots(name, places, self.me, holder, n)
+            if taken:
+                return taken
+            if not waited and on_wait is not None:
+                on_wait(f"all {places} place(s) of {name} are taken across the cluster")
+            waited = True
+            with anyio.move_on_after(POLL_S):
+                await freed.wait()
+
+    async def give(self, name: str, taken: list[int], holder: str) -> None:
+        """Give back places that :meth:`take` returned (shielded: a cancelled holder still
+        gives them back)."""
+        with anyio.CancelScope(shield=True):
+            await self.store.give_slots(name, taken, self.me, holder)
+
     @asynccontextmanager
     async def hold(
         self,
         name: str,
         places: int,
         holder: str,
-        on_wait: Callable[[str], None] | None = None,
-    ) -> AsyncIterator[int]:
+        on_wait: Callable[[str], object] | None = None,
+    ) -> AsyncIterator[list[int]]:
         """Hold one of the ``places`` places of ``name`` for the ``async with`` body."""
-        waited = False
-        while True:
-            freed = self._freed
-            slot = await self.store.take_slot(name, places, self.me, holder)
-            if slot is not None:
-                break
-            if not waited and on_wait is not None:
-                on_wait(f"all {places} place(s) of {name} are taken across the cluster")
-            waited = True
-            with anyio.move_on_after(POLL_S):
-                await freed.wait()
+        taken = await self.take(name, places, holder, 1, on_wait)
         try:
-            yield slot
+            yield taken
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.store.give_slot(name, slot, self.me, holder)
+            await self.give(name, taken, holder)

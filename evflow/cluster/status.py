@@ -52,10 +52,11 @@ async def cluster_status(store: Store, this: str | None = None) -> dict[str, Any
     one machine's store (SQLite), where one instance runs the work under the ``engine`` lease.
     """
     registry = isinstance(store, InstanceRegistry)
-    instances, owned = [], {}
+    instances, owned, places = [], {}, []
     if isinstance(store, InstanceRegistry):
         instances = await store.list_instances()
         owned = await store.runs_by_owner()
+        places = await store.slots_held()
     leases = await store.list_leases()
     return {
         "mode": "cluster" if registry else "single",
@@ -65,4 +66,8 @@ async def cluster_status(store: Store, this: str | None = None) -> dict[str, Any
         "unclaimed_runs": owned.get(None, 0),
         "instances": [jsonable_instance(i, owned.get(i.id, 0)) for i in instances],
         "leases": [jsonable_lease(lease) for lease in leases],
+        "places": [
+            {"name": name, "place": place, "instance": instance, "holder": holder}
+            for name, place, instance, holder in places
+        ],
     }

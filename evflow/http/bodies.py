@@ -55,6 +55,7 @@ __all__ = [
     "Lease",
     "LogPage",
     "OverviewView",
+    "Place",
     "PoolUsage",
     "Pools",
     "RetryRequest",
@@ -237,12 +238,19 @@ class AuditPage(TypedDict):
 class PoolUsage(TypedDict):
     name: str
     capacity: int
-    in_use: int
+    in_use: int  # on this instance
     waiting: int
+    scope: str  # "instance", or "cluster": the capacity is shared across the cluster
 
 
 def pool_usage(p: limits.PoolUsage) -> PoolUsage:
-    return {"name": p.name, "capacity": p.capacity, "in_use": p.in_use, "waiting": p.waiting}
+    return {
+        "name": p.name,
+        "capacity": p.capacity,
+        "in_use": p.in_use,
+        "waiting": p.waiting,
+        "scope": p.scope,
+    }
 
 
 class Pools(TypedDict):
@@ -300,6 +308,15 @@ class Lease(TypedDict):
     expires_at: float
 
 
+class Place(TypedDict):
+    """One place of a limit counted across the cluster, held by a live instance."""
+
+    name: Annotated[str, Meta(description="pool:<name> or max_active_runs:<flow>")]
+    place: int
+    instance: str
+    holder: Annotated[str, Meta(description="the run, or run/task, holding it")]
+
+
 class ClusterView(TypedDict):
     """The instances sharing this service's store and the leases they hold; ``mode`` is
     'single' on a store where instances do not register (SQLite)."""
@@ -311,6 +328,10 @@ class ClusterView(TypedDict):
     unclaimed_runs: Annotated[int, Meta(description="runs handed back, not claimed yet")]
     instances: list[Instance]
     leases: list[Lease]
+    places: Annotated[
+        list[Place],
+        Meta(description="places held across the cluster (max_active_runs, cluster pools)"),
+    ]
 
 
 # -- the live feed ----------------------------------------------------------------------------

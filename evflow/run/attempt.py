@@ -142,7 +142,13 @@ class TaskAttempts:
                 if held is not None:  # the first attempt's slots were taken ahead
                     slots, held = held, None
                 else:
-                    slots = ex.limits.slots(opts.pool, opts.slots, opts.priority, on_wait)
+                    slots = ex.limits.slots(
+                        opts.pool,
+                        opts.slots,
+                        opts.priority,
+                        on_wait,
+                        f"{ex.run.id}/{inst.record.name}" if opts.pool is not None else None,
+                    )
                 outcome = await self._attempt(slots, span)
             if ex.log_buffer:
                 await ex.flush_logs()

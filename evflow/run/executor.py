@@ -371,13 +371,17 @@ class RunExecution:
                     if child.record.state.finished:
                         continue
                     held = await self.limits.hold(
-                        opts.pool, opts.slots, opts.priority, partial(self.blocked, child)
+                        opts.pool,
+                        opts.slots,
+                        opts.priority,
+                        partial(self.blocked, child),
+                        f"{self.run.id}/{child.record.name}" if opts.pool is not None else None,
                     )
                     ahead.add(held)
                     tg.start_soon(self._run_child, node, child, args, kwargs, held, ahead)
         finally:
             for held in ahead:  # spawned but cancelled before they started
-                held.release()
+                await _give_back(held)
         failed = [c.record.name for c in children if c.record.state is not TaskState.SUCCEEDED]
         parent.result = [c.result for c in children]
         parent.update(
@@ -405,7 +409,7 @@ class RunExecution:
         try:
             await TaskAttempts(self, node, inst, args, kwargs).run(held)
         finally:
-            held.release()
+            await _give_back(held)
 
     def apply_branch(self, node: Node, inst: Instance) -> None:
         """A branch task succeeded: the downstream tasks it did not choose are skipped."""
@@ -424,3 +428,13 @@ class RunExecution:
         for d in node.downstream:
             if d.name not in names:
                 self.skipped_edges.add((node.name, d.name))
+
+
+async def _give_back(held: Slots) -> None:
+    """Give back slots taken ahead (idempotent); cluster places take a write, even when
+    cancelled."""
+    if held.holds_places:
+        with anyio.CancelScope(shield=True):
+            await held.aclose()
+    else:
+        held.release()

@@ -1,16 +1,19 @@
 """Task limits: the global task limit, named pools with slots, and the thread limiter.
 
 Every task attempt runs inside ``async with limits.slots(...)``: it takes its pool's slots first,
-then one slot of the global limit (always in that order, so two attempts can never hold one each
-and wait for the other). The slots themselves are :class:`~evflow.run.pools.SlotPool` (strict
-priority order, no CPU while waiting); per-flow active runs are :class:`~evflow.run.gates.RunGate`.
+then, for a pool declared cluster-wide, as many places of the pool across the cluster, then one
+slot of the global limit (always in that order, so two attempts can never hold one each and wait
+for the other). The slots themselves are :class:`~evflow.run.pools.SlotPool` (strict priority
+order, no CPU while waiting); per-flow active runs are :class:`~evflow.run.gates.RunGate`.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
 from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 
@@ -18,7 +21,39 @@ from ..errors import UnknownPoolError
 from .gates import RunGate
 from .pools import OnWait, PoolUsage, SlotPool
 
-__all__ = ["GLOBAL_POOL", "Limits", "PoolUsage", "RunGate", "SlotPool", "Slots"]
+if TYPE_CHECKING:
+    from ..cluster.slots import ClusterSlots
+
+__all__ = ["GLOBAL_POOL", "Limits", "Pool", "PoolUsage", "RunGate", "SlotPool", "Slots"]
+
+Scope = Literal["instance", "cluster"]
+SCOPES: tuple[Scope, ...] = ("instance", "cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A named pool's declaration: its slots, and where they are counted.
+
+    ``scope="instance"`` (the default): each instance has ``slots`` of its own.
+    ``scope="cluster"``: ``slots`` in all across the instances sharing a PostgreSQL store (a
+    warehouse that takes four connections, whichever instance opens them). On one machine's
+    store there is one instance, so both scopes mean the same.
+    """
+
+    slots: int
+    scope: Scope = "instance"
+
+    def __post_init__(self) -> None:
+        if self.slots < 1:
+            raise ValueError(f"a pool needs at least 1 slot, got {self.slots}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"a pool's scope is 'instance' or 'cluster', not {self.scope!r}")
+
+
+def places_name(pool: str) -> str:
+    """The name of a cluster pool's places in the store."""
+    return f"pool:{pool}"
+
 
 GLOBAL_POOL = "<global>"
 """The name of the pool that enforces ``max_tasks``; no named pool may use it."""
@@ -39,11 +74,14 @@ class Slots:
     """The context manager returned by :meth:`Limits.slots`: pool slots first, then global."""
 
     __slots__ = (
+        "_cluster",
         "_global",
         "_global_held",
         "_held",
+        "_holder",
         "_n",
         "_on_wait",
+        "_places",
         "_pool",
         "_pool_held",
         "_priority",
@@ -56,6 +94,8 @@ class Slots:
         n: int,
         priority: int,
         on_wait: OnWait | None,
+        cluster: ClusterSlots | None = None,
+        holder: str | None = None,
     ) -> None:
         self._pool = pool
         self._global = global_pool
@@ -65,6 +105,9 @@ class Slots:
         self._pool_held = False
         self._global_held = False
         self._held = False
+        self._cluster = cluster  # set for a cluster-wide pool in a cluster
+        self._holder = holder
+        self._places: list[int] | None = None  # the cluster places held
 
     async def __aenter__(self) -> None:
         if self._held:
@@ -76,6 +119,20 @@ class Slots:
                     self._on_wait(_pool_reason(pool))
                 await pool.acquire(self._n, self._priority)
             self._pool_held = True
+            if self._cluster is not None:
+                if self._holder is None:
+                    self._holder = uuid.uuid4().hex
+                try:
+                    self._places = await self._cluster.take(
+                        places_name(pool.name),
+                        pool.capacity,
+                        self._holder,
+                        self._n,
+                        self._on_wait,
+                    )
+                except BaseException:
+                    self._release()
+                    raise
         gpool = self._global
         if gpool is not None:
             try:
@@ -84,7 +141,7 @@ class Slots:
                         self._on_wait(_global_reason(gpool))
                     await gpool.acquire(1, self._priority)
             except BaseException:
-                self._release()
+                await self.aclose()
                 raise
             self._global_held = True
         self._held = True
@@ -95,10 +152,32 @@ class Slots:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._places is None:
+            self._release()
+        else:
+            await self.aclose()
+
+    @property
+    def holds_places(self) -> bool:
+        """Whether cluster places are held, which only :meth:`aclose` gives back."""
+        return self._places is not None
+
+    async def aclose(self) -> None:
+        """Give everything back, cluster places included (idempotent; finishes even when
+        cancelled)."""
+        places, self._places = self._places, None
+        if self._global_held:  # the global slot first: nothing here waits on it
+            self._global_held = False
+            assert self._global is not None
+            self._global.release(1)
+        if places is not None:
+            assert self._cluster is not None and self._pool is not None
+            await self._cluster.give(places_name(self._pool.name), places, self._holder or "")
         self._release()
 
     def release(self) -> None:
-        """Give the slots back (idempotent)."""
+        """Give the slots back (idempotent); cluster places need :meth:`aclose`."""
+        assert self._places is None, "cluster places are given back by aclose()"
         self._release()
 
     def _release(self) -> None:
@@ -124,7 +203,7 @@ class Limits:
     def __init__(
         self,
         max_tasks: int | None = None,
-        pools: Mapping[str, int] | None = None,
+        pools: Mapping[str, int | Pool] | None = None,
         max_threads: int = 40,
     ) -> None:
         if max_tasks is not None and max_tasks < 1:
@@ -136,11 +215,26 @@ class Limits:
             SlotPool(GLOBAL_POOL, max_tasks) if max_tasks is not None else None
         )
         self._pools: dict[str, SlotPool] = {}
-        for name, capacity in (pools or {}).items():
+        self._cluster_wide: set[str] = set()  # pools declared with scope="cluster"
+        for name, spec in (pools or {}).items():
             if not name or name == GLOBAL_POOL:
                 raise ValueError(f"invalid pool name {name!r}")
-            self._pools[name] = SlotPool(name, capacity)
+            pool = spec if isinstance(spec, Pool) else Pool(spec)
+            self._pools[name] = SlotPool(name, pool.slots)
+            if pool.scope == "cluster":
+                self._cluster_wide.add(name)
         self.thread_limiter = anyio.CapacityLimiter(max_threads)
+        self._cluster: ClusterSlots | None = None
+
+    def join_cluster(self, places: ClusterSlots | None) -> None:
+        """Count the cluster-wide pools' slots across the cluster, through ``places`` (None:
+        leave the cluster, each pool counted here alone)."""
+        self._cluster = places
+
+    def scope(self, name: str) -> Scope:
+        """Where a named pool's slots are counted."""
+        self.pool(name)
+        return "cluster" if name in self._cluster_wide else "instance"
 
     @property
     def pools(self) -> Mapping[str, SlotPool]:
@@ -179,30 +273,44 @@ class Limits:
             )
 
     def slots(
-        self, pool: str | None, slots: int = 1, priority: int = 0, on_wait: OnWait | None = None
-    ) -> AbstractAsyncContextManager[None]:
+        self,
+        pool: str | None,
+        slots: int = 1,
+        priority: int = 0,
+        on_wait: OnWait | None = None,
+        holder: str | None = None,
+    ) -> Slots:
         """Hold ``slots`` of ``pool`` (if any) and one global slot for the ``async with`` body.
 
-        The named pool is taken first, then the global limit; both are released on exit however
-        the body ends. ``on_wait(reason)`` is called once for each of the two it has to wait on.
+        The named pool is taken first (for a cluster-wide pool in a cluster, its places across
+        the cluster next, held by ``holder``), then the global limit; all are released on exit
+        however the body ends. ``on_wait(reason)`` is called once for each it has to wait on.
         """
-        named = self.pool(pool) if pool is not None else None
-        if named is not None:
-            named._validate(slots)
-        return Slots(named, self.global_pool, slots, priority, on_wait)
+        if pool is None:
+            return Slots(None, self.global_pool, slots, priority, on_wait)
+        named = self.pool(pool)
+        named._validate(slots)
+        cluster = self._cluster if pool in self._cluster_wide else None
+        return Slots(named, self.global_pool, slots, priority, on_wait, cluster, holder)
 
     async def hold(
-        self, pool: str | None, slots: int = 1, priority: int = 0, on_wait: OnWait | None = None
+        self,
+        pool: str | None,
+        slots: int = 1,
+        priority: int = 0,
+        on_wait: OnWait | None = None,
+        holder: str | None = None,
     ) -> Slots:
         """Take the slots now and return them held: entering the result with ``async with``
-        uses them and leaving it releases them; ``release()`` gives them back unused."""
-        held = self.slots(pool, slots, priority, on_wait)
-        assert isinstance(held, Slots)
+        uses them and leaving it releases them; ``aclose()`` gives them back unused."""
+        held = self.slots(pool, slots, priority, on_wait, holder)
         await held.__aenter__()
         return held
 
     def snapshot(self) -> list[PoolUsage]:
-        """Usage of the global limit (if any) and every named pool."""
+        """Usage of the global limit (if any) and every named pool, on this instance."""
         out = [self.global_pool.usage()] if self.global_pool is not None else []
-        out.extend(p.usage() for p in self._pools.values())
+        for name, p in self._pools.items():
+            usage = p.usage()
+            out.append(replace(usage, scope="cluster") if name in self._cluster_wide else usage)
         return out

@@ -35,6 +35,7 @@ class PoolUsage:
     capacity: int
     in_use: int
     waiting: int
+    scope: str = "instance"  # "cluster": the capacity is shared by every instance on the store
 
 
 class _Waiter:

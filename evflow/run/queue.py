@@ -129,6 +129,7 @@ class RunQueue:
         self.stopping = False
         self._shared, self.instance_id = None, None
         self.capacity, self.slots, self.freed = None, None, lambda: None
+        self.limits.join_cluster(None)
 
     @property
     def store(self) -> Store:

@@ -18,10 +18,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, cast, get_args, get_type_hints
 
 from ..errors import ConfigError
 from ..http.proxies import proxy_networks
+from ..run.limits import SCOPES, Pool, Scope
 from ..sensors.signatures import SCHEMES
 from ..store.urls import is_postgres, sqlite_path
 
@@ -146,7 +147,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
-    pools: dict[str, int] = field(default_factory=dict)
+    pools: dict[str, Pool] = field(default_factory=dict)
     webhooks: dict[str, WebhookConfig] = field(default_factory=dict)
     alerts: list[AlertSink] = field(default_factory=list)
     source: str = "(defaults)"
@@ -280,6 +281,39 @@ def pool_slots(value: Any, where: str) -> int:
     return int(_number(value, int, where, _RANGES["pools"]))
 
 
+_POOL_FORMS = 'a number of slots, or a table such as { slots = 4, scope = "cluster" }'
+
+
+def pool_spec(value: Any, where: str) -> Pool:
+    """A pool's declaration from ``evflow.toml``: ``name = 4`` or
+    ``name = { slots = 4, scope = "cluster" }``."""
+    if not isinstance(value, dict):
+        return Pool(pool_slots(value, where))
+    unknown = sorted(set(value) - {"slots", "scope"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known keys: slots, scope")
+    if "slots" not in value:
+        raise ConfigError(f"{where}: missing slots; expected {_POOL_FORMS}")
+    return Pool(pool_slots(value["slots"], f"{where}.slots"), _scope(value.get("scope"), where))
+
+
+def pool_from_env(value: str, var: str) -> Pool:
+    """A pool's declaration from ``EVFLOW_POOLS_<NAME>``: ``4`` or ``4:cluster``."""
+    slots, _, scope = value.partition(":")
+    return Pool(pool_slots(slots, var), _scope(scope or None, var))
+
+
+def _scope(value: Any, where: str) -> Scope:
+    if value is None:
+        return "instance"
+    if value not in SCOPES:
+        raise ConfigError(
+            f"{where}: scope {value!r} is not one of {', '.join(map(repr, SCOPES))} "
+            "(cluster: the slots are shared by every instance on the store)"
+        )
+    return cast(Scope, value)
+
+
 def _apply_section(obj: Any, values: Mapping[str, Any], where: str, section: str) -> None:
     names = {f.name for f in fields(obj)}
     for key, value in values.items():
@@ -317,7 +351,7 @@ def load_config(
         elif key == "pools":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: expected a table of name = slots")
-            cfg.pools = {str(k): pool_slots(v, f"{where}.{k}") for k, v in value.items()}
+            cfg.pools = {str(k): pool_spec(v, f"{where}.{k}") for k, v in value.items()}
         elif key == "webhooks":
             for name, wh in value.items():
                 hook = WebhookConfig()
@@ -381,7 +415,7 @@ def _apply_env(cfg: Config, env: Mapping[str, str]) -> None:
             if rest in {f.name for f in fields(obj)}:
                 setattr(obj, rest, setting(section, rest, value, var))
         elif section == "pools":
-            cfg.pools[rest] = pool_slots(value, var)
+            cfg.pools[rest] = pool_from_env(value, var)
         elif section == "webhooks":
             name, _, key = rest.rpartition("_")
             if name and key in ("secret", "token", "scheme"):

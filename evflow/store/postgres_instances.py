@@ -117,20 +117,28 @@ _GONE = (
     "NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = {row}.instance "
     "AND i.stopped_at IS NULL AND i.heartbeat_at >= now() - make_interval(secs => i.ttl_s))"
 )
-_TAKE_SLOT = f"""
+# All ``n`` places or none: a holder never waits while holding some (no two holders can each
+# hold part of what the other needs). Racing takers may still leave it fewer; it gives those back.
+_TAKE_SLOTS = f"""
 WITH free AS (
     SELECT s FROM generate_series(0, %(places)s - 1) AS s
     LEFT JOIN slots x ON x.name = %(name)s AND x.slot = s
     WHERE x.slot IS NULL OR {_GONE.format(row="x")}
-    ORDER BY s LIMIT 1
+    ORDER BY s LIMIT %(n)s
+), enough AS (
+    SELECT s FROM free WHERE (SELECT count(*) FROM free) = %(n)s
 )
 INSERT INTO slots AS t (name, slot, instance, holder)
-SELECT %(name)s, s, %(me)s, %(holder)s FROM free
+SELECT %(name)s, s, %(me)s, %(holder)s FROM enough
 ON CONFLICT (name, slot) DO UPDATE
     SET instance = excluded.instance, holder = excluded.holder, taken_at = now()
     WHERE {_GONE.format(row="t")}
 RETURNING slot
 """
+_GIVE_SLOTS = (
+    "WITH changed AS (DELETE FROM slots WHERE name = %s AND slot = ANY(%s::int[]) "
+    f"AND instance = %s AND holder = %s RETURNING slot) {_NOTIFY_RUNS}"
+)
 _TAKE_OVER = f"""
 UPDATE instances SET stopped_at = now(), taken_over_by = %s
 WHERE stopped_at IS NULL AND id <> %s
@@ -217,21 +225,34 @@ class PostgresRunOwnership:
             return None, False
         return (None if rows[0][0] is None else str(rows[0][0])), bool(rows[0][1])
 
-    async def take_slot(self: _Access, name: str, places: int, me: str, holder: str) -> int | None:
-        """Take one of the ``places`` places of ``name`` for ``holder`` on instance ``me``;
-        the place taken, or None when all are held by live instances."""
+    async def take_slots(
+        self: _Access, name: str, places: int, me: str, holder: str, n: int = 1
+    ) -> list[int]:
+        """Take ``n`` of the ``places`` places of ``name`` for ``holder`` on instance ``me``:
+        the places taken, or an empty list when fewer than ``n`` are free of live instances."""
         rows = await self._write_read(
-            _TAKE_SLOT, {"name": name, "places": places, "me": me, "holder": holder}
+            _TAKE_SLOTS, {"name": name, "places": places, "n": n, "me": me, "holder": holder}
         )
-        return int(rows[0][0]) if rows else None
+        taken = sorted(int(r[0]) for r in rows)
+        if len(taken) < n:
+            if taken:  # another instance took some of them in the same instant
+                await self._write_read(_GIVE_SLOTS, (name, taken, me, holder))
+            return []
+        return taken
 
-    async def give_slot(self: _Access, name: str, slot: int, me: str, holder: str) -> None:
-        """Give a place back; instances waiting for one are told."""
-        await self._write_read(
-            "WITH changed AS (DELETE FROM slots WHERE name = %s AND slot = %s AND instance = %s "
-            f"AND holder = %s RETURNING slot) {_NOTIFY_RUNS}",
-            (name, slot, me, holder),
+    async def give_slots(
+        self: _Access, name: str, slots: Sequence[int], me: str, holder: str
+    ) -> None:
+        """Give places back; instances waiting for one are told."""
+        await self._write_read(_GIVE_SLOTS, (name, list(slots), me, holder))
+
+    async def slots_held(self: _Access) -> list[tuple[str, int, str, str]]:
+        """The places held by live instances: (name, place, instance, holder)."""
+        rows = await self._read(
+            "SELECT name, slot, instance, holder FROM slots x "
+            f"WHERE NOT ({_GONE.format(row='x')}) ORDER BY name, slot"
         )
+        return [(str(r[0]), int(r[1]), str(r[2]), str(r[3])) for r in rows]
 
     async def runs_by_owner(self: _Access) -> dict[str | None, int]:
         """Unfinished runs per owning instance (None: handed back, waiting for a claim)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from evflow import Pool
 from evflow.errors import ConfigError
 from evflow.service.config import load_config
 
@@ -29,6 +30,16 @@ def config_with(tmp_path: Path, toml: str, env: dict[str, str] | None = None) ->
         ("[kafka]\nfetch_max_wait_ms = -1", "[kafka].fetch_max_wait_ms: -1 is out of range"),
         ("[pools]\nwarehouse = 0", "[pools].warehouse: 0 is out of range; use a whole number"),
         ('[pools]\nwarehouse = "two"', "[pools].warehouse: 'two' is not a whole number"),
+        ("[pools]\nwarehouse = { slots = 0 }", "[pools].warehouse.slots: 0 is out of range"),
+        ('[pools]\nwarehouse = { scope = "cluster" }', "[pools].warehouse: missing slots"),
+        (
+            '[pools]\nwarehouse = { slots = 2, scope = "global" }',
+            "[pools].warehouse: scope 'global' is not one of 'instance', 'cluster'",
+        ),
+        (
+            "[pools]\nwarehouse = { slots = 2, size = 3 }",
+            "[pools].warehouse: unknown key 'size'; known keys: slots, scope",
+        ),
     ],
 )
 def test_a_bad_number_in_evflow_toml_names_the_key(tmp_path: Path, toml: str, message: str) -> None:
@@ -44,6 +55,7 @@ def test_a_bad_number_in_evflow_toml_names_the_key(tmp_path: Path, toml: str, me
         ("EVFLOW_HTTP_PORT", "80.5", "EVFLOW_HTTP_PORT: '80.5' is not a whole number"),
         ("EVFLOW_ENGINE_MAX_TASKS", "none", "EVFLOW_ENGINE_MAX_TASKS: 'none' is not a whole"),
         ("EVFLOW_POOLS_WAREHOUSE", "-2", "EVFLOW_POOLS_WAREHOUSE: '-2' is out of range"),
+        ("EVFLOW_POOLS_WAREHOUSE", "2:all", "EVFLOW_POOLS_WAREHOUSE: scope 'all' is not one"),
     ],
 )
 def test_a_bad_number_in_the_environment_names_the_variable(
@@ -71,4 +83,16 @@ def test_good_numbers_from_toml_and_environment(tmp_path: Path) -> None:
     assert (cfg.engine.max_tasks, cfg.engine.max_threads) == (8, 7)
     assert cfg.engine.grace_period_s == 2.0 and isinstance(cfg.engine.grace_period_s, float)
     assert cfg.kafka.fetch_max_wait_ms is None
-    assert cfg.pools == {"w": 3, "x": 2}
+    assert cfg.pools == {"w": Pool(3), "x": Pool(2)}
+
+
+def test_a_pool_counted_across_the_cluster(tmp_path: Path) -> None:
+    (tmp_path / "evflow.toml").write_text(
+        '[pools]\nwarehouse = { slots = 4, scope = "cluster" }\nlocal = { slots = 2 }\n'
+    )
+    cfg = load_config(tmp_path, env={"EVFLOW_POOLS_API": "3:cluster"})
+    assert cfg.pools == {
+        "warehouse": Pool(4, "cluster"),
+        "local": Pool(2, "instance"),
+        "api": Pool(3, "cluster"),
+    }

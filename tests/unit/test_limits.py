@@ -13,7 +13,7 @@ import pytest
 from anyio.lowlevel import checkpoint
 
 from evflow.errors import UnknownPoolError
-from evflow.run.limits import GLOBAL_POOL, Limits, PoolUsage, RunGate, SlotPool
+from evflow.run.limits import GLOBAL_POOL, Limits, Pool, PoolUsage, RunGate, SlotPool
 
 TIMEOUT = 5
 
@@ -606,3 +606,25 @@ async def test_slots_taken_ahead_are_used_once_and_released_once() -> None:
     assert (db.in_use, glob.in_use) == (0, 0)
     async with limits.slots("db", 2):
         assert db.in_use == 2
+
+
+def test_a_pool_is_declared_with_its_slots_and_scope() -> None:
+    limits = Limits(pools={"plain": 2, "local": Pool(3), "shared": Pool(4, scope="cluster")})
+    assert [(p.name, p.capacity, p.scope) for p in limits.snapshot()] == [
+        ("plain", 2, "instance"),
+        ("local", 3, "instance"),
+        ("shared", 4, "cluster"),
+    ]
+    assert (limits.scope("plain"), limits.scope("shared")) == ("instance", "cluster")
+    with pytest.raises(ValueError, match="scope is 'instance' or 'cluster', not 'all'"):
+        Pool(2, scope="all")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least 1 slot"):
+        Pool(0)
+
+
+async def test_outside_a_cluster_a_cluster_pool_counts_here() -> None:
+    """One machine's store has one instance: the pool's slots are this instance's."""
+    limits = Limits(pools={"shared": Pool(1, scope="cluster")})
+    async with limits.slots("shared"):
+        assert not limits.pool("shared").try_acquire(1)
+    assert limits.pool("shared").in_use == 0

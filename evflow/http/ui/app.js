@@ -530,10 +530,11 @@ class PoolsView {
 
   render(data) {
     const pools = data.pools ?? [];
-    const bar = (name, inUse, capacity, waiting, testid) => {
+    const bar = (name, inUse, capacity, waiting, testid, scope) => {
       const pct = capacity ? Math.min(100, (inUse / capacity) * 100) : 0;
       return h("div", { class: "pool", testid },
         h("div", { class: "pool-head" }, h("strong", {}, name === "<global>" ? "All tasks (global limit)" : name),
+          scope === "cluster" ? h("span", { class: "pill", title: "the slots are shared by every instance on the store; the bar shows this instance's" }, "cluster-wide") : null,
           h("span", { class: "pool-numbers" }, `${inUse} / ${capacity ?? "∞"} in use`,
             waiting ? h("span", { class: "pill status-waiting" }, `${waiting} waiting`) : h("span", { class: "muted" }, " · none waiting"))),
         h("div", { class: ["bar", pct >= 100 ? "full" : pct >= 75 ? "high" : null], role: "progressbar",
@@ -541,7 +542,7 @@ class PoolsView {
         barFill(pct)));
     };
     fill(this.body, h("h2", {}, "Pools"), pools.length
-      ? h("div", { class: "pools", testid: "pools" }, pools.map((p) => bar(p.name, p.in_use ?? 0, p.capacity, p.waiting ?? 0, `pool-${p.name}`)))
+      ? h("div", { class: "pools", testid: "pools" }, pools.map((p) => bar(p.name, p.in_use ?? 0, p.capacity, p.waiting ?? 0, `pool-${p.name}`, p.scope)))
       : empty("No pools are configured.", "Pools limit how many tasks share a resource: set them with Engine(pools={\"warehouse\": 2}) or in the configuration file, and give tasks pool=\"warehouse\"."));
     const flows = data.flows ?? [];
     fill(this.extra, 

@@ -15,10 +15,12 @@ export class ClusterView {
     this.summary = h("p", { class: "muted", testid: "cluster-summary" }, "Loading…");
     this.instances = h("div", { class: "card" });
     this.leases = h("div", { class: "card" });
+    this.places = h("div", { class: "card" });
     appendAll(root,
       h("div", { class: "page-header" }, h("div", {}, h("h1", {}, "Cluster"),
         h("p", { class: "muted" }, "The evflow instances sharing this store, and who holds what."))),
-      this.summary, h("h2", {}, "Instances"), this.instances, h("h2", {}, "Leases"), this.leases);
+      this.summary, h("h2", {}, "Instances"), this.instances, h("h2", {}, "Leases"), this.leases,
+      h("h2", {}, "Places held across the cluster"), this.places);
     this.refresh();
     this.timer = setInterval(() => this.refresh(), REFRESH_MS);
   }
@@ -70,6 +72,17 @@ export class ClusterView {
         h("tbody", {}, c.leases.map((l) => h("tr", {},
           h("td", {}, l.name), h("td", { class: "mono" }, l.owner), h("td", { class: "num" }, String(l.epoch)),
           h("td", {}, l.expires_at > now ? `${Math.round(l.expires_at - now)} s` : "expired"))))));
+    }
+    const places = c.places ?? [];
+    if (places.length === 0) {
+      fill(this.places, empty("No place is held.",
+        "Cluster pools and max_active_runs take places here while tasks and runs hold them.", "places-empty"));
+    } else {
+      fill(this.places, h("table", { class: "table", testid: "cluster-places" },
+        h("thead", {}, h("tr", {}, ["Limit", "Place", "Instance", "Holder"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, places.map((p) => h("tr", {},
+          h("td", {}, p.name), h("td", { class: "num" }, String(p.place)),
+          h("td", { class: "mono" }, p.instance), h("td", { class: "mono" }, p.holder))))));
     }
   }
 }
