@@ -85,6 +85,7 @@ class Membership:
 
     async def join(self) -> InstanceRecord:
         """Register this instance (its id, host, pid, version and HTTP address)."""
+        sent = time.monotonic()
         self.record = await self.registry.register_instance(
             self.id,
             host=self.host,
@@ -93,7 +94,7 @@ class Membership:
             http=self.http,
             ttl_s=self.options.ttl_s,
         )
-        self._last_beat = time.monotonic()
+        self._last_beat = sent
         log.info(
             "instance %s joined the cluster on %s (heartbeat every %gs, dead after %gs)",
             self.id,
@@ -102,6 +103,23 @@ class Membership:
             self.options.ttl_s,
         )
         return self.record
+
+    def current(self) -> bool:
+        """Whether the others surely count this instance alive: its last heartbeat was sent
+        less than the TTL ago (less half a heartbeat, for margin). An instance whose loop or
+        database stalled past that may have been taken over: it starts no task until a
+        heartbeat lands again, or it learns that it is out."""
+        opts = self.options
+        age = time.monotonic() - self._last_beat
+        return self._lost is None and age < opts.ttl_s - opts.heartbeat_s / 2
+
+    async def until_current(self) -> None:
+        """Return once :meth:`current` holds; while it does not, wait (an instance found out
+        of the cluster stops, which cancels the wait)."""
+        # Polled: the heartbeat thread changes what current() sees, and an anyio.Event cannot
+        # be set from another thread.
+        while not self.current():  # noqa: ASYNC110
+            await anyio.sleep(self.options.heartbeat_s / 4)
 
     async def advertise(self, http: str) -> None:
         """Record where this instance's HTTP API answers (known once its port is bound)."""
@@ -176,6 +194,7 @@ class Membership:
                         )
                         ms = int(opts.heartbeat_s * 1000)
                         conn.execute(f"SET statement_timeout = {ms}")
+                    sent = time.monotonic()  # the row's time is at or after this
                     beat = heartbeat(conn, self.id)
                 except psycopg.Error as exc:
                     if conn is not None:
@@ -200,7 +219,7 @@ class Membership:
                     )
                     return
                 self.beats += 1
-                self._last_beat = time.monotonic()
+                self._last_beat = sent
         finally:
             if conn is not None:
                 conn.close()

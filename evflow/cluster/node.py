@@ -77,6 +77,7 @@ class ClusterNode:
         self.store.fence_as(self.membership.id)
         self.runs.join_cluster(self.store, self.membership.id)
         self.runs.slots = self.slots
+        self.runs.live = self.membership
         self.runs.limits.join_cluster(self.slots)  # cluster-wide pools count here
         if self.serving:
             self.runs.capacity = self.membership.options.max_runs

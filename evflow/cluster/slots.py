@@ -46,7 +46,8 @@ class ClusterSlots:
         waited = False
         while True:
             freed = self._freed
-            taken = await self.store.take_slots(name, places, self.me, holder, n)
+            with anyio.CancelScope(shield=True):  # taken, then cancelled: still returned
+                taken = await self.store.take_slots(name, places, self.me, holder, n)
             if taken:
                 return taken
             if not waited and on_wait is not None:

@@ -172,6 +172,9 @@ class TaskAttempts:
         ex = self.ex
         try:
             async with slots:
+                live = ex.live
+                if live is not None and not live.current():
+                    await live.until_current()  # stalled past the TTL: maybe taken over
                 await self._start()
                 if span is not None:
                     span.set_attribute("evflow.attempt", self.inst.record.attempt)

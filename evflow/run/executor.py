@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -42,6 +42,15 @@ log = logging.getLogger("evflow.executor")
 _MID_ATTEMPT = (TaskState.RUNNING, TaskState.WAITING, TaskState.RETRYING)
 
 
+class Liveness(Protocol):
+    """An instance of a cluster, asked before each task try starts: could the others have
+    counted it dead (its loop or database stalled past its TTL) and taken its work over?"""
+
+    def current(self) -> bool: ...
+
+    async def until_current(self) -> None: ...
+
+
 class RunExecution:
     """Executes one run of ``flow`` to its end (or until cancelled)."""
 
@@ -55,8 +64,10 @@ class RunExecution:
         signals: Signals,
         clock: Clock,
         log_level: int = logging.INFO,
+        live: Liveness | None = None,
     ) -> None:
         self.run = run
+        self.live = live  # in a cluster: no task starts unless this instance is surely alive
         self.flow = flow
         self.ledger = Ledger(store, run.id)
         self.limits = limits

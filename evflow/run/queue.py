@@ -34,7 +34,7 @@ from ..signals import RunStateChanged, Signals
 from ..states import RunState, TaskState
 from ..store import writes
 from ..store.base import Store
-from .executor import RunExecution
+from .executor import Liveness, RunExecution
 from .limits import Limits, RunGate
 from .new_runs import (
     new_run,
@@ -95,6 +95,7 @@ class RunQueue:
         self.capacity: int | None = None
         self.freed: Callable[[], None] = lambda: None
         self.slots: ClusterSlots | None = None  # max_active_runs across the cluster
+        self.live: Liveness | None = None  # this instance's membership of a cluster
 
     def join_cluster(self, store: InstanceRegistry, instance_id: str) -> None:
         """From now on this queue is instance ``instance_id`` of a cluster sharing ``store``."""
@@ -129,6 +130,7 @@ class RunQueue:
         self.stopping = False
         self._shared, self.instance_id = None, None
         self.capacity, self.slots, self.freed = None, None, lambda: None
+        self.live = None
         self.limits.join_cluster(None)
 
     @property
@@ -372,6 +374,7 @@ class RunQueue:
                         signals=self.signals,
                         clock=self.clock,
                         log_level=self.log_level,
+                        live=self.live,
                     )
                     active.execution = execution
                     if active.cancel_reason is not None:

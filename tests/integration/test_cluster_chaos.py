@@ -11,6 +11,7 @@ import itertools
 import os
 import random
 import signal
+import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -31,6 +32,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 WORK_PY = """
 import os
+import time
 from pathlib import Path
 
 from evflow import Interval, flow, task
@@ -38,10 +40,18 @@ from evflow import Interval, flow, task
 WORK = Path(os.environ["WORK"])
 
 
-@task
+def held(what: str, key: str) -> None:
+    with (WORK / "pool.log").open("a") as f:
+        f.write(f"{what} {time.time()!r} {os.getpid()} {key}\\n")
+
+
+@task(pool="warehouse")
 def note(source: str, key: str) -> str:
+    held("start", f"{source} {key}")
+    time.sleep(0.1)
     with (WORK / "handled.log").open("a") as f:
         f.write(f"{source} {key} {os.getpid()}\\n")
+    held("end", f"{source} {key}")
     return key
 
 
@@ -87,6 +97,10 @@ def project(root: Path) -> Path:
         [cluster]
         heartbeat_s = 0.3
         ttl_s = 2
+        max_runs = 3  # the leader creates the runs: the rest spread to the others
+
+        [pools]
+        warehouse = { slots = 2, scope = "cluster" }
         """,
     )
     write(root / "flows" / "__init__.py", "")
@@ -117,6 +131,32 @@ def taken_over(url: str, pid: int) -> bool:
 def leader_pid(url: str) -> int | None:
     rows = query(url, "SELECT pid FROM leases WHERE name = 'leader' AND expires_at > now()")
     return int(str(rows[0][0])) if rows else None
+
+
+POOL_SLOTS = 2
+
+
+def most_at_once(log: str, frozen: tuple[int, float, float] | None) -> int:
+    """The most tries of the pool's task running at one time across the instances, from the
+    start and end lines they wrote. A try without an end was killed with its instance; a try of
+    the instance ``frozen`` (pid, from, to) that spans its stall is left out: its place was
+    free to others while it was stopped, and it ends without running on."""
+    open_: dict[tuple[str, str], list[float]] = {}
+    edges: list[tuple[float, int]] = []
+    for line in log.splitlines():
+        what, at, pid, key = line.split(" ", 3)
+        if what == "start":
+            open_.setdefault((pid, key), []).append(float(at))
+            continue
+        begun, ended = open_[(pid, key)].pop(0), float(at)
+        if frozen is not None and int(pid) == frozen[0] and begun < frozen[2] and ended > frozen[1]:
+            continue
+        edges += [(begun, 1), (ended, -1)]
+    running = peak = 0
+    for _, step in sorted(edges):  # an end sorts before a start at the same instant
+        running += step
+        peak = max(peak, running)
+    return peak
 
 
 class Load:
@@ -209,6 +249,7 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
 
         # An instance stalls past its TTL: the others take its work; woken, it stops.
         stalled = services[0]
+        stopped_at = time.time()
         os.kill(stalled.process.pid, signal.SIGSTOP)
         try:
             # The others declare it dead once it is silent past its TTL, then take more load.
@@ -219,6 +260,7 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
             await load.all(services[1:])
         finally:
             os.kill(stalled.process.pid, signal.SIGCONT)
+            woken_at = time.time()
         with anyio.fail_after(30):
             assert await stalled.process.wait() != 0
         services = services[1:]
@@ -275,3 +317,8 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
         "SELECT params->>'scheduled_time', count(*) FROM runs WHERE flow = 'tick' GROUP BY 1",
     )
     assert ticks and all(n == 1 for _, n in ticks)
+    # The cluster pool's slots were never exceeded, across the three instances...
+    log = (root / "pool.log").read_text()
+    assert most_at_once(log, (stalled.process.pid, stopped_at, woken_at)) <= POOL_SLOTS
+    # ...and were used: the count above is not zero for want of tries.
+    assert log.count("start ") >= inputs
