@@ -27,6 +27,7 @@ class ClusterSlots:
         self.store = store
         self.me = me
         self._freed = anyio.Event()
+        self.held: dict[str, int] = {}  # places this instance holds now, by name (metrics)
 
     def freed(self) -> None:
         """A place may have been given back somewhere: waiting holders look again."""
@@ -49,6 +50,7 @@ class ClusterSlots:
             with anyio.CancelScope(shield=True):  # taken, then cancelled: still returned
                 taken = await self.store.take_slots(name, places, self.me, holder, n)
             if taken:
+                self.held[name] = self.held.get(name, 0) + len(taken)
                 return taken
             if not waited and on_wait is not None:
                 on_wait(f"all {places} place(s) of {name} are taken across the cluster")
@@ -61,6 +63,7 @@ class ClusterSlots:
         gives them back)."""
         with anyio.CancelScope(shield=True):
             await self.store.give_slots(name, taken, self.me, holder)
+        self.held[name] -= len(taken)
 
     @asynccontextmanager
     async def hold(

@@ -166,6 +166,15 @@ class _EngineCollector(Collector):
                 "1 while this instance holds the leader lease (decides events, runs schedules)",
                 value=1.0 if node.is_leader else 0.0,
             )
+            places = GaugeMetricFamily(
+                "evflow_cluster_places_held",
+                "Places of limits counted across the cluster (cluster pools, max_active_runs) "
+                "that this instance holds",
+                labels=["limit"],
+            )
+            for name, n in sorted(node.slots.held.items()):
+                places.add_metric([name], float(n))
+            yield places
             yield CounterMetricFamily(
                 "evflow_cluster_runs_adopted",
                 "Runs this instance claimed from dead instances or from others' overflow",

@@ -204,5 +204,8 @@ async def test_cluster_pools_show_in_the_api_and_evflow_cluster(
         assert code == 0, err
         row = next(line for line in out.splitlines() if line.startswith("pool:warehouse"))
         assert row.split()[-1] == "1"
+        async with httpx.AsyncClient(base_url=base) as http:
+            metrics = (await http.get("/metrics")).text
+        assert 'evflow_cluster_places_held{limit="pool:warehouse"} 1.0' in metrics
         release["event"].set()
         assert (await engine.wait(run_id)).state is RunState.SUCCEEDED
