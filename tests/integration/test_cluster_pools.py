@@ -9,12 +9,15 @@ from pathlib import Path
 import anyio
 import httpx
 import psycopg
+from playwright.async_api import expect
 
 from evflow import Engine, Pool, RunState, flow, task
 from evflow.cluster import ClusterOptions
 from evflow.http.bodies import ClusterView, Place
+from tests.integration.browser import chromium
 from tests.integration.test_service import clean_env, evflow
-from tests.integration.test_ui_browser import served
+from tests.integration.test_ui_browser import screenshot, served
+from tests.integration.test_ui_views import open_page
 from tests.observers import until
 
 FAST = ClusterOptions(heartbeat_s=0.1, ttl_s=3.0)
@@ -209,3 +212,22 @@ async def test_cluster_pools_show_in_the_api_and_evflow_cluster(
         assert 'evflow_cluster_places_held{limit="pool:warehouse"} 1.0' in metrics
         release["event"].set()
         assert (await engine.wait(run_id)).state is RunState.SUCCEEDED
+
+
+async def test_the_cluster_page_lists_the_places_held(postgres_url: str) -> None:
+    reset()
+    engine = instance(postgres_url, Pool(2, scope="cluster"))
+    async with engine, served(engine) as base, chromium() as browser:
+        page, problems = await open_page(browser, base, "/cluster")
+        await expect(page.get_by_test_id("places-empty")).to_be_visible()
+        run_id = await engine.submit(loads, n=1)
+        await until(lambda: anyio.to_thread.run_sync(lambda: len(running) == 1))
+        table = page.get_by_test_id("cluster-places")
+        await expect(table).to_contain_text("pool:warehouse")  # refreshed live
+        await expect(table).to_contain_text(f"{run_id}/load")
+        pools, _ = await open_page(browser, base, "/pools")
+        await expect(pools.get_by_test_id("pool-warehouse")).to_contain_text("cluster-wide")
+        await screenshot(page, "cluster-places.png")
+        release["event"].set()
+        assert (await engine.wait(run_id)).state is RunState.SUCCEEDED
+        assert problems == []
