@@ -3,7 +3,10 @@ Kafka consumer group, under a mixed load: webhooks to every instance (some re-se
 same delivery id), Kafka records, files, and a schedule firing every second. The leader is
 SIGKILLed and started again, another instance is SIGSTOPped past its TTL and woken, and the
 listener connections are terminated. Then, from the store: every input gave exactly one event,
-every event exactly one run, every fire time one event, and every run succeeded."""
+every event exactly one run, every fire time one event, and every run succeeded; a task ran
+twice only where its instance died or stalled while running it; the stalled instance wrote
+nothing after its takeover; and a pool of two slots shared across the cluster never had more
+than two tries running at once."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.brokers import KafkaBroker
+from tests.integration.test_cluster_faults import last_write_after_takeover
 from tests.integration.test_service import Service, clean_env, serving, write
 from tests.observers import until
 from tests.postgres import server_of
@@ -243,6 +247,7 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
         leader.process.send_signal(signal.SIGKILL)
         await leader.process.wait()
         services = [s for s in services if s is not leader]
+        died = {pid}
         await load.all(services)
         services.append(await start())
         await load.all(services)
@@ -264,6 +269,7 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
         with anyio.fail_after(30):
             assert await stalled.process.wait() != 0
         services = services[1:]
+        died.add(stalled.process.pid)
 
         # The listeners lose their connections: the polls behind them still find the work.
         name = urlsplit(postgres_url).path.lstrip("/")
@@ -317,6 +323,17 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
         "SELECT params->>'scheduled_time', count(*) FROM runs WHERE flow = 'tick' GROUP BY 1",
     )
     assert ticks and all(n == 1 for _, n in ticks)
+    # A task ran twice only where an instance died (or stalled) while running it...
+    ran: dict[str, list[int]] = {}
+    for line in (root / "handled.log").read_text().splitlines():
+        what, by = line.rsplit(" ", 1)
+        ran.setdefault(what, []).append(int(by))
+    again = {k: pids for k, pids in ran.items() if len(pids) > 1}
+    assert all(set(pids) & died for pids in again.values()), again
+    # ...and nothing the stalled instance wrote landed after it was taken over: its audit
+    # chain (the one it opened, by its pid) ends before that moment.
+    taken_at, last_write = last_write_after_takeover(postgres_url, stalled.process.pid)
+    assert last_write < taken_at
     # The cluster pool's slots were never exceeded, across the three instances...
     log = (root / "pool.log").read_text()
     assert most_at_once(log, (stalled.process.pid, stopped_at, woken_at)) <= POOL_SLOTS
