@@ -104,13 +104,21 @@ class Adoption:
         claimed = await self.store.claim_runs(
             me, sorted(self.flows()), min(CLAIM_BATCH, self.runs.room())
         )
-        runs = [
-            await self.runs.store.get_run(rid) for rid in claimed if not self.runs.is_active(rid)
-        ]
+        runs, own = [], set()
+        for rid, epoch in claimed.items():
+            if self.runs.is_active(rid):
+                continue
+            kept = self.runs.reclaimed(rid, epoch)  # its own overflow: no need to read it
+            if kept is not None:
+                own.add(rid)
+            runs.append(kept or await self.runs.store.get_run(rid))
         # In the order they were queued, highest priority first: the run gates admit them so.
         for run in sorted(runs, key=lambda r: (-r.priority, r.created_at)):
-            log.info("adopting run %s of flow %r (epoch %d)", run.id, run.flow, claimed[run.id])
             self.adopted += 1
+            if run.id in own:
+                self.runs.start(run)  # never started: nothing to resume
+                continue
+            log.info("adopting run %s of flow %r (epoch %d)", run.id, run.flow, claimed[run.id])
             await self.runs.adopt(run)
         for run_id, reason in (await self.store.cancel_requests(me)).items():
             self.runs.cancel_here(run_id, reason)

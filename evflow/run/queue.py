@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -51,6 +52,10 @@ __all__ = ["RunQueue", "new_run", "pending_tasks", "queued_changes", "run_id_for
 log = logging.getLogger("evflow.engine")
 
 
+OVERFLOW_KEPT = 10_000  # handed-back records kept for a claim back; older ones are read again
+FIRST_CLAIM = 2  # a run's epoch once first claimed (it is inserted at 1)
+
+
 @dataclass(slots=True)
 class _ActiveRun:
     record: RunRecord
@@ -87,6 +92,9 @@ class RunQueue:
         self._store: Store | None = None
         self._tg: TaskGroup | None = None
         self._active: dict[str, _ActiveRun] = {}
+        # Runs created here beyond this instance's capacity and handed back, never started: if
+        # this instance claims one back before anyone else did, its record is still exact.
+        self._overflow: OrderedDict[str, RunRecord] = OrderedDict()
         self._waiters: dict[str, anyio.Event] = {}
         # In cluster mode: this instance's id (runs may then be driven by other instances),
         # how many runs it holds at most, and who to tell when one of them ends.
@@ -114,9 +122,20 @@ class RunQueue:
         keep = len(runs) if shared is None else self.room()
         for run in runs[:keep]:
             self.start(run)
-        rest = [r.id for r in runs[keep:]]
+        rest = runs[keep:]
         if rest and shared is not None and self.instance_id is not None:
-            await shared.hand_back_runs(self.instance_id, rest)
+            for run in rest:
+                self._overflow[run.id] = run
+            while len(self._overflow) > OVERFLOW_KEPT:
+                self._overflow.popitem(last=False)
+            await shared.hand_back_runs(self.instance_id, [r.id for r in rest])
+
+    def reclaimed(self, run_id: str, epoch: int) -> RunRecord | None:
+        """The record of a run this instance handed back unstarted and has claimed again at
+        ``epoch``; None unless no other instance claimed it in between (its first claim
+        raises the epoch of a new run from 1 to 2)."""
+        run = self._overflow.pop(run_id, None)
+        return run if run is not None and epoch == FIRST_CLAIM else None
 
     async def _until_finished(self, run_id: str) -> None:
         """Wait for a run that another instance drives to end (read from the store)."""
