@@ -736,7 +736,9 @@ async def test_pools_show_slots_in_use_and_waiting(tmp_path: Path) -> None:
     async with service(tmp_path) as (_, client):
         idle = (await client.get("/api/pools")).json()
         assert idle == {
-            "pools": [{"name": "db", "capacity": 1, "in_use": 0, "waiting": 0, "scope": "instance"}],
+            "pools": [
+                {"name": "db", "capacity": 1, "in_use": 0, "waiting": 0, "scope": "instance"}
+            ],
             "flows": [],
             "backlog": 0,
         }
@@ -747,7 +749,9 @@ async def test_pools_show_slots_in_use_and_waiting(tmp_path: Path) -> None:
             return body if body["pools"][0]["waiting"] == 1 else None
 
         body = await until(busy)
-        assert body["pools"] == [{"name": "db", "capacity": 1, "in_use": 1, "waiting": 1, "scope": "instance"}]
+        assert body["pools"] == [
+            {"name": "db", "capacity": 1, "in_use": 1, "waiting": 1, "scope": "instance"}
+        ]
         RELEASE["pool"].set()
         for run_id in runs:
             assert (await finished(client, run_id))["state"] == "succeeded"
