@@ -150,6 +150,7 @@ class RunQueue:
         self._shared, self.instance_id = None, None
         self.capacity, self.slots, self.freed = None, None, lambda: None
         self.live = None
+        self._overflow.clear()  # kept for one lifespan's claims only
         self.limits.join_cluster(None)
 
     @property
