@@ -145,17 +145,23 @@ WHERE stopped_at IS NULL AND id <> %s
   AND (heartbeat_at < now() - make_interval(secs => ttl_s) OR id = ANY(%s::text[]))
 RETURNING id, host, pid, {epoch("heartbeat_at")}
 """
-_CLAIM = f"""
-UPDATE runs SET owner = %s, epoch = runs.epoch + 1
-WHERE id IN (
-    SELECT r.id FROM runs r LEFT JOIN instances i ON i.id = r.owner
-    WHERE r.state IN {_UNFINISHED} AND r.flow = ANY(%s::text[])
-      AND (r.owner IS NULL OR i.id IS NULL OR i.stopped_at IS NOT NULL)
-    ORDER BY r.priority DESC, r.created_at
-    LIMIT %s
-    FOR UPDATE OF r SKIP LOCKED
+# A run no live instance drives: handed back, or its owner stopped or was taken over. The test
+# is a subquery, not a join: a claim that meets a row another claim changed after this one
+# began rechecks the row as it is now (a joined owner would still read as the old one's).
+_CLAIMABLE = (
+    "{row}.state IN " + _UNFINISHED + " AND ({row}.owner IS NULL OR NOT EXISTS ("
+    "SELECT 1 FROM instances i WHERE i.id = {row}.owner AND i.stopped_at IS NULL))"
 )
-RETURNING id, epoch
+_CLAIM = f"""
+UPDATE runs AS r SET owner = %s, epoch = r.epoch + 1
+WHERE r.id IN (
+    SELECT c.id FROM runs c
+    WHERE c.flow = ANY(%s::text[]) AND {_CLAIMABLE.format(row="c")}
+    ORDER BY c.priority DESC, c.created_at
+    LIMIT %s
+    FOR UPDATE OF c SKIP LOCKED
+) AND {_CLAIMABLE.format(row="r")}
+RETURNING r.id, r.epoch
 """
 
 

@@ -4,7 +4,9 @@ the instances and the leases they hold."""
 
 from __future__ import annotations
 
+import os
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
@@ -20,6 +22,7 @@ from evflow.cluster.status import cluster_status
 from evflow.errors import ConfigError, OwnershipLost
 from evflow.http.bodies import ClusterView, Instance, Lease
 from evflow.records import InstanceRecord
+from evflow.run.new_runs import new_run, queued_changes
 from evflow.service.config import load_config
 from evflow.store import connect
 from evflow.store.postgres import PostgresStore
@@ -369,6 +372,46 @@ def query_slots(url: str) -> list[tuple[str, int]]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute("SELECT name, slot FROM slots").fetchall()
     return [(str(r[0]), int(r[1])) for r in rows]
+
+
+async def test_a_handed_back_run_goes_to_one_instance_however_many_claim_at_once(
+    postgres_url: str,
+) -> None:
+    """Instances claiming the same handed-back runs at the same moment each get different
+    ones: a claim that meets a run another instance claimed an instant before (committed after
+    this claim began) leaves it to that instance."""
+    racers, n = 4, 400
+    async with AsyncExitStack() as stack:
+        stores = [
+            await stack.enter_async_context(PostgresStore(postgres_url)) for _ in range(racers)
+        ]
+        ids = [f"racer-{i}" for i in range(racers)]
+        for store, me in zip(stores, ids, strict=True):
+            await store.register_instance(
+                me, host="test", pid=os.getpid(), version="test", http=None, ttl_s=60
+            )
+        runs = [new_run(recorded, {"n": i}) for i in range(n)]
+        await stores[0].apply(queued_changes(recorded, runs), wait=True)  # owned by nobody
+        claims: list[tuple[str, str, int]] = []
+
+        async def claim(store: PostgresStore, me: str) -> None:
+            while len(claims) < n:
+                got = await store.claim_runs(me, ["recorded"], 1)
+                claims.extend((rid, me, epoch) for rid, epoch in got.items())
+
+        with anyio.fail_after(LIMIT_S):
+            async with anyio.create_task_group() as tg:
+                for store, me in zip(stores, ids, strict=True):
+                    tg.start_soon(claim, store, me)
+    by_run: dict[str, list[str]] = {}
+    for rid, me, _ in claims:
+        by_run.setdefault(rid, []).append(me)
+    assert {rid: who for rid, who in by_run.items() if len(who) > 1} == {}
+    assert sorted(by_run) == sorted(r.id for r in runs)
+    assert {epoch for *_, epoch in claims} == {2}  # each run's first and only claim
+    owners = {r[0]: r[2] for r in await run_rows(postgres_url)}
+    assert all(owners[rid] == who[0] for rid, who in by_run.items())
+    assert len({me for _, me, _ in claims}) > 1  # they did race
 
 
 async def test_max_active_runs_holds_across_the_cluster(postgres_url: str) -> None:
