@@ -172,10 +172,9 @@ class TaskAttempts:
         ex = self.ex
         try:
             async with slots:
-                live = ex.live
-                if live is not None and not live.current():
-                    await live.until_current()  # stalled past the TTL: maybe taken over
+                await self._until_current()
                 await self._start()
+                await self._until_current()  # the write may have waited past the TTL
                 if span is not None:
                     span.set_attribute("evflow.attempt", self.inst.record.attempt)
                 outcome = await self._call()
@@ -195,6 +194,13 @@ class TaskAttempts:
                 span.set_attribute("evflow.state", str(TaskState.FAILED))
                 tracing.failed(span, outcome.error)
         return outcome
+
+    async def _until_current(self) -> None:
+        """In a cluster, return only while the others surely count this instance alive: one
+        that stalled past its TTL may have been taken over, its places given to others."""
+        live = self.ex.live
+        if live is not None and not live.current():
+            await live.until_current()
 
     async def _start(self) -> None:
         inst = self.inst

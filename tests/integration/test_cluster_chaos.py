@@ -14,8 +14,7 @@ import itertools
 import os
 import random
 import signal
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -140,11 +139,23 @@ def leader_pid(url: str) -> int | None:
 POOL_SLOTS = 2
 
 
-def most_at_once(log: str, frozen: tuple[int, float, float] | None) -> int:
+def taken_over_since(url: str) -> dict[int, float]:
+    """The instances taken over (by pid): when each last heartbeat landed. From then on its
+    places were free to others once its TTL ran out."""
+    rows = query(
+        url,
+        "SELECT pid, extract(epoch from heartbeat_at)::float8 FROM instances "
+        "WHERE taken_over_by IS NOT NULL",
+    )
+    return {int(str(pid)): float(str(at)) for pid, at in rows}
+
+
+def most_at_once(log: str, frozen: Mapping[int, float]) -> int:
     """The most tries of the pool's task running at one time across the instances, from the
     start and end lines they wrote. A try without an end was killed with its instance; a try of
-    the instance ``frozen`` (pid, from, to) that spans its stall is left out: its place was
-    free to others while it was stopped, and it ends without running on."""
+    an instance taken over (``frozen``: pid, its last heartbeat) still running after its last
+    heartbeat is left out: its place was free to others once its TTL ran out (it may have
+    been dispatched before a stall and begun after it), and it ends without running on."""
     open_: dict[tuple[str, str], list[float]] = {}
     edges: list[tuple[float, int]] = []
     for line in log.splitlines():
@@ -153,7 +164,7 @@ def most_at_once(log: str, frozen: tuple[int, float, float] | None) -> int:
             open_.setdefault((pid, key), []).append(float(at))
             continue
         begun, ended = open_[(pid, key)].pop(0), float(at)
-        if frozen is not None and int(pid) == frozen[0] and begun < frozen[2] and ended > frozen[1]:
+        if int(pid) in frozen and ended > frozen[int(pid)]:
             continue
         edges += [(begun, 1), (ended, -1)]
     running = peak = 0
@@ -254,7 +265,6 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
 
         # An instance stalls past its TTL: the others take its work; woken, it stops.
         stalled = services[0]
-        stopped_at = time.time()
         os.kill(stalled.process.pid, signal.SIGSTOP)
         try:
             # The others declare it dead once it is silent past its TTL, then take more load.
@@ -265,11 +275,9 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
             await load.all(services[1:])
         finally:
             os.kill(stalled.process.pid, signal.SIGCONT)
-            woken_at = time.time()
         with anyio.fail_after(30):
             assert await stalled.process.wait() != 0
         services = services[1:]
-        died.add(stalled.process.pid)
 
         # The listeners lose their connections: the polls behind them still find the work.
         name = urlsplit(postgres_url).path.lstrip("/")
@@ -292,8 +300,13 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
             return handled[0][0] == inputs and open_runs[0][0] == 0
 
         await until(lambda: anyio.to_thread.run_sync(settled), within_s=LIMIT_S)
+        # On a loaded machine an instance may also stall on its own and be taken over: it
+        # counts as one that died, and stops by itself.
+        frozen = taken_over_since(postgres_url)
+        assert stalled.process.pid in frozen and pid in frozen
+        died |= set(frozen)
         for s in services:
-            assert await s.stop() == 0
+            assert await s.stop() == 0 or s.process.pid in frozen
 
     # Every input gave exactly one event...
     by_source: dict[str, int] = dict(
@@ -330,12 +343,13 @@ async def test_a_cluster_under_load_loses_and_doubles_nothing_through_kills_and_
         ran.setdefault(what, []).append(int(by))
     again = {k: pids for k, pids in ran.items() if len(pids) > 1}
     assert all(set(pids) & died for pids in again.values()), again
-    # ...and nothing the stalled instance wrote landed after it was taken over: its audit
-    # chain (the one it opened, by its pid) ends before that moment.
-    taken_at, last_write = last_write_after_takeover(postgres_url, stalled.process.pid)
-    assert last_write < taken_at
+    # ...and nothing an instance taken over wrote landed after that: its audit chain (the one
+    # it opened, by its pid) ends before that moment.
+    for pid in frozen:
+        taken_at, last_write = last_write_after_takeover(postgres_url, pid)
+        assert last_write < taken_at, pid
     # The cluster pool's slots were never exceeded, across the three instances...
     log = (root / "pool.log").read_text()
-    assert most_at_once(log, (stalled.process.pid, stopped_at, woken_at)) <= POOL_SLOTS
+    assert most_at_once(log, frozen) <= POOL_SLOTS
     # ...and were used: the count above is not zero for want of tries.
     assert log.count("start ") >= inputs
