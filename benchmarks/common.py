@@ -54,6 +54,14 @@ class Target:
     kind: Literal["ratio_max", "max", "min"]
     value: float
     text: str
+    on_postgres: tuple[float, str] | None = None  # (value, text) where PostgreSQL's differs
+
+    def for_store(self, store: str) -> Target:
+        """The goal on ``store`` ("sqlite" or "postgresql")."""
+        if store != "postgresql" or self.on_postgres is None:
+            return self
+        value, text = self.on_postgres
+        return Target(self.kind, value, text)
 
     def met(self, evflow: float | None, floor: float | None) -> bool | None:
         if evflow is None:

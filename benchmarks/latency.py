@@ -472,9 +472,11 @@ async def file_floor(p: Mapping[str, Any]) -> Figures:
 # -- the workloads ---------------------------------------------------------------------------
 
 
-def _metrics(p50_target: float) -> tuple[Metric, ...]:
+def _metrics(p50_target: float, on_postgres: float | None = None) -> tuple[Metric, ...]:
+    pg = None if on_postgres is None else (on_postgres, f"< {on_postgres:g} ms")
+    target = Target("max", p50_target, f"< {p50_target:g} ms", on_postgres=pg)
     return (
-        Metric("p50_ms", "p50", "ms", Target("max", p50_target, f"< {p50_target:g} ms"), 2),
+        Metric("p50_ms", "p50", "ms", target, 2),
         Metric("p95_ms", "p95", "ms", digits=2),
         Metric("p99_ms", "p99", "ms", digits=2),
     )
@@ -505,7 +507,7 @@ WORKLOADS = (
         params=_SEQ,
         evflow=emit_evflow,
         floor=emit_floor,
-        metrics=(*_metrics(5.0), Metric("ack_p50_ms", "emit() returns, p50", "ms", digits=2)),
+        metrics=(*_metrics(5.0, 10.0), Metric("ack_p50_ms", "emit() returns, p50", "ms", digits=2)),
     ),
     Workload(
         name="latency.webhook",
@@ -514,7 +516,7 @@ WORKLOADS = (
         params=_SEQ,
         evflow=webhook_evflow,
         floor=webhook_floor,
-        metrics=(*_metrics(5.0), Metric("ack_p50_ms", "202 received, p50", "ms", digits=2)),
+        metrics=(*_metrics(5.0, 10.0), Metric("ack_p50_ms", "202 received, p50", "ms", digits=2)),
     ),
     Workload(
         name="latency.kafka",

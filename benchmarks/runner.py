@@ -155,11 +155,13 @@ def run_side(workload: Workload, side: str, profile: Profile, *, isolate: bool) 
 def evaluate(workload: Workload, ev: Figures | None, fl: Figures | None) -> list[dict[str, Any]]:
     """The table rows of one workload."""
     rows = []
+    store = backend()
     for m in workload.metrics:
         e = ev.get(m.key) if ev else None
         f = fl.get(m.key) if fl else None
         ratio = e / f if e is not None and f else None
-        met = m.target.met(e, f) if m.target is not None else None
+        target = m.target.for_store(store) if m.target is not None else None
+        met = target.met(e, f) if target is not None else None
         rows.append(
             {
                 "key": m.key,
@@ -168,7 +170,7 @@ def evaluate(workload: Workload, ev: Figures | None, fl: Figures | None) -> list
                 "evflow": e,
                 "floor": f,
                 "ratio": ratio,
-                "target": m.target.text if m.target else None,
+                "target": target.text if target else None,
                 "met": met,
                 "digits": m.digits,
             }

@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks import runner
 from benchmarks.common import Workload
+from benchmarks.stores import STORE_ENV
 
 WORKLOADS = [
     # latency.kafka starts the real Kafka-protocol test broker
@@ -78,3 +79,17 @@ def test_the_soak_runs_briefly_and_reports_rss_fds_and_cpu(tmp_path: Path) -> No
     assert summary["accepted"] > 0
     assert (summary["lost"], summary["doubled"]) == (0, 0)
     assert summary["runs_succeeded"] == summary["accepted"]
+
+
+def test_the_latency_targets_follow_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Emit and webhook p50 must stay under 5 ms on SQLite and under 10 ms on PostgreSQL."""
+    emit = next(w for w in runner.WORKLOADS if w.name == "latency.emit")
+    figures = {"p50_ms": 7.0}
+
+    def p50_row() -> dict[str, object]:
+        return next(r for r in runner.evaluate(emit, figures, figures) if r["key"] == "p50_ms")
+
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    assert (p50_row()["target"], p50_row()["met"]) == ("< 5 ms", False)
+    monkeypatch.setenv(STORE_ENV, "postgresql://postgres@127.0.0.1/test")
+    assert (p50_row()["target"], p50_row()["met"]) == ("< 10 ms", True)

@@ -384,9 +384,10 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresBatch, Post
         if pool is None:
             raise StoreError(f"the store {self.path} is not open (use `async with`)")
         try:
-            async with pool.connection() as conn:
-                cur = await conn.execute(sql.encode(), params)
-                return await cur.fetchall()
+            with self._to_the_end():  # the connection's return too
+                async with pool.connection() as conn:
+                    cur = await conn.execute(sql.encode(), params)
+                    return await cur.fetchall()
         except _CONNECTION_ERRORS as exc:
             raise StoreUnavailable(
                 f"the database of store {self.path} cannot be reached ({exc}); retry later"

@@ -4,7 +4,10 @@ the pool, each on a connection of its own (autocommit)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
+
+import anyio
 
 try:
     import psycopg
@@ -52,6 +55,14 @@ class PostgresReads:
 
     path: str
     _pool: AsyncConnectionPool | None
+    statement_timeout_s: float
+
+    def _to_the_end(self) -> AbstractContextManager[anyio.CancelScope]:
+        """Let a statement sent finish even if its caller is cancelled meanwhile: psycopg,
+        cancelled mid-statement, cancels it on the server, and when that is cancelled too
+        (anyio cancels every await in a cancelled scope) it discards the connection. Bounded
+        past the server's ``statement_timeout``, should the server stop answering."""
+        return anyio.fail_after(self.statement_timeout_s + 5.0, shield=True)
 
     # -- reads -------------------------------------------------------------------------------
     async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -60,9 +71,10 @@ class PostgresReads:
             raise StoreError(f"the store {self.path} is not open (use `async with`)")
         for tries_left in (1, 0):  # a read is safe to repeat on a fresh connection
             try:
-                async with pool.connection() as conn:
-                    cur = await conn.execute(query.encode(), params)
-                    return await cur.fetchall()
+                with self._to_the_end():  # the connection's return too
+                    async with pool.connection() as conn:
+                        cur = await conn.execute(query.encode(), params)
+                        return await cur.fetchall()
             except CONNECTION_ERRORS as exc:
                 if not tries_left:
                     raise StoreUnavailable(
