@@ -7,6 +7,7 @@ instances whose clocks disagree still agree on who is alive.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -23,6 +24,8 @@ __all__ = [
     "PostgresRunOwnership",
     "heartbeat",
 ]
+
+log = logging.getLogger("evflow.store")
 
 INSTANCE_COLS = (
     f"id, host, pid, version, http, {epoch('started_at')}, {epoch('heartbeat_at')}, ttl_s, "
@@ -41,6 +44,8 @@ _FORGET = "DELETE FROM instances WHERE heartbeat_at < now() - interval '1 day' R
 
 
 class _Access(Protocol):
+    path: str
+
     async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]: ...
     async def _write_read(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any]
@@ -97,15 +102,19 @@ def heartbeat(conn: psycopg.Connection[Any], instance_id: str) -> float | None:
 
 # -- runs owned by instances ---------------------------------------------------------------------
 
+# The name a backend shows (``application_name``) while it runs a write transaction of an
+# instance: a takeover finds it by that name.
+_IN_TRANSACTION = "left('evflow:' || {id}, 63)"
 # The first statement of each of an instance's write transactions: it holds its registry row
 # (a takeover waits for the transaction) and names the instance for the runs it inserts. No
-# row: the instance was taken over, and the transaction must not commit. A transaction left
-# open by an instance that stalled mid-way is ended by the server within the instance's TTL
-# (idle_in_transaction_session_timeout, for this transaction), so it cannot hold a takeover
-# back for longer than that.
+# row: the instance was taken over, and the transaction must not commit. An idle transaction
+# left open by an instance that stalled is ended by the server within the instance's TTL
+# (idle_in_transaction_session_timeout, for this transaction); one stalled mid-pipeline is not
+# idle to the server, and the takeover ends it (see _END_STALLED).
 FENCE = (
     "SELECT set_config('evflow.instance', id, true), "
-    "set_config('idle_in_transaction_session_timeout', (ttl_s * 1000)::bigint::text, true) "
+    "set_config('idle_in_transaction_session_timeout', (ttl_s * 1000)::bigint::text, true), "
+    f"set_config('application_name', {_IN_TRANSACTION.format(id='id')}, true) "
     "FROM instances WHERE id = %s AND stopped_at IS NULL FOR SHARE"
 )
 NOTIFY_EVENTS = "SELECT pg_notify('evflow_events', '')"
@@ -139,10 +148,24 @@ _GIVE_SLOTS = (
     "WITH changed AS (DELETE FROM slots WHERE name = %s AND slot = ANY(%s::int[]) "
     f"AND instance = %s AND holder = %s RETURNING slot) {_NOTIFY_RUNS}"
 )
+_DEAD = (
+    "stopped_at IS NULL AND id <> %(me)s "
+    "AND (heartbeat_at < now() - make_interval(secs => ttl_s) OR id = ANY(%(gone)s::text[]))"
+)
+# Before a takeover: end the write transactions that instances about to be taken over left
+# open (a process stopped in the middle of one holds its registry row, and the takeover would
+# wait for the server's statement_timeout). Backends of the same database role only: those are
+# the ones a role may end.
+_END_STALLED = f"""
+SELECT a.pid, a.application_name, pg_terminate_backend(a.pid) FROM pg_stat_activity a
+JOIN (SELECT id FROM instances WHERE {_DEAD}) dead
+  ON a.application_name = {_IN_TRANSACTION.format(id="dead.id")}
+WHERE a.datname = current_database() AND a.usename = current_user
+  AND a.pid <> pg_backend_pid()
+"""
 _TAKE_OVER = f"""
-UPDATE instances SET stopped_at = now(), taken_over_by = %s
-WHERE stopped_at IS NULL AND id <> %s
-  AND (heartbeat_at < now() - make_interval(secs => ttl_s) OR id = ANY(%s::text[]))
+UPDATE instances SET stopped_at = now(), taken_over_by = %(me)s
+WHERE {_DEAD}
 RETURNING id, host, pid, {epoch("heartbeat_at")}
 """
 # A run no live instance drives: handed back, or its owner stopped or was taken over. The test
@@ -181,7 +204,16 @@ class PostgresRunOwnership:
         """Declare taken over (by ``me``) every instance silent past its TTL, and those in
         ``gone`` (on this host, their process has exited); returns (id, host, pid, last
         heartbeat) of each."""
-        rows = await self._write_read(_TAKE_OVER, (me, me, list(gone)))
+        params = {"me": me, "gone": list(gone)}
+        for pid, name, _ in await self._write_read(_END_STALLED, params):
+            log.warning(
+                "store %s: ended a write transaction left open by %s, which is being taken "
+                "over (backend %s)",
+                self.path,
+                str(name).removeprefix("evflow:"),
+                pid,
+            )
+        rows = await self._write_read(_TAKE_OVER, params)
         return [(str(r[0]), str(r[1]), int(r[2]), float(r[3])) for r in rows]
 
     async def claim_runs(

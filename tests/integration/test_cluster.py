@@ -26,6 +26,7 @@ from evflow.run.new_runs import new_run, queued_changes
 from evflow.service.config import load_config
 from evflow.store import connect
 from evflow.store.postgres import PostgresStore
+from evflow.store.postgres_instances import FENCE
 from tests.integration.browser import chromium
 from tests.integration.test_service import clean_env, evflow, write
 from tests.integration.test_ui_browser import screenshot, served
@@ -412,6 +413,52 @@ async def test_a_handed_back_run_goes_to_one_instance_however_many_claim_at_once
     owners = {r[0]: r[2] for r in await run_rows(postgres_url)}
     assert all(owners[rid] == who[0] for rid, who in by_run.items())
     assert len({me for _, me, _ in claims}) > 1  # they did race
+
+
+async def test_an_instance_stopped_inside_a_write_transaction_is_taken_over_at_once(
+    postgres_url: str,
+) -> None:
+    """A process stopped in the middle of a pipelined write transaction holds its registry
+    row, and the server does not count that transaction idle: the takeover ends it instead of
+    waiting for it (for as long as statement_timeout), and what it wrote never lands."""
+    async with PostgresStore(postgres_url) as taker:
+        for me, ttl_s in (("stalled", 1.0), ("taker", 60.0)):
+            await taker.register_instance(
+                me, host="test", pid=os.getpid(), version="test", http=None, ttl_s=ttl_s
+            )
+        with pytest.raises(psycopg.OperationalError):
+            async with (
+                await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn,
+                conn.pipeline(),
+                conn.transaction(),
+            ):
+                await conn.execute("SET LOCAL statement_timeout = 0")  # nothing else ends it
+                await conn.execute(FENCE, ("stalled",))
+                await conn.execute("UPDATE instances SET http = 'wrote' WHERE id = 'stalled'")
+                # The statements went out without a sync, and the process stops here.
+                await until(lambda: anyio.to_thread.run_sync(in_transaction, postgres_url))
+                await until(
+                    lambda: anyio.to_thread.run_sync(
+                        lambda: registry_now(postgres_url, "stalled")[0] == "dead"
+                    )
+                )
+                with anyio.fail_after(LIMIT_S):
+                    taken = await taker.take_over_dead("taker")
+                assert [t[0] for t in taken] == ["stalled"]
+    state, *_ = registry_now(postgres_url, "stalled")
+    assert state == "stopped"
+    with psycopg.connect(postgres_url, autocommit=True) as check:
+        row = check.execute("SELECT http FROM instances WHERE id = 'stalled'").fetchone()
+    assert row == (None,)
+
+
+def in_transaction(url: str) -> bool:
+    """Whether a backend runs a write transaction of the instance ``stalled``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'evflow:stalled'"
+        ).fetchone()
+    return row is not None and int(row[0]) > 0
 
 
 async def test_max_active_runs_holds_across_the_cluster(postgres_url: str) -> None:
