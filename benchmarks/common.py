@@ -54,14 +54,11 @@ class Target:
     kind: Literal["ratio_max", "max", "min"]
     value: float
     text: str
-    on_postgres: tuple[float, str] | None = None  # (value, text) where PostgreSQL's differs
+    on_postgres: Target | None = None  # where PostgreSQL's goal differs
 
     def for_store(self, store: str) -> Target:
         """The goal on ``store`` ("sqlite" or "postgresql")."""
-        if store != "postgresql" or self.on_postgres is None:
-            return self
-        value, text = self.on_postgres
-        return Target(self.kind, value, text)
+        return self.on_postgres if store == "postgresql" and self.on_postgres else self
 
     def met(self, evflow: float | None, floor: float | None) -> bool | None:
         if evflow is None:

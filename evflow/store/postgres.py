@@ -380,18 +380,10 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresBatch, Post
 
     async def _write_read(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
         """One statement in a transaction of its own (autocommit), beside the batches."""
-        pool = self._pool
-        if pool is None:
-            raise StoreError(f"the store {self.path} is not open (use `async with`)")
         try:
-            with self._to_the_end():  # the connection's return too
-                async with pool.connection() as conn:
-                    cur = await conn.execute(sql.encode(), params)
-                    return await cur.fetchall()
+            return await self._statement(sql, params)
         except _CONNECTION_ERRORS as exc:
-            raise StoreUnavailable(
-                f"the database of store {self.path} cannot be reached ({exc}); retry later"
-            ) from None
+            raise self._unreachable(exc) from None
 
     async def import_rows(self, rows: Rows) -> None:
         await self._queue.submit(Op(rows=rows))

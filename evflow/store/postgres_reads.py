@@ -3,8 +3,7 @@ the pool, each on a connection of its own (autocommit)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -57,29 +56,36 @@ class PostgresReads:
     _pool: AsyncConnectionPool | None
     statement_timeout_s: float
 
-    def _to_the_end(self) -> AbstractContextManager[anyio.CancelScope]:
-        """Let a statement sent finish even if its caller is cancelled meanwhile: psycopg,
-        cancelled mid-statement, cancels it on the server, and when that is cancelled too
-        (anyio cancels every await in a cancelled scope) it discards the connection. Bounded
-        past the server's ``statement_timeout``, should the server stop answering."""
-        return anyio.fail_after(self.statement_timeout_s + 5.0, shield=True)
+    async def _statement(self, query: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
+        """One statement on a connection of the pool (autocommit): its rows.
 
-    # -- reads -------------------------------------------------------------------------------
-    async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        Once sent it runs to its end, and the connection goes back to the pool, even if the
+        caller is cancelled meanwhile: psycopg, cancelled mid-statement, cancels it on the
+        server, and when that is cancelled too (anyio cancels every await in a cancelled scope)
+        it discards the connection. Bounded past the server's ``statement_timeout``, should the
+        server stop answering.
+        """
         pool = self._pool
         if pool is None:
             raise StoreError(f"the store {self.path} is not open (use `async with`)")
+        with anyio.fail_after(self.statement_timeout_s + 5.0, shield=True):
+            async with pool.connection() as conn:
+                cur = await conn.execute(query.encode(), params)
+                return await cur.fetchall()
+
+    def _unreachable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the database of store {self.path} cannot be reached ({exc}); retry later"
+        )
+
+    # -- reads -------------------------------------------------------------------------------
+    async def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         for tries_left in (1, 0):  # a read is safe to repeat on a fresh connection
             try:
-                with self._to_the_end():  # the connection's return too
-                    async with pool.connection() as conn:
-                        cur = await conn.execute(query.encode(), params)
-                        return await cur.fetchall()
+                return await self._statement(query, params)
             except CONNECTION_ERRORS as exc:
                 if not tries_left:
-                    raise StoreUnavailable(
-                        f"the database of store {self.path} cannot be reached ({exc}); retry later"
-                    ) from None
+                    raise self._unreachable(exc) from None
         raise AssertionError("unreachable")
 
     async def get_run(self, run_id: str, *, with_tasks: bool = True) -> RunRecord:
