@@ -41,7 +41,7 @@ lint: install-test
 	$(BIN)/ruff format --check evflow
 	$(BIN)/mypy
 
-bench: install-test
+bench: install-test browser
 	$(BIN)/python -m benchmarks
 
 clean:

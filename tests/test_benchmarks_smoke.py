@@ -17,11 +17,9 @@ from benchmarks import runner
 from benchmarks.common import Workload
 from benchmarks.stores import STORE_ENV
 
-WORKLOADS = [
-    # latency.kafka starts the real Kafka-protocol test broker
-    pytest.param(w, id=w.name, marks=[pytest.mark.kafka] if "kafka" in w.name else [])
-    for w in runner.WORKLOADS
-]
+# latency.kafka starts the real Kafka-protocol test broker; ui_pages opens headless Chromium
+_MARKS = {"latency.kafka": [pytest.mark.kafka], "ui_pages": [pytest.mark.browser]}
+WORKLOADS = [pytest.param(w, id=w.name, marks=_MARKS.get(w.name, [])) for w in runner.WORKLOADS]
 
 
 def _assert_complete(result: dict[str, object]) -> None:
