@@ -12,6 +12,7 @@ say how much slower a run of N instances opens than a small one.
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -113,30 +114,44 @@ _DRAWN = (
     '[data-testid="timeline-row-count"]',
     '[data-testid="task-row-count"]',
 )
+_INSTANCE = '[data-testid="instance-row-item[0]"]'
+
+# In the page, from its first script on: the moment (ms since navigation began) each selector
+# first matches, so the figures hold what the page did, not how often the driver looked.
+_MARKER = """
+window.__marks = {};
+new MutationObserver(() => {
+  for (const sel of SELECTORS)
+    if (!(sel in window.__marks) && document.querySelector(sel))
+      window.__marks[sel] = performance.now();
+}).observe(document, { subtree: true, childList: true, attributes: true });
+""".replace("SELECTORS", json.dumps([*_DRAWN, _INSTANCE]))
 
 
 async def _open_in_browser(base: str, run_id: str, repeat: int) -> Figures:
     """Open the run page in Chromium ``repeat`` times (a full page load each, static files
-    cached as for a returning user); time it until drawn, then until the mapped task's first
-    page of instances shows after a click."""
+    cached as for a returning user): the time from navigation until it is drawn, and from a
+    click on the mapped task until its first page of instances shows."""
     opens: list[float] = []
     instances: list[float] = []
     async with chromium() as browser:
         context = await browser.new_context(viewport={"width": 1280, "height": 900})
         context.set_default_timeout(60_000)
+        await context.add_init_script(_MARKER)
         page = await context.new_page()
         for _ in range(repeat + 1):  # the first opening fills the cache and is not counted
             await page.goto("about:blank")
-            t0 = time.perf_counter()
             await page.goto(f"{base}/ui/#/runs/{run_id}")
             for selector in _DRAWN:
                 await page.wait_for_selector(selector, state="attached")
-            t1 = time.perf_counter()
-            await page.get_by_test_id("task-row-item").click()
-            await page.wait_for_selector('[data-testid="instance-row-item[0]"]', state="attached")
-            t2 = time.perf_counter()
-            opens.append(t1 - t0)
-            instances.append(t2 - t1)
+            clicked = await page.evaluate(
+                "() => { document.querySelector('[data-testid=task-row-item]').click();"
+                " return performance.now(); }"
+            )
+            await page.wait_for_selector(_INSTANCE, state="attached")
+            marks: dict[str, float] = await page.evaluate("window.__marks")
+            opens.append(max(marks[s] for s in _DRAWN) / _MS)
+            instances.append((marks[_INSTANCE] - clicked) / _MS)
         await context.close()
     return {
         "open_ms": statistics.median(opens[1:]) * _MS,
@@ -153,8 +168,9 @@ async def run_floor(p: Mapping[str, Any]) -> Figures:
 
 
 _AS_QUICK = Target("ratio_max", 1.25, "≤ 1.25x a 3-task run")
-# The mapped task's panel draws 50 instances where the small run has one.
-_PAGE_OF_50 = Target("ratio_max", 1.5, "≤ 1.5x a 3-task run")
+# The mapped task's panel draws 50 instances where the small run has one: the goal is that it
+# feels instant (well under the 100 ms a person perceives as a delay), not a ratio to one row.
+_PAGE_OF_50 = Target("max", 50.0, "< 50 ms")
 _READS = Target("ratio_max", 5.0, "≤ 5x a 3-task run")
 
 WORKLOAD = Workload(

@@ -32,8 +32,8 @@ export class RunView {
     this.run = null;
     this.flowDef = null;
     this.selected = null;
-    this.seq = 0;
     this.fetching = false;
+    this.readAgain = false;
     this.buffer = [];
     this.log = null;
     this.renderQueued = false;
@@ -88,9 +88,26 @@ export class RunView {
     }, 500);
   }
 
+  /** Read the run and draw it. One read at a time: a refresh asked for meanwhile (the live
+   * stream opening just after the page, a task ending) reads again once this one is drawn, so
+   * the first read is never thrown away for a later one. */
   async refresh() {
-    const seq = ++this.seq;
+    if (this.fetching) {
+      this.readAgain = true;
+      return;
+    }
+    this.readAgain = false;
     this.fetching = true;
+    try {
+      await this.read();
+    } finally {
+      this.fetching = false;
+      if (this.readAgain) this.refresh();
+    }
+  }
+
+  /** One read: notices from the stream meanwhile are buffered and applied on top of it. */
+  async read() {
     this.buffer = [];
     try {
       const id = encodeURIComponent(this.id);
@@ -99,7 +116,6 @@ export class RunView {
         api(`/runs/${id}/timeline`).catch(() => null),
         loadFlows().catch(() => []),
       ]);
-      if (seq !== this.seq) return;
       this.run = run;
       if (timeline) {
         this.timeline = timeline;
@@ -111,10 +127,8 @@ export class RunView {
       if (!this.flowDef) {
         // A flow added since the list was cached: read the list again once.
         const fresh = await loadFlows(true).catch(() => []);
-        if (seq !== this.seq) return;
         this.flowDef = fresh.find((f) => f.name === run.flow) ?? null;
       }
-      this.fetching = false;
       const buffered = this.buffer;
       this.buffer = [];
       for (const [type, data] of buffered) this.apply(type, data);
@@ -132,8 +146,6 @@ export class RunView {
         this.syncLog();
       }
     } catch (err) {
-      if (seq !== this.seq) return;
-      this.fetching = false;
       showError(err);
       if (!this.run) {
         this.graphEl.hidden = true;
