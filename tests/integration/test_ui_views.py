@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from evflow import Flow, Rule, flow, get_logger, task
 from evflow.schedules import Cron
@@ -399,4 +399,44 @@ async def test_a_mapped_cell_with_failures_opens_its_failed_instances(tmp_path: 
         await panel.get_by_test_id("instance-row-piece[3]").click()
         await expect(panel.get_by_test_id("task-error")).to_contain_text("piece 3 is broken")
         await expect(panel.get_by_test_id("traceback-user-frame")).to_contain_text("in piece")
+        assert problems == []
+
+
+async def test_the_run_page_draws_its_first_read_when_the_stream_asks_for_another(
+    tmp_path: Path,
+) -> None:
+    """The live stream opening asks the page to read the run again. The first read, already
+    under way, is drawn all the same; it is not thrown away for the second, which is held."""
+    wide = etl_flows()[2]
+    engine = new_engine(tmp_path)
+    engine.add(wide)
+    async with engine, served(engine) as base, chromium() as browser:
+        result = await engine.run(wide, n=3)
+        assert result.ok, result.error
+        context = await browser.new_context()
+        context.set_default_timeout(WAIT_MS)
+        page = await context.new_page()
+        problems, _ = watch(page)
+        first_may_go, later_may_go = anyio.Event(), anyio.Event()
+        reads: list[str] = []
+
+        async def hold(route: Route) -> None:
+            reads.append(route.request.url)
+            await (first_may_go if len(reads) == 1 else later_may_go).wait()
+            await route.continue_()
+
+        await page.route(f"**/api/runs/{result.run_id}/overview", hold)
+        await page.goto(f"{base}/ui/#/runs/{result.run_id}", timeout=WAIT_MS)
+        # The stream is live before the first read answers: its opening asks for a second.
+        await expect(page.get_by_test_id("stream-status")).to_have_attribute("data-status", "live")
+        first_may_go.set()
+        await expect(page.get_by_test_id("dag-node-item")).to_have_attribute(
+            "data-state", "succeeded"
+        )
+        await expect(page.get_by_test_id("task-count-item")).to_contain_text("3")
+        with anyio.fail_after(WAIT_MS / 1000):
+            while len(reads) < 2:  # the second read follows the first once it is drawn
+                await anyio.sleep(0.05)
+        later_may_go.set()
+        await context.close()
         assert problems == []
