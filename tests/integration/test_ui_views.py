@@ -417,11 +417,13 @@ async def test_the_run_page_draws_its_first_read_when_the_stream_asks_for_anothe
         context.set_default_timeout(WAIT_MS)
         page = await context.new_page()
         problems, _ = watch(page)
-        first_may_go, later_may_go = anyio.Event(), anyio.Event()
+        first_may_go, later_may_go, second_read = anyio.Event(), anyio.Event(), anyio.Event()
         reads: list[str] = []
 
         async def hold(route: Route) -> None:
             reads.append(route.request.url)
+            if len(reads) == 2:
+                second_read.set()
             await (first_may_go if len(reads) == 1 else later_may_go).wait()
             await route.continue_()
 
@@ -435,8 +437,7 @@ async def test_the_run_page_draws_its_first_read_when_the_stream_asks_for_anothe
         )
         await expect(page.get_by_test_id("task-count-item")).to_contain_text("3")
         with anyio.fail_after(WAIT_MS / 1000):
-            while len(reads) < 2:  # the second read follows the first once it is drawn
-                await anyio.sleep(0.05)
+            await second_read.wait()  # the second read follows the first once it is drawn
         later_may_go.set()
         await context.close()
         assert problems == []
