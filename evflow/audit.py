@@ -5,7 +5,9 @@ carries the hash of the record before it in its chain, and each chain's head is 
 the store. Verification reads the heads, then walks the trail in the order it was written and
 recomputes every chain; it names the first record edited, deleted, reordered or cut from the
 end of its chain, and a chain whose head is gone. Records appended after the heads were read
-(a service writing meanwhile) are left for the next verification.
+(a service writing meanwhile) are left for the next verification. A chain whose oldest
+records were pruned (:mod:`evflow.store.retention`) is taken up from its anchor, which must be
+the one the trail's last ``audit.pruned`` record naming that chain gives.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .audit_kinds import AuditKind
 from .store import Store, connect
 from .store.base import chain_hash
 from .store.chains import LEGACY_CHAIN, SYSTEM_CHAIN, genesis
+from .store.retention import pruned_anchors
 
 __all__ = ["VerifyResult", "export", "export_path", "verify", "verify_path"]
 
@@ -52,8 +55,10 @@ class _Walk:
     """The state of one verification: each chain's last record checked so far."""
 
     heads: dict[str, tuple[int, str]]
+    anchors: dict[str, tuple[int, str]] = field(default_factory=dict)
     last: dict[str, tuple[int, str, int]] = field(default_factory=dict)  # pos, hash, seq
     opened: dict[str, int] = field(default_factory=dict)  # chain -> seq of its opening
+    named: dict[str, tuple[int, str]] = field(default_factory=dict)  # anchors, as last named
     headless: set[str] = field(default_factory=set)
     checked: int = 0
 
@@ -68,7 +73,7 @@ class _Walk:
             return None
         if pos > head[0]:  # appended after the heads were read
             return None
-        last_pos, last_hash, _ = self.last.get(chain, (0, genesis(chain), 0))
+        last_pos, last_hash, _ = self.last.get(chain) or self._start(chain)
         if pos > last_pos + 1:
             return self.bad(
                 chain,
@@ -104,13 +109,43 @@ class _Walk:
         self.last[chain] = (pos, stored, seq)
         if chain == SYSTEM_CHAIN and kind == AuditKind.AUDIT_CHAIN_OPENED:
             self.opened[str(subject).removeprefix("chain:")] = seq
+        elif chain == SYSTEM_CHAIN and kind == AuditKind.AUDIT_PRUNED:
+            self.named.update(pruned_anchors(orjson.loads(data) if data else None))
         self.checked += 1
+        return None
+
+    def _start(self, chain: str) -> tuple[int, str, int]:
+        """Where ``chain`` starts: its anchor when its oldest records were pruned."""
+        pos, h = self.anchors.get(chain) or (0, genesis(chain))
+        return pos, h, 0
+
+    def _anchors_named(self) -> VerifyResult | None:
+        """Each anchor is the one the trail last named for its chain, and none was removed."""
+        for chain, (pos, h) in sorted(self.anchors.items()):
+            if self.named.get(chain) != (pos, h):
+                return self.bad(
+                    chain,
+                    pos + 1,
+                    None,
+                    f"its anchor (records up to {pos} pruned) is not the one the trail's last "
+                    "pruning named for it: the anchor was altered, perhaps to hide records "
+                    "removed from the chain's start",
+                )
+        for chain in sorted(set(self.named) - set(self.anchors)):
+            return self.bad(
+                chain,
+                None,
+                None,
+                "the chain was pruned, but its anchor is gone: it was removed by hand",
+            )
         return None
 
     def finish(self) -> VerifyResult:
         """Each chain reaches its anchored head; each chain was opened, and is still there."""
+        if (bad := self._anchors_named()) is not None:
+            return bad
         for chain, (head_pos, head_hash) in sorted(self.heads.items()):
-            pos, h, seq = self.last.get(chain, (0, genesis(chain), 0))
+            pos, h, seq = self.last.get(chain) or self._start(chain)
             if pos < head_pos:
                 span = f"{pos + 1} to {head_pos}" if head_pos > pos + 1 else f"{head_pos}"
                 return self.bad(
@@ -128,7 +163,7 @@ class _Walk:
                     "it does not match its chain's anchored head (the record or the head was "
                     "altered)",
                 )
-            if chain not in _FIXED and chain not in self.opened:
+            if chain not in _FIXED and chain not in self.opened and chain not in self.anchors:
                 return self.bad(
                     chain, None, None, "the chain was never opened in the system chain (added)"
                 )
@@ -147,8 +182,19 @@ class _Walk:
 
 
 async def verify(store: Store) -> VerifyResult:
-    """Recompute every chain of the trail, against the heads anchored in the store."""
-    walk = _Walk(await store.audit_heads())
+    """Recompute every chain of the trail, against the heads anchored in the store.
+
+    Retention pruning meanwhile removes records the walk has yet to read; a walk that fails
+    while the anchors moved under it is taken again."""
+    for _ in range(3):
+        anchors = await store.audit_anchors()
+        result = await _walk(store, _Walk(await store.audit_heads(), anchors))
+        if result.ok or await store.audit_anchors() == anchors:
+            return result
+    return result
+
+
+async def _walk(store: Store, walk: _Walk) -> VerifyResult:
     after = 0
     while rows := await store.audit_rows(after_seq=after):
         for row in rows:

@@ -3,7 +3,7 @@
 Kinds are ``<subject>.<what happened>``: ``event.*`` for intake, ``rule.*`` for the decisions
 rules make about events, ``run.*`` and ``task.*`` for state changes (one per state, so the kind
 of a transition is derived from the state it enters, never spelled by hand); ``audit.*`` for the
-trail's own bookkeeping (a writer opening its chain).
+trail's own bookkeeping (a writer opening its chain, retention pruning old records).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class AuditKind(StrEnum):
     TASK_CANCELLED = "task.cancelled"
 
     AUDIT_CHAIN_OPENED = "audit.chain_opened"
+    AUDIT_PRUNED = "audit.pruned"
 
     @classmethod
     def of_run(cls, state: RunState) -> AuditKind:

@@ -1,19 +1,22 @@
-"""``evflow db``: the store's schema (``status``, ``upgrade``) and moving a deployment's state
-to another store (``copy``)."""
+"""``evflow db``: the store's schema (``status``, ``upgrade``), moving a deployment's state
+to another store (``copy``) and pruning old runs and audit records (``prune``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 
 from ..audit import verify
-from ..service.config import load_config, resolve_store
+from ..errors import ConfigError
+from ..service.config import load_config, resolve_store, setting
 from ..store import connect, mask
 from ..store.copy import copy_store
+from ..store.retention import PruneReport, prune
 from ..store.schema_status import SchemaStatus, schema_status
 
 __all__ = ["add_db_parser", "cmd_db"]
@@ -90,8 +93,39 @@ async def _copy(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _prune(args: argparse.Namespace) -> int:
+    where = _location(args, args.store)
+    if args.keep_days is not None:
+        keep = setting("store", "keep_runs_days", args.keep_days, "--keep-days")
+    else:
+        keep = load_config(args.project or ".").store.keep_runs_days
+    if keep is None:
+        raise ConfigError(
+            "say how many days to keep: --keep-days N, or keep_runs_days under [store] in "
+            "evflow.toml"
+        )
+    if not (await schema_status(where)).exists:
+        print(f"evflow: error: no store at {mask(where)} to prune", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+
+    def progress(report: PruneReport) -> None:
+        print(f"  {report.runs} run(s), {report.records} audit record(s)", file=sys.stderr)
+
+    async with connect(where) as store:
+        report = await prune(store, keep, progress=progress)
+    before = datetime.fromtimestamp(report.before, UTC).isoformat(timespec="seconds")
+    print(
+        f"pruned {report.runs} finished run(s) (with their tasks, attempts and logs) and "
+        f"{report.records} audit record(s) from before {before} in "
+        f"{time.monotonic() - started:.1f}s; the audit trail's pruned chains are anchored "
+        "(`evflow audit verify` checks them)"
+    )
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
-    command = {"status": _status, "upgrade": _upgrade, "copy": _copy}[args.db_cmd]
+    command = {"status": _status, "upgrade": _upgrade, "copy": _copy, "prune": _prune}[args.db_cmd]
     return anyio.run(command, args)
 
 
@@ -105,7 +139,7 @@ def add_db_parser(
         "(e.g. from SQLite to PostgreSQL).",
     )
     p.set_defaults(fn=cmd_db, client=None)
-    dsub = p.add_subparsers(dest="db_cmd", required=True, metavar="status|upgrade|copy")
+    dsub = p.add_subparsers(dest="db_cmd", required=True, metavar="status|upgrade|copy|prune")
     status = dsub.add_parser(
         "status",
         help="the schema version of the store, and whether it needs upgrading",
@@ -118,7 +152,22 @@ def add_db_parser(
         description="Apply the schema migrations the store lacks, under a lock, so that two "
         "processes never both migrate. `evflow serve` does the same at start.",
     )
-    for parser in (status, upgrade):
+    prune_p = dsub.add_parser(
+        "prune",
+        help="remove finished runs and audit records older than N days",
+        description="Remove finished runs created and ended more than N days ago, with their "
+        "tasks, attempts and logs, and the audit records from before then. The audit trail "
+        "still verifies: each chain that lost records is anchored where it now starts, and "
+        "the trail records the pruning. Events, dead letters and cursors are kept (an event's "
+        "dedup key keeps a redelivered copy from starting a run again). `evflow serve` does "
+        "the same every hour when [store] keep_runs_days is set. Safe while the service runs.",
+    )
+    prune_p.add_argument(
+        "--keep-days",
+        metavar="N",
+        help="days to keep (default: [store] keep_runs_days of evflow.toml)",
+    )
+    for parser in (status, upgrade, prune_p):
         parser.add_argument("--store", metavar="STORE", help=store_help)
         parser.add_argument("--project", metavar="DIR", help="project folder (default: .)")
     copy = dsub.add_parser(

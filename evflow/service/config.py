@@ -44,10 +44,12 @@ __all__ = [
 @dataclass
 class StoreConfig:
     """Where state lives: ``url`` (a ``postgresql://`` URL or a SQLite path) wins over
-    ``path`` (a SQLite file, relative to the project)."""
+    ``path`` (a SQLite file, relative to the project). ``keep_runs_days``: finished runs, and
+    audit records, older than that many days are pruned (None: everything is kept)."""
 
     path: str = "var/evflow.db"
     url: str | None = None
+    keep_runs_days: float | None = None
 
 
 @dataclass
@@ -197,6 +199,7 @@ _PORT = _Range(0, 65535, "a port, a whole number from 0 to 65535 (0 picks a free
 _COUNT = _Range(1, None, "a whole number of at least 1")
 _RANGES: dict[str, _Range] = {
     "http.port": _PORT,
+    "store.keep_runs_days": _Range(1e-6, None, "a number of days, more than 0 (e.g. 30)"),
     "engine.max_tasks": _COUNT,
     "engine.max_threads": _COUNT,
     "engine.max_backlog": _COUNT,

@@ -102,6 +102,11 @@ def _summary(
     w(f"evflow serving {dep.root}\n")
     w(f"  config   {cfg.source}\n")
     w(f"  store    {engine.store.describe()}\n")
+    if cfg.store.keep_runs_days:
+        w(
+            f"  keeps    {cfg.store.keep_runs_days:g} days of finished runs and audit records "
+            "(older ones pruned hourly)\n"
+        )
     if engine.membership is not None:
         opts = engine.membership.options
         w(
@@ -159,6 +164,7 @@ async def _serve_engine(
     from ..http.app import build_app, run_app_services
     from ..http.server import HttpServer
     from .alerts import AlertManager
+    from .pruning import Pruner
 
     engine = build_engine(cfg, dep, store=store)
     alerts = AlertManager(cfg.alerts).attach(engine) if cfg.alerts else None
@@ -168,6 +174,8 @@ async def _serve_engine(
             await alert_tg.start(alerts.run)
         try:
             async with engine, anyio.create_task_group() as tg:
+                if cfg.store.keep_runs_days:
+                    await tg.start(Pruner(engine.store, cfg.store.keep_runs_days).run)
                 url = None
                 if cfg.http.enabled:
                     app = build_app(engine, cfg)

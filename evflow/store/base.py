@@ -29,6 +29,7 @@ __all__ = [
     "AuditEntry",
     "Changes",
     "DeadLetter",
+    "PruneStep",
     "Rows",
     "Store",
 ]
@@ -109,6 +110,17 @@ class Rows:
     duplicates: dict[str, int] = field(default_factory=dict)
     audit: list[tuple[Any, ...]] = field(default_factory=list)
     audit_heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+    audit_anchors: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PruneStep:
+    """What one retention step removed (runs, audit records), and whether older data remains
+    (``more``: step again). See :mod:`evflow.store.retention`."""
+
+    runs: int
+    records: int
+    more: bool
 
 
 class Store(Protocol):
@@ -185,6 +197,14 @@ class Store(Protocol):
     async def import_rows(self, rows: Rows) -> None:
         """Write ``rows`` as they are, in one transaction (``evflow db copy``, into an empty
         store): audit rows keep their chains, positions and hashes."""
+        ...
+
+    async def prune_step(self, before: float, *, max_runs: int, max_records: int) -> PruneStep:
+        """One transaction of retention (:mod:`evflow.store.retention`): remove up to
+        ``max_runs`` finished runs created and ended before ``before`` (a unix time), with
+        their tasks, attempts and logs, and up to ``max_records`` of the oldest audit records
+        written before it; anchor the chains that lost records and name the anchors in an
+        ``audit.pruned`` record of the system chain."""
         ...
 
     # -- reads -------------------------------------------------------------------------------
@@ -326,6 +346,11 @@ class Store(Protocol):
 
     async def audit_heads(self) -> dict[str, tuple[int, str]]:
         """Each audit chain's head as stored: ``{chain: (pos, hash)}``."""
+        ...
+
+    async def audit_anchors(self) -> dict[str, tuple[int, str]]:
+        """Where each pruned audit chain takes up: its last pruned record's ``{chain: (pos,
+        hash)}`` (see :mod:`evflow.store.retention`)."""
         ...
 
     async def list_audit(

@@ -1,8 +1,8 @@
 """Copying a store to another (``evflow db copy``): SQLite to PostgreSQL when a deployment
 outgrows one machine, or back. Everything moves (events, runs with their tasks, attempts and
-logs, dead letters, cursors, duplicate counts and the audit trail, its chains, hashes and
-heads unchanged), in batches, read through one store's protocol and written verbatim into the
-other."""
+logs, dead letters, cursors, duplicate counts and the audit trail, its chains, hashes, heads
+and anchors unchanged), in batches, read through one store's protocol and written verbatim
+into the other."""
 
 from __future__ import annotations
 
@@ -93,9 +93,10 @@ async def copy_store(
     # The heads first, as a snapshot: records appended after it are past their heads, as they
     # would be mid-write.
     heads = await source.audit_heads()
+    anchors = await source.audit_anchors()  # where pruned chains take up
     after = 0
     while audit := await source.audit_rows(after_seq=after, limit=5_000):
         after = int(audit[-1][0])
         await write("audit records", Rows(audit=audit), len(audit))
-    await target.import_rows(Rows(audit_heads=heads))
+    await target.import_rows(Rows(audit_heads=heads, audit_anchors=anchors))
     return report

@@ -40,12 +40,13 @@ from ..records import (
     LeaseRecord,
 )
 from . import postgres_sql as sql
-from .base import Changes, DeadLetter, Rows
+from .base import Changes, DeadLetter, PruneStep, Rows
 from .batching import Op, WriteQueue
 from .chains import WriterChain
 from .postgres_batch import PostgresBatch
 from .postgres_instances import PostgresInstances, PostgresRunOwnership
 from .postgres_reads import CONNECTION_ERRORS, PostgresReads
+from .postgres_retention import prune_step
 from .postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from .urls import mask, split_prepare_threshold
 
@@ -387,6 +388,18 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresBatch, Post
 
     async def import_rows(self, rows: Rows) -> None:
         await self._queue.submit(Op(rows=rows))
+
+    async def prune_step(self, before: float, *, max_runs: int, max_records: int) -> PruneStep:
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"the store {self.path} is not open (use `async with`)")
+        try:
+            # A step, once begun, commits or rolls back before the caller goes on.
+            with anyio.fail_after(2 * self.statement_timeout_s + 5.0, shield=True):
+                async with pool.connection() as conn, conn.transaction():
+                    return await prune_step(conn, before, max_runs, max_records)
+        except _CONNECTION_ERRORS as exc:
+            raise self._unreachable(exc) from None
 
     def apply_nowait(self, changes: Changes) -> None:
         self._queue.put_nowait(Op(changes=changes))

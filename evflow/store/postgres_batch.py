@@ -159,6 +159,9 @@ class PostgresBatch:
         if rows.audit_heads:
             heads = [(c, p, h) for c, (p, h) in rows.audit_heads.items()]
             await conn.execute(sql.AUDIT_HEADS, sql.columns(heads, 3))
+        if rows.audit_anchors:
+            anchors = [(c, p, h) for c, (p, h) in rows.audit_anchors.items()]
+            await conn.execute(sql.AUDIT_ANCHORS, sql.columns(anchors, 3))
 
     async def _send_events(
         self, conn: psycopg.AsyncConnection[Any], ops: list[Op], now: float

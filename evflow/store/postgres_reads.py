@@ -418,6 +418,10 @@ class PostgresReads:
         rows = await self._read("SELECT chain, pos, hash FROM audit_heads")
         return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
 
+    async def audit_anchors(self) -> dict[str, tuple[int, str]]:
+        rows = await self._read("SELECT chain, pos, hash FROM audit_anchors")
+        return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
+
 
 def _attempt(r: Sequence[Any]) -> AttemptRecord:
     return AttemptRecord(r[0], r[1], r[2], TaskState(r[3]), r[4], r[5], r[6], r[7])

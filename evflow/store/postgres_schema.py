@@ -230,4 +230,18 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 7: retention (store/retention.py). A chain whose oldest records were pruned is anchored:
+    # its last pruned record's position and hash, and the sequence number of the system
+    # chain's record that last named the anchor.
+    """
+    CREATE TABLE audit_anchors (
+        chain text PRIMARY KEY,
+        pos bigint NOT NULL,
+        hash text NOT NULL,
+        named_by bigint NOT NULL
+    );
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

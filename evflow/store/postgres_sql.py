@@ -166,6 +166,11 @@ INSERT INTO audit_heads (chain, pos, hash)
 SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[])
 ON CONFLICT (chain) DO UPDATE SET pos = excluded.pos, hash = excluded.hash
 """
+# Copied as they are; the next pruning names them again (named_by 0: no record names them).
+AUDIT_ANCHORS = """
+INSERT INTO audit_anchors (chain, pos, hash, named_by)
+SELECT c, p, h, 0 FROM unnest(%b::text[], %b::bigint[], %b::text[]) AS v(c, p, h)
+"""
 DUPS = """
 INSERT INTO duplicates (source, count) SELECT * FROM unnest(%b::text[], %b::bigint[])
 ON CONFLICT (source) DO UPDATE SET count = duplicates.count + excluded.count

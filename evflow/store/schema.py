@@ -164,4 +164,18 @@ MIGRATIONS.append(
     """
 )
 
+MIGRATIONS.append(
+    # 6: retention (store/retention.py). A chain whose oldest records were pruned is anchored:
+    # its last pruned record's position and hash, and the sequence number of the system
+    # chain's record that last named the anchor.
+    """
+    CREATE TABLE audit_anchors (
+        chain TEXT PRIMARY KEY,
+        pos INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        named_by INTEGER NOT NULL
+    );
+    """
+)
+
 SCHEMA_VERSION = len(MIGRATIONS)

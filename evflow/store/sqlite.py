@@ -30,11 +30,12 @@ from ..errors import SchemaVersionError, StoreError
 from ..events import Event
 from ..records import LeaseRecord
 from . import sqlite_sql as sql
-from .base import AuditEntry, Changes, DeadLetter, Rows
+from .base import AuditEntry, Changes, DeadLetter, PruneStep, Rows
 from .batching import Op, WriteQueue, first_copies, gather, settle_events
 from .chains import SYSTEM_CHAIN, WriterChain, append
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite_reads import SqliteReads
+from .sqlite_retention import prune_step
 from .urls import mask, sqlite_path
 
 __all__ = ["SqliteStore"]
@@ -268,6 +269,7 @@ class SqliteStore(SqliteReads):
         conn.executemany(sql.DUP, list(rows.duplicates.items()))
         conn.executemany(sql.AUDIT_IMPORT, rows.audit)
         conn.executemany(sql.HEADS, [(c, p, h) for c, (p, h) in rows.audit_heads.items()])
+        conn.executemany(sql.ANCHOR_IMPORT, [(c, p, h) for c, (p, h) in rows.audit_anchors.items()])
 
     def _insert_events(
         self, conn: sqlite3.Connection, ops: list[Op], now: float
@@ -404,6 +406,9 @@ class SqliteStore(SqliteReads):
 
     async def import_rows(self, rows: Rows) -> None:
         await self._queue.submit(Op(rows=rows))
+
+    async def prune_step(self, before: float, *, max_runs: int, max_records: int) -> PruneStep:
+        return await self._locked(lambda conn: prune_step(conn, before, max_runs, max_records))
 
     available = True  # an embedded file has no connection to lose
 

@@ -375,3 +375,7 @@ class SqliteReads:
     async def audit_heads(self) -> dict[str, tuple[int, str]]:
         rows = await self._read("SELECT chain, pos, hash FROM audit_heads")
         return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
+
+    async def audit_anchors(self) -> dict[str, tuple[int, str]]:
+        rows = await self._read("SELECT chain, pos, hash FROM audit_anchors")
+        return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}

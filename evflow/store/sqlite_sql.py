@@ -77,6 +77,8 @@ HEADS = (
     "INSERT INTO audit_heads (chain, pos, hash) VALUES (?,?,?) "
     "ON CONFLICT(chain) DO UPDATE SET pos = excluded.pos, hash = excluded.hash"
 )
+# Copied as they are; the next pruning names them again (named_by 0: no record names them).
+ANCHOR_IMPORT = "INSERT INTO audit_anchors (chain, pos, hash, named_by) VALUES (?,?,?,0)"
 DUP = (
     "INSERT INTO duplicates (source, count) VALUES (?, ?) "
     "ON CONFLICT(source) DO UPDATE SET count = count + excluded.count"
