@@ -30,6 +30,7 @@ from ..engine import Engine
 from ..records import TaskRecord
 from ..rules.rule import Rule
 from ..states import RunState, TaskState
+from ..store.queries import total_from_page
 from .api import (
     ApiError,
     Handler,
@@ -241,7 +242,9 @@ def view_routes(engine: Engine, *, open_reads: bool = True) -> list[BaseRoute]:
             runs = await store.list_runs(
                 flow=flow, state=state, since=since, until=until, limit=limit, offset=offset
             )
-            total = await store.count_runs(flow=flow, state=state, since=since, until=until)
+            total = total_from_page(len(runs), limit, offset)
+            if total is None:
+                total = await store.count_runs(flow=flow, state=state, since=since, until=until)
         else:
             runs, total = await store.search_runs(
                 text, flow=flow, state=state, since=since, until=until, limit=limit, offset=offset

@@ -30,6 +30,14 @@ def like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def total_from_page(n: int, limit: int, offset: int) -> int | None:
+    """The total of a paged listing when its page shows it: a page of ``n`` short of ``limit``
+    ends the listing (unless it is past the end), so no count is needed. None: count."""
+    if n < limit and (n or not offset):
+        return offset + n
+    return None
+
+
 def run_filter(
     flow: str | None,
     state: str | None,

@@ -29,6 +29,7 @@ from .queries import (
     one_run,
     run_filter,
     split_counts,
+    total_from_page,
     waits_of,
 )
 
@@ -224,8 +225,10 @@ class SqliteReads:
             f"SELECT {sql.RUN_COLS} FROM runs{where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         )
-        total = await self._read(f"SELECT COUNT(*) FROM runs{where}", params)
-        return [sql.run_from(r) for r in rows], int(total[0][0])
+        total = total_from_page(len(rows), limit, offset)
+        if total is None:  # a second pass over the runs, only when the page does not end them
+            total = int((await self._read(f"SELECT COUNT(*) FROM runs{where}", params))[0][0])
+        return [sql.run_from(r) for r in rows], total
 
     async def mapped_summary(
         self, run_id: str

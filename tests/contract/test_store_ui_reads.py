@@ -106,6 +106,10 @@ async def test_search_runs_finds_id_flow_and_param_text(store_factory: Factory) 
         assert await ids("d4e5") == (["d4e5f6"], 1)
         assert await ids("orders", state="failed") == (["0a9b8c"], 1)
         assert await ids("orders", limit=1, offset=1) == (["a1b2c3"], 2)
+        # The total whether the page ends the listing, fills the page, or is past the end.
+        assert await ids("orders", limit=1) == (["0a9b8c"], 2)
+        assert await ids("orders", limit=5, offset=1) == (["a1b2c3"], 2)
+        assert await ids("orders", offset=5) == ([], 2)
         assert await ids("a_l") == (["a1b2c3"], 1)  # "_" is itself, not a wildcard
         assert await ids("%") == ([], 0)
         assert await ids("orders", since=2.5) == (["0a9b8c"], 1)
