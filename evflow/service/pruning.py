@@ -63,7 +63,10 @@ class Pruner:
             try:
                 report = await prune(self.store, self.keep_days)
             finally:
-                await self.store.release_lease(lease)
+                # Given back even when the service stops mid-pass, or the next start would
+                # wait out the lease before pruning.
+                with anyio.move_on_after(5, shield=True):
+                    await self.store.release_lease(lease)
         except Exception as exc:  # the store's or a bug's: logged, and the next pass tries again
             log.error(
                 "retention: pruning failed, to be tried again in %.0fs: %s",
