@@ -36,6 +36,7 @@ from ..states import RunState, TaskState
 from ..store import writes
 from ..store.base import Store
 from .executor import Liveness, RunExecution
+from .handbacks import HandBacks
 from .limits import Limits, RunGate
 from .new_runs import (
     new_run,
@@ -95,6 +96,7 @@ class RunQueue:
         # Runs created here beyond this instance's capacity and handed back, never started: if
         # this instance claims one back before anyone else did, its record is still exact.
         self._overflow: OrderedDict[str, RunRecord] = OrderedDict()
+        self._handbacks: HandBacks | None = None
         self._waiters: dict[str, anyio.Event] = {}
         # In cluster mode: this instance's id (runs may then be driven by other instances),
         # how many runs it holds at most, and who to tell when one of them ends.
@@ -128,7 +130,15 @@ class RunQueue:
                 self._overflow[run.id] = run
             while len(self._overflow) > OVERFLOW_KEPT:
                 self._overflow.popitem(last=False)
-            await shared.hand_back_runs(self.instance_id, [r.id for r in rest])
+            await self._hand_backs(shared, self.instance_id).hand_back([r.id for r in rest])
+
+    def _hand_backs(self, shared: InstanceRegistry, me: str) -> HandBacks:
+        """The hand-backs of this lifespan, their sending loop started on first use."""
+        if self._handbacks is None:
+            assert self._tg is not None, "the run queue is not open"
+            self._handbacks = HandBacks(partial(shared.hand_back_runs, me))
+            self._tg.start_soon(self._handbacks.run)
+        return self._handbacks
 
     def reclaimed(self, run_id: str, epoch: int) -> RunRecord | None:
         """The record of a run this instance handed back unstarted and has claimed again at
@@ -151,6 +161,7 @@ class RunQueue:
         self.capacity, self.slots, self.freed = None, None, lambda: None
         self.live = None
         self._overflow.clear()  # kept for one lifespan's claims only
+        self._handbacks = None
         self.limits.join_cluster(None)
 
     @property

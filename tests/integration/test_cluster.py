@@ -357,6 +357,35 @@ async def test_runs_beyond_an_instances_capacity_go_to_instances_with_room(
         )
 
 
+async def test_a_burst_past_capacity_is_handed_back_in_a_few_statements(
+    postgres_url: str,
+) -> None:
+    """Runs created beyond capacity go back together: each hand-back statement tells the
+    other instances once (a notification), so the notifications count the statements."""
+    ran.clear()
+    small = Engine(
+        postgres_url, grace_period_s=0, cluster=ClusterOptions(heartbeat_s=5, ttl_s=30, max_runs=1)
+    )
+    small.add(recorded)
+    burst = 200
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as listener:
+        await listener.execute("LISTEN evflow_runs")
+        async with small:
+            ids: list[str] = []
+
+            async def submit(n: int) -> None:
+                ids.append(await small.submit(recorded, n=n))
+
+            async with anyio.create_task_group() as tg:
+                for n in range(burst):
+                    tg.start_soon(submit, n)
+            for run_id in ids:  # each handed back, then claimed again as room frees
+                assert (await small.wait(run_id)).state is RunState.SUCCEEDED
+            told = [n async for n in listener.notifies(timeout=0.5)]
+    assert sorted(ran) == sorted(f"record {n}" for n in range(burst))
+    assert 1 <= len(told) <= burst // 10, len(told)
+
+
 @task
 async def held_alone(n: int) -> int:
     ran.append(f"alone {n}")
