@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import runner
+from benchmarks import runner, scaling
 from benchmarks.common import Workload
 from benchmarks.stores import STORE_ENV
 
@@ -91,3 +91,15 @@ def test_the_latency_targets_follow_the_store(monkeypatch: pytest.MonkeyPatch) -
     assert (p50_row()["target"], p50_row()["met"]) == ("< 5 ms", False)
     monkeypatch.setenv(STORE_ENV, "postgresql://postgres@127.0.0.1/test")
     assert (p50_row()["target"], p50_row()["met"]) == ("< 10 ms", True)
+
+
+def test_the_scaling_benchmark_writes_both_tables(tmp_path: Path) -> None:
+    out = tmp_path / "scaling.json"
+    code = scaling.main(["--sizes", "10,50", "--history", "100,300", "--json", str(out)])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert [row["tasks_per_run"] for row in doc["by_run_size"]] == [12, 52]
+    assert [row["past_runs"] for row in doc["by_history"]] == [100, 300]
+    for row in doc["by_run_size"] + doc["by_history"]:
+        assert all(math.isfinite(v) and v >= 0 for v in row.values()), row
+        assert row["cpu_us_per_task"] > 0
