@@ -35,6 +35,30 @@ from .queries import (
 
 __all__ = ["SqliteReads"]
 
+# A run's tasks are indexed in two parts (schema migration 7): their own records
+# (tasks_plain) and the instances of mapped tasks (tasks_mapped). A read of both reads each part
+# on its index, as SQLite uses a partial index only for a query that names its condition.
+_PLAIN = " AND map_index IS NULL"
+_MAPPED = " AND map_index IS NOT NULL"
+_PARTS: dict[bool | None, tuple[str, ...]] = {
+    False: (_PLAIN,),
+    True: (_MAPPED,),
+    None: (_PLAIN, _MAPPED),
+}
+
+
+def _task_filter(run_id: str, node: str | None, state: str | None) -> tuple[str, list[Any]]:
+    """The condition on a run's tasks (of one node, in one state) and its parameters."""
+    where = "run_id = ?"
+    params: list[Any] = [run_id]
+    if node is not None:
+        where += " AND node = ?"
+        params.append(node)
+    if state is not None:
+        where += " AND state = ?"
+        params.append(state)
+    return where, params
+
 
 class SqliteReads:
     """The reads of :class:`~evflow.store.sqlite.SqliteStore`."""
@@ -134,17 +158,19 @@ class SqliteReads:
     async def task_counts(
         self, run_ids: Sequence[str]
     ) -> list[tuple[str, str, str, int, int, bool]]:
-        # Grouped in the order of the tasks_by_node index (no sort); each group counts a
-        # mapped task's instances and its own record apart.
+        # The tasks' own records (tasks_plain) and the instances of mapped tasks
+        # (tasks_mapped, grouped in its order) are counted apart, each on its own index.
         out: list[tuple[str, str, str, int, int, bool]] = []
         for chunk in sql.chunks(list(run_ids)):
             marks = ",".join("?" * len(chunk))
             rows = await self._read(
-                "SELECT run_id, node, state, COUNT(*) - COUNT(map_index), "
-                "MAX(CASE WHEN map_index IS NULL THEN attempt END), COUNT(map_index), "
-                "MAX(CASE WHEN map_index IS NOT NULL THEN attempt END) "
-                f"FROM tasks WHERE run_id IN ({marks}) GROUP BY run_id, node, state",
-                list(chunk),
+                "SELECT run_id, node, state, COUNT(*), MAX(attempt), 0, NULL FROM tasks "
+                f"WHERE run_id IN ({marks}) AND map_index IS NULL GROUP BY run_id, node, state "
+                "UNION ALL "
+                "SELECT run_id, node, state, 0, NULL, COUNT(*), MAX(attempt) FROM tasks "
+                f"WHERE run_id IN ({marks}) AND map_index IS NOT NULL "
+                "GROUP BY run_id, node, state",
+                [*chunk, *chunk],
             )
             out += split_counts(rows)
         return out
@@ -161,18 +187,19 @@ class SqliteReads:
     ) -> list[TaskRecord]:
         # The page is chosen on the narrow key columns first, so a large run's sort does not
         # carry every row's result and traceback.
-        inner = "SELECT name FROM tasks WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if node is not None:
-            inner += " AND node = ?"
-            params.append(node)
-        if state is not None:
-            inner += " AND state = ?"
-            params.append(state)
-        if mapped is not None:
-            inner += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
-        # Instances sort by map_index alone (never NULL there), which the index can serve.
-        order = "map_index, name" if mapped else "COALESCE(map_index, -1), name"
+        where, params = _task_filter(run_id, node, state)
+        parts = _PARTS[mapped]
+        if len(parts) == 1:
+            inner = f"SELECT name FROM tasks WHERE {where}{parts[0]}"
+            # Instances sort by map_index alone (never NULL there).
+            order = "map_index, name" if mapped else "COALESCE(map_index, -1), name"
+        else:
+            inner = "SELECT name FROM (" + " UNION ALL ".join(
+                f"SELECT name, node, map_index FROM tasks WHERE {where}{part}" for part in parts
+            )
+            inner += ")"
+            params = params * len(parts)
+            order = "COALESCE(map_index, -1), name"
         inner += f" ORDER BY node, {order} LIMIT ? OFFSET ?"
         rows = await self._read(
             f"SELECT {sql.TASK_COLS} FROM tasks WHERE run_id = ? AND name IN ({inner})",
@@ -190,17 +217,12 @@ class SqliteReads:
         state: str | None = None,
         mapped: bool | None = None,
     ) -> int:
-        query = "SELECT COUNT(*) FROM tasks WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if node is not None:
-            query += " AND node = ?"
-            params.append(node)
-        if state is not None:
-            query += " AND state = ?"
-            params.append(state)
-        if mapped is not None:
-            query += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
-        rows = await self._read(query, params)
+        where, params = _task_filter(run_id, node, state)
+        parts = _PARTS[mapped]
+        query = "SELECT " + " + ".join(
+            f"(SELECT COUNT(*) FROM tasks WHERE {where}{part})" for part in parts
+        )
+        rows = await self._read(query, params * len(parts))
         return int(rows[0][0])
 
     async def search_runs(
@@ -233,7 +255,7 @@ class SqliteReads:
     async def mapped_summary(
         self, run_id: str
     ) -> list[tuple[str, str, int, int, float | None, float | None, float | None, int]]:
-        # Grouped in the order of the tasks_by_node index, so no sort is needed.
+        # Grouped in the order of the tasks_mapped index, so no sort is needed.
         rows = await self._read(
             "SELECT node, state, COUNT(*), MAX(attempt), MIN(queued_at), MIN(started_at), "
             "MAX(ended_at), SUM(started_at IS NOT NULL AND ended_at IS NULL) "

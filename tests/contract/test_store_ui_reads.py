@@ -86,6 +86,31 @@ async def test_task_counts_group_a_mapped_task_by_state(store_factory: Factory) 
         assert [t.name for t in failed] == ["load[0]", "load[4]", "load[8]"]
         assert [t.name for t in await store.list_tasks("r1", mapped=False)] == ["extract", "load"]
         assert len(await store.list_tasks("r1", mapped=True)) == 10
+        # Own records and instances read together: a node's own record first, then its
+        # instances by index.
+        both = await store.list_tasks("r1", node="load", limit=3, offset=0)
+        assert [t.name for t in both] == ["load", "load[0]", "load[1]"]
+        both = await store.list_tasks("r1", state="succeeded", limit=3, offset=1)
+        assert [t.name for t in both] == ["load", "load[1]", "load[2]"]
+        assert await store.count_tasks("r1", state="succeeded") == 9
+
+
+async def test_a_task_changed_twice_in_one_commit_keeps_its_last_record(
+    store_factory: Factory,
+) -> None:
+    async with store_factory() as store:
+        await store.apply(Changes(runs=[_run("r1", "etl", 1.0)]), wait=True)
+        running = _task("r1", "extract", TaskState.RUNNING)
+        ended = replace(running, state=TaskState.SUCCEEDED, result=b"1")
+        other = _task("r1", "load", TaskState.RUNNING)
+        # Queued without waiting, then one commit for all three changes.
+        await store.apply(Changes(tasks=[running, other]))
+        await store.apply(Changes(tasks=[ended]), wait=True)
+        run = await store.get_run("r1")
+        assert {t.name: (t.state, t.result) for t in run.tasks} == {
+            "extract": (TaskState.SUCCEEDED, b"1"),
+            "load": (TaskState.RUNNING, None),
+        }
 
 
 async def test_search_runs_finds_id_flow_and_param_text(store_factory: Factory) -> None:
