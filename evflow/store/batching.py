@@ -23,7 +23,15 @@ from ..events import Event
 from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord
 from .base import AuditEntry, Changes, DeadLetter, Rows
 
-__all__ = ["Gathered", "Op", "WriteQueue", "first_copies", "gather", "settle_events"]
+__all__ = [
+    "Gathered",
+    "Op",
+    "WriteQueue",
+    "first_copies",
+    "gather",
+    "last_records",
+    "settle_events",
+]
 
 
 @dataclass(slots=True)
@@ -196,6 +204,20 @@ def gather(batch: Sequence[Op]) -> Gathered:
         g.processed.extend(ch.processed_events)
         g.audit.extend(ch.audit)
     return g
+
+
+def last_records(tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
+    """Each task's last record among ``tasks`` (a batch's task changes, in order).
+
+    A task often changes twice within one batch (running, then ended); a task upsert writes
+    every column a change can touch, so the last record alone leaves the same row as writing
+    each in turn. Its audit records are kept, one per change."""
+    if len(tasks) < 2:
+        return list(tasks)
+    last: dict[tuple[str, str], TaskRecord] = {}
+    for t in tasks:
+        last[(t.run_id, t.name)] = t
+    return list(last.values()) if len(last) < len(tasks) else list(tasks)
 
 
 def first_copies(ops: Sequence[Op]) -> dict[str, str]:
