@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,6 @@ from ..states import RunState, TaskState
 from ..store import writes
 from ..store.base import Store
 from .executor import Liveness, RunExecution
-from .handbacks import HandBacks
 from .limits import Limits, RunGate
 from .new_runs import (
     new_run,
@@ -46,15 +44,12 @@ from .new_runs import (
     slot_params,
     with_downstream,
 )
+from .overflow import Overflow
 from .results import RunResult
 
 __all__ = ["RunQueue", "new_run", "pending_tasks", "queued_changes", "run_id_for"]
 
 log = logging.getLogger("evflow.engine")
-
-
-OVERFLOW_KEPT = 10_000  # handed-back records kept for a claim back; older ones are read again
-FIRST_CLAIM = 2  # a run's epoch once first claimed (it is inserted at 1)
 
 
 @dataclass(slots=True)
@@ -93,10 +88,8 @@ class RunQueue:
         self._store: Store | None = None
         self._tg: TaskGroup | None = None
         self._active: dict[str, _ActiveRun] = {}
-        # Runs created here beyond this instance's capacity and handed back, never started: if
-        # this instance claims one back before anyone else did, its record is still exact.
-        self._overflow: OrderedDict[str, RunRecord] = OrderedDict()
-        self._handbacks: HandBacks | None = None
+        # In cluster mode, the runs created here past this instance's capacity.
+        self._overflow: Overflow | None = None
         self._waiters: dict[str, anyio.Event] = {}
         # In cluster mode: this instance's id (runs may then be driven by other instances),
         # how many runs it holds at most, and who to tell when one of them ends.
@@ -110,6 +103,9 @@ class RunQueue:
     def join_cluster(self, store: InstanceRegistry, instance_id: str) -> None:
         """From now on this queue is instance ``instance_id`` of a cluster sharing ``store``."""
         self._shared, self.instance_id = store, instance_id
+        assert self._tg is not None, "the run queue is not open"
+        self._overflow = Overflow(partial(store.hand_back_runs, instance_id))
+        self._tg.start_soon(self._overflow.run)
 
     def room(self) -> int:
         """How many more runs this instance takes (cluster mode; else no limit)."""
@@ -120,32 +116,17 @@ class RunQueue:
     async def place(self, runs: Sequence[RunRecord]) -> None:
         """Drive runs created here. In a cluster, only up to this instance's capacity: the
         rest are handed back, for the instances with room to claim."""
-        shared = self._shared
-        keep = len(runs) if shared is None else self.room()
+        overflow = self._overflow
+        keep = len(runs) if overflow is None else self.room()
         for run in runs[:keep]:
             self.start(run)
-        rest = runs[keep:]
-        if rest and shared is not None and self.instance_id is not None:
-            for run in rest:
-                self._overflow[run.id] = run
-            while len(self._overflow) > OVERFLOW_KEPT:
-                self._overflow.popitem(last=False)
-            await self._hand_backs(shared, self.instance_id).hand_back([r.id for r in rest])
-
-    def _hand_backs(self, shared: InstanceRegistry, me: str) -> HandBacks:
-        """The hand-backs of this lifespan, their sending loop started on first use."""
-        if self._handbacks is None:
-            assert self._tg is not None, "the run queue is not open"
-            self._handbacks = HandBacks(partial(shared.hand_back_runs, me))
-            self._tg.start_soon(self._handbacks.run)
-        return self._handbacks
+        if overflow is not None and keep < len(runs):
+            await overflow.hand_back(runs[keep:])
 
     def reclaimed(self, run_id: str, epoch: int) -> RunRecord | None:
-        """The record of a run this instance handed back unstarted and has claimed again at
-        ``epoch``; None unless no other instance claimed it in between (its first claim
-        raises the epoch of a new run from 1 to 2)."""
-        run = self._overflow.pop(run_id, None)
-        return run if run is not None and epoch == FIRST_CLAIM else None
+        """The record of a run handed back from here unstarted and claimed back at ``epoch``,
+        if still exact (see :meth:`Overflow.reclaimed`)."""
+        return None if self._overflow is None else self._overflow.reclaimed(run_id, epoch)
 
     async def _until_finished(self, run_id: str) -> None:
         """Wait for a run that another instance drives to end (read from the store)."""
@@ -160,8 +141,7 @@ class RunQueue:
         self._shared, self.instance_id = None, None
         self.capacity, self.slots, self.freed = None, None, lambda: None
         self.live = None
-        self._overflow.clear()  # kept for one lifespan's claims only
-        self._handbacks = None
+        self._overflow = None  # one lifespan's
         self.limits.join_cluster(None)
 
     @property
