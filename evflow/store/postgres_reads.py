@@ -29,6 +29,8 @@ from ..records import (
 from ..states import TaskState
 from . import postgres_sql as sql
 from .queries import (
+    MAPPED,
+    PLAIN,
     audit_query,
     audit_record,
     event_filter,
@@ -37,6 +39,7 @@ from .queries import (
     one_run,
     run_filter,
     split_counts,
+    task_filter,
     total_from_page,
     waits_of,
 )
@@ -208,16 +211,8 @@ class PostgresReads:
     ) -> list[TaskRecord]:
         # The page is chosen on the table's own columns first, so the conversions of
         # TASK_COLS run on its rows only, not on every row of a large run.
-        query = "SELECT * FROM tasks WHERE run_id = %s"
-        params: list[Any] = [run_id]
-        if node is not None:
-            query += " AND node = %s"
-            params.append(node)
-        if state is not None:
-            query += " AND state = %s"
-            params.append(state)
-        if mapped is not None:
-            query += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
+        where, params = task_filter(run_id, node, state, mark="%s")
+        query = f"SELECT * FROM tasks WHERE {where}{_part(mapped)}"
         order = "node, map_index, name" if mapped else "node, COALESCE(map_index, -1), name"
         query += f" ORDER BY {order} LIMIT %s OFFSET %s"
         rows = await self._read(
@@ -234,17 +229,8 @@ class PostgresReads:
         state: str | None = None,
         mapped: bool | None = None,
     ) -> int:
-        query = "SELECT COUNT(*) FROM tasks WHERE run_id = %s"
-        params: list[Any] = [run_id]
-        if node is not None:
-            query += " AND node = %s"
-            params.append(node)
-        if state is not None:
-            query += " AND state = %s"
-            params.append(state)
-        if mapped is not None:
-            query += " AND map_index IS NOT NULL" if mapped else " AND map_index IS NULL"
-        rows = await self._read(query, params)
+        where, params = task_filter(run_id, node, state, mark="%s")
+        rows = await self._read(f"SELECT COUNT(*) FROM tasks WHERE {where}{_part(mapped)}", params)
         return int(rows[0][0])
 
     async def search_runs(
@@ -424,6 +410,11 @@ class PostgresReads:
     async def audit_anchors(self) -> dict[str, tuple[int, str]]:
         rows = await self._read("SELECT chain, pos, hash FROM audit_anchors")
         return {str(r[0]): (int(r[1]), str(r[2])) for r in rows}
+
+
+def _part(mapped: bool | None) -> str:
+    """The condition on a task's being a mapped instance (None: either)."""
+    return "" if mapped is None else MAPPED if mapped else PLAIN
 
 
 def _attempt(r: Sequence[Any]) -> AttemptRecord:

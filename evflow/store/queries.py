@@ -38,6 +38,27 @@ def total_from_page(n: int, limit: int, offset: int) -> int | None:
     return None
 
 
+# A run's own task records, and the instances of its mapped tasks.
+PLAIN = " AND map_index IS NULL"
+MAPPED = " AND map_index IS NOT NULL"
+
+
+def task_filter(
+    run_id: str, node: str | None, state: str | None, *, mark: str
+) -> tuple[str, list[Any]]:
+    """The condition on a run's tasks (of one node, in one state) and its parameters; ``mark``
+    is the dialect's placeholder."""
+    where = f"run_id = {mark}"
+    params: list[Any] = [run_id]
+    if node is not None:
+        where += f" AND node = {mark}"
+        params.append(node)
+    if state is not None:
+        where += f" AND state = {mark}"
+        params.append(state)
+    return where, params
+
+
 def run_filter(
     flow: str | None,
     state: str | None,

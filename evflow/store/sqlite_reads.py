@@ -21,6 +21,8 @@ from ..records import (
 from ..states import TaskState
 from . import sqlite_sql as sql
 from .queries import (
+    MAPPED,
+    PLAIN,
     audit_query,
     audit_record,
     event_filter,
@@ -29,6 +31,7 @@ from .queries import (
     one_run,
     run_filter,
     split_counts,
+    task_filter,
     total_from_page,
     waits_of,
 )
@@ -38,26 +41,11 @@ __all__ = ["SqliteReads"]
 # A run's tasks are indexed in two parts (schema migration 7): their own records
 # (tasks_plain) and the instances of mapped tasks (tasks_mapped). A read of both reads each part
 # on its index, as SQLite uses a partial index only for a query that names its condition.
-_PLAIN = " AND map_index IS NULL"
-_MAPPED = " AND map_index IS NOT NULL"
 _PARTS: dict[bool | None, tuple[str, ...]] = {
-    False: (_PLAIN,),
-    True: (_MAPPED,),
-    None: (_PLAIN, _MAPPED),
+    False: (PLAIN,),
+    True: (MAPPED,),
+    None: (PLAIN, MAPPED),
 }
-
-
-def _task_filter(run_id: str, node: str | None, state: str | None) -> tuple[str, list[Any]]:
-    """The condition on a run's tasks (of one node, in one state) and its parameters."""
-    where = "run_id = ?"
-    params: list[Any] = [run_id]
-    if node is not None:
-        where += " AND node = ?"
-        params.append(node)
-    if state is not None:
-        where += " AND state = ?"
-        params.append(state)
-    return where, params
 
 
 class SqliteReads:
@@ -187,7 +175,7 @@ class SqliteReads:
     ) -> list[TaskRecord]:
         # The page is chosen on the narrow key columns first, so a large run's sort does not
         # carry every row's result and traceback.
-        where, params = _task_filter(run_id, node, state)
+        where, params = task_filter(run_id, node, state, mark="?")
         parts = _PARTS[mapped]
         if len(parts) == 1:
             inner = f"SELECT name FROM tasks WHERE {where}{parts[0]}"
@@ -217,7 +205,7 @@ class SqliteReads:
         state: str | None = None,
         mapped: bool | None = None,
     ) -> int:
-        where, params = _task_filter(run_id, node, state)
+        where, params = task_filter(run_id, node, state, mark="?")
         parts = _PARTS[mapped]
         query = "SELECT " + " + ".join(
             f"(SELECT COUNT(*) FROM tasks WHERE {where}{part})" for part in parts
