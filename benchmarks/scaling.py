@@ -3,10 +3,11 @@
 ``python -m benchmarks.scaling [--sizes 10,100,1000,10000] [--history 10000,100000,1000000]
 [--store postgresql://…] [--json PATH]``
 
-**Run size.** For each size N, runs of ``items(N) → work.map(items) → join`` (N no-op async
-instances between two tasks), as many runs as make about 10,000 tasks, submitted at once under
-``max_tasks=100``, each size on a fresh store. Reported: CPU per task (all threads) and tasks
-per second, so a flat column means the cost per task does not grow with the run.
+**Run size.** For each size N, runs of ``make(N) → item.map → count`` (N no-op async
+instances between two tasks, the flow of :mod:`benchmarks.ui_pages`), as many runs as make
+about 10,000 tasks, submitted at once under ``max_tasks=100``, each size on a fresh store.
+Reported: CPU per task (all threads) and tasks per second, so a flat column means the cost per
+task does not grow with the run.
 
 **History.** One store grows to each size H of past runs (finished three-task runs over the
 last 60 days, each with a ``customer`` parameter, written through the store's import, as
@@ -38,7 +39,7 @@ from typing import Any
 import anyio
 import httpx
 
-from evflow import Engine, Flow, flow, task
+from evflow import Engine
 from evflow.http.app import build_app, run_app_services
 from evflow.http.server import HttpServer
 from evflow.records import RunRecord, TaskRecord
@@ -50,6 +51,7 @@ from .common import Usage
 from .etl import etl
 from .runner import machine
 from .stores import PREFIX_ENV, STORE_ENV, backend, drop_schemas, engine_store
+from .ui_pages import wide  # make(N) → item.map → count
 
 __all__ = ["main"]
 
@@ -58,31 +60,6 @@ TASKS_PER_SIZE = 10_000
 ETL_RUNS = 300
 IMPORT_BATCH = 5_000
 READ_REPEAT = 5
-
-
-async def _items(n: int) -> list[int]:
-    return list(range(n))
-
-
-async def _work(i: int) -> int:
-    await asyncio.sleep(0)
-    return i
-
-
-async def _join(results: list[int]) -> int:
-    return len(results)
-
-
-items = task(name="items")(_items)
-work = task(name="work")(_work)
-join = task(name="join")(_join)
-
-
-def _wide(n: int) -> None:
-    join(work.map(items(n)))
-
-
-wide: Flow = flow(name="bench_scaling_wide")(_wide)
 
 
 # -- run size ----------------------------------------------------------------------------------
