@@ -41,7 +41,6 @@ class Pruner:
         self.every_s = every_s
         self.first_s = first_s
         self.owner = f"pruner-{uuid.uuid4().hex[:12]}"
-        self.passes = 0  # passes that ran to their end
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -75,7 +74,6 @@ class Pruner:
                 exc_info=not isinstance(exc, EvflowError),
             )
             return None
-        self.passes += 1
         if report.runs or report.records:
             log.info(
                 "retention: pruned %d run(s) and %d audit record(s) from before %s (keeping %g "

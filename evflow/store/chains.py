@@ -37,6 +37,7 @@ __all__ = [
     "append",
     "chain_rows",
     "genesis",
+    "system_head",
 ]
 
 LEGACY_CHAIN = "legacy"
@@ -81,6 +82,17 @@ class WriterChain:
         return True
 
 
+def system_head(row: Sequence[Any] | None) -> tuple[int, str]:
+    """The system chain's head ``(pos, hash)`` as read from the store; its absence means the
+    store was altered by hand, and nothing may be appended to the system chain."""
+    if row is None:
+        raise StoreError(
+            "the audit trail's system chain has no head; the store was altered by hand "
+            "(run `evflow audit verify`)"
+        )
+    return int(row[0]), str(row[1])
+
+
 def chain_rows(
     entries: Sequence[AuditEntry], chain: str, pos: int, head: str, now: float
 ) -> list[tuple[Any, ...]]:
@@ -118,11 +130,7 @@ def append(
     opened; it is opened here, by a record in the system chain, whose head is ``system``)."""
     out = Appended()
     if chain.must_open(head):
-        if system is None:
-            raise StoreError(
-                "the audit trail's system chain has no head; the store was altered by hand "
-                "(run `evflow audit verify`)"
-            )
+        system = system_head(system)
         opening = AuditEntry(
             AuditKind.AUDIT_CHAIN_OPENED,
             f"chain:{chain.name}",

@@ -7,10 +7,9 @@ from typing import Any
 
 import psycopg
 
-from ..errors import StoreError
 from . import postgres_sql as sql
 from .base import PruneStep
-from .chains import SYSTEM_CHAIN
+from .chains import SYSTEM_CHAIN, system_head
 from .retention import anchors_to_name, audit_cut, pruned_record
 
 __all__ = ["prune_step"]
@@ -71,12 +70,7 @@ async def prune_step(
     """Remove up to ``max_runs`` runs and ``max_records`` audit records from before
     ``before``, in the transaction open on ``conn``."""
     # The system chain's head, locked first: one step at a time, and no chain opens meanwhile.
-    head = await (await conn.execute(sql.AUDIT_HEAD, (SYSTEM_CHAIN,))).fetchone()
-    if head is None:
-        raise StoreError(
-            "the audit trail's system chain has no head; the store was altered by hand "
-            "(run `evflow audit verify`)"
-        )
+    system = system_head(await (await conn.execute(sql.AUDIT_HEAD, (SYSTEM_CHAIN,))).fetchone())
     (runs,) = await _one(conn, _RUNS, {"before": before, "max_runs": max_runs})
     first_new, nth, last = await _one(conn, _CUT, {"before": before, "skip": max_records - 1})
     cut, more_records = audit_cut(first_new, nth, last)
@@ -89,7 +83,7 @@ async def prune_step(
         return PruneStep(0, 0, False)
     stored = await (await conn.execute(_ANCHORS)).fetchall()
     named = anchors_to_name(last_pruned, stored, cut or 0)
-    row = pruned_record(before, runs, records, named, (int(head[0]), str(head[1])), time.time())
+    row = pruned_record(before, runs, records, named, system, time.time())
     (seq,) = await _one(conn, _RECORD, row)
     chains = sorted(named)
     await conn.execute(

@@ -5,10 +5,9 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from ..errors import StoreError
 from . import sqlite_sql as sql
 from .base import PruneStep
-from .chains import SYSTEM_CHAIN
+from .chains import SYSTEM_CHAIN, system_head
 from .retention import anchors_to_name, audit_cut, pruned_record
 
 __all__ = ["prune_step"]
@@ -38,12 +37,7 @@ def prune_step(
 ) -> PruneStep:
     """Remove up to ``max_runs`` runs and ``max_records`` audit records from before
     ``before``, in the transaction open on ``conn`` (the writer's: no one writes meanwhile)."""
-    head = conn.execute(sql.HEAD, (SYSTEM_CHAIN,)).fetchone()
-    if head is None:
-        raise StoreError(
-            "the audit trail's system chain has no head; the store was altered by hand "
-            "(run `evflow audit verify`)"
-        )
+    system = system_head(conn.execute(sql.HEAD, (SYSTEM_CHAIN,)).fetchone())
     gone = [(r[0],) for r in conn.execute(_RUNS, (before, before, max_runs))]
     for table in ("tasks", "attempts", "logs"):
         conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", gone)
@@ -63,9 +57,7 @@ def prune_step(
         return PruneStep(0, 0, False)
     stored = conn.execute("SELECT chain, pos, hash, named_by FROM audit_anchors").fetchall()
     named = anchors_to_name(last_pruned, stored, cut or 0)
-    row = pruned_record(
-        before, len(gone), records, named, (int(head[0]), str(head[1])), time.time()
-    )
+    row = pruned_record(before, len(gone), records, named, system, time.time())
     seq = conn.execute(sql.AUDIT, row).lastrowid
     conn.executemany(_SET_ANCHOR, [(c, p, h, seq) for c, (p, h) in named.items()])
     conn.execute(sql.HEADS, (SYSTEM_CHAIN, row[1], row[8]))
