@@ -58,10 +58,12 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
     except ClientDisconnect:
         raise ApiError(400, "the client disconnected before sending the whole body") from None
     body = b"".join(chunks)
-    if not body.strip():
+    if not body:
         if required:
             raise ApiError(400, "the body is empty; send a JSON object")
         return NO_BODY
+    if not body.strip():  # not empty, yet no JSON in it: a client's mistake, not "no body"
+        raise ApiError(400, "the body holds only whitespace; send a JSON object or no body")
     try:
         return parse_json(body)
     except orjson.JSONDecodeError as exc:

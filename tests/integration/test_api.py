@@ -343,6 +343,11 @@ async def test_trigger_errors(tmp_path: Path) -> None:
         )
         assert_error(resp, 400, "not valid JSON")
         assert_error(await client.post("/api/flows/hello/runs", json=[1]), 400, "JSON object")
+        # No body is "no parameters"; a body of whitespace is a mistake, not an empty body.
+        resp = await client.post(
+            "/api/flows/hello/runs", content=b" \n", headers={"Content-Type": "application/json"}
+        )
+        assert_error(resp, 400, "only whitespace")
         assert await engine.store.count_runs() == 0
 
 
