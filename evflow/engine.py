@@ -32,7 +32,7 @@ from .errors import EngineNotRunning, EvflowError, FlowNotFound, UnknownPoolErro
 from .events import Event
 from .flows.dag import Flow
 from .intake import StoreIntake
-from .ownership import Ownership
+from .ownership import Ownership, refuse_sole_engine
 from .rules import Rule, RuleSet
 from .rules.loop import RuleLoop
 from .run.limits import Limits, Pool, RunGate
@@ -59,7 +59,8 @@ class Engine:
     yet decided on before intake pushes back. ``grace_period_s``: at shutdown, how long
     running tasks may finish before they are cancelled and recorded as interrupted.
     ``cluster``: on a store shared by several instances (PostgreSQL), how often this one
-    heartbeats and after how long the others count it as dead.
+    heartbeats and after how long the others count it as dead; ``ClusterOptions(enabled=False)``
+    runs a PostgreSQL store as its only instance, as on SQLite.
     """
 
     def __init__(
@@ -205,13 +206,22 @@ class Engine:
 
     # -- lifespan ----------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
+        try:
+            return await self._start()
+        except BaseExceptionGroup as group:
+            # A refusal at start (the store in use, say) is one error a caller catches as is.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], EvflowError):
+                raise group.exceptions[0] from None
+            raise
+
+    async def _start(self) -> Engine:
         async with AsyncExitStack() as stack:
             self.node = None
             self._store = store = await stack.enter_async_context(self._open_store())
             stack.callback(self._forget_store)
-            shared = isinstance(store, InstanceRegistry)
+            shared = isinstance(store, InstanceRegistry) and self.cluster.enabled
             ownership = None
-            if self.resume and not shared:  # one engine runs a store of one machine's
+            if self.resume and not shared:  # one engine runs the store's work
                 ownership = Ownership(store)
                 await ownership.acquire()
                 stack.push_async_callback(ownership.release)  # after the runs have stopped
@@ -237,6 +247,8 @@ class Engine:
                 )
                 await node.join()
                 stack.push_async_callback(node.leave)  # after the runs have stopped
+                if self.resume and node.membership.record is not None:
+                    await refuse_sole_engine(store, node.membership.record.now)
                 self._sensors.leader = anyio.Event()
             stack.push_async_callback(self._shutdown)
             self.started_at = time.time()

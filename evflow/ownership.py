@@ -8,6 +8,10 @@ second time. A holder on this host whose process is gone (killed) is replaced at
 elsewhere, once its lease expires by the store's clock. An engine that cannot renew before its
 lease would expire stops with :class:`~evflow.errors.OwnershipLost`. Command-line engines
 (``evflow run``, ``retry``, ``backfill``) run only their own runs and take no lease.
+
+On a PostgreSQL store the two ways of running exclude each other: an engine outside the
+cluster (``[cluster] enabled = false``) is refused while cluster instances are alive, and a
+cluster instance is refused while such an engine holds the lease (:func:`refuse_sole_engine`).
 """
 
 from __future__ import annotations
@@ -25,16 +29,20 @@ from typing import Protocol
 import anyio
 import anyio.abc
 
+from .cluster.registry import InstanceRegistry
 from .errors import OwnershipLost, StoreError, StoreInUse, StoreUnavailable
 from .records import LeaseRecord
 from .store.base import Store
 
-__all__ = ["ENGINE_LEASE", "HeldLease", "Ownership", "keep_renewed"]
+__all__ = ["ENGINE_LEASE", "HeldLease", "Ownership", "keep_renewed", "refuse_sole_engine"]
 
 log = logging.getLogger("evflow.engine")
 
 ENGINE_LEASE = "engine"
 DEFAULT_TTL_S = 30.0
+_ONE_STORE_MANY = (
+    "several instances on one store need a PostgreSQL store in cluster mode ([cluster] enabled)"
+)
 
 
 def _alive(pid: int) -> bool:
@@ -110,11 +118,27 @@ class Ownership:
             raise StoreInUse(
                 f"the store {self.store.describe()} is in use by another evflow instance "
                 f"(host {lease.host}, pid {lease.pid}, last heartbeat {_when(lease.renewed_at)}); "
-                "several instances on one store need cluster mode, which evflow does not have "
-                "yet: stop the other instance, or give this one a store of its own"
+                f"{_ONE_STORE_MANY}: stop the other instance, or give this one a store of its own"
             )
         self.lease = lease
+        if isinstance(self.store, InstanceRegistry):
+            await self._refuse_cluster(self.store)
         return lease
+
+    async def _refuse_cluster(self, registry: InstanceRegistry) -> None:
+        """Give the lease back and raise :class:`StoreInUse` if cluster instances are alive on
+        the store (checked after taking the lease: one of the two starting at once sees the
+        other)."""
+        alive = [i for i in await registry.list_instances() if i.alive]
+        if not alive:
+            return
+        await self.release()
+        raise StoreInUse(
+            f"the store {self.store.describe()} is run by a cluster of {len(alive)} live "
+            f"instance(s) ({', '.join(f'{i.host} pid {i.pid}' for i in alive)}); this one has "
+            "[cluster] enabled = false and would run their runs a second time: enable cluster "
+            "mode to join them, or stop them first"
+        )
 
     async def keep(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """Renew the lease until cancelled; raise :class:`OwnershipLost` if that fails."""
@@ -144,3 +168,20 @@ class Ownership:
             return
         with anyio.CancelScope(shield=True), suppress(StoreError):
             await self.store.release_lease(lease)
+
+
+async def refuse_sole_engine(store: Store, now: float) -> None:
+    """Raise :class:`StoreInUse` if an engine outside the cluster holds ``store``'s ``engine``
+    lease (unexpired at ``now``, the store's clock, and not left by a process of this host
+    that is gone): a cluster instance joining would run its runs a second time."""
+    host = socket.gethostname()
+    for lease in await store.list_leases():
+        if lease.name != ENGINE_LEASE or lease.expires_at <= now:
+            continue
+        if lease.host == host and not _alive(lease.pid):
+            continue
+        raise StoreInUse(
+            f"the store {store.describe()} is run by an evflow instance outside the cluster "
+            f"(host {lease.host}, pid {lease.pid}, [cluster] enabled = false); stop it, or "
+            "enable cluster mode there, before starting cluster instances"
+        )

@@ -34,7 +34,12 @@ def _ago(seconds: float) -> str:
 def render(status: dict[str, Any]) -> str:
     """The status as a terminal table."""
     lines = [f"store      {status['store']}"]
-    if status["mode"] == "single":
+    if status["mode"] == "single" and status["store"].startswith("postgresql"):
+        lines.append(
+            "mode       one instance, outside any cluster ([cluster] enabled = false; several "
+            "instances need cluster mode)"
+        )
+    elif status["mode"] == "single":
         lines.append(
             "mode       one instance (a SQLite store is one machine's; several instances "
             "need a PostgreSQL store)"

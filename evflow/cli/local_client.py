@@ -203,7 +203,12 @@ class LocalClient:
                 if node.options.pool and node.options.pool not in pools:
                     pools[node.options.pool] = max(node.options.slots, 1)
         engine = Engine(
-            self.store, pools=pools, max_tasks=cfg.engine.max_tasks, resume=False, grace_period_s=0
+            self.store,
+            pools=pools,
+            max_tasks=cfg.engine.max_tasks,
+            resume=False,
+            grace_period_s=0,
+            cluster=cfg.cluster.options(),
         )
         for fl in flows:
             engine.add(fl, schedule=False)

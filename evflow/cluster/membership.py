@@ -35,11 +35,14 @@ log = logging.getLogger("evflow.cluster")
 @dataclass(frozen=True, slots=True)
 class ClusterOptions:
     """``[cluster]``: how often an instance heartbeats, after how long without a heartbeat
-    the others count it as dead, and how many runs it holds at once."""
+    the others count it as dead, and how many runs it holds at once. ``enabled=False`` runs an
+    engine on a PostgreSQL store as the store's only instance, as on SQLite: no heartbeats,
+    fencing or hand-backs, and a second instance on the store is refused."""
 
     heartbeat_s: float = 5.0
     ttl_s: float = 30.0
     max_runs: int = 100  # runs one instance holds at once; beyond, others take them
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         if not self.heartbeat_s > 0:

@@ -48,8 +48,9 @@ async def cluster_status(store: Store, this: str | None = None) -> dict[str, Any
     Each instance shows how many unfinished runs it drives; ``unclaimed_runs`` are runs handed
     back and not yet claimed.
 
-    ``mode`` is ``cluster`` on a store where instances register (PostgreSQL), ``single`` on
-    one machine's store (SQLite), where one instance runs the work under the ``engine`` lease.
+    ``mode`` is ``cluster`` on a store where instances register (PostgreSQL), ``single`` where
+    one instance runs the work under the ``engine`` lease (SQLite, or PostgreSQL with
+    ``[cluster] enabled = false``).
     """
     registry = isinstance(store, InstanceRegistry)
     instances, owned, places = [], {}, []
@@ -58,8 +59,9 @@ async def cluster_status(store: Store, this: str | None = None) -> dict[str, Any
         owned = await store.runs_by_owner()
         places = await store.slots_held()
     leases = await store.list_leases()
+    sole = any(lease.name == "engine" for lease in leases)  # an instance outside the cluster
     return {
-        "mode": "cluster" if registry else "single",
+        "mode": "cluster" if registry and not sole else "single",
         "store": store.describe(),
         "this": this,
         "alive": sum(1 for i in instances if i.alive),

@@ -18,13 +18,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, cast, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, cast, get_args, get_type_hints
 
 from ..errors import ConfigError
 from ..http.proxies import proxy_networks
 from ..run.limits import SCOPES, Pool, Scope
 from ..sensors.signatures import SCHEMES
 from ..store.urls import is_postgres, sqlite_path
+
+if TYPE_CHECKING:
+    from ..cluster.membership import ClusterOptions
 
 __all__ = [
     "AlertSink",
@@ -77,11 +80,19 @@ class EngineConfig:
 class ClusterConfig:
     """``[cluster]``: instances sharing a PostgreSQL store heartbeat every ``heartbeat_s``,
     count as dead after ``ttl_s`` without one, and each holds at most ``max_runs`` runs at
-    once (the rest go to instances with room)."""
+    once (the rest go to instances with room). ``enabled = false``: this instance alone runs
+    the PostgreSQL store, as on SQLite (no heartbeats, fencing or hand-backs)."""
 
     heartbeat_s: float = 5.0
     ttl_s: float = 30.0
     max_runs: int = 100
+    enabled: bool = True
+
+    def options(self) -> ClusterOptions:
+        """These settings, as the engine takes them."""
+        from ..cluster.membership import ClusterOptions
+
+        return ClusterOptions(self.heartbeat_s, self.ttl_s, self.max_runs, self.enabled)
 
 
 @dataclass

@@ -23,10 +23,10 @@ from typing import TextIO
 import anyio
 
 from .. import tracing
-from ..cluster import ClusterOptions
 from ..engine import Engine
 from ..errors import ConfigError, EvflowError, LoadError
 from ..run.capture import capture_task_output
+from ..store import is_postgres
 from .config import Config, load_config, resolve_store, setting
 from .loader import Deployment, load_project
 from .logs import configure_logging
@@ -79,7 +79,7 @@ def build_engine(cfg: Config, dep: Deployment, *, store: str | None = None) -> E
         max_backlog=cfg.engine.max_backlog,
         grace_period_s=cfg.engine.grace_period_s,
         task_log_level=logging.getLevelName(cfg.engine.task_log_level.upper()),
-        cluster=ClusterOptions(cfg.cluster.heartbeat_s, cfg.cluster.ttl_s, cfg.cluster.max_runs),
+        cluster=cfg.cluster.options(),
     )
     # Webhooks are served as soon as the store is open: a sensor slow to start (a Kafka group
     # waiting out a dead member's session) keeps starting in the background.
@@ -113,6 +113,8 @@ def _summary(
             f"  cluster  instance {engine.membership.id} (heartbeat every {opts.heartbeat_s:g}s, "
             f"dead after {opts.ttl_s:g}s; see `evflow cluster`)\n"
         )
+    elif not cfg.cluster.enabled and is_postgres(engine.store.describe()):
+        w("  cluster  off ([cluster] enabled = false): this instance alone runs the store\n")
     if url:
         w(f"  http     {url}  (UI {url}/ui, API {url}/api, metrics {url}/metrics)\n")
     else:

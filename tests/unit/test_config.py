@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from evflow import Pool
+from evflow.cluster import ClusterOptions
 from evflow.errors import ConfigError
 from evflow.service.config import load_config
 
@@ -96,3 +97,14 @@ def test_a_pool_counted_across_the_cluster(tmp_path: Path) -> None:
         "local": Pool(2, "instance"),
         "api": Pool(3, "cluster"),
     }
+
+
+def test_the_cluster_can_be_turned_off_for_a_postgres_store_run_alone(tmp_path: Path) -> None:
+    assert load_config(tmp_path, env={}).cluster.options() == ClusterOptions()
+    (tmp_path / "evflow.toml").write_text("[cluster]\nenabled = false\nmax_runs = 7\n")
+    cfg = load_config(tmp_path, env={})
+    assert cfg.cluster.options() == ClusterOptions(max_runs=7, enabled=False)
+    cfg = load_config(tmp_path, env={"EVFLOW_CLUSTER_ENABLED": "true"})
+    assert cfg.cluster.options().enabled is True
+    with pytest.raises(ConfigError, match="EVFLOW_CLUSTER_ENABLED"):
+        load_config(tmp_path, env={"EVFLOW_CLUSTER_ENABLED": "sometimes"})
