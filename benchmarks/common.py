@@ -97,6 +97,7 @@ class Workload:
     timeout_s: Mapping[Profile, float] = field(
         default_factory=lambda: {"full": 900.0, "quick": 180.0, "smoke": 60.0}
     )
+    stores: tuple[str, ...] = ("sqlite", "postgresql")  # the backends it runs on
 
 
 # -- measurement -----------------------------------------------------------------------------

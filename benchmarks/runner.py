@@ -29,7 +29,7 @@ from typing import Any
 from evflow.service.serve import tune_gc
 from evflow.store import is_postgres
 
-from . import etl, fanout, idle, latency, throughput, ui_pages, waiting
+from . import cluster, etl, fanout, idle, latency, throughput, ui_pages, waiting
 from .common import PROFILES, Figures, Profile, Workload
 from .stores import PREFIX_ENV, STORE_ENV, backend, drop_schemas
 
@@ -55,6 +55,7 @@ WORKLOADS: tuple[Workload, ...] = (
     etl.WORKLOAD,
     fanout.WORKLOAD,
     throughput.WORKLOAD,
+    cluster.WORKLOAD,
     waiting.WORKLOAD,
     *latency.WORKLOADS,
     idle.WORKLOAD,
@@ -62,10 +63,11 @@ WORKLOADS: tuple[Workload, ...] = (
 )
 
 
-def select(only: Sequence[str] | None) -> list[Workload]:
-    """The workloads named in ``only`` (a name or a prefix: ``latency`` = all four)."""
+def select(only: Sequence[str] | None, store: str = "sqlite") -> list[Workload]:
+    """The workloads named in ``only`` (a name or a prefix: ``latency`` = all four), or all
+    that run on ``store`` (``sqlite`` or ``postgresql``)."""
     if not only:
-        return list(WORKLOADS)
+        return [w for w in WORKLOADS if store in w.stores]
     chosen = [w for w in WORKLOADS if any(w.name == o or w.name.startswith(o + ".") for o in only)]
     unknown = [
         o for o in only if not any(w.name == o or w.name.startswith(o + ".") for w in WORKLOADS)
@@ -73,6 +75,11 @@ def select(only: Sequence[str] | None) -> list[Workload]:
     if unknown:
         names = ", ".join(w.name for w in WORKLOADS)
         raise SystemExit(f"unknown workload(s) {', '.join(unknown)}; known: {names}")
+    elsewhere = [w.name for w in chosen if store not in w.stores]
+    if elsewhere:
+        raise SystemExit(
+            f"{', '.join(elsewhere)} run(s) on PostgreSQL only: add --store postgresql://…"
+        )
     return chosen
 
 
@@ -319,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         return _child(args)
     profile: Profile = args.profile or ("quick" if args.quick else "full")
-    workloads = select(args.only)
+    workloads = select(args.only, "postgresql" if args.store else "sqlite")
     if args.store:
         if not is_postgres(args.store):
             raise SystemExit("--store takes a postgresql:// URL (SQLite is the default)")

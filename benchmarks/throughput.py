@@ -16,13 +16,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from evflow import Engine
+from evflow.cluster import ClusterOptions
 
 from .common import Figures, Metric, RunWatcher, Target, Usage, Workload
 from .etl import _extract, _load, _transform, etl
 from .floor import FloorRun, run_task
 from .stores import engine_store, floor_store
 
-__all__ = ["WORKLOAD"]
+__all__ = ["WORKLOAD", "run_evflow"]
 
 
 class _Window:
@@ -58,11 +59,12 @@ def _figures(tasks: int, runs: int, usage: Usage, drain_s: float) -> Figures:
     }
 
 
-async def run_evflow(p: Mapping[str, Any]) -> Figures:
+async def run_evflow(p: Mapping[str, Any], *, cluster: ClusterOptions | None = None) -> Figures:
+    """The closed loop on an engine (``cluster``: its options, on a PostgreSQL store)."""
     window = _Window(p["warmup_s"], p["duration_s"])
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
         watcher = RunWatcher()
-        async with Engine(engine_store(tmp), grace_period_s=0) as engine:
+        async with Engine(engine_store(tmp), grace_period_s=0, cluster=cluster) as engine:
             watcher.attach(engine)
             engine.add(etl)
 

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import runner, scaling
 from benchmarks.common import Workload
-from benchmarks.stores import STORE_ENV
+from benchmarks.stores import PREFIX_ENV, STORE_ENV, drop_schemas
 
 # latency.kafka starts the real Kafka-protocol test broker; ui_pages opens headless Chromium
 _MARKS = {"latency.kafka": [pytest.mark.kafka], "ui_pages": [pytest.mark.browser]}
@@ -37,7 +37,14 @@ def _assert_complete(result: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_workload_runs_at_a_tiny_size(workload: Workload) -> None:
+def test_workload_runs_at_a_tiny_size(
+    workload: Workload, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if "sqlite" not in workload.stores:  # PostgreSQL only: the session's database
+        url = request.getfixturevalue("postgres_database")
+        monkeypatch.setenv(STORE_ENV, url)
+        monkeypatch.setenv(PREFIX_ENV, "smoke")
+        request.addfinalizer(lambda: drop_schemas(url, "smoke"))
     (result,) = runner.run([workload], "smoke", isolate=False)
     _assert_complete(result)
     assert workload.name in runner.table([result])
@@ -62,6 +69,11 @@ def test_only_selects_a_group_by_prefix() -> None:
     assert names == ["latency.emit", "latency.webhook", "latency.kafka", "latency.file"]
     with pytest.raises(SystemExit, match="unknown workload"):
         runner.select(["nope"])
+    # The cluster's overhead is measured on PostgreSQL only.
+    assert "cluster" not in [w.name for w in runner.select(None)]
+    assert "cluster" in [w.name for w in runner.select(None, "postgresql")]
+    with pytest.raises(SystemExit, match=r"cluster run.* on PostgreSQL only"):
+        runner.select(["cluster"])
 
 
 def test_the_soak_runs_briefly_and_reports_rss_fds_and_cpu(tmp_path: Path) -> None:
