@@ -30,12 +30,12 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol, get_args, runtime_checkable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterBadDateError, croniter
+from typing import TYPE_CHECKING, Literal, Protocol, get_args, runtime_checkable
 
 from .errors import ScheduleError
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 __all__ = [
     "CRON_ALIASES",
@@ -115,6 +115,8 @@ class Cron:
         self._source = " ".join(expr.split())
         self._expr = _expand_cron(self._source)
         self._zone = _zone(tz, self._source)
+        from croniter import CroniterBadDateError, croniter  # with dateutil: 15 ms to import
+
         try:
             it = croniter(self._expr, datetime(2000, 1, 1))
             it.get_next(datetime)
@@ -159,6 +161,8 @@ class Cron:
             second = start.replace(tzinfo=self._zone, fold=1).utcoffset()
             if first is not None and second is not None and first > second:
                 start -= first - second
+        from croniter import croniter
+
         walk = croniter(self._expr, start - timedelta(minutes=1))
         best: datetime | None = None
         while True:
@@ -362,6 +366,8 @@ def _expand_cron(text: str) -> str:
 
 def _zone(tz: str, expr: str) -> ZoneInfo:
     """The ZoneInfo for ``tz``; an unknown name raises :class:`ScheduleError`."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     if not isinstance(tz, str) or not tz:
         raise ScheduleError(f"time zone for cron expression {expr!r} must be a name, got {tz!r}")
     try:
