@@ -17,15 +17,13 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .. import tracing
 from ..clock import Clock
-from ..cluster.registry import InstanceRegistry
-from ..cluster.slots import ClusterSlots
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
 from ..flows.dag import Flow
@@ -44,8 +42,12 @@ from .new_runs import (
     slot_params,
     with_downstream,
 )
-from .overflow import Overflow
 from .results import RunResult
+
+if TYPE_CHECKING:
+    from ..cluster.registry import InstanceRegistry
+    from ..cluster.slots import ClusterSlots
+    from .overflow import Overflow
 
 __all__ = ["RunQueue", "new_run", "pending_tasks", "queued_changes", "run_id_for"]
 
@@ -102,6 +104,8 @@ class RunQueue:
 
     def join_cluster(self, store: InstanceRegistry, instance_id: str) -> None:
         """From now on this queue is instance ``instance_id`` of a cluster sharing ``store``."""
+        from .overflow import Overflow
+
         self._shared, self.instance_id = store, instance_id
         assert self._tg is not None, "the run queue is not open"
         self._overflow = Overflow(partial(store.hand_back_runs, instance_id))
