@@ -3,7 +3,8 @@
 A notification is a hint, never the only way work is found: it may be lost while the
 connection is down, so every listener also polls slowly. After a dropped connection the
 listener reconnects with backoff, and wakes everyone once it listens again (hints sent in
-between were lost). Idle, it costs nothing: the connection waits on the server.
+between were lost). Idle, it costs nothing: the connection waits on the server. A
+notification's payload is passed on; the wake-up after a reconnection passes ``None``.
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ from collections.abc import Callable, Mapping
 
 import anyio
 
-__all__ = ["EVENTS_CHANNEL", "RUNS_CHANNEL", "Listener"]
+__all__ = ["EVENTS_CHANNEL", "RUNS_CHANNEL", "RUN_ENDS_CHANNEL", "Listener", "Wake"]
 
 log = logging.getLogger("evflow.cluster")
 
 EVENTS_CHANNEL = "evflow_events"  # new events stored: the leader decides on them
 RUNS_CHANNEL = "evflow_runs"  # runs handed back, or a cancel asked: instances look
+RUN_ENDS_CHANNEL = "evflow_run_ends"  # runs that ended (their ids): waiters on them return
+
+Wake = Callable[[str | None], None]  # called with a notification's payload (None: look again)
 
 
 class Listener:
-    """Calls ``wakes[channel]()`` for each notification on ``channel``, until cancelled."""
+    """Calls ``wakes[channel](payload)`` for each notification on ``channel``, until
+    cancelled."""
 
-    def __init__(self, url: str, wakes: Mapping[str, Callable[[], None]]) -> None:
+    def __init__(self, url: str, wakes: Mapping[str, Wake]) -> None:
         self.url = url
         self.wakes = dict(wakes)
         self.received = 0  # notifications, for tests and metrics
@@ -45,12 +50,12 @@ class Listener:
                     delay = 0.5
                     self.connected.set()
                     for wake in self.wakes.values():
-                        wake()  # hints may have been missed while not listening
+                        wake(None)  # hints may have been missed while not listening
                     async for note in conn.notifies():
                         self.received += 1
                         woken = self.wakes.get(note.channel)
                         if woken is not None:
-                            woken()
+                            woken(note.payload)
             except psycopg.Error as exc:
                 self.connected = anyio.Event()
                 text = str(exc).strip()

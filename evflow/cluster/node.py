@@ -20,7 +20,7 @@ from ..run.queue import RunQueue
 from .adoption import Adoption
 from .feed import PendingFeed
 from .leader import Leadership
-from .listener import EVENTS_CHANNEL, RUNS_CHANNEL, Listener
+from .listener import EVENTS_CHANNEL, RUN_ENDS_CHANNEL, RUNS_CHANNEL, Listener
 from .membership import ClusterOptions, Membership
 from .registry import InstanceRegistry
 from .slots import ClusterSlots
@@ -59,7 +59,12 @@ class ClusterNode:
         self.leadership = Leadership(runs.store, self.membership, self._elected)
         self.slots = ClusterSlots(store, self.membership.id)
         self.listener = Listener(
-            store.url, {EVENTS_CHANNEL: self.feed.wake, RUNS_CHANNEL: self._runs_changed}
+            store.url,
+            {
+                EVENTS_CHANNEL: lambda _: self.feed.wake(),
+                RUNS_CHANNEL: lambda _: self._runs_changed(),
+                RUN_ENDS_CHANNEL: runs.ended_elsewhere,
+            },
         )
         self._tg: anyio.abc.TaskGroup | None = None
 

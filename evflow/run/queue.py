@@ -10,6 +10,7 @@ flow's ``max_active_runs`` (and a backfill's ``max_active``) in priority order, 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +53,10 @@ if TYPE_CHECKING:
 __all__ = ["RunQueue", "new_run", "pending_tasks", "queued_changes", "run_id_for"]
 
 log = logging.getLogger("evflow.engine")
+
+# How often, at least, a waiter on a run that another instance drives reads it again: its end
+# is notified, but a notification can be lost.
+RECHECK_S = 5.0
 
 
 @dataclass(slots=True)
@@ -133,11 +138,26 @@ class RunQueue:
         return None if self._overflow is None else self._overflow.reclaimed(run_id, epoch)
 
     async def _until_finished(self, run_id: str) -> None:
-        """Wait for a run that another instance drives to end (read from the store)."""
-        delay = 0.05
-        while not (await self.store.get_run(run_id, with_tasks=False)).state.finished:
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        """Wait for a run not held here to end: woken when it ends here, or, in a cluster,
+        when the store tells of its end elsewhere (:meth:`ended_elsewhere`). A run's end is
+        committed before it leaves ``_active`` and before it is told, so the waiter is
+        registered first and the store read after. In a cluster the store is read again now
+        and then too: a notification can be lost while the listener reconnects."""
+        while True:
+            ev = self._waiters.setdefault(run_id, anyio.Event())
+            if (await self.store.get_run(run_id, with_tasks=False)).state.finished:
+                if self._waiters.get(run_id) is ev:
+                    del self._waiters[run_id]
+                return
+            with anyio.move_on_after(math.inf if self._shared is None else RECHECK_S):
+                await ev.wait()
+
+    def ended_elsewhere(self, run_ids: str | None) -> None:
+        """Runs ended on other instances (their ids, space-separated): their waiters here
+        read them again. None: ends may have been missed, every waiter reads again."""
+        ended = self._waiters.keys() & run_ids.split() if run_ids else list(self._waiters)
+        for run_id in ended:
+            self._waiters.pop(run_id).set()
 
     def open(self, store: Store, tg: TaskGroup) -> None:
         self._store, self._tg = store, tg
@@ -181,17 +201,8 @@ class RunQueue:
             active = self._active.get(record.id)
             if active is not None:
                 await active.done.wait()
-            elif self._shared is not None:
-                await self._until_finished(record.id)
             else:
-                # It may have finished while we read; its end is committed before it leaves
-                # ``_active``, so register the waiter, then read again.
-                ev = self._waiters.setdefault(record.id, anyio.Event())
-                if (await self.store.get_run(record.id, with_tasks=False)).state.finished:
-                    if self._waiters.get(record.id) is ev:
-                        del self._waiters[record.id]
-                    ev.set()
-                await ev.wait()
+                await self._until_finished(record.id)
         await self.store.flush()
         return RunResult.from_record(await self.store.get_run(record.id))
 

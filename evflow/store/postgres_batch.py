@@ -15,7 +15,7 @@ from . import postgres_sql as sql
 from .base import AuditEntry, Rows
 from .batching import Op, first_copies, gather, settle_events
 from .chains import SYSTEM_CHAIN, WriterChain, append
-from .postgres_instances import FENCE, NOTIFY_EVENTS
+from .postgres_instances import FENCE, NOTIFY_EVENTS, NOTIFY_RUN_ENDS, RUN_ENDS_PER_NOTIFY
 
 __all__ = ["PostgresBatch"]
 
@@ -81,6 +81,8 @@ class PostgresBatch:
             )
         if runs:
             await conn.execute(sql.RUNS, sql.columns(sql.last_by_key(runs, 1), 12))
+            if self.instance_id is not None:
+                await _notify_ends(conn, [r.id for r in g.runs if r.state.finished])
         if tasks:
             await conn.execute(sql.TASKS, sql.columns(sql.last_by_key(tasks, 2), 13))
         if attempts:
@@ -205,6 +207,12 @@ class PostgresBatch:
         if dup_counts:
             await conn.execute(sql.DUPS, sql.columns(list(dup_counts.items()), 2))
         return received
+
+
+async def _notify_ends(conn: psycopg.AsyncConnection[Any], run_ids: list[str]) -> None:
+    """Tell the cluster, at commit, which runs ended."""
+    for i in range(0, len(run_ids), RUN_ENDS_PER_NOTIFY):
+        await conn.execute(NOTIFY_RUN_ENDS, (" ".join(run_ids[i : i + RUN_ENDS_PER_NOTIFY]),))
 
 
 async def _fetch_head(cur: psycopg.AsyncCursor[Any]) -> tuple[int, str] | None:

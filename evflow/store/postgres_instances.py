@@ -20,6 +20,8 @@ __all__ = [
     "FENCE",
     "INSTANCE_COLS",
     "NOTIFY_EVENTS",
+    "NOTIFY_RUN_ENDS",
+    "RUN_ENDS_PER_NOTIFY",
     "PostgresInstances",
     "PostgresRunOwnership",
     "heartbeat",
@@ -118,6 +120,11 @@ FENCE = (
     "FROM instances WHERE id = %s AND stopped_at IS NULL FOR SHARE"
 )
 NOTIFY_EVENTS = "SELECT pg_notify('evflow_events', '')"
+# The ids of runs that ended, space-separated: an instance waiting on one of them (``engine.run``
+# on a run another instance drove) learns of its end at the commit. One notification per batch
+# of ids, each under the server's 8000-byte payload limit.
+NOTIFY_RUN_ENDS = "SELECT pg_notify('evflow_run_ends', %s)"
+RUN_ENDS_PER_NOTIFY = 200
 # Runs to claim, or a cancel to carry out: every instance looks (delivered at commit).
 _NOTIFY_RUNS = "SELECT pg_notify('evflow_runs', ''), count(*) FROM changed"
 _UNFINISHED = "('queued', 'running')"

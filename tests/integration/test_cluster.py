@@ -23,6 +23,7 @@ from evflow.errors import ConfigError, OwnershipLost
 from evflow.http.bodies import ClusterView, Instance, Lease
 from evflow.records import InstanceRecord
 from evflow.run.new_runs import new_run, queued_changes
+from evflow.run.queue import RECHECK_S
 from evflow.service.config import load_config
 from evflow.store import connect
 from evflow.store.postgres import PostgresStore
@@ -355,6 +356,45 @@ async def test_runs_beyond_an_instances_capacity_go_to_instances_with_room(
         assert sorted(ran) == sorted(
             ["record 1", "record 2", "record 3", "held 1", "held 2", "held 3"]
         )
+
+
+async def now(value: bool) -> bool:
+    """A condition already computed, as :func:`until` takes it."""
+    return value
+
+
+async def test_a_wait_on_a_run_driven_elsewhere_returns_when_its_end_is_notified(
+    postgres_url: str,
+) -> None:
+    ran.clear()
+    gate["release"] = anyio.Event()
+    # Heartbeats far apart: the run handed back is claimed because a notification says so,
+    # and the wait returns because its end is notified, not because anything polled.
+    slow = ClusterOptions(heartbeat_s=10, ttl_s=30, max_runs=1)
+    small = Engine(postgres_url, grace_period_s=0, cluster=slow)
+    roomy = Engine(postgres_url, grace_period_s=0, cluster=slow)
+    for engine in (small, roomy):
+        engine.add(holding)
+    async with small, roomy:
+        kept = await small.submit(holding, n=1)
+        elsewhere = await small.submit(holding, n=2)
+        await until(lambda: now(roomy.active_runs() == [elsewhere] and "held 2" in ran))
+        results: dict[str, RunState] = {}
+        ended = anyio.Event()
+
+        async def wait_elsewhere() -> None:
+            results[elsewhere] = (await small.wait(elsewhere)).state
+            ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_elsewhere)
+            await until(lambda: now(elsewhere in small._runs._waiters))  # the wait has begun
+            gate["release"].set()
+            # Read again only every RECHECK_S were the end not told: well within it here.
+            with anyio.fail_after(RECHECK_S - 2):
+                assert (await small.wait(kept)).state is RunState.SUCCEEDED
+                await ended.wait()
+        assert results == {elsewhere: RunState.SUCCEEDED}
 
 
 async def test_a_burst_past_capacity_is_handed_back_in_a_few_statements(
