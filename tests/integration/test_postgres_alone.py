@@ -9,13 +9,17 @@ from pathlib import Path
 
 import anyio
 import pytest
+from playwright.async_api import expect
 
 from evflow import Engine, RunState, TaskState, flow, task
 from evflow.cluster import ClusterOptions
 from evflow.cluster.status import cluster_status
 from evflow.errors import StoreInUse
 from evflow.store.postgres import PostgresStore
+from tests.integration.browser import chromium
 from tests.integration.test_service import clean_env, copy_example, evflow, serving
+from tests.integration.test_ui_browser import served
+from tests.integration.test_ui_views import open_page
 from tests.observers import LIMIT_S
 
 ALONE = ClusterOptions(enabled=False)
@@ -147,3 +151,17 @@ async def test_serve_with_the_cluster_off_says_so_and_the_cluster_command_shows_
         assert status != 0
         assert "in use by another evflow instance" in err, err
         assert await service.stop() == 0
+
+
+async def test_the_cluster_page_says_the_instance_runs_the_store_alone(postgres_url: str) -> None:
+    async with (
+        Engine(postgres_url, grace_period_s=0, cluster=ALONE) as engine,
+        served(engine) as base,
+        chromium() as browser,
+    ):
+        page, problems = await open_page(browser, base, "/cluster")
+        summary = page.get_by_test_id("cluster-summary")
+        await expect(summary).to_contain_text("outside any cluster")
+        await expect(summary).to_contain_text("[cluster] enabled = false")
+        await expect(page.get_by_test_id("cluster-leases")).to_contain_text("engine")
+        assert problems == []

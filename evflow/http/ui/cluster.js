@@ -38,7 +38,10 @@ export class ClusterView {
   }
 
   render(c) {
-    if (c.mode === "single") {
+    if (c.mode === "single" && c.store.startsWith("postgresql")) {
+      fill(this.summary, `One instance runs this store (${c.store}), outside any cluster ` +
+        "([cluster] enabled = false). Several instances need cluster mode.");
+    } else if (c.mode === "single") {
       fill(this.summary, `One instance runs this store (${c.store}): a SQLite store is one machine's. ` +
         "Several instances need a PostgreSQL store.");
     } else {
