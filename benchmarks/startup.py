@@ -62,7 +62,8 @@ _FLOOR_CHILD = """\
 import time
 t0 = time.perf_counter()
 import asyncio
-from {module} import FloorRun, run_task, {store}
+from benchmarks.floor import FloorRun, run_task
+from {module} import {store}
 t1 = time.perf_counter()
 import json, sys
 
