@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +103,9 @@ def _spawn(code: str, where: str, env: Mapping[str, str]) -> tuple[float, Figure
     return wall_ms, figures
 
 
-def _measure(code: str, store_for: Any, repeats: int) -> Figures:
-    """Spawn one untimed process to warm the bytecode cache, then ``repeats`` timed ones."""
+def _measure(code: str, store_for: Callable[[Path], str], repeats: int) -> Figures:
+    """Spawn one untimed process to warm the bytecode cache, then ``repeats`` timed ones, one
+    after the other (the side waits on them: nothing else runs in its loop)."""
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
