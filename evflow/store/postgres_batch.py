@@ -15,7 +15,7 @@ from . import postgres_sql as sql
 from .base import AuditEntry, Rows
 from .batching import Op, first_copies, gather, settle_events
 from .chains import SYSTEM_CHAIN, WriterChain, append
-from .postgres_instances import FENCE, NOTIFY_EVENTS, NOTIFY_RUN_ENDS, RUN_ENDS_PER_NOTIFY
+from .postgres_instances import FENCE, NOTIFY_EVENTS, NOTIFY_RUN_ENDS, RUN_ENDS_PAYLOAD
 
 __all__ = ["PostgresBatch"]
 
@@ -210,9 +210,18 @@ class PostgresBatch:
 
 
 async def _notify_ends(conn: psycopg.AsyncConnection[Any], run_ids: list[str]) -> None:
-    """Tell the cluster, at commit, which runs ended."""
-    for i in range(0, len(run_ids), RUN_ENDS_PER_NOTIFY):
-        await conn.execute(NOTIFY_RUN_ENDS, (" ".join(run_ids[i : i + RUN_ENDS_PER_NOTIFY]),))
+    """Tell the cluster, at commit, which runs ended (as few notifications as the server's
+    payload limit allows)."""
+    chunk: list[str] = []
+    size = 0
+    for run_id in run_ids:
+        if chunk and size + len(run_id.encode()) + 1 > RUN_ENDS_PAYLOAD:
+            await conn.execute(NOTIFY_RUN_ENDS, (" ".join(chunk),))
+            chunk, size = [], 0
+        chunk.append(run_id)
+        size += len(run_id.encode()) + 1
+    if chunk:
+        await conn.execute(NOTIFY_RUN_ENDS, (" ".join(chunk),))
 
 
 async def _fetch_head(cur: psycopg.AsyncCursor[Any]) -> tuple[int, str] | None:

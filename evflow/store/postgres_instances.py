@@ -21,7 +21,7 @@ __all__ = [
     "INSTANCE_COLS",
     "NOTIFY_EVENTS",
     "NOTIFY_RUN_ENDS",
-    "RUN_ENDS_PER_NOTIFY",
+    "RUN_ENDS_PAYLOAD",
     "PostgresInstances",
     "PostgresRunOwnership",
     "heartbeat",
@@ -121,10 +121,10 @@ FENCE = (
 )
 NOTIFY_EVENTS = "SELECT pg_notify('evflow_events', '')"
 # The ids of runs that ended, space-separated: an instance waiting on one of them (``engine.run``
-# on a run another instance drove) learns of its end at the commit. One notification per batch
-# of ids, each under the server's 8000-byte payload limit.
+# on a run another instance drove) learns of its end at the commit. A notification carries as
+# many ids as fit under the server's payload limit (8000 bytes).
 NOTIFY_RUN_ENDS = "SELECT pg_notify('evflow_run_ends', %s)"
-RUN_ENDS_PER_NOTIFY = 200
+RUN_ENDS_PAYLOAD = 7_900
 # Runs to claim, or a cancel to carry out: every instance looks (delivered at commit).
 _NOTIFY_RUNS = "SELECT pg_notify('evflow_runs', ''), count(*) FROM changed"
 _UNFINISHED = "('queued', 'running')"

@@ -27,6 +27,7 @@ from evflow.run.queue import RECHECK_S
 from evflow.service.config import load_config
 from evflow.store import connect
 from evflow.store.postgres import PostgresStore
+from evflow.store.postgres_batch import _notify_ends
 from evflow.store.postgres_instances import FENCE
 from tests.integration.browser import chromium
 from tests.integration.test_service import clean_env, evflow, write
@@ -395,6 +396,27 @@ async def test_a_wait_on_a_run_driven_elsewhere_returns_when_its_end_is_notified
                 assert (await small.wait(kept)).state is RunState.SUCCEEDED
                 await ended.wait()
         assert results == {elsewhere: RunState.SUCCEEDED}
+
+
+async def test_many_run_ends_are_told_in_notifications_under_the_payload_limit(
+    postgres_url: str,
+) -> None:
+    ids = [f"{n:032x}" for n in range(1_000)]  # run ids are 32 characters
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as listen:
+        await listen.execute("LISTEN evflow_run_ends")
+        async with (
+            await psycopg.AsyncConnection.connect(postgres_url) as conn,
+            conn.transaction(),
+        ):
+            await _notify_ends(conn, ids)
+        told: list[str] = []
+        with anyio.fail_after(LIMIT_S):
+            async for note in listen.notifies():
+                assert len(note.payload.encode()) <= 8_000
+                told.extend(note.payload.split())
+                if len(told) >= len(ids):
+                    break
+    assert told == ids
 
 
 async def test_a_burst_past_capacity_is_handed_back_in_a_few_statements(
