@@ -189,10 +189,11 @@ def loads(raw: str | bytes | None) -> Any:
 
 def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows → one list per column (the arrays ``unnest`` takes)."""
-    cols: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for col, value in zip(cols, row, strict=True):
-            col.append(value)
+    if not rows:
+        return [[] for _ in range(width)]
+    cols = [list(col) for col in zip(*rows, strict=True)]  # transposed in C
+    if len(cols) != width:
+        raise ValueError(f"rows of {len(cols)} values where the statement takes {width}")
     return cols
 
 
