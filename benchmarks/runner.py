@@ -29,7 +29,7 @@ from typing import Any
 from evflow.service.serve import tune_gc
 from evflow.store import is_postgres
 
-from . import cluster, etl, fanout, idle, latency, throughput, ui_pages, waiting
+from . import cluster, etl, fanout, idle, latency, startup, throughput, ui_pages, waiting
 from .common import PROFILES, Figures, Profile, Workload
 from .stores import PREFIX_ENV, STORE_ENV, backend, drop_schemas
 
@@ -60,6 +60,7 @@ WORKLOADS: tuple[Workload, ...] = (
     *latency.WORKLOADS,
     idle.WORKLOAD,
     ui_pages.WORKLOAD,
+    startup.WORKLOAD,
 )
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -27,7 +27,6 @@ from anyio.abc import TaskGroup, TaskStatus
 from .abc import Accepted, Sensor
 from .clock import Clock, SystemClock
 from .cluster import ClusterOptions, InstanceRegistry, Membership
-from .cluster.node import ClusterNode
 from .errors import EngineNotRunning, EvflowError, FlowNotFound, UnknownPoolError
 from .events import Event
 from .flows.dag import Flow
@@ -38,10 +37,12 @@ from .rules.loop import RuleLoop
 from .run.limits import Limits, Pool, RunGate
 from .run.queue import RunQueue
 from .run.results import RunResult, TaskResult
-from .sensors.schedule import ScheduleSensor
 from .sensors.supervisor import SensorSupervisor
 from .signals import EventsAccepted, Signals
 from .store import Store, connect, writes
+
+if TYPE_CHECKING:
+    from .cluster.node import ClusterNode
 
 __all__ = ["Engine", "RunResult", "TaskResult"]
 
@@ -170,6 +171,8 @@ class Engine:
                 ) from None
         self.flows[flow.name] = flow
         if existing is None and flow.schedule is not None and schedule:
+            from .sensors.schedule import ScheduleSensor
+
             sched = ScheduleSensor(flow.name, flow.schedule, misfire=flow.misfire, clock=self.clock)
             takes_time = "scheduled_time" in flow.defaults or "scheduled_time" in flow.required
             params = {"scheduled_time": "{data.scheduled_time}"} if takes_time else None
@@ -236,6 +239,8 @@ class Engine:
             self._runs.open(store, tg)
             self._rules_loop.open(store, intake)
             if shared and isinstance(store, InstanceRegistry):
+                from .cluster.node import ClusterNode
+
                 self.node = node = ClusterNode(
                     store,
                     self.cluster,
