@@ -1,7 +1,9 @@
 """OpenTelemetry traces from the event to the task, continuing the sender's trace.
 
 evflow depends only on ``opentelemetry-api``: with no SDK installed or configured, every helper
-here returns at once (one ``isinstance`` check), so tracing costs nothing measurable. The service
+here returns at once (one ``isinstance`` check), so tracing costs nothing measurable. The API
+itself is imported only once something could trace: a provider given to :func:`use`, or
+OpenTelemetry already imported by the application (no provider is set without it). The service
 installs the SDK when ``[tracing]`` or the standard ``OTEL_*`` variables ask for it
 (:mod:`evflow.service.telemetry`); an embedding application may install its own.
 
@@ -26,19 +28,22 @@ Attributes are stable and never hold payloads or params (they may carry personal
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from opentelemetry import trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .events import Event
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, SpanKind, TracerProvider
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
     "NO_SPAN",
@@ -62,21 +67,34 @@ TRACESTATE = "tracestate"
 _TRACEPARENT_RE = re.compile(
     r"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"
 )
-_PROPAGATOR = TraceContextTextMapPropagator()
-_provider: trace.TracerProvider | None = None  # set by use(); else the global provider
+_provider: TracerProvider | None = None  # set by use(); else the global provider
 
 
-def use(provider: trace.TracerProvider | None) -> None:
+def use(provider: TracerProvider | None) -> None:
     """Trace through ``provider`` instead of OpenTelemetry's global one (None: the global)."""
     global _provider
     _provider = provider
 
 
-def _current_provider() -> trace.TracerProvider:
+@cache
+def _propagator() -> TraceContextTextMapPropagator:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
+
+
+def _current_provider() -> TracerProvider:
+    from opentelemetry import trace
+
     return _provider if _provider is not None else trace.get_tracer_provider()
 
 
-_NOT_RECORDING = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+def _recording(provider: TracerProvider) -> bool:
+    from opentelemetry import trace
+
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
 _global_real = False  # a real global provider, once set, is never replaced (OpenTelemetry's rule)
 _global_checked_at = -1e9
 
@@ -91,14 +109,16 @@ def enabled() -> bool:
     """
     global _global_real, _global_checked_at
     if _provider is not None:
-        return not isinstance(_provider, _NOT_RECORDING)
+        return _recording(_provider)
     if _global_real:
         return True
+    if "opentelemetry.trace" not in sys.modules:  # nothing can have set a global provider
+        return False
     now = time.monotonic()
     if now - _global_checked_at < 1.0:
         return False
     _global_checked_at = now
-    _global_real = not isinstance(trace.get_tracer_provider(), _NOT_RECORDING)
+    _global_real = _recording(_current_provider())
     return _global_real
 
 
@@ -138,13 +158,15 @@ def context_of(fields: Mapping[str, Any] | None) -> Context | None:
     carrier = carrier_of(fields)
     if not carrier:
         return None
-    return _PROPAGATOR.extract(carrier)
+    return _propagator().extract(carrier)
 
 
 def inject(span: Span) -> dict[str, str]:
     """``traceparent`` (and ``tracestate``) naming ``span``, to store beside an event or run."""
+    from opentelemetry import trace
+
     carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
+    _propagator().inject(carrier, context=trace.set_span_in_context(span))
     return carrier
 
 
@@ -164,7 +186,7 @@ def start_span(
     parent: Mapping[str, Any] | None = None,
     links: Sequence[Mapping[str, Any]] = (),
     attributes: Mapping[str, str | int | float | bool] | None = None,
-    kind: SpanKind = SpanKind.INTERNAL,
+    kind: SpanKind | None = None,
     current: bool = False,
 ) -> AbstractContextManager[Span | None]:
     """A span named ``name`` (None when tracing is off), ended on exit.
@@ -173,6 +195,7 @@ def start_span(
     a run's trigger). With ``current``, the span is the current one inside the block (user code
     then nests under it). An exception leaving the block marks the span as an error and records
     the exception's type and message, then propagates. With tracing off this costs one check.
+    ``kind``: ``SpanKind.INTERNAL`` unless given.
     """
     if not enabled():
         return NO_SPAN
@@ -185,12 +208,14 @@ def _span(
     parent: Mapping[str, Any] | None,
     links: Sequence[Mapping[str, Any]],
     attributes: Mapping[str, str | int | float | bool] | None,
-    kind: SpanKind,
+    kind: SpanKind | None,
     current: bool,
 ) -> Iterator[Span]:
+    from opentelemetry import trace
+
     ctx = context_of(parent)
     span_links = [
-        Link(trace.get_current_span(c).get_span_context())
+        trace.Link(trace.get_current_span(c).get_span_context())
         for link in links
         if (c := context_of(link)) is not None
     ]
@@ -198,7 +223,11 @@ def _span(
         _current_provider()
         .get_tracer("evflow")
         .start_span(
-            name, context=ctx, kind=kind, attributes=dict(attributes or {}), links=span_links
+            name,
+            context=ctx,
+            kind=trace.SpanKind.INTERNAL if kind is None else kind,
+            attributes=dict(attributes or {}),
+            links=span_links,
         )
     )
     try:
@@ -229,6 +258,8 @@ class IntakeSpans:
         self.events = list(events)
         if not enabled():
             return
+        from opentelemetry.trace import SpanKind
+
         tracer = _current_provider().get_tracer("evflow")
         for i, ev in enumerate(events):
             span = tracer.start_span(
@@ -264,6 +295,8 @@ def failed(span: Span | None, exc: BaseException | str) -> None:
     """Mark ``span`` as failed by ``exc`` (an exception, or an error message)."""
     if span is None:
         return
+    from opentelemetry.trace import Status, StatusCode
+
     if isinstance(exc, BaseException):
         span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
-from opentelemetry.trace import Span
 
 from .. import tracing
 from ..audit_kinds import AuditKind
@@ -38,6 +37,8 @@ from ..states import TaskState
 from .context import TaskContext, reset_current, set_current
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from .executor import RunExecution
 
 __all__ = ["MAX_INTERRUPTIONS", "Instance", "TaskAttempts"]

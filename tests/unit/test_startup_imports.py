@@ -1,6 +1,6 @@
 """An embedded engine loads only what it uses: ``import evflow`` and a first run on SQLite
-leave Kafka, HTTP, metrics, PostgreSQL, the cluster machinery and cron parsing unloaded, so a
-short-lived process starts fast (``python -m benchmarks --only startup``)."""
+leave Kafka, HTTP, metrics, PostgreSQL, the cluster machinery, cron parsing and OpenTelemetry
+unloaded, so a short-lived process starts fast (``python -m benchmarks --only startup``)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ OPTIONAL = (
     "croniter",
     "dateutil",
     "zoneinfo",
+    "opentelemetry",  # until an application sets up tracing
     "evflow.http",
     "evflow.service",
     "evflow.sensors.kafka",
