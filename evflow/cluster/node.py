@@ -63,7 +63,7 @@ class ClusterNode:
             {
                 EVENTS_CHANNEL: lambda _: self.feed.wake(),
                 RUNS_CHANNEL: lambda _: self._runs_changed(),
-                RUN_ENDS_CHANNEL: runs.ended_elsewhere,
+                RUN_ENDS_CHANNEL: runs.ends.ended_elsewhere,
             },
         )
         self._tg: anyio.abc.TaskGroup | None = None

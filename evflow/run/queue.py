@@ -10,7 +10,6 @@ flow's ``max_active_runs`` (and a backfill's ``max_active``) in priority order, 
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ from ..signals import RunStateChanged, Signals
 from ..states import RunState, TaskState
 from ..store import writes
 from ..store.base import Store
+from .ends import RunEnds
 from .executor import Liveness, RunExecution
 from .limits import Limits, RunGate
 from .new_runs import (
@@ -53,10 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["RunQueue", "new_run", "pending_tasks", "queued_changes", "run_id_for"]
 
 log = logging.getLogger("evflow.engine")
-
-# How often, at least, a waiter on a run that another instance drives reads it again: its end
-# is notified, but a notification can be lost.
-RECHECK_S = 5.0
 
 
 @dataclass(slots=True)
@@ -97,7 +93,7 @@ class RunQueue:
         self._active: dict[str, _ActiveRun] = {}
         # In cluster mode, the runs created here past this instance's capacity.
         self._overflow: Overflow | None = None
-        self._waiters: dict[str, anyio.Event] = {}
+        self.ends = RunEnds()  # waiters on runs not held here
         # In cluster mode: this instance's id (runs may then be driven by other instances),
         # how many runs it holds at most, and who to tell when one of them ends.
         self.instance_id: str | None = None
@@ -138,26 +134,8 @@ class RunQueue:
         return None if self._overflow is None else self._overflow.reclaimed(run_id, epoch)
 
     async def _until_finished(self, run_id: str) -> None:
-        """Wait for a run not held here to end: woken when it ends here, or, in a cluster,
-        when the store tells of its end elsewhere (:meth:`ended_elsewhere`). A run's end is
-        committed before it leaves ``_active`` and before it is told, so the waiter is
-        registered first and the store read after. In a cluster the store is read again now
-        and then too: a notification can be lost while the listener reconnects."""
-        while True:
-            ev = self._waiters.setdefault(run_id, anyio.Event())
-            if (await self.store.get_run(run_id, with_tasks=False)).state.finished:
-                if self._waiters.get(run_id) is ev:
-                    del self._waiters[run_id]
-                return
-            with anyio.move_on_after(math.inf if self._shared is None else RECHECK_S):
-                await ev.wait()
-
-    def ended_elsewhere(self, run_ids: str | None) -> None:
-        """Runs ended on other instances (their ids, space-separated): their waiters here
-        read them again. None: ends may have been missed, every waiter reads again."""
-        ended = self._waiters.keys() & run_ids.split() if run_ids else list(self._waiters)
-        for run_id in ended:
-            self._waiters.pop(run_id).set()
+        """Wait for a run not held here to end (see :mod:`evflow.run.ends`)."""
+        await self.ends.until_finished(self.store, run_id, shared=self._shared is not None)
 
     def open(self, store: Store, tg: TaskGroup) -> None:
         self._store, self._tg = store, tg
@@ -222,9 +200,7 @@ class RunQueue:
                 return True
         if active is None:
             await self._mark_cancelled(record, reason)
-            waiter = self._waiters.pop(record.id, None)
-            if waiter is not None:
-                waiter.set()
+            self.ends.ended(record.id)
             return True
         self.stop(active, reason)
         await active.done.wait()
@@ -442,9 +418,7 @@ class RunQueue:
             self._active.pop(run.id, None)
             active.done.set()
             self.freed()
-            waiter = self._waiters.pop(run.id, None)
-            if waiter is not None:
-                waiter.set()
+            self.ends.ended(run.id)
 
     def _cluster_place(
         self, flow: Flow, run: RunRecord, on_wait: Callable[[str], None]

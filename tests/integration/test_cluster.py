@@ -22,8 +22,8 @@ from evflow.cluster.status import cluster_status
 from evflow.errors import ConfigError, OwnershipLost
 from evflow.http.bodies import ClusterView, Instance, Lease
 from evflow.records import InstanceRecord
+from evflow.run.ends import RECHECK_S
 from evflow.run.new_runs import new_run, queued_changes
-from evflow.run.queue import RECHECK_S
 from evflow.service.config import load_config
 from evflow.store import connect
 from evflow.store.postgres import PostgresStore
@@ -389,7 +389,7 @@ async def test_a_wait_on_a_run_driven_elsewhere_returns_when_its_end_is_notified
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait_elsewhere)
-            await until(lambda: now(elsewhere in small._runs._waiters))  # the wait has begun
+            await until(lambda: now(small._runs.ends.waiting_on(elsewhere)))  # the wait has begun
             gate["release"].set()
             # Read again only every RECHECK_S were the end not told: well within it here.
             with anyio.fail_after(RECHECK_S - 2):
