@@ -183,5 +183,6 @@ async def refuse_sole_engine(store: Store, now: float) -> None:
         raise StoreInUse(
             f"the store {store.describe()} is run by an evflow instance outside the cluster "
             f"(host {lease.host}, pid {lease.pid}, [cluster] enabled = false); stop it, or "
-            "enable cluster mode there, before starting cluster instances"
+            "enable cluster mode there, before starting cluster instances (if it is gone, its "
+            f"lease expires in {lease.expires_at - now:.0f}s)"
         )

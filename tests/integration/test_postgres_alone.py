@@ -5,6 +5,7 @@ the two ways of running a PostgreSQL store refuse to run beside each other."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import anyio
@@ -89,6 +90,7 @@ async def test_a_cluster_instance_is_refused_while_an_engine_runs_the_store_alon
             async with Engine(postgres_url, grace_period_s=0, cluster=FAST):
                 pass
         assert f"pid {os.getpid()}" in str(refused.value)
+        assert re.search(r"its lease expires in \d+s", str(refused.value)), refused.value
         async with PostgresStore(postgres_url) as store:
             (refused_instance,) = await store.list_instances()
             assert refused_instance.state == "stopped"  # it left; nobody adopts from it
