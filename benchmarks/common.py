@@ -12,9 +12,12 @@ import asyncio
 import resource
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import anyio
 
 from evflow import Engine, RunState, TaskState
 from evflow.signals import RunStateChanged, TaskStateChanged
@@ -248,3 +251,18 @@ class RunWatcher:
         self._expected = count
         self._all = asyncio.get_running_loop().create_future()
         await self._all
+
+
+@asynccontextmanager
+async def served(engine: Engine) -> AsyncIterator[str]:
+    """The service's app for ``engine`` on an ephemeral loopback port; yields its base URL."""
+    from evflow.http.app import build_app, run_app_services
+    from evflow.http.server import HttpServer
+
+    app = build_app(engine)
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_app_services, app)
+        server = HttpServer(access_log=False, graceful_timeout_s=1)
+        port = await tg.start(server.serve, app, "127.0.0.1", 0)
+        yield f"http://127.0.0.1:{port}"
+        tg.cancel_scope.cancel()

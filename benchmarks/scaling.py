@@ -40,14 +40,12 @@ import anyio
 import httpx
 
 from evflow import Engine
-from evflow.http.app import build_app, run_app_services
-from evflow.http.server import HttpServer
 from evflow.records import RunRecord, TaskRecord
 from evflow.states import RunState, TaskState
 from evflow.store import connect
 from evflow.store.base import Rows
 
-from .common import Usage
+from .common import Usage, served
 from .etl import etl
 from .runner import machine
 from .stores import PREFIX_ENV, STORE_ENV, backend, drop_schemas, engine_store
@@ -166,12 +164,8 @@ async def _on_history(where: str, size: int) -> dict[str, float]:
             await engine.store.flush()
         if not all(r.ok for r in results):
             raise RuntimeError("scaling: an etl run failed")
-        app = build_app(engine)
-        async with anyio.create_task_group() as tg:
-            await tg.start(run_app_services, app)
-            server = HttpServer(access_log=False, graceful_timeout_s=1)
-            port = await tg.start(server.serve, app, "127.0.0.1", 0)
-            base = f"http://127.0.0.1:{port}/api"
+        async with served(engine) as url:
+            base = f"{url}/api"
             old = f"past-{size // 2:08d}"
             async with httpx.AsyncClient(timeout=120) as client:
                 reads = {
@@ -184,7 +178,6 @@ async def _on_history(where: str, size: int) -> dict[str, float]:
                     ),
                     "old_run_ms": await _median_get(client, f"{base}/runs/{old}/overview"),
                 }
-            tg.cancel_scope.cancel()
     return {
         "past_runs": float(size),
         "cpu_us_per_task": usage.cpu_s / (ETL_RUNS * 3) * 1e6,

@@ -27,12 +27,11 @@ from typing import Any
 from .common import Figures, Metric, Target, Workload
 from .stores import backend, engine_store, floor_store
 
-__all__ = ["WORKLOAD"]
+__all__ = ["WORKLOAD", "one_task_run"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Each child prints {"import_ms": …, "run_ms": …} on its last line; argv[1] is its store.
-_EVFLOW_CHILD = """\
+_ONE_TASK_RUN = """\
 import time
 t0 = time.perf_counter()
 import evflow
@@ -43,7 +42,7 @@ import asyncio, json, sys
 async def one() -> int:
     return 1
 
-@evflow.flow(name="startup")
+@evflow.flow(name="startup", schedule=SCHEDULE)
 def startup() -> None:
     one()
 
@@ -55,8 +54,21 @@ async def main() -> None:
 
 asyncio.run(main())
 t2 = time.perf_counter()
-print(json.dumps({"import_ms": (t1 - t0) * 1e3, "run_ms": (t2 - t1) * 1e3}))
+REPORT
 """
+
+
+def one_task_run(report: str, schedule: str = "None") -> str:
+    """A program that imports evflow and runs a one-task flow (with ``schedule``, Python source)
+    to its end on the store named by ``argv[1]``, then runs ``report`` (``t0``, ``t1`` and
+    ``t2`` are the times before and after the import and after the run)."""
+    return _ONE_TASK_RUN.replace("SCHEDULE", schedule).replace("REPORT", report)
+
+
+# Each child prints {"import_ms": …, "run_ms": …} on its last line; argv[1] is its store.
+_EVFLOW_CHILD = one_task_run(
+    'print(json.dumps({"import_ms": (t1 - t0) * 1e3, "run_ms": (t2 - t1) * 1e3}))'
+)
 
 _FLOOR_CHILD = """\
 import time

@@ -19,15 +19,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
 import httpx
 
 from evflow import Engine, Flow, flow, task
-from evflow.http.app import build_app, run_app_services
-from evflow.http.server import HttpServer
 from tests.integration.browser import chromium
 
-from .common import Figures, Metric, Target, Workload
+from .common import Figures, Metric, Target, Workload, served
 from .stores import engine_store
 
 __all__ = ["WORKLOAD"]
@@ -68,15 +65,9 @@ async def _open_page(n: int, repeat: int) -> Figures:
             result = await engine.run(wide, n=n)
             if not result.ok:
                 raise RuntimeError(f"ui_pages run failed: {result.error}")
-            app = build_app(engine)
-            async with anyio.create_task_group() as tg:
-                await tg.start(run_app_services, app)
-                server = HttpServer(access_log=False, graceful_timeout_s=1)
-                port = await tg.start(server.serve, app, "127.0.0.1", 0)
-                base = f"http://127.0.0.1:{port}"
+            async with served(engine) as base:
                 figures = await _read_api(f"{base}/api/runs/{result.run_id}", repeat)
                 figures |= await _open_in_browser(base, result.run_id, repeat)
-                tg.cancel_scope.cancel()
     return {"instances": float(n)} | figures
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ownership import ENGINE_LEASE
 from ..records import InstanceRecord, LeaseRecord
 from ..store.base import Store
 from .registry import InstanceRegistry
@@ -59,7 +60,7 @@ async def cluster_status(store: Store, this: str | None = None) -> dict[str, Any
         owned = await store.runs_by_owner()
         places = await store.slots_held()
     leases = await store.list_leases()
-    sole = any(lease.name == "engine" for lease in leases)  # an instance outside the cluster
+    sole = any(lease.name == ENGINE_LEASE for lease in leases)  # an instance outside the cluster
     return {
         "mode": "cluster" if registry and not sole else "single",
         "store": store.describe(),

@@ -215,11 +215,12 @@ async def _notify_ends(conn: psycopg.AsyncConnection[Any], run_ids: list[str]) -
     chunk: list[str] = []
     size = 0
     for run_id in run_ids:
-        if chunk and size + len(run_id.encode()) + 1 > RUN_ENDS_PAYLOAD:
+        n = len(run_id.encode()) + 1  # and the space before the next
+        if chunk and size + n > RUN_ENDS_PAYLOAD:
             await conn.execute(NOTIFY_RUN_ENDS, (" ".join(chunk),))
             chunk, size = [], 0
         chunk.append(run_id)
-        size += len(run_id.encode()) + 1
+        size += n
     if chunk:
         await conn.execute(NOTIFY_RUN_ENDS, (" ".join(chunk),))
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.startup import one_task_run
+
 # Loaded only by the features that need them.
 OPTIONAL = (
     "aiokafka",
@@ -33,31 +35,9 @@ OPTIONAL = (
     "evflow.run.overflow",
 )
 
-_RUN_ONE_TASK = """
-import asyncio, json, sys
-import evflow
-
-@evflow.task(name="one")
-async def one() -> int:
-    return 1
-
-@evflow.flow(name="startup", schedule=SCHEDULE)
-def startup() -> None:
-    one()
-
-async def main() -> None:
-    async with evflow.Engine(sys.argv[1], grace_period_s=0) as engine:
-        engine.add(startup)
-        result = await engine.run(startup)
-        assert result.state is evflow.RunState.SUCCEEDED, result.state
-
-asyncio.run(main())
-print(json.dumps(sorted(sys.modules)))
-"""
-
 
 def _modules_after_a_run(tmp_path: Path, schedule: str) -> set[str]:
-    code = _RUN_ONE_TASK.replace("SCHEDULE", schedule)
+    code = one_task_run("print(json.dumps(sorted(sys.modules)))", schedule)
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "evflow.db")],
         capture_output=True,
