@@ -1,7 +1,7 @@
 """Adoption: the runs of an instance that died go on elsewhere, and work spreads.
 
-At every heartbeat, and when told (runs handed back, a cancel asked, a held run ended), each
-instance looks for instances silent past their TTL (and, on its own host, instances whose
+At every heartbeat, and when told (runs handed back, a cancel asked), each instance looks for
+instances silent past their TTL (and, on its own host, instances whose
 process has exited: no need to wait for a TTL there). It declares them taken over — from then
 on the store refuses their writes, so one that was only stalled and wakes up writes nothing
 more. Then it claims, up to its free capacity, the unfinished runs that no live instance
@@ -10,6 +10,11 @@ those another instance created beyond its own capacity and handed back. Each cla
 run's epoch. An adopted run resumes as after a restart: attempts that were running are
 recorded interrupted and retried under their policy; finished tasks are never run again. The
 same pass carries cancels asked on other instances to the runs this one drives.
+
+When a run held here ends, room frees up: then only the claim is made, and only if the shared
+queue may hold runs for this instance (a notification or a heartbeat said so, or the last claim
+took all it asked for). An instance whose runs end by the thousand per second thus sends no
+statement for it while nothing waits to be claimed.
 """
 
 from __future__ import annotations
@@ -59,11 +64,20 @@ class Adoption:
         self.flows = flows
         self.adopted = 0  # runs claimed from others, for metrics
         self.taken_over = 0  # instances declared dead by this one
+        self.claims = 0  # claim statements sent, for metrics
         self._wake = anyio.Event()
+        self._full = False  # the next pass looks at everything, not only for runs to claim
+        self._queued = True  # the shared queue may hold runs for this instance
 
     def wake(self) -> None:
-        """Look now: runs were handed back, a cancel was asked, or a held run ended."""
+        """Look now, at everything: runs were handed back, or a cancel was asked."""
+        self._full = self._queued = True
         self._wake.set()
+
+    def freed(self) -> None:
+        """A run held here ended: claim into the room it left, if there may be runs to claim."""
+        if self._queued:
+            self._wake.set()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """One pass at once (runs left by a previous process start now), then one per
@@ -71,16 +85,22 @@ class Adoption:
         await self.tick()
         task_status.started()
         while True:
-            with anyio.move_on_after(self.membership.options.heartbeat_s):
+            with anyio.move_on_after(self.membership.options.heartbeat_s) as beat:
                 await self._wake.wait()
             self._wake = anyio.Event()
+            full, self._full = self._full or beat.cancelled_caught, False
             try:
-                await self.tick()
+                if full:
+                    await self.tick()
+                else:
+                    await self._claim()
             except (StoreUnavailable, StoreError) as exc:
                 log.warning("could not look for runs to adopt: %s", exc)
 
     async def tick(self) -> None:
+        """The full pass: take over the dead, claim, carry cancels over."""
         me = self.membership.id
+        self._queued = True
         instances = await self.store.list_instances()
         gone = [
             i.id
@@ -104,9 +124,20 @@ class Adoption:
             )
         if self.runs.stopping:
             return
-        claimed = await self.store.claim_runs(
-            me, sorted(self.flows()), min(CLAIM_BATCH, self.runs.room())
-        )
+        await self._claim()
+        for run_id, reason in (await self.store.cancel_requests(me)).items():
+            self.runs.cancel_here(run_id, reason)
+
+    async def _claim(self) -> None:
+        """Claim unheld runs, up to the room this instance has."""
+        limit = min(CLAIM_BATCH, self.runs.room())
+        if self.runs.stopping or limit == 0 or not self._queued:
+            return
+        self._queued = False  # until told otherwise (a wake during the claim says so again)
+        self.claims += 1
+        claimed = await self.store.claim_runs(self.membership.id, sorted(self.flows()), limit)
+        if len(claimed) >= limit:
+            self._queued = True  # took all it asked for: there may be more
         runs, own = [], set()
         for rid, epoch in claimed.items():
             if self.runs.is_active(rid):
@@ -123,5 +154,3 @@ class Adoption:
                 continue
             log.info("adopting run %s of flow %r (epoch %d)", run.id, run.flow, claimed[run.id])
             await self.runs.adopt(run)
-        for run_id, reason in (await self.store.cancel_requests(me)).items():
-            self.runs.cancel_here(run_id, reason)

@@ -86,7 +86,7 @@ class ClusterNode:
         self.runs.limits.join_cluster(self.slots)  # cluster-wide pools count here
         if self.serving:
             self.runs.capacity = self.membership.options.max_runs
-            self.runs.freed = self.adoption.wake
+            self.runs.freed = self.adoption.freed
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
         """Heartbeat and listen, in ``tg``; a serving instance also adopts what dead

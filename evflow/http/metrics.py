@@ -181,6 +181,11 @@ class _EngineCollector(Collector):
                 value=node.adoption.adopted,
             )
             yield CounterMetricFamily(
+                "evflow_cluster_claims",
+                "Claims of unheld runs this instance sent to the store (a statement each)",
+                value=node.adoption.claims,
+            )
+            yield CounterMetricFamily(
                 "evflow_cluster_takeovers",
                 "Instances this one declared dead and took over",
                 value=node.adoption.taken_over,

@@ -448,6 +448,41 @@ async def test_a_burst_past_capacity_is_handed_back_in_a_few_statements(
     assert 1 <= len(told) <= burst // 10, len(told)
 
 
+async def test_runs_ending_with_nothing_to_claim_send_no_claim(postgres_url: str) -> None:
+    """A run that ends frees room; the instance claims into it only while the shared queue
+    may hold runs (a hand-back was notified, or the last claim took all it asked for)."""
+    ran.clear()
+    small = Engine(
+        postgres_url, grace_period_s=0, cluster=ClusterOptions(heartbeat_s=30, ttl_s=60, max_runs=2)
+    )
+    small.add(recorded)
+    async with small:
+        assert small.node is not None
+        adoption = small.node.adoption
+        for n in range(20):  # one at a time: room is never short, nothing is handed back
+            assert (await small.run(recorded, n=n)).state is RunState.SUCCEEDED
+        claims = adoption.claims
+        assert claims <= 2, claims  # the pass at start (and one after a notification at most)
+        # Past capacity: handed back, told, claimed again as room frees, long before the
+        # heartbeat; the claims stop once the queue is found empty.
+        ids: list[str] = []
+
+        async def submit(n: int) -> None:
+            ids.append(await small.submit(recorded, n=n))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(100, 120):
+                tg.start_soon(submit, n)
+        for run_id in ids:
+            assert (await small.wait(run_id)).state is RunState.SUCCEEDED
+        after_burst = adoption.claims
+        assert after_burst > claims
+        for n in range(10):
+            assert (await small.run(recorded, n=200 + n)).state is RunState.SUCCEEDED
+        assert adoption.claims == after_burst
+    assert len(ran) == 50
+
+
 @task
 async def held_alone(n: int) -> int:
     ran.append(f"alone {n}")
