@@ -3,9 +3,10 @@ the audit trail. The store returns them, signals carry them, the API and CLI ren
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from typing import Any, TypeVar
 
 from .events import Event
 from .states import RunState, TaskState
@@ -18,6 +19,7 @@ __all__ = [
     "LogRecord",
     "RunRecord",
     "TaskRecord",
+    "evolve",
 ]
 
 
@@ -207,3 +209,23 @@ class InstanceRecord:
         if self.stopped_at is not None:
             return "stopped"
         return "alive" if self.alive else "dead"
+
+
+R = TypeVar("R", TaskRecord, RunRecord)
+
+_LAYOUTS: dict[type, tuple[Callable[[Any], tuple[Any, ...]], dict[str, int]]] = {}
+
+
+def evolve(record: R, **changes: Any) -> R:
+    """``record`` with ``changes`` applied, like ``dataclasses.replace`` but several times
+    faster: the engine makes one on every state change of every run and task."""
+    cls = type(record)
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        names = tuple(f.name for f in fields(cls))
+        layout = _LAYOUTS[cls] = (attrgetter(*names), {n: i for i, n in enumerate(names)})
+    values_of, index = layout
+    values = list(values_of(record))
+    for name, value in changes.items():
+        values[index[name]] = value
+    return cls(*values)

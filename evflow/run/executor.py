@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -27,7 +26,7 @@ from ..clock import Clock, SystemClock
 from ..flows import binding
 from ..flows.dag import Flow, Node
 from ..flows.trigger_rules import FAILED_STATES, decide
-from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord
+from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord, evolve
 from ..signals import RunStateChanged, Signals, TaskStateChanged
 from ..states import RunState, TaskState
 from ..store.base import Store
@@ -111,7 +110,7 @@ class RunExecution:
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _run_record(self) -> RunRecord:
-        return replace(self.run, state=self.state, tasks=())
+        return evolve(self.run, state=self.state, tasks=())
 
     async def save(
         self,
@@ -156,7 +155,7 @@ class RunExecution:
     async def execute(self) -> RunState:
         """Run to the end; returns the final state (``running`` if interrupted by shutdown)."""
         self.log_buffer = []
-        self.run = replace(
+        self.run = evolve(
             self.run,
             state=RunState.RUNNING,
             waiting=None,
@@ -173,11 +172,17 @@ class RunExecution:
                     scope.cancel()  # cancelled before the scope existed
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
-                    for node in self.flow.order():
-                        if node.name not in self.node_state and not node.upstream:
-                            tg.start_soon(self._run_node, node)
+                    roots = [
+                        node
+                        for node in self.flow.order()
+                        if node.name not in self.node_state and not node.upstream
+                    ]
+                    for node in roots[1:]:
+                        tg.start_soon(self._run_node, node)
                     if self.node_state:
                         self._resume_ready(tg)
+                    if roots:  # the first runs in this task: one spawn less per run
+                        await self._run_node(roots[0])
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish()
@@ -256,7 +261,7 @@ class RunExecution:
             # Name the tasks that failed themselves, not those their failure stopped.
             culprits = [n for n in failed if self.node_state[n] is TaskState.FAILED] or failed
             error = f"task(s) failed: {', '.join(sorted(culprits))}" if failed else None
-        self.run = replace(self.run, state=self.state, ended_at=now, error=error, waiting=None)
+        self.run = evolve(self.run, state=self.state, ended_at=now, error=error, waiting=None)
         await self.flush_logs()
         await self.ledger.run_changed(
             self._run_record(),
