@@ -9,6 +9,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from .events import Event
+from .frozen import quick_init
 from .states import RunState, TaskState
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
 ]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
     """One task instance of one run (a mapped task has one per item, named ``node[i]``)."""
@@ -48,6 +50,7 @@ class TaskRecord:
         return self.ended_at - self.started_at
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """One run of one flow; ``trigger`` says what started it (api, event, schedule, retry)."""
@@ -73,6 +76,7 @@ class RunRecord:
         return self.ended_at - self.started_at
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
     run_id: str
@@ -85,6 +89,7 @@ class AttemptRecord:
     instance: str | None = None  # in a cluster: the instance that ran this try
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class LogRecord:
     run_id: str

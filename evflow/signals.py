@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from .abc import Accepted
 from .events import Event
+from .frozen import quick_init
 from .records import RunRecord, TaskRecord
 
 __all__ = [
@@ -48,6 +49,7 @@ class EventsAccepted(Signal):
     accepted: Sequence[Accepted]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RunStateChanged(Signal):
     """A run was queued, started, noted as waiting, or finished; ``run`` is its new record."""
@@ -55,6 +57,7 @@ class RunStateChanged(Signal):
     run: RunRecord
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskStateChanged(Signal):
     """A task instance of ``flow``'s run changed state (or its waiting note changed)."""

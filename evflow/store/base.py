@@ -14,6 +14,7 @@ from typing import Any, Protocol, Self
 from ..abc import Accepted
 from ..audit_kinds import AuditKind
 from ..events import Event
+from ..frozen import quick_init
 from ..records import (
     AttemptRecord,
     AuditRecord,
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """An entry to append; the store gives it a sequence number and chains its hash."""
@@ -65,19 +67,20 @@ class Changes:
     ``new_runs`` and ``new_tasks`` are inserted only where no row with that key exists (runs a
     rule creates under a deterministic id); once committed, ``created_runs`` holds the ids of
     those actually inserted, and only those may be started. ``runs`` and ``tasks`` are written
-    as given.
+    as given. What is not given is an empty tuple (or no mapping), shared: a set of changes is
+    built for every state change of every task, and most name one or two kinds of record.
     """
 
-    new_runs: list[RunRecord] = field(default_factory=list)
-    new_tasks: list[TaskRecord] = field(default_factory=list)
-    runs: list[RunRecord] = field(default_factory=list)
-    tasks: list[TaskRecord] = field(default_factory=list)
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    logs: list[LogRecord] = field(default_factory=list)
-    audit: list[AuditEntry] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    processed_events: list[str] = field(default_factory=list)
-    cursors: dict[str, str] = field(default_factory=dict)
+    new_runs: Sequence[RunRecord] = ()
+    new_tasks: Sequence[TaskRecord] = ()
+    runs: Sequence[RunRecord] = ()
+    tasks: Sequence[TaskRecord] = ()
+    attempts: Sequence[AttemptRecord] = ()
+    logs: Sequence[LogRecord] = ()
+    audit: Sequence[AuditEntry] = ()
+    dead_letters: Sequence[DeadLetter] = ()
+    processed_events: Sequence[str] = ()
+    cursors: Mapping[str, str] | None = None
     created_runs: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:

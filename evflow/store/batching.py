@@ -40,7 +40,7 @@ class Op:
 
     changes: Changes | None = None
     events: Sequence[Event] = ()
-    cursors: Mapping[str, str] = field(default_factory=dict)
+    cursors: Mapping[str, str] | None = None
     dead_letter: DeadLetter | None = None
     rows: Rows | None = None
     done: anyio.Event | None = None
@@ -185,7 +185,8 @@ def gather(batch: Sequence[Op]) -> Gathered:
     """Every op's changes by kind; an op's dead letter gets its id (the op's result) here."""
     g = Gathered()
     for op in batch:
-        g.cursors.update(op.cursors)
+        if op.cursors:
+            g.cursors.update(op.cursors)
         if op.dead_letter is not None:
             op.result = uuid.uuid4().hex
             g.dead.append((op.result, op.dead_letter))
@@ -193,7 +194,8 @@ def gather(batch: Sequence[Op]) -> Gathered:
         if ch is None:
             continue
         ch.created_runs.clear()  # a batch tried again reports afresh
-        g.cursors.update(ch.cursors)
+        if ch.cursors:
+            g.cursors.update(ch.cursors)
         g.dead.extend((uuid.uuid4().hex, d) for d in ch.dead_letters)
         g.new_runs.extend((ch, r) for r in ch.new_runs)
         g.new_tasks.extend(ch.new_tasks)

@@ -116,10 +116,21 @@ class Decisions:
     """
 
     def __init__(self) -> None:
-        self.changes = Changes()
+        self._audit: list[AuditEntry] = []
+        self._letters: list[DeadLetter] = []
+        self._runs: list[RunRecord] = []
+        self._tasks: list[TaskRecord] = []
+        self._processed: list[str] = []
+        self.changes = Changes(
+            new_runs=self._runs,
+            new_tasks=self._tasks,
+            audit=self._audit,
+            dead_letters=self._letters,
+            processed_events=self._processed,
+        )
 
     def _each(self, kind: AuditKind, event_ids: Iterable[str], data: Mapping[str, Any]) -> None:
-        self.changes.audit.extend(AuditEntry(kind, _event(eid), data) for eid in event_ids)
+        self._audit.extend(AuditEntry(kind, _event(eid), data) for eid in event_ids)
 
     def not_matched(self, event_id: str, reason: str) -> None:
         self._each(AuditKind.RULE_NOT_MATCHED, (event_id,), {"reason": reason})
@@ -133,7 +144,7 @@ class Decisions:
         """The rule could not build a run's parameters; the input goes to the dead letters in
         the same commit, so the two are never seen apart."""
         self._each(AuditKind.RULE_NOT_MAPPED, event_ids, {"rule": rule, "reason": reason})
-        self.changes.dead_letters.append(letter)
+        self._letters.append(letter)
 
     def correlation_timed_out(
         self, event_ids: Sequence[str], rule: str, key: Any, action: str, reason: str
@@ -156,9 +167,9 @@ class Decisions:
         """The rule starts ``run``: created only if no run has its id yet (deciding the same
         events twice never makes a second run)."""
         self._each(AuditKind.RULE_MATCHED, event_ids, {"rule": rule, "run_id": run.id})
-        self.changes.new_runs.append(run)
-        self.changes.new_tasks.extend(tasks)
-        self.changes.audit.append(
+        self._runs.append(run)
+        self._tasks.extend(tasks)
+        self._audit.append(
             AuditEntry(
                 AuditKind.RUN_QUEUED, _run(run.id), {"flow": run.flow, "trigger": run.trigger}
             )
@@ -170,4 +181,4 @@ class Decisions:
 
     def processed(self, event_ids: Iterable[str]) -> None:
         """These events are decided: they leave the pending set."""
-        self.changes.processed_events.extend(event_ids)
+        self._processed.extend(event_ids)
