@@ -2,8 +2,8 @@
 
 Waiters are served in strict priority order (higher first, then by arrival); the head waiter
 blocks those behind it, so a request for many slots is never starved by a stream of small ones.
-Waiting costs no CPU: a waiter sleeps on an event that the releasing task sets after handing it
-the slots directly, so nobody can barge in between.
+Waiting costs no CPU: a waiter sleeps on a future that the releasing task resolves after handing
+it the slots directly, so nobody can barge in between.
 
 The uncontended path is a few integer operations and allocates no event or waiter record,
 because it runs once per task attempt on the engine's hot path.
@@ -11,11 +11,10 @@ because it runs once per task attempt on the engine's hot path.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import anyio
 
 __all__ = ["OnWait", "PoolUsage", "SlotPool"]
 
@@ -39,13 +38,15 @@ class PoolUsage:
 
 
 class _Waiter:
-    """One blocked acquisition: how many slots it wants and how it is woken."""
+    """One blocked acquisition: how many slots it wants and how it is woken (a plain asyncio
+    future: an anyio event costs a lookup of the running async library to make, and one of
+    the running loop at each wait)."""
 
-    __slots__ = ("cancelled", "event", "granted", "n")
+    __slots__ = ("cancelled", "future", "granted", "n")
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.event = anyio.Event()
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.granted = False  # slots handed over: the owner must give them back
         self.cancelled = False  # left the queue without slots; skipped when it reaches the head
 
@@ -177,7 +178,7 @@ class SlotPool:
         self._waiting += 1
         self._waiting_slots += n
         try:
-            await waiter.event.wait()
+            await waiter.future
         except BaseException:
             if waiter.granted:
                 # Handed the slots in the same instant we were cancelled: give them back.
@@ -218,7 +219,8 @@ class SlotPool:
             self._waiting -= 1
             self._waiting_slots -= waiter.n
             waiter.granted = True
-            waiter.event.set()
+            if not waiter.future.done():
+                waiter.future.set_result(None)
 
     def _compact(self) -> None:
         self._heap = [entry for entry in self._heap if not entry[2].cancelled]

@@ -8,6 +8,7 @@ whole batch in one transaction and, on failure, sets ``error`` on each of its op
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord
 from .base import AuditEntry, Changes, DeadLetter, Rows
 
 __all__ = [
+    "Commit",
     "Gathered",
     "Op",
     "WriteQueue",
@@ -32,6 +34,32 @@ __all__ = [
     "last_records",
     "settle_events",
 ]
+
+
+class Commit:
+    """A batch's commit, awaited by every op in it. Each waiter waits on a future of its own
+    (one cancelled cancels only its own), and all are resolved together; plain asyncio,
+    because an anyio event looks up the running async library to make and the running loop
+    at every wait, and every state change of every task waits on one."""
+
+    __slots__ = ("_done", "_waiters")
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+        self._done = False
+
+    async def wait(self) -> None:
+        if not self._done:
+            future = asyncio.get_running_loop().create_future()
+            self._waiters.append(future)
+            await future
+
+    def set(self) -> None:
+        self._done = True
+        for future in self._waiters:
+            if not future.done():
+                future.set_result(None)
+        self._waiters.clear()
 
 
 @dataclass(slots=True)
@@ -43,7 +71,7 @@ class Op:
     cursors: Mapping[str, str] | None = None
     dead_letter: DeadLetter | None = None
     rows: Rows | None = None
-    done: anyio.Event | None = None
+    done: Commit | None = None
     result: Any = None
     error: BaseException | None = None
 
@@ -69,7 +97,7 @@ class WriteQueue:
         self._pending_count = 0
         self._wake = anyio.Event()
         self._space = anyio.Event()
-        self._batch_done = anyio.Event()
+        self._batch_done = Commit()
         self._open = False
         self._closing = False
         self._stopped = False
@@ -144,7 +172,7 @@ class WriteQueue:
                 self._wake = anyio.Event()
                 continue
             batch, self._pending = self._pending, []
-            done, self._batch_done = self._batch_done, anyio.Event()
+            done, self._batch_done = self._batch_done, Commit()
             self._pending_count = 0
             self._space.set()
             with anyio.CancelScope(shield=True):
