@@ -31,6 +31,7 @@ from ..errors import ResultNotSerializable
 from ..flows.callbacks import task_callbacks
 from ..flows.dag import Node
 from ..flows.tasks import Task
+from ..frozen import quick_init
 from ..records import AttemptRecord, TaskRecord, evolve
 from ..states import TaskState
 from .context import TaskContext, reset_current, set_current
@@ -63,23 +64,27 @@ class Instance:
 
 
 # -- what one call of the task function came to ---------------------------------------------
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Succeeded:
     result_json: bytes
     result: Any
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Raised:
     error: str
     traceback: str | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TimedOut:
     error: str
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class NotSerializable:
     error: str
@@ -258,7 +263,10 @@ class TaskAttempts:
         )
         if self.opts.branch:
             ex.apply_branch(self.node, inst)
-        await task_callbacks("success", ex.flow, self.node.task, ex.run.id, inst.record, ex.params)
+        if self.node.task.on_success is not None:  # most tasks have none: no call made
+            await task_callbacks(
+                "success", ex.flow, self.node.task, ex.run.id, inst.record, ex.params
+            )
         return TaskState.SUCCEEDED
 
     async def _on_exception(self, outcome: Raised, ended: float) -> float | None:

@@ -16,11 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..frozen import quick_init
+
 __all__ = ["TaskContext", "TaskLogger", "current_task", "get_logger"]
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class TaskContext:
     """The run and task an attempt belongs to."""
