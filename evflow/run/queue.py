@@ -27,6 +27,7 @@ from ..clock import Clock
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
 from ..flows.dag import Flow
+from ..latch import Latch
 from ..records import RunRecord
 from ..signals import RunStateChanged, Signals
 from ..states import RunState, TaskState
@@ -60,7 +61,7 @@ class _ActiveRun:
     record: RunRecord
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     execution: RunExecution | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
+    done: Latch = field(default_factory=Latch)
     cancel_reason: str | None = None
 
 

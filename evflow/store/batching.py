@@ -8,7 +8,6 @@ whole batch in one transaction and, on failure, sets ``error`` on each of its op
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +20,11 @@ from ..abc import Accepted
 from ..audit_kinds import AuditKind
 from ..errors import StoreError, StoreUnavailable
 from ..events import Event
+from ..latch import Latch
 from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord
 from .base import AuditEntry, Changes, DeadLetter, Rows
 
 __all__ = [
-    "Commit",
     "Gathered",
     "Op",
     "WriteQueue",
@@ -34,32 +33,6 @@ __all__ = [
     "last_records",
     "settle_events",
 ]
-
-
-class Commit:
-    """A batch's commit, awaited by every op in it. Each waiter waits on a future of its own
-    (one cancelled cancels only its own), and all are resolved together; plain asyncio,
-    because an anyio event looks up the running async library to make and the running loop
-    at every wait, and every state change of every task waits on one."""
-
-    __slots__ = ("_done", "_waiters")
-
-    def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[None]] = []
-        self._done = False
-
-    async def wait(self) -> None:
-        if not self._done:
-            future = asyncio.get_running_loop().create_future()
-            self._waiters.append(future)
-            await future
-
-    def set(self) -> None:
-        self._done = True
-        for future in self._waiters:
-            if not future.done():
-                future.set_result(None)
-        self._waiters.clear()
 
 
 @dataclass(slots=True)
@@ -71,7 +44,7 @@ class Op:
     cursors: Mapping[str, str] | None = None
     dead_letter: DeadLetter | None = None
     rows: Rows | None = None
-    done: Commit | None = None
+    done: Latch | None = None  # set when the batch carrying it has committed
     result: Any = None
     error: BaseException | None = None
 
@@ -97,7 +70,7 @@ class WriteQueue:
         self._pending_count = 0
         self._wake = anyio.Event()
         self._space = anyio.Event()
-        self._batch_done = Commit()
+        self._batch_done = Latch()
         self._open = False
         self._closing = False
         self._stopped = False
@@ -172,7 +145,7 @@ class WriteQueue:
                 self._wake = anyio.Event()
                 continue
             batch, self._pending = self._pending, []
-            done, self._batch_done = self._batch_done, Commit()
+            done, self._batch_done = self._batch_done, Latch()
             self._pending_count = 0
             self._space.set()
             with anyio.CancelScope(shield=True):
