@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import runner, scaling
+from benchmarks import instructions, runner, scaling
 from benchmarks.common import Workload
 from benchmarks.stores import PREFIX_ENV, STORE_ENV, drop_schemas
 
@@ -115,3 +115,15 @@ def test_the_scaling_benchmark_writes_both_tables(tmp_path: Path) -> None:
     for row in doc["by_run_size"] + doc["by_history"]:
         assert all(math.isfinite(v) and v >= 0 for v in row.values()), row
         assert row["cpu_us_per_task"] > 0
+
+
+@pytest.mark.parametrize("side", ["evflow", "floor"])
+@pytest.mark.parametrize("workload", sorted(instructions.SIZED))
+def test_the_instruction_count_runs_each_side_as_valgrind_would(workload: str, side: str) -> None:
+    """The child each count runs under valgrind (valgrind itself is not needed here)."""
+    assert instructions.main(["--child", f"{workload}:{side}:3"]) == 0
+
+
+def test_the_instruction_count_takes_two_rising_sizes() -> None:
+    with pytest.raises(SystemExit):
+        instructions.main(["--sizes", "250,50"])
