@@ -33,12 +33,16 @@ from ..store.base import Store
 from .attempt import Instance, TaskAttempts
 from .ledger import Ledger
 from .limits import Limits, Slots
+from .workers import Workers
 
 __all__ = ["RunExecution"]
 
 log = logging.getLogger("evflow.executor")
 
 _MID_ATTEMPT = (TaskState.RUNNING, TaskState.WAITING, TaskState.RETRYING)
+
+#: One instance of a mapped task, ready to start: its arguments and the slots taken for it.
+_Child = tuple[Instance, list[Any], dict[str, Any], Slots]
 
 
 class Liveness(Protocol):
@@ -376,25 +380,29 @@ class RunExecution:
         parent.update(state=TaskState.RUNNING, started_at=parent.record.started_at or self.now())
         children = [self._instance(f"{node.name}[{i}]", node.name, i) for i in range(len(calls))]
         await self.save([parent, *children], None)
-        # Each instance's slots are taken here, in order, before it is spawned: a mapped task
-        # of 100,000 items under a pool of 10 keeps 10 running tasks and 99,990 plain records,
-        # not 100,000 parked tasks.
+        # Each instance's slots are taken here, in order, before it is handed to a worker: a
+        # mapped task of 100,000 items under a pool of 10 keeps about 10 tasks and 99,990
+        # plain records, not 100,000 parked tasks.
         opts = node.options
         ahead: set[Slots] = set()  # slots taken for instances that have not started yet
         try:
             async with anyio.create_task_group() as tg:
-                for child, (args, kwargs) in zip(children, calls, strict=True):
-                    if child.record.state.finished:
-                        continue
-                    held = await self.limits.hold(
-                        opts.pool,
-                        opts.slots,
-                        opts.priority,
-                        partial(self.blocked, child),
-                        f"{self.run.id}/{child.record.name}" if opts.pool is not None else None,
-                    )
-                    ahead.add(held)
-                    tg.start_soon(self._run_child, node, child, args, kwargs, held, ahead)
+                workers: Workers[_Child] = Workers(tg, partial(self._run_child, node, ahead))
+                try:
+                    for child, (args, kwargs) in zip(children, calls, strict=True):
+                        if child.record.state.finished:
+                            continue
+                        held = await self.limits.hold(
+                            opts.pool,
+                            opts.slots,
+                            opts.priority,
+                            partial(self.blocked, child),
+                            f"{self.run.id}/{child.record.name}" if opts.pool is not None else None,
+                        )
+                        ahead.add(held)
+                        workers.put((child, args, kwargs, held))
+                finally:
+                    workers.close()
         finally:
             for held in ahead:  # spawned but cancelled before they started
                 await _give_back(held)
@@ -411,16 +419,9 @@ class RunExecution:
         )
         return parent.record.state
 
-    async def _run_child(
-        self,
-        node: Node,
-        inst: Instance,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        held: Slots,
-        ahead: set[Slots],
-    ) -> None:
+    async def _run_child(self, node: Node, ahead: set[Slots], child: _Child) -> None:
         """One instance of a mapped task, started with the slots its parent took for it."""
+        inst, args, kwargs, held = child
         ahead.discard(held)
         try:
             await TaskAttempts(self, node, inst, args, kwargs).run(held)
