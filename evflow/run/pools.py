@@ -5,7 +5,7 @@ blocks those behind it, so a request for many slots is never starved by a stream
 Waiting costs no CPU: a waiter sleeps on a future that the releasing task resolves after handing
 it the slots directly, so nobody can barge in between.
 
-The uncontended path is a few integer operations and allocates no event or waiter record,
+The uncontended path is a few integer operations and allocates no future or waiter record,
 because it runs once per task attempt on the engine's hot path.
 """
 
