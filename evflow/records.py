@@ -231,6 +231,9 @@ def evolve(record: R, **changes: Any) -> R:
         layout = _LAYOUTS[cls] = (attrgetter(*names), {n: i for i, n in enumerate(names)})
     values_of, index = layout
     values = list(values_of(record))
-    for name, value in changes.items():
-        values[index[name]] = value
+    try:
+        for name, value in changes.items():
+            values[index[name]] = value
+    except KeyError as exc:
+        raise TypeError(f"{cls.__qualname__} has no field {exc.args[0]!r}") from None
     return cls(*values)

@@ -58,6 +58,8 @@ def test_records_stay_frozen_equal_hashable_and_picklable() -> None:
     assert evolve(run, state=RunState.RUNNING, started_at=2.0) == replace(
         run, state=RunState.RUNNING, started_at=2.0
     )
+    with pytest.raises(TypeError, match="RunRecord has no field 'stage'"):
+        evolve(run, stage=RunState.RUNNING)
 
 
 def test_only_frozen_slotted_dataclasses_are_taken() -> None:
