@@ -48,6 +48,14 @@ class PendingFeed:
         for ev in events:
             self._offered[ev.uid] = now
 
+    def unoffered(self, events: Sequence[Event]) -> list[Event]:
+        """Of ``events`` (just accepted on this instance), those the feed has not offered
+        yet, noted as offered now. A read that began before they were committed may have
+        found them pending and offered them first: they are then not offered twice."""
+        fresh = [ev for ev in events if ev.uid not in self._offered]
+        self.note(fresh)
+        return fresh
+
     def wake(self) -> None:
         self._wake.set()
 

@@ -114,8 +114,9 @@ class ClusterNode:
         """Events this instance stored: decided here if it leads, else by the leader (the
         store's notification wakes it)."""
         if self.is_leader:
-            self.feed.note(events)
-            self._offer(events)
+            fresh = self.feed.unoffered(events)
+            if fresh:
+                self._offer(fresh)
 
     async def stop_leading(self) -> None:
         """At a clean stop, before the runs drain: give the leader lease back at once."""

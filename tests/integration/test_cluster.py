@@ -18,6 +18,7 @@ from playwright.async_api import expect
 
 from evflow import Engine, Event, Rule, RunState, TaskState, flow, task
 from evflow.cluster import ClusterOptions
+from evflow.cluster.feed import PendingFeed
 from evflow.cluster.status import cluster_status
 from evflow.errors import ConfigError, OwnershipLost
 from evflow.http.bodies import ClusterView, Instance, Lease
@@ -481,6 +482,27 @@ async def test_runs_ending_with_nothing_to_claim_send_no_claim(postgres_url: str
             assert (await small.run(recorded, n=200 + n)).state is RunState.SUCCEEDED
         assert adoption.claims == after_burst
     assert len(ran) == 50
+
+
+async def test_an_event_the_leaders_feed_offered_first_is_not_offered_again(
+    postgres_url: str,
+) -> None:
+    """The leader's feed may read an event this instance is committing before the instance
+    notes it as accepted here: the feed offers it first, and the instance must not offer it
+    again (the rules would decide it twice, and count its dead letter twice)."""
+    offered: list[str] = []
+    async with PostgresStore(postgres_url) as store:
+        feed = PendingFeed(store, lambda evs: offered.extend(e.uid for e in evs), poll_s=60)
+        ev = Event(type="order.created", source="shop")
+        await store.add_events([ev])
+        await feed._read()  # the read wins the race: the event is still pending
+        assert offered == [ev.uid]
+        assert feed.unoffered([ev]) == []  # accepted here, after: already offered
+        other = Event(type="order.created", source="shop")
+        assert feed.unoffered([other]) == [other]  # accepted here first: offered by the node
+        await store.add_events([other])
+        await feed._read()
+        assert offered == [ev.uid]  # and not by the feed's next read
 
 
 @task
