@@ -9,12 +9,15 @@ a fresh child process by default, so CPU time and peak RSS of one side never inc
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -104,6 +107,13 @@ class Workload:
 
 
 # -- measurement -----------------------------------------------------------------------------
+
+
+def write_json(path: Path, doc: Mapping[str, Any]) -> None:
+    """Write a benchmark's results, and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    print(f"results written to {path}", file=sys.stderr)
 
 
 def _status_kib(field_name: str) -> int:

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -39,9 +37,9 @@ from typing import Any
 from evflow.service.serve import tune_gc
 
 from . import etl, fanout
-from .common import Workload
+from .common import Workload, write_json
 from .runner import machine
-from .stores import PREFIX_ENV, STORE_ENV, backend, drop_schemas
+from .stores import backend, on_store
 
 __all__ = ["main"]
 
@@ -175,22 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.store:
-        os.environ[STORE_ENV] = args.store
-        os.environ[PREFIX_ENV] = prefix = f"instr_{uuid.uuid4().hex[:6]}"
     try:
-        rows = [_measure(name, args.sizes or DEFAULT_SIZES[name]) for name in args.only or SIZED]
+        with on_store(args.store, f"instr_{uuid.uuid4().hex[:6]}"):
+            sizes = args.sizes
+            rows = [_measure(name, sizes or DEFAULT_SIZES[name]) for name in args.only or SIZED]
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
         return 1
-    finally:
-        if args.store:
-            drop_schemas(args.store, prefix)
     print(_table(rows, backend()))
-    result = {"store": backend(), "machine": machine(), "workloads": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results written to {args.json}", file=sys.stderr)
+    write_json(args.json, {"store": backend(), "machine": machine(), "workloads": rows})
     return 0
 
 

@@ -30,8 +30,8 @@ from evflow.service.serve import tune_gc
 from evflow.store import is_postgres
 
 from . import cluster, etl, fanout, idle, latency, startup, throughput, ui_pages, waiting
-from .common import PROFILES, Figures, Profile, Workload
-from .stores import PREFIX_ENV, STORE_ENV, backend, drop_schemas
+from .common import PROFILES, Figures, Profile, Workload, write_json
+from .stores import backend, on_store
 
 __all__ = ["WORKLOADS", "machine", "main", "run", "select"]
 
@@ -328,16 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _child(args)
     profile: Profile = args.profile or ("quick" if args.quick else "full")
     workloads = select(args.only, "postgresql" if args.store else "sqlite")
-    if args.store:
-        if not is_postgres(args.store):
-            raise SystemExit("--store takes a postgresql:// URL (SQLite is the default)")
-        os.environ[STORE_ENV] = args.store  # the children inherit it
-        os.environ[PREFIX_ENV] = f"bench_{os.getpid()}"
-    try:
+    if args.store and not is_postgres(args.store):
+        raise SystemExit("--store takes a postgresql:// URL (SQLite is the default)")
+    with on_store(args.store, f"bench_{os.getpid()}"):  # the children inherit it
         return _run_all(args, argv, profile, workloads)
-    finally:
-        if args.store:
-            drop_schemas(args.store, os.environ[PREFIX_ENV])
 
 
 def _run_all(
@@ -363,8 +357,6 @@ def _run_all(
         "machine": info,
         "workloads": results,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    print(f"results written to {args.json}", file=sys.stderr)
+    write_json(args.json, doc)
     failed = any(r["errors"] for r in results)
     return 1 if failed else 0

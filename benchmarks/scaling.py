@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -45,10 +43,10 @@ from evflow.states import RunState, TaskState
 from evflow.store import connect
 from evflow.store.base import Rows
 
-from .common import Usage, served
+from .common import Usage, served, write_json
 from .etl import etl
 from .runner import machine
-from .stores import PREFIX_ENV, STORE_ENV, backend, drop_schemas, engine_store
+from .stores import backend, engine_store, on_store
 from .ui_pages import wide  # make(N) → item.map → count
 
 __all__ = ["main"]
@@ -257,14 +255,8 @@ async def _run(sizes: Sequence[int], history: Sequence[int]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.store:
-        os.environ[STORE_ENV] = args.store
-        os.environ[PREFIX_ENV] = prefix = f"scaling_{uuid.uuid4().hex[:6]}"
-    try:
+    with on_store(args.store, f"scaling_{uuid.uuid4().hex[:6]}"):
         result = anyio.run(_run, args.sizes, args.history)
-    finally:
-        if args.store:
-            drop_schemas(args.store, prefix)
     result["store"] = backend()
     result["machine"] = machine()
     print(
@@ -295,9 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ],
         )
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results written to {args.json}", file=sys.stderr)
+    write_json(args.json, result)
     return 0
 
 

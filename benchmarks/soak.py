@@ -20,7 +20,6 @@ is a quick check (the test suite runs it for a few seconds).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -39,6 +38,7 @@ import anyio
 import httpx
 import orjson
 
+from .common import write_json
 from .runner import machine
 
 __all__ = ["Sample", "Soak", "main", "run_soak"]
@@ -421,9 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in missed:
         print(f"MISSED: {line}")
     sys.stdout.flush()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results written to {args.json}", file=sys.stderr)
+    write_json(args.json, result)
     return 1 if missed else 0
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from .floor import FloorStore
 
-__all__ = ["backend", "drop_schemas", "engine_store", "floor_store"]
+__all__ = ["backend", "drop_schemas", "engine_store", "floor_store", "on_store"]
 
 STORE_ENV = "EVFLOW_BENCH_STORE"
 PREFIX_ENV = "EVFLOW_BENCH_SCHEMA_PREFIX"
@@ -56,3 +58,18 @@ def drop_schemas(url: str, prefix: str) -> None:
         ).fetchall()
         for (name,) in rows:
             conn.execute(f'DROP SCHEMA "{name}" CASCADE'.encode())
+
+
+@contextmanager
+def on_store(url: str | None, prefix: str) -> Iterator[None]:
+    """Inside: the workloads (and child processes started there) work on PostgreSQL at ``url``,
+    each side in a schema named ``{prefix}_…``, dropped on the way out. ``None``: SQLite."""
+    if url is None:
+        yield
+        return
+    os.environ[STORE_ENV] = url
+    os.environ[PREFIX_ENV] = prefix
+    try:
+        yield
+    finally:
+        drop_schemas(url, prefix)
