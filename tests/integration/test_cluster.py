@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -360,6 +361,19 @@ async def test_runs_beyond_an_instances_capacity_go_to_instances_with_room(
         )
 
 
+async def submit_at_once(engine: Engine, ns: Iterable[int]) -> list[str]:
+    """Runs of ``recorded``, one per ``n``, all submitted at once: their ids."""
+    ids: list[str] = []
+
+    async def submit(n: int) -> None:
+        ids.append(await engine.submit(recorded, n=n))
+
+    async with anyio.create_task_group() as tg:
+        for n in ns:
+            tg.start_soon(submit, n)
+    return ids
+
+
 async def now(value: bool) -> bool:
     """A condition already computed, as :func:`until` takes it."""
     return value
@@ -434,14 +448,7 @@ async def test_a_burst_past_capacity_is_handed_back_in_a_few_statements(
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as listener:
         await listener.execute("LISTEN evflow_runs")
         async with small:
-            ids: list[str] = []
-
-            async def submit(n: int) -> None:
-                ids.append(await small.submit(recorded, n=n))
-
-            async with anyio.create_task_group() as tg:
-                for n in range(burst):
-                    tg.start_soon(submit, n)
+            ids = await submit_at_once(small, range(burst))
             for run_id in ids:  # each handed back, then claimed again as room frees
                 assert (await small.wait(run_id)).state is RunState.SUCCEEDED
             told = [n async for n in listener.notifies(timeout=0.5)]
@@ -466,14 +473,7 @@ async def test_runs_ending_with_nothing_to_claim_send_no_claim(postgres_url: str
         assert claims <= 2, claims  # the pass at start (and one after a notification at most)
         # Past capacity: handed back, told, claimed again as room frees, long before the
         # heartbeat; the claims stop once the queue is found empty.
-        ids: list[str] = []
-
-        async def submit(n: int) -> None:
-            ids.append(await small.submit(recorded, n=n))
-
-        async with anyio.create_task_group() as tg:
-            for n in range(100, 120):
-                tg.start_soon(submit, n)
+        ids = await submit_at_once(small, range(100, 120))
         for run_id in ids:
             assert (await small.wait(run_id)).state is RunState.SUCCEEDED
         after_burst = adoption.claims
