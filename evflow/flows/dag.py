@@ -176,6 +176,7 @@ class Flow:
         self._token: contextvars.Token[Builder | None] | None = None
         self._version: str | None = None
         self._order: list[Node] | None = None
+        self._chain = False
 
     def __repr__(self) -> str:
         return f"<Flow {self.name} ({len(self.nodes)} tasks)>"
@@ -311,7 +312,17 @@ class Flow:
                 location=self.location,
             )
         self._order = out
+        self._chain = sum(not n.upstream for n in out) == 1 and all(
+            len(n.downstream) <= 1 for n in out
+        )
         return out
+
+    @property
+    def is_chain(self) -> bool:
+        """Whether the tasks form one line, each with at most one downstream task: then a
+        run never has two tasks ready at once, and needs no task group of its own."""
+        self.order()
+        return self._chain
 
     @property
     def version(self) -> str:

@@ -1,6 +1,7 @@
 """One run: walk the DAG, run each task's attempts under the limits, record everything.
 
-All ready tasks start at once in the run's task group. A task starts when every upstream task
+All ready tasks start at once in the run's task group (a run whose tasks form one line
+has one ready at a time, and opens no group). A task starts when every upstream task
 has finished and its trigger rule (:mod:`evflow.flows.trigger_rules`) says so; a task that a
 branch did not choose is skipped whatever its rule. Each attempt
 (:mod:`evflow.run.attempt`) holds its pool and global slots only while it runs (not while it
@@ -174,19 +175,17 @@ class RunExecution:
                 self.cancel_scope = scope
                 if self.cancel_reason is not None or self.interrupting:
                     scope.cancel()  # cancelled before the scope existed
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    roots = [
-                        node
-                        for node in self.flow.order()
-                        if node.name not in self.node_state and not node.upstream
-                    ]
-                    for node in roots[1:]:
-                        tg.start_soon(self._run_node, node)
-                    if self.node_state:
-                        self._resume_ready(tg)
-                    if roots:  # the first runs in this task: one spawn less per run
-                        await self._run_node(roots[0])
+                ready = self._ready_at_start()
+                if self.flow.is_chain:  # one task at a time: no task group to open
+                    if ready:
+                        await self._run_node(ready[0])
+                else:
+                    async with anyio.create_task_group() as tg:
+                        self._tg = tg
+                        for node in ready[1:]:
+                            tg.start_soon(self._run_node, node)
+                        if ready:  # the first runs in this task: one spawn less per run
+                            await self._run_node(ready[0])
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish()
@@ -225,13 +224,15 @@ class RunExecution:
                 elif known is not None and a.state is TaskState.FAILED:
                     known.failures += 1
 
-    def _resume_ready(self, tg: anyio.abc.TaskGroup) -> None:
-        """After a restart: start nodes whose upstreams all finished before the crash."""
-        for node in self.flow.order():
-            if node.name in self.node_state or not node.upstream:
-                continue
-            if all(u.name in self.node_state for u in node.upstream):
-                tg.start_soon(self._run_node, node)
+    def _ready_at_start(self) -> list[Node]:
+        """The nodes to start with: the roots not yet run, and after a restart the nodes
+        whose upstreams all finished before the crash."""
+        return [
+            node
+            for node in self.flow.order()
+            if node.name not in self.node_state
+            and all(u.name in self.node_state for u in node.upstream)
+        ]
 
     async def _finish(self) -> None:
         if self.interrupting:
@@ -321,10 +322,11 @@ class RunExecution:
         ]
         if not ready:
             return None
-        tg = self._tg
-        assert tg is not None
-        for down in ready[1:]:
-            tg.start_soon(self._run_node, down)
+        if len(ready) > 1:
+            tg = self._tg
+            assert tg is not None, "only a chain runs without a task group"
+            for down in ready[1:]:
+                tg.start_soon(self._run_node, down)
         return ready[0]
 
     async def _run_node(self, node: Node) -> None:

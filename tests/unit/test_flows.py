@@ -142,6 +142,7 @@ def test_explicit_style_chain() -> None:
     assert all(isinstance(n, Node) for n in (a, b, c))
     assert edges(dag) == {("fa", "fb"), ("fb", "fc")}
     assert [n.name for n in dag.order()] == ["fa", "fb", "fc"]
+    assert dag.is_chain  # one task ready at a time: its runs open no task group
 
 
 def test_explicit_style_fan_out_and_fan_in() -> None:
@@ -149,11 +150,13 @@ def test_explicit_style_fan_out_and_fan_in() -> None:
         a, b, c, d = task(fa), task(fb), task(fc), task(fd)
         a >> [b, c] >> d
     assert edges(dag) == {("fa", "fb"), ("fa", "fc"), ("fb", "fd"), ("fc", "fd")}
+    assert not dag.is_chain
 
     with Flow("join") as dag2:
         a, b, c = task(fa), task(fb), task(fc)
         [a, b] >> c
     assert edges(dag2) == {("fa", "fc"), ("fb", "fc")}
+    assert not dag2.is_chain  # two roots start at once
 
     with Flow("left") as dag3:
         a, b = task(fa), task(fb)
