@@ -99,11 +99,21 @@ def chain_rows(
     """Rows ``(chain, pos, time, kind, subject, actor, data, prev_hash, hash)`` continuing
     ``chain`` from its head ``(pos, head)``; the last row's hash is the new head."""
     rows = []
+    now_text = repr(now)  # most records take the batch's time: formatted once
     for entry in entries:
         pos += 1
         t = entry.time if entry.time is not None else now
         data = None if entry.data is None else orjson.dumps(entry.data)
-        h = chain_hash(head, pos, t, entry.kind, entry.subject, entry.actor, data)
+        h = chain_hash(
+            head,
+            pos,
+            t,
+            entry.kind,
+            entry.subject,
+            entry.actor,
+            data,
+            time_text=now_text if entry.time is None else None,
+        )
         rows.append((chain, pos, t, entry.kind, entry.subject, entry.actor, data, head, h))
         head = h
     return rows

@@ -181,6 +181,27 @@ async def test_the_audit_trail_chains_every_record(store_factory: Factory) -> No
         assert (await verify(store)).ok
 
 
+async def test_records_with_their_own_time_chain_like_those_taking_the_batchs(
+    store_factory: Factory,
+) -> None:
+    """The writer formats the batch's time once for the records without one; a record that
+    brings its own time is hashed with that time. Both verify."""
+    async with store_factory() as store:
+        batch = [
+            AuditEntry(AuditKind.RUN_QUEUED, "run:a", None),
+            AuditEntry(AuditKind.RUN_QUEUED, "run:b", {"x": 1}, time=1234.000001),
+            AuditEntry(AuditKind.RUN_QUEUED, "run:c", None, actor="cli"),
+        ]
+        await store.apply(Changes(audit=batch), wait=True)
+        rows = {r[3]: r for r in await store.audit_rows()}
+        for subject in ("run:a", "run:b", "run:c"):
+            _seq, t, kind, _subject, actor, data, prev_hash, h, _chain, pos = rows[subject]
+            assert chain_hash(prev_hash, pos, t, kind, subject, actor, data) == h
+        assert rows["run:b"][1] == 1234.000001
+        assert rows["run:a"][1] == rows["run:c"][1] != 1234.000001
+        assert (await verify(store)).ok
+
+
 def entries(prefix: str, n: int) -> list[AuditEntry]:
     return [AuditEntry(AuditKind.RUN_QUEUED, f"run:{prefix}{i}", {"i": i}) for i in range(n)]
 
