@@ -9,7 +9,7 @@ whole batch in one transaction and, on failure, sets ``error`` on each of its op
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "WriteQueue",
     "first_copies",
     "gather",
+    "last_by_key",
     "last_records",
     "settle_events",
 ]
@@ -194,18 +195,30 @@ def gather(batch: Sequence[Op]) -> Gathered:
         ch = op.changes
         if ch is None:
             continue
-        ch.created_runs.clear()  # a batch tried again reports afresh
+        # Most changes name one or two kinds of record: test before extending, as this runs
+        # for every state change of every task.
+        if ch.created_runs:
+            ch.created_runs.clear()  # a batch tried again reports afresh
         if ch.cursors:
             g.cursors.update(ch.cursors)
-        g.dead.extend((uuid.uuid4().hex, d) for d in ch.dead_letters)
-        g.new_runs.extend((ch, r) for r in ch.new_runs)
-        g.new_tasks.extend(ch.new_tasks)
-        g.runs.extend(ch.runs)
-        g.tasks.extend(ch.tasks)
-        g.attempts.extend(ch.attempts)
-        g.logs.extend(ch.logs)
-        g.processed.extend(ch.processed_events)
-        g.audit.extend(ch.audit)
+        if ch.dead_letters:
+            g.dead.extend((uuid.uuid4().hex, d) for d in ch.dead_letters)
+        if ch.new_runs:
+            g.new_runs.extend((ch, r) for r in ch.new_runs)
+        if ch.new_tasks:
+            g.new_tasks.extend(ch.new_tasks)
+        if ch.runs:
+            g.runs.extend(ch.runs)
+        if ch.tasks:
+            g.tasks.extend(ch.tasks)
+        if ch.attempts:
+            g.attempts.extend(ch.attempts)
+        if ch.logs:
+            g.logs.extend(ch.logs)
+        if ch.processed_events:
+            g.processed.extend(ch.processed_events)
+        if ch.audit:
+            g.audit.extend(ch.audit)
     return g
 
 
@@ -221,6 +234,15 @@ def last_records(tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
     for t in tasks:
         last[(t.run_id, t.name)] = t
     return list(last.values()) if len(last) < len(tasks) else list(tasks)
+
+
+def last_by_key(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """One row per key (its first ``width`` columns), the last written, in first-seen order;
+    an upsert statement may touch each row once."""
+    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for row in rows:
+        out[row[:width]] = row
+    return list(out.values())
 
 
 def first_copies(ops: Sequence[Op]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from ..errors import OwnershipLost
 from ..events import parse_time
 from . import postgres_sql as sql
 from .base import AuditEntry, Rows
-from .batching import Op, first_copies, gather, settle_events
+from .batching import Op, first_copies, gather, last_by_key, settle_events
 from .chains import SYSTEM_CHAIN, WriterChain, append
 from .postgres_instances import FENCE, NOTIFY_EVENTS, NOTIFY_RUN_ENDS, RUN_ENDS_PAYLOAD
 
@@ -80,13 +80,13 @@ class PostgresBatch:
                 [*sql.columns(run_rows, 12), *sql.columns(new_tasks, 13)],
             )
         if runs:
-            await conn.execute(sql.RUNS, sql.columns(sql.last_by_key(runs, 1), 12))
+            await conn.execute(sql.RUNS, sql.columns(last_by_key(runs, 1), 12))
             if self.instance_id is not None:
                 await _notify_ends(conn, [r.id for r in g.runs if r.state.finished])
         if tasks:
-            await conn.execute(sql.TASKS, sql.columns(sql.last_by_key(tasks, 2), 13))
+            await conn.execute(sql.TASKS, sql.columns(last_by_key(tasks, 2), 13))
         if attempts:
-            await conn.execute(sql.ATTEMPTS, sql.columns(sql.last_by_key(attempts, 3), 7))
+            await conn.execute(sql.ATTEMPTS, sql.columns(last_by_key(attempts, 3), 7))
         if logs:
             await conn.execute(sql.LOGS, sql.columns(logs, 6))
         if processed:

@@ -4,7 +4,7 @@ going in and out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -296,15 +296,6 @@ def event_from(row: Sequence[Any]) -> EventRecord:
 def audit_tuple(r: Sequence[Any]) -> tuple[Any, ...]:
     data = None if r[5] is None else bytes(r[5])
     return (r[0], r[1], r[2], r[3], r[4], data, r[6], r[7], r[8], r[9])
-
-
-def last_by_key(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
-    """One row per key (its first ``width`` columns), the last written, in first-seen order;
-    an upsert statement may touch each row once."""
-    out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for row in rows:
-        out[row[:width]] = row
-    return list(out.values())
 
 
 def describe_connect_error(url: str, exc: BaseException) -> str:
