@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
 from typing import Any, Protocol
 
@@ -175,17 +176,14 @@ class RunExecution:
                 self.cancel_scope = scope
                 if self.cancel_reason is not None or self.interrupting:
                     scope.cancel()  # cancelled before the scope existed
-                ready = self._ready_at_start()
-                if self.flow.is_chain:  # one task at a time: no task group to open
-                    if ready:
-                        await self._run_node(ready[0])
-                else:
-                    async with anyio.create_task_group() as tg:
-                        self._tg = tg
-                        for node in ready[1:]:
-                            tg.start_soon(self._run_node, node)
-                        if ready:  # the first runs in this task: one spawn less per run
-                            await self._run_node(ready[0])
+                # A chain has one task ready at a time: it needs no task group of its own.
+                group: AbstractAsyncContextManager[anyio.abc.TaskGroup | None] = (
+                    nullcontext() if self.flow.is_chain else anyio.create_task_group()
+                )
+                async with group as self._tg:
+                    first = self._start(self._ready_at_start())
+                    if first is not None:  # runs in this task: one spawn less per run
+                        await self._run_node(first)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish()
@@ -320,14 +318,17 @@ class RunExecution:
             if down.name not in self.node_state
             and all(u.name in self.node_state for u in down.upstream)
         ]
-        if not ready:
-            return None
+        return self._start(ready)
+
+    def _start(self, ready: list[Node]) -> Node | None:
+        """Start all of ``ready`` but the first in the run's task group; the first is
+        returned, for the caller to run in its own task."""
         if len(ready) > 1:
             tg = self._tg
             assert tg is not None, "only a chain runs without a task group"
-            for down in ready[1:]:
-                tg.start_soon(self._run_node, down)
-        return ready[0]
+            for node in ready[1:]:
+                tg.start_soon(self._run_node, node)
+        return ready[0] if ready else None
 
     async def _run_node(self, node: Node) -> None:
         current: Node | None = node
