@@ -31,7 +31,6 @@ __all__ = [
     "first_copies",
     "gather",
     "last_by_key",
-    "last_records",
     "settle_events",
 ]
 
@@ -222,23 +221,13 @@ def gather(batch: Sequence[Op]) -> Gathered:
     return g
 
 
-def last_records(tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
-    """Each task's last record among ``tasks`` (a batch's task changes, in order).
-
-    A task often changes twice within one batch (running, then ended); a task upsert writes
-    every column a change can touch, so the last record alone leaves the same row as writing
-    each in turn. Its audit records are kept, one per change."""
-    if len(tasks) < 2:
-        return list(tasks)
-    last: dict[tuple[str, str], TaskRecord] = {}
-    for t in tasks:
-        last[(t.run_id, t.name)] = t
-    return list(last.values()) if len(last) < len(tasks) else list(tasks)
-
-
 def last_by_key(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
-    """One row per key (its first ``width`` columns), the last written, in first-seen order;
-    an upsert statement may touch each row once."""
+    """One row per key (its first ``width`` columns), the last written, in first-seen order.
+
+    A record often changes twice within one batch (a task running, then ended); an upsert
+    writes every column a change can touch, so the last row alone leaves the same row as
+    writing each in turn (PostgreSQL's upsert may touch each row only once). The audit records
+    are kept, one per change."""
     out: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for row in rows:
         out[row[:width]] = row
