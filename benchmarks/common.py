@@ -14,7 +14,15 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Container,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +122,23 @@ def write_json(path: Path, doc: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     print(f"results written to {path}", file=sys.stderr)
+
+
+def text_table(
+    head: Sequence[str], body: Iterable[Sequence[str]], *, right: Container[int] = ()
+) -> list[str]:
+    """The lines of a fixed-width text table: the head, a rule, then the body; the columns
+    numbered in ``right`` are right-aligned."""
+    rows = [list(head), *(list(r) for r in body)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(rows[0]), "  ".join("-" * w for w in widths), *(line(r) for r in rows[1:])]
 
 
 def _status_kib(field_name: str) -> int:

@@ -37,7 +37,7 @@ from typing import Any
 from evflow.service.serve import tune_gc
 
 from . import etl, fanout
-from .common import Workload, write_json
+from .common import Workload, text_table, write_json
 from .runner import machine
 from .stores import backend, on_store
 
@@ -118,15 +118,7 @@ def _table(rows: Sequence[dict[str, Any]], store: str) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(str(x[i])) for x in (head, *body)) for i in range(len(head))]
-
-    def line(xs: Sequence[object]) -> str:
-        return "  ".join(str(x).ljust(w) for x, w in zip(xs, widths, strict=True)).rstrip()
-
-    return "\n".join(
-        [f"instructions per task ({store})", line(head), line(["-" * w for w in widths])]
-        + [line(b) for b in body]
-    )
+    return "\n".join([f"instructions per task ({store})", *text_table(head, body)])
 
 
 def _sizes(text: str) -> tuple[int, int]:

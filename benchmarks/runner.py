@@ -30,7 +30,7 @@ from evflow.service.serve import tune_gc
 from evflow.store import is_postgres
 
 from . import cluster, etl, fanout, idle, latency, startup, throughput, ui_pages, waiting
-from .common import PROFILES, Figures, Profile, Workload, write_json
+from .common import PROFILES, Figures, Profile, Workload, text_table, write_json
 from .stores import backend, on_store
 
 __all__ = ["WORKLOADS", "machine", "main", "run", "select"]
@@ -259,16 +259,7 @@ def table(results: Sequence[dict[str, Any]]) -> str:
             )
         for side, err in r["errors"].items():
             lines.append((r["name"], f"{side} FAILED", err[:60], "", "", "", "NO"))
-    widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head))]
-    right = {2, 3, 4}
-
-    def fmt(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(head), rule, *(fmt(x) for x in lines)])
+    return "\n".join(text_table(head, lines, right={2, 3, 4}))
 
 
 def _command(argv: Sequence[str]) -> str:

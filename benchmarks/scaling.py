@@ -43,7 +43,7 @@ from evflow.states import RunState, TaskState
 from evflow.store import connect
 from evflow.store.base import Rows
 
-from .common import Usage, served, write_json
+from .common import Usage, served, text_table, write_json
 from .etl import etl
 from .runner import machine
 from .stores import backend, engine_store, on_store
@@ -209,14 +209,7 @@ def _table(title: str, rows: list[dict[str, float]], columns: Sequence[tuple[str
         [f"{row[key]:,.0f}" if row[key] >= 100 else f"{row[key]:.1f}" for key, _ in columns]
         for row in rows
     ]
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(head)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True))
-
-    out = [title, line(head), line(["-" * w for w in widths])]
-    out += [line(r) for r in body]
-    return "\n".join(out)
+    return "\n".join([title, *text_table(head, body, right=range(len(head)))])
 
 
 def _ints(text: str) -> list[int]:
