@@ -7,21 +7,21 @@ import anyio
 from evflow.latch import Latch
 
 
+async def wait_then_note(latch: Latch, woken: list[str], name: str) -> None:
+    await latch.wait()
+    woken.append(name)
+
+
 async def test_every_waiter_returns_once_set_and_later_waits_return_at_once() -> None:
     latch = Latch()
-    woken: list[int] = []
-
-    async def waiter(n: int) -> None:
-        await latch.wait()
-        woken.append(n)
-
+    woken: list[str] = []
     async with anyio.create_task_group() as tg:
-        for n in range(3):
-            tg.start_soon(waiter, n)
+        for name in "abc":
+            tg.start_soon(wait_then_note, latch, woken, name)
         await anyio.wait_all_tasks_blocked()
         assert woken == [] and not latch.is_set()
         latch.set()
-    assert sorted(woken) == [0, 1, 2]
+    assert sorted(woken) == ["a", "b", "c"]
     with anyio.fail_after(1):
         await latch.wait()  # already set
 
@@ -29,16 +29,11 @@ async def test_every_waiter_returns_once_set_and_later_waits_return_at_once() ->
 async def test_a_cancelled_waiter_leaves_the_others_waiting() -> None:
     latch = Latch()
     woken: list[str] = []
-
-    async def waiter(name: str) -> None:
-        await latch.wait()
-        woken.append(name)
-
     async with anyio.create_task_group() as tg:
         with anyio.CancelScope() as gone:
-            tg.start_soon(waiter, "kept")
+            tg.start_soon(wait_then_note, latch, woken, "kept")
             async with anyio.create_task_group() as inner:
-                inner.start_soon(waiter, "cancelled")
+                inner.start_soon(wait_then_note, latch, woken, "cancelled")
                 await anyio.wait_all_tasks_blocked()
                 gone.cancel()
         assert woken == []
