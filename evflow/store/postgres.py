@@ -43,6 +43,7 @@ from . import postgres_sql as sql
 from .base import Changes, DeadLetter, PruneStep, Rows
 from .batching import Op, WriteQueue
 from .chains import WriterChain
+from .postgres_arrays import register as register_arrays
 from .postgres_batch import PostgresBatch
 from .postgres_instances import PostgresInstances, PostgresRunOwnership
 from .postgres_reads import CONNECTION_ERRORS, PostgresReads
@@ -131,6 +132,7 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresBatch, Post
         self._pool = None
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        register_arrays(conn.adapters)
         await conn.execute(
             "SELECT set_config('statement_timeout', %s, false), "
             "set_config('idle_in_transaction_session_timeout', %s, false), "
@@ -151,6 +153,7 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresBatch, Post
             )
         except (psycopg.Error, ValueError) as exc:
             raise StoreError(sql.describe_connect_error(self.url, exc)) from None
+        register_arrays(conn.adapters)
         return conn
 
     async def schema_version(self) -> int:

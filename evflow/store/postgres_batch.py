@@ -15,6 +15,7 @@ from . import postgres_sql as sql
 from .base import AuditEntry, Rows
 from .batching import Op, first_copies, gather, last_by_key, settle_events
 from .chains import SYSTEM_CHAIN, WriterChain, append
+from .postgres_arrays import TEXT, arrays
 from .postgres_instances import FENCE, NOTIFY_EVENTS, NOTIFY_RUN_ENDS, RUN_ENDS_PAYLOAD
 
 __all__ = ["PostgresBatch"]
@@ -69,28 +70,28 @@ class PostgresBatch:
             # delivered at commit; the leader also polls).
             await conn.execute(NOTIFY_EVENTS)
         if cursors:
-            await conn.execute(sql.CURSORS, sql.columns(list(cursors.items()), 2))
+            await conn.execute(sql.CURSORS, arrays(cursors.items(), sql.CURSOR_TYPES))
         if dead:
-            await conn.execute(sql.DEAD, [now, *sql.columns(dead, 6)])
+            await conn.execute(sql.DEAD, [now, *arrays(dead, sql.DEAD_TYPES)])
         runs_cur = None
         if new_runs:
             run_rows = [row for _, row in new_runs]
             runs_cur = await conn.execute(
                 sql.RUNS_AND_TASKS_NEW,
-                [*sql.columns(run_rows, 12), *sql.columns(new_tasks, 13)],
+                [*arrays(run_rows, sql.RUN_TYPES), *arrays(new_tasks, sql.TASK_TYPES)],
             )
         if runs:
-            await conn.execute(sql.RUNS, sql.columns(last_by_key(runs, 1), 12))
+            await conn.execute(sql.RUNS, arrays(last_by_key(runs, 1), sql.RUN_TYPES))
             if self.instance_id is not None:
                 await _notify_ends(conn, [r.id for r in g.runs if r.state.finished])
         if tasks:
-            await conn.execute(sql.TASKS, sql.columns(last_by_key(tasks, 2), 13))
+            await conn.execute(sql.TASKS, arrays(last_by_key(tasks, 2), sql.TASK_TYPES))
         if attempts:
-            await conn.execute(sql.ATTEMPTS, sql.columns(last_by_key(attempts, 3), 7))
+            await conn.execute(sql.ATTEMPTS, arrays(last_by_key(attempts, 3), sql.ATTEMPT_TYPES))
         if logs:
-            await conn.execute(sql.LOGS, sql.columns(logs, 6))
+            await conn.execute(sql.LOGS, arrays(logs, sql.LOG_TYPES))
         if processed:
-            await conn.execute(sql.PROCESSED, (processed,))
+            await conn.execute(sql.PROCESSED, (TEXT(processed),))
 
         if fence_cur is not None and await fence_cur.fetchone() is None:
             raise OwnershipLost(
@@ -114,8 +115,8 @@ class PostgresBatch:
         if head is None and system_cur is None:  # opened, yet its head is gone: start anew
             system = await self._head(conn, SYSTEM_CHAIN)
         appended = append(audit_entries, self._chain, head, system, now)
-        await conn.execute(sql.AUDIT, sql.columns(appended.rows, 9))
-        await conn.execute(sql.AUDIT_HEADS, sql.columns(appended.heads, 3))
+        await conn.execute(sql.AUDIT, arrays(appended.rows, sql.AUDIT_TYPES))
+        await conn.execute(sql.AUDIT_HEADS, arrays(appended.heads, sql.HEAD_TYPES))
         return appended.head
 
     @staticmethod
@@ -124,27 +125,27 @@ class PostgresBatch:
         if rows.events:
             await conn.execute(
                 sql.IMPORT_EVENTS,
-                sql.columns(
+                arrays(
                     [
                         (e.uid, e.id, e.dedup_key, e.type, e.source, e.subject,
                          parse_time(e.time), sql.dumps(e.data), sql.dumps(dict(e.extensions)),
                          e.received_at, e.status)
                         for e in rows.events
                     ],
-                    11,
+                    sql.IMPORT_EVENT_TYPES,
                 ),
             )  # fmt: skip
         if rows.runs:
-            await conn.execute(sql.RUNS, sql.columns([sql.run_row(r) for r in rows.runs], 12))
+            await conn.execute(sql.RUNS, arrays([sql.run_row(r) for r in rows.runs], sql.RUN_TYPES))
             tasks = [sql.task_row(t) for r in rows.runs for t in r.tasks]
             if tasks:
-                await conn.execute(sql.TASKS, sql.columns(tasks, 13))
+                await conn.execute(sql.TASKS, arrays(tasks, sql.TASK_TYPES))
         if rows.attempts:
             attempts = [sql.attempt_row(a) for a in rows.attempts]
-            await conn.execute(sql.ATTEMPTS, sql.columns(attempts, 7))
+            await conn.execute(sql.ATTEMPTS, arrays(attempts, sql.ATTEMPT_TYPES))
         if rows.logs:
             logs = [sql.log_row(lg) for lg in rows.logs]
-            await conn.execute(sql.LOGS, sql.columns(logs, 6))
+            await conn.execute(sql.LOGS, arrays(logs, sql.LOG_TYPES))
         for d in rows.dead_letters:
             await conn.execute(
                 "INSERT INTO dead_letters (id, source, reason, payload, headers, received_at) "
@@ -152,18 +153,18 @@ class PostgresBatch:
                 (d.id, d.source, d.reason, d.payload, sql.dumps(dict(d.headers)), d.received_at),
             )
         if rows.cursors:
-            await conn.execute(sql.CURSORS, sql.columns(list(rows.cursors.items()), 2))
+            await conn.execute(sql.CURSORS, arrays(rows.cursors.items(), sql.CURSOR_TYPES))
         if rows.duplicates:
-            await conn.execute(sql.DUPS, sql.columns(list(rows.duplicates.items()), 2))
+            await conn.execute(sql.DUPS, arrays(rows.duplicates.items(), sql.DUP_TYPES))
         if rows.audit:
-            await conn.execute(sql.AUDIT_IMPORT, sql.columns(rows.audit, 10))
+            await conn.execute(sql.AUDIT_IMPORT, arrays(rows.audit, sql.AUDIT_IMPORT_TYPES))
             await conn.execute(sql.AUDIT_SEQ_PAST)
         if rows.audit_heads:
             heads = [(c, p, h) for c, (p, h) in rows.audit_heads.items()]
-            await conn.execute(sql.AUDIT_HEADS, sql.columns(heads, 3))
+            await conn.execute(sql.AUDIT_HEADS, arrays(heads, sql.HEAD_TYPES))
         if rows.audit_anchors:
             anchors = [(c, p, h) for c, (p, h) in rows.audit_anchors.items()]
-            await conn.execute(sql.AUDIT_ANCHORS, sql.columns(anchors, 3))
+            await conn.execute(sql.AUDIT_ANCHORS, arrays(anchors, sql.HEAD_TYPES))
 
     async def _send_events(
         self, conn: psycopg.AsyncConnection[Any], ops: list[Op], now: float
@@ -187,9 +188,10 @@ class PostgresBatch:
                         sql.dumps(dict(ev.extensions)),
                     )
                 )
-        await conn.execute(sql.EVENTS, [now, *sql.columns(rows, 9)])
+        await conn.execute(sql.EVENTS, [now, *arrays(rows, sql.EVENT_TYPES)])
         cur = await conn.execute(
-            "SELECT dedup_key, uid FROM events WHERE dedup_key = ANY(%b::text[])", (list(first),)
+            "SELECT dedup_key, uid FROM events WHERE dedup_key = ANY(%b::text[])",
+            (TEXT(list(first)),),
         )
         return cur, first
 
@@ -205,7 +207,7 @@ class PostgresBatch:
         stored: dict[str, str] = {k: u for k, u in await cur.fetchall()}
         received, dup_counts = settle_events(ops, first, stored, now)
         if dup_counts:
-            await conn.execute(sql.DUPS, sql.columns(list(dup_counts.items()), 2))
+            await conn.execute(sql.DUPS, arrays(dup_counts.items(), sql.DUP_TYPES))
         return received
 
 

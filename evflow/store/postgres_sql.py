@@ -1,6 +1,6 @@
 """The PostgreSQL store's SQL and its row conversions: each table's batched statements
-(``INSERT … SELECT FROM unnest(…)`` over one array per column, sent in binary) and the records
-going in and out."""
+(``INSERT … SELECT FROM unnest(…)`` over one binary array per column, each encoded as its
+``%b::type[]`` cast says, :mod:`evflow.store.postgres_arrays`) and the records going in and out."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import orjson
 from ..records import AttemptRecord, EventRecord, LogRecord, RunRecord, TaskRecord
 from ..states import RunState, TaskState
 from .base import DeadLetter
+from .postgres_arrays import encoders
 from .urls import mask, postgres_target
 
 
@@ -176,6 +177,20 @@ INSERT INTO duplicates (source, count) SELECT * FROM unnest(%b::text[], %b::bigi
 ON CONFLICT (source) DO UPDATE SET count = duplicates.count + excluded.count
 """
 
+# Each statement's array columns, in the order of its casts.
+EVENT_TYPES = encoders(EVENTS)
+CURSOR_TYPES = encoders(CURSORS)
+DEAD_TYPES = encoders(DEAD)
+RUN_TYPES = encoders(RUN_SELECT)
+TASK_TYPES = encoders(TASK_INTO)
+ATTEMPT_TYPES = encoders(ATTEMPTS)
+LOG_TYPES = encoders(LOGS)
+IMPORT_EVENT_TYPES = encoders(IMPORT_EVENTS)
+AUDIT_TYPES = encoders(AUDIT)
+AUDIT_IMPORT_TYPES = encoders(AUDIT_IMPORT)
+HEAD_TYPES = encoders(AUDIT_HEADS)
+DUP_TYPES = encoders(DUPS)
+
 # Errors after which the connection, not the batch, is at fault: keep the batch, reconnect.
 
 
@@ -185,16 +200,6 @@ def dumps(value: Any) -> str:
 
 def loads(raw: str | bytes | None) -> Any:
     return None if raw is None else orjson.loads(raw)
-
-
-def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows → one list per column (the arrays ``unnest`` takes)."""
-    if not rows:
-        return [[] for _ in range(width)]
-    cols = [list(col) for col in zip(*rows, strict=True)]  # transposed in C
-    if len(cols) != width:
-        raise ValueError(f"rows of {len(cols)} values where the statement takes {width}")
-    return cols
 
 
 def text(value: str | None) -> str | None:
