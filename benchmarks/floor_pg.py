@@ -2,8 +2,9 @@
 
 Plain asyncio and psycopg, with what evflow's PostgreSQL store keeps: one connection for
 writes, grouped commits (one writer task drains every queued row into one transaction per
-batch), each table's rows in one ``INSERT … SELECT FROM unnest(…)`` statement with rows
-written twice in a batch folded first, ``ON CONFLICT DO NOTHING`` for event dedup keys,
+batch), each table's rows in one ``INSERT … SELECT FROM unnest(…)`` statement over one
+binary array per column (psycopg's own list dumping) with rows written twice in a batch folded
+first, ``ON CONFLICT DO NOTHING`` for event dedup keys,
 ``jsonb`` for parameters and results, ``timestamptz`` for instants, and the server's default
 durability (``synchronous_commit`` on). The same rows as the SQLite floor: events, runs and
 tasks, one row per state change.
@@ -54,37 +55,35 @@ CREATE TABLE IF NOT EXISTS tasks (
 _SQL_EVENTS = """
 INSERT INTO events (id, dedup_key, type, source, data, received_at)
 SELECT i, k, t, s, d::jsonb, to_timestamp(r)
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[])
      AS v(i, k, t, s, d, r)
 ON CONFLICT DO NOTHING
 """
 _SQL_RUNS = """
 INSERT INTO runs (id, flow, params, state, created_at, started_at, ended_at)
 SELECT i, f, p::jsonb, s, to_timestamp(c), to_timestamp(sa), to_timestamp(e)
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[],
-            %s::float8[]) AS v(i, f, p, s, c, sa, e)
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[],
+            %b::float8[]) AS v(i, f, p, s, c, sa, e)
 ON CONFLICT (id) DO UPDATE SET state = excluded.state, started_at = excluded.started_at,
     ended_at = excluded.ended_at
 """
 _SQL_TASKS = """
 INSERT INTO tasks (run_id, name, state, started_at, ended_at, result)
 SELECT r, n, s, to_timestamp(sa), to_timestamp(e), res::jsonb
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::float8[], %s::text[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::float8[], %b::float8[], %b::text[])
      AS v(r, n, s, sa, e, res)
 ON CONFLICT (run_id, name) DO UPDATE SET state = excluded.state,
     started_at = excluded.started_at, ended_at = excluded.ended_at, result = excluded.result
 """
 
 
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _columns(rows: list[Row], width: int) -> list[list[Any]]:
-    cols: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for col, value in zip(cols, row, strict=True):
-            col.append(_text(value))
+def _columns(rows: list[Row], width: int, json: int) -> list[list[Any]]:
+    """Rows → one list per column, transposed in C; the JSON column ``json`` (bytes from
+    orjson) as text, for its ``::jsonb`` cast."""
+    if not rows:
+        return [[] for _ in range(width)]
+    cols = [list(col) for col in zip(*rows, strict=True)]
+    cols[json] = [None if v is None else v.decode() for v in cols[json]]
     return cols
 
 
@@ -128,8 +127,8 @@ class PgFloorStore(FloorStore):
         assert conn is not None
         async with conn.transaction():
             if events:
-                await conn.execute(_SQL_EVENTS, _columns(events, 6))
+                await conn.execute(_SQL_EVENTS, _columns(events, 6, 4))
             if runs:
-                await conn.execute(_SQL_RUNS, _columns(_last(runs, 1), 7))
+                await conn.execute(_SQL_RUNS, _columns(_last(runs, 1), 7, 2))
             if tasks:
-                await conn.execute(_SQL_TASKS, _columns(_last(tasks, 2), 6))
+                await conn.execute(_SQL_TASKS, _columns(_last(tasks, 2), 6, 5))
