@@ -61,12 +61,12 @@ def _figures(tasks: int, runs: int, usage: Usage, drain_s: float) -> Figures:
 
 async def run_evflow(p: Mapping[str, Any], *, cluster: ClusterOptions | None = None) -> Figures:
     """The closed loop on an engine (``cluster``: its options, on a PostgreSQL store)."""
-    window = _Window(p["warmup_s"], p["duration_s"])
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
         watcher = RunWatcher()
         async with Engine(engine_store(tmp), grace_period_s=0, cluster=cluster) as engine:
             watcher.attach(engine)
             engine.add(etl)
+            window = _Window(p["warmup_s"], p["duration_s"])  # the engine has started
 
             async def driver(k: int) -> None:
                 i = 0
@@ -89,10 +89,10 @@ async def run_evflow(p: Mapping[str, Any], *, cluster: ClusterOptions | None = N
 
 
 async def run_floor(p: Mapping[str, Any]) -> Figures:
-    window = _Window(p["warmup_s"], p["duration_s"])
     counts = [0, 0]  # tasks, runs
     with tempfile.TemporaryDirectory(prefix="evflow-bench-") as tmp:
         async with floor_store(tmp) as store:
+            window = _Window(p["warmup_s"], p["duration_s"])
 
             async def one(i: int) -> None:
                 run = FloorRun(store, "etl", {"n": i})
