@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any, Protocol, Self
 
 from ..abc import Accepted
@@ -382,12 +383,8 @@ def chain_hash(
     ``repr(time)``, when the caller has it already: a batch's records mostly share one time,
     and formatting a float costs as much as hashing the record.
     """
-    import hashlib
-
     t = repr(time) if time_text is None else time_text
-    h = hashlib.sha256(
-        f"{prev_hash}\x1f{seq}\x1f{t}\x1f{kind}\x1f{subject}\x1f{actor or ''}\x1f".encode()
-    )
+    h = sha256(f"{prev_hash}\x1f{seq}\x1f{t}\x1f{kind}\x1f{subject}\x1f{actor or ''}\x1f".encode())
     if data:
         h.update(data)
     return h.hexdigest()

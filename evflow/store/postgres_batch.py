@@ -115,8 +115,13 @@ class PostgresBatch:
         if head is None and system_cur is None:  # opened, yet its head is gone: start anew
             system = await self._head(conn, SYSTEM_CHAIN)
         appended = append(audit_entries, self._chain, head, system, now)
-        await conn.execute(sql.AUDIT, arrays(appended.rows, sql.AUDIT_TYPES))
-        await conn.execute(sql.AUDIT_HEADS, arrays(appended.heads, sql.HEAD_TYPES))
+        await conn.execute(
+            sql.AUDIT_APPEND,
+            [
+                *arrays(appended.heads, sql.HEAD_TYPES),
+                *arrays(appended.rows, sql.AUDIT_TYPES),
+            ],
+        )
         return appended.head
 
     @staticmethod
