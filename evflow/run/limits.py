@@ -10,7 +10,7 @@ order, no CPU while waiting); per-flow active runs are :class:`~evflow.run.gates
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -19,7 +19,7 @@ import anyio
 
 from ..errors import UnknownPoolError
 from .gates import RunGate
-from .pools import OnWait, PoolUsage, SlotPool
+from .pools import NOTE_AFTER_S, OnWait, PoolUsage, SlotPool
 
 if TYPE_CHECKING:
     from ..cluster.slots import ClusterSlots
@@ -115,9 +115,7 @@ class Slots:
         pool = self._pool
         if pool is not None:
             if not pool.try_acquire(self._n, self._priority):
-                if self._on_wait is not None:
-                    self._on_wait(_pool_reason(pool))
-                await pool.acquire(self._n, self._priority)
+                await pool.acquire(self._n, self._priority, self._note(_pool_reason, pool))
             self._pool_held = True
             if self._cluster is not None:
                 if self._holder is None:
@@ -137,14 +135,20 @@ class Slots:
         if gpool is not None:
             try:
                 if not gpool.try_acquire(1, self._priority):
-                    if self._on_wait is not None:
-                        self._on_wait(_global_reason(gpool))
-                    await gpool.acquire(1, self._priority)
+                    await gpool.acquire(1, self._priority, self._note(_global_reason, gpool))
             except BaseException:
                 await self.aclose()
                 raise
             self._global_held = True
         self._held = True
+
+    def _note(
+        self, reason: Callable[[SlotPool], str], pool: SlotPool
+    ) -> Callable[[], object] | None:
+        """What notes this wait on ``pool``, if it lasts: ``on_wait`` with the pool's state
+        then."""
+        on_wait = self._on_wait
+        return None if on_wait is None else lambda: on_wait(reason(pool))
 
     async def __aexit__(
         self,
@@ -197,7 +201,8 @@ class Limits:
     """The engine's resource limits: global task limit, named pools, and the thread limit.
 
     ``max_tasks=None`` means no global limit (no global pool is consulted at all). Sync tasks
-    run in worker threads bounded by ``thread_limiter``, separately from the slot limits.
+    run in worker threads bounded by ``thread_limiter``, separately from the slot limits. A
+    task that has waited ``note_waits_after_s`` for a slot is noted waiting (0: at once).
     """
 
     def __init__(
@@ -205,6 +210,8 @@ class Limits:
         max_tasks: int | None = None,
         pools: Mapping[str, int | Pool] | None = None,
         max_threads: int = 40,
+        *,
+        note_waits_after_s: float = NOTE_AFTER_S,
     ) -> None:
         if max_tasks is not None and max_tasks < 1:
             raise ValueError(f"max_tasks must be at least 1 or None, got {max_tasks}")
@@ -212,7 +219,9 @@ class Limits:
             raise ValueError(f"max_threads must be at least 1, got {max_threads}")
         self.max_tasks = max_tasks
         self.global_pool: SlotPool | None = (
-            SlotPool(GLOBAL_POOL, max_tasks) if max_tasks is not None else None
+            SlotPool(GLOBAL_POOL, max_tasks, note_after_s=note_waits_after_s)
+            if max_tasks is not None
+            else None
         )
         self._pools: dict[str, SlotPool] = {}
         self._cluster_wide: set[str] = set()  # pools declared with scope="cluster"
@@ -220,7 +229,7 @@ class Limits:
             if not name or name == GLOBAL_POOL:
                 raise ValueError(f"invalid pool name {name!r}")
             pool = spec if isinstance(spec, Pool) else Pool(spec)
-            self._pools[name] = SlotPool(name, pool.slots)
+            self._pools[name] = SlotPool(name, pool.slots, note_after_s=note_waits_after_s)
             if pool.scope == "cluster":
                 self._cluster_wide.add(name)
         self.thread_limiter = anyio.CapacityLimiter(max_threads)
@@ -284,7 +293,8 @@ class Limits:
 
         The named pool is taken first (for a cluster-wide pool in a cluster, its places across
         the cluster next, held by ``holder``), then the global limit; all are released on exit
-        however the body ends. ``on_wait(reason)`` is called once for each it has to wait on.
+        however the body ends. ``on_wait(reason)`` is called once for each it has waited on
+        for the pools' ``note_after_s`` (the reason describes the pool then).
         """
         if pool is None:
             return Slots(None, self.global_pool, slots, priority, on_wait)

@@ -7,19 +7,33 @@ it the slots directly, so nobody can barge in between.
 
 The uncontended path is a few integer operations and allocates no future or waiter record,
 because it runs once per task attempt on the engine's hot path.
+
+A waiter can ask to be noted (``acquire(..., note=...)``) once it has waited ``note_after_s``:
+the engine then records the task as waiting, with the reason. Most waits end within a few
+milliseconds, and noting each at once cost a state change, an audit record and a row per task
+that queued for a slot. One timer per pool notes the waiters that are due, oldest first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["OnWait", "PoolUsage", "SlotPool"]
+__all__ = ["NOTE_AFTER_S", "OnWait", "PoolUsage", "SlotPool"]
+
+log = logging.getLogger("evflow.engine")
 
 OnWait = Callable[[str], object]
-"""Called once, with a human-readable reason, each time an acquisition has to wait."""
+"""Called once, with a human-readable reason, for an acquisition that has waited
+``note_after_s`` (at once when that is 0)."""
+
+#: How long an acquisition waits before it is noted waiting (the engine's default).
+NOTE_AFTER_S = 0.5
+_NOTES_PER_TURN = 500  # a burst of due notes yields to the loop between chunks
 
 # Lazily dropped cancelled waiters are purged from the queue once there are more than this many
 # and they outnumber the live ones, so mass cancellation cannot keep memory high.
@@ -42,13 +56,15 @@ class _Waiter:
     future: an anyio event costs a lookup of the running async library to make, and one of
     the running loop at each wait)."""
 
-    __slots__ = ("cancelled", "future", "granted", "n")
+    __slots__ = ("cancelled", "due", "future", "granted", "n", "note")
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, future: asyncio.Future[None]) -> None:
         self.n = n
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.future = future
         self.granted = False  # slots handed over: the owner must give them back
         self.cancelled = False  # left the queue without slots; skipped when it reaches the head
+        self.note: Callable[[], object] | None = None  # called if still waiting at ``due``
+        self.due = 0.0
 
 
 class SlotPool:
@@ -65,13 +81,16 @@ class SlotPool:
         "_dead",
         "_heap",
         "_in_use",
+        "_noting",
         "_seq",
+        "_unnoted",
         "_waiting",
         "_waiting_slots",
         "name",
+        "note_after_s",
     )
 
-    def __init__(self, name: str, capacity: int) -> None:
+    def __init__(self, name: str, capacity: int, *, note_after_s: float = NOTE_AFTER_S) -> None:
         if capacity < 1:
             raise ValueError(f"pool {name!r} needs a capacity of at least 1, got {capacity}")
         self.name = name
@@ -83,6 +102,9 @@ class SlotPool:
         self._seq = 0
         # (-priority, arrival, waiter): the smallest entry is the next to be served.
         self._heap: list[tuple[int, int, _Waiter]] = []
+        self.note_after_s = note_after_s
+        self._unnoted: deque[_Waiter] = deque()  # waiters to note, in arrival order
+        self._noting: asyncio.Handle | None = None  # the timer that notes the next due
 
     def __repr__(self) -> str:
         return (
@@ -164,15 +186,27 @@ class SlotPool:
         self._in_use += n
         return True
 
-    async def acquire(self, n: int = 1, priority: int = 0) -> None:
-        """Take ``n`` slots, waiting in (priority, arrival) order if they are not available.
+    async def acquire(
+        self, n: int = 1, priority: int = 0, note: Callable[[], object] | None = None
+    ) -> None:
+        """Take ``n`` slots, waiting in (priority, arrival) order if they are not available;
+        ``note()`` is called if the wait lasts ``note_after_s`` (at once if that is 0).
 
         Raises ``ValueError`` (naming the pool) if ``n`` is below 1 or above the capacity.
         The immediate path does not yield to the event loop.
         """
         if self.try_acquire(n, priority):
             return
-        waiter = _Waiter(n)
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(n, loop.create_future())
+        if note is not None:
+            if self.note_after_s <= 0:
+                note()
+            else:
+                waiter.note, waiter.due = note, loop.time() + self.note_after_s
+                self._unnoted.append(waiter)
+                if self._noting is None:
+                    self._noting = loop.call_at(waiter.due, self._note_due)
         heapq.heappush(self._heap, (-priority, self._seq, waiter))
         self._seq += 1
         self._waiting += 1
@@ -192,6 +226,31 @@ class SlotPool:
                 if self._dead > _COMPACT_THRESHOLD and self._dead > self._waiting:
                     self._compact()
             raise
+
+    def _note_due(self) -> None:
+        """Note the waiters still waiting at their due time; wait for the next one's."""
+        self._noting = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        queue = self._unnoted
+        for _ in range(_NOTES_PER_TURN):
+            if not queue:
+                return
+            waiter = queue[0]
+            if waiter.granted or waiter.cancelled:
+                queue.popleft()
+                continue
+            if waiter.due > now:
+                self._noting = loop.call_at(waiter.due, self._note_due)
+                return
+            queue.popleft()
+            assert waiter.note is not None
+            try:
+                waiter.note()
+            except Exception:  # one note failing must not leave the others unnoted
+                log.exception("pool %r: noting a waiter failed", self.name)
+        if queue:
+            self._noting = loop.call_soon(self._note_due)  # the rest, after a turn of the loop
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` slots and hand them to the waiters at the head that fit."""

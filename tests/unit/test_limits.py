@@ -376,7 +376,7 @@ async def test_cancellation_and_timeout_inside_the_context_release() -> None:
 
 
 async def test_cancelled_while_waiting_for_global_gives_the_pool_back() -> None:
-    limits = Limits(max_tasks=1, pools={"p": 2})
+    limits = Limits(max_tasks=1, pools={"p": 2}, note_waits_after_s=0)
     reasons: list[str] = []
     async with limits.slots(None):
         with anyio.fail_after(TIMEOUT):
@@ -399,7 +399,7 @@ async def test_cancelled_while_waiting_for_global_gives_the_pool_back() -> None:
 
 
 async def test_on_wait_reasons() -> None:
-    limits = Limits(max_tasks=8, pools={"warehouse": 2})
+    limits = Limits(max_tasks=8, pools={"warehouse": 2}, note_waits_after_s=0)
     warehouse = limits.pool("warehouse")
     assert limits.global_pool is not None
     assert warehouse.try_acquire(2)
