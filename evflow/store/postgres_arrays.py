@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from psycopg import DataError
 from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 
@@ -102,10 +103,12 @@ def _elements(oid: int, element_oid: int, pack: Callable[[Any], bytes]) -> Encod
     return encode
 
 
-def _text_encoder() -> Encoder:
+def _varlena(oid: int, element_oid: int, *, text: bool) -> Encoder:
+    """An encoder of text (UTF-8) or bytes: each element's length, then the element."""
+
     def encode(items: Sequence[Any]) -> Array:
         if not items:
-            return Array(1009, _empty(0, 0, 25))
+            return Array(oid, _empty(0, 0, element_oid))
         parts = [b""]
         append = parts.append
         null = 0
@@ -114,31 +117,11 @@ def _text_encoder() -> Encoder:
                 append(_NULL)
                 null = 1
             else:
-                data = item.encode()
+                data = item.encode() if text else item
                 append(_len(len(data)))
                 append(data)
-        parts[0] = _head(1, null, 25, len(items), 1)
-        return Array(1009, b"".join(parts))
-
-    return encode
-
-
-def _bytea_encoder() -> Encoder:
-    def encode(items: Sequence[Any]) -> Array:
-        if not items:
-            return Array(1001, _empty(0, 0, 17))
-        parts = [b""]
-        append = parts.append
-        null = 0
-        for item in items:
-            if item is None:
-                append(_NULL)
-                null = 1
-            else:
-                append(_len(len(item)))
-                append(item)
-        parts[0] = _head(1, null, 17, len(items), 1)
-        return Array(1001, b"".join(parts))
+        parts[0] = _head(1, null, element_oid, len(items), 1)
+        return Array(oid, b"".join(parts))
 
     return encode
 
@@ -157,8 +140,8 @@ def _int4(items: Sequence[Any]) -> Array:
     return Array(1007, _head(1, 0, 23, len(items), 1) + pairs.tobytes())
 
 
-TEXT: Encoder = _text_encoder()
-BYTEA: Encoder = _bytea_encoder()
+TEXT: Encoder = _varlena(1009, 25, text=True)
+BYTEA: Encoder = _varlena(1001, 17, text=False)
 INT4: Encoder = _int4
 BIGINT: Encoder = _elements(1016, 20, lambda v: _int8(8, v))
 FLOAT8: Encoder = _elements(1022, 701, lambda v: _float8(8, v))
@@ -186,10 +169,14 @@ def encoders(statement: str) -> tuple[Encoder, ...]:
 
 def arrays(rows: Iterable[Sequence[Any]], types: Sequence[Encoder]) -> list[Array]:
     """Rows → one array per column (the arrays ``unnest`` takes), column ``i`` encoded by
-    ``types[i]``."""
+    ``types[i]``. A value its column cannot hold raises :class:`psycopg.DataError`, as psycopg's
+    own dumpers do, so that the store fails that write alone."""
     cols = list(zip(*rows, strict=True))  # transposed in C
     if not cols:
         return [encode(()) for encode in types]
     if len(cols) != len(types):
         raise ValueError(f"rows of {len(cols)} values where the statement takes {len(types)}")
-    return [encode(col) for encode, col in zip(types, cols, strict=True)]
+    try:
+        return [encode(col) for encode, col in zip(types, cols, strict=True)]
+    except (AttributeError, TypeError, OverflowError, struct.error) as exc:
+        raise DataError(f"a value does not fit its column's array: {exc}") from exc

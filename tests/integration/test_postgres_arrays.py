@@ -76,6 +76,18 @@ def test_rows_of_another_width_than_the_statement_are_refused() -> None:
         arrays([("a", 1)], (TEXT, INT4, TEXT))
 
 
+@pytest.mark.parametrize(
+    "row",
+    [(1, 1), ("a", 2**31), ("a", "1")],
+    ids=["a number as text", "an int4 out of range", "text as an int4"],
+)
+def test_a_value_its_column_cannot_hold_is_a_data_error(row: tuple[Any, Any]) -> None:
+    """psycopg's own error for it: the store then fails that write alone, as for any value the
+    server refuses."""
+    with pytest.raises(psycopg.DataError, match="does not fit its column"):
+        arrays([("ok", 1), row], (TEXT, INT4))
+
+
 def test_a_cast_without_an_encoder_is_refused_when_the_statement_is_defined() -> None:
     with pytest.raises(ValueError, match="no encoder for arrays of numeric"):
         encoders("SELECT * FROM unnest(%b::text[], %b::numeric[])")
