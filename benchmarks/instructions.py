@@ -12,8 +12,9 @@ within about 0.1 %, so an A/B of two trees shows changes of 1 % or less.
 
 What it does not show: time spent waiting on memory. A side whose objects spread over more
 memory runs fewer instructions per second, and the CPU-time ratio of ``python -m benchmarks``
-is then higher than this one (on PostgreSQL etl: about 2.8x counted against 4-5x timed). The
-targets stay the timed ones; this is the instrument for finding and checking a change.
+is then higher than this one (PostgreSQL etl, on a slow day: 4.8x counted against 5.4x
+timed). The targets stay the timed ones; this is the instrument for finding and checking a
+change.
 
 Under valgrind the engine runs about 50 times slower, so commits carry more writes each than at
 full speed; both sides are slowed alike. On PostgreSQL only the client's instructions count (the
