@@ -18,6 +18,7 @@ import sys
 from array import array as carray
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from psycopg import DataError
@@ -83,7 +84,8 @@ Encoder = Callable[[Sequence[Any]], Array]
 
 
 def _elements(oid: int, element_oid: int, pack: Callable[[Any], bytes]) -> Encoder:
-    """An encoder whose elements each pack to their length and value."""
+    """An encoder whose elements each pack to their length and value (NULL: a length of
+    -1)."""
 
     def encode(items: Sequence[Any]) -> Array:
         if not items:
@@ -103,27 +105,12 @@ def _elements(oid: int, element_oid: int, pack: Callable[[Any], bytes]) -> Encod
     return encode
 
 
-def _varlena(oid: int, element_oid: int, *, text: bool) -> Encoder:
-    """An encoder of text (UTF-8) or bytes: each element's length, then the element."""
+def _bytes(data: bytes) -> bytes:
+    return _len(len(data)) + data
 
-    def encode(items: Sequence[Any]) -> Array:
-        if not items:
-            return Array(oid, _empty(0, 0, element_oid))
-        parts = [b""]
-        append = parts.append
-        null = 0
-        for item in items:
-            if item is None:
-                append(_NULL)
-                null = 1
-            else:
-                data = item.encode() if text else item
-                append(_len(len(data)))
-                append(data)
-        parts[0] = _head(1, null, element_oid, len(items), 1)
-        return Array(oid, b"".join(parts))
 
-    return encode
+def _text(value: str) -> bytes:
+    return _bytes(value.encode())
 
 
 _int4_each = _elements(1007, 23, lambda v: _int4_pair(4, v))
@@ -140,8 +127,8 @@ def _int4(items: Sequence[Any]) -> Array:
     return Array(1007, _head(1, 0, 23, len(items), 1) + pairs.tobytes())
 
 
-TEXT: Encoder = _varlena(1009, 25, text=True)
-BYTEA: Encoder = _varlena(1001, 17, text=False)
+TEXT: Encoder = _elements(1009, 25, _text)
+BYTEA: Encoder = _elements(1001, 17, _bytes)
 INT4: Encoder = _int4
 BIGINT: Encoder = _elements(1016, 20, lambda v: _int8(8, v))
 FLOAT8: Encoder = _elements(1022, 701, lambda v: _float8(8, v))
@@ -158,19 +145,21 @@ _BY_CAST = {
 }
 
 
+@cache
 def encoders(statement: str) -> tuple[Encoder, ...]:
     """The encoders of ``statement``'s array parameters, from their casts (``%b::text[]``), in
-    order: the statement itself says what each column is."""
+    order: the statement itself says what each column is. Read once per statement."""
     try:
         return tuple(_BY_CAST[cast] for cast in re.findall(r"%b::(\w+)\[\]", statement))
     except KeyError as exc:
         raise ValueError(f"no encoder for arrays of {exc.args[0]}") from None
 
 
-def arrays(rows: Iterable[Sequence[Any]], types: Sequence[Encoder]) -> list[Array]:
-    """Rows → one array per column (the arrays ``unnest`` takes), column ``i`` encoded by
-    ``types[i]``. A value its column cannot hold raises :class:`psycopg.DataError`, as psycopg's
-    own dumpers do, so that the store fails that write alone."""
+def arrays(rows: Iterable[Sequence[Any]], statement: str) -> list[Array]:
+    """Rows → one array per column (the arrays ``unnest`` takes), each encoded as its cast in
+    ``statement`` says. A value its column cannot hold raises :class:`psycopg.DataError`, as
+    psycopg's own dumpers do, so that the store fails that write alone."""
+    types = encoders(statement)
     cols = list(zip(*rows, strict=True))  # transposed in C
     if not cols:
         return [encode(()) for encode in types]

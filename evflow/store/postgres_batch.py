@@ -5,6 +5,7 @@ the writer's own chain (:mod:`evflow.store.chains`)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -70,26 +71,26 @@ class PostgresBatch:
             # delivered at commit; the leader also polls).
             await conn.execute(NOTIFY_EVENTS)
         if cursors:
-            await conn.execute(sql.CURSORS, arrays(cursors.items(), sql.CURSOR_TYPES))
+            await _unnest(conn, sql.CURSORS, cursors.items())
         if dead:
-            await conn.execute(sql.DEAD, [now, *arrays(dead, sql.DEAD_TYPES)])
+            await _unnest(conn, sql.DEAD, dead, now)
         runs_cur = None
         if new_runs:
             run_rows = [row for _, row in new_runs]
             runs_cur = await conn.execute(
                 sql.RUNS_AND_TASKS_NEW,
-                [*arrays(run_rows, sql.RUN_TYPES), *arrays(new_tasks, sql.TASK_TYPES)],
+                [*arrays(run_rows, sql.RUN_SELECT), *arrays(new_tasks, sql.TASK_INTO)],
             )
         if runs:
-            await conn.execute(sql.RUNS, arrays(last_by_key(runs, 1), sql.RUN_TYPES))
+            await _unnest(conn, sql.RUNS, last_by_key(runs, 1))
             if self.instance_id is not None:
                 await _notify_ends(conn, [r.id for r in g.runs if r.state.finished])
         if tasks:
-            await conn.execute(sql.TASKS, arrays(last_by_key(tasks, 2), sql.TASK_TYPES))
+            await _unnest(conn, sql.TASKS, last_by_key(tasks, 2))
         if attempts:
-            await conn.execute(sql.ATTEMPTS, arrays(last_by_key(attempts, 3), sql.ATTEMPT_TYPES))
+            await _unnest(conn, sql.ATTEMPTS, last_by_key(attempts, 3))
         if logs:
-            await conn.execute(sql.LOGS, arrays(logs, sql.LOG_TYPES))
+            await _unnest(conn, sql.LOGS, logs)
         if processed:
             await conn.execute(sql.PROCESSED, (TEXT(processed),))
 
@@ -118,8 +119,8 @@ class PostgresBatch:
         await conn.execute(
             sql.AUDIT_APPEND,
             [
-                *arrays(appended.heads, sql.HEAD_TYPES),
-                *arrays(appended.rows, sql.AUDIT_TYPES),
+                *arrays(appended.heads, sql.AUDIT_HEADS),
+                *arrays(appended.rows, sql.AUDIT),
             ],
         )
         return appended.head
@@ -128,29 +129,27 @@ class PostgresBatch:
     async def _import(conn: psycopg.AsyncConnection[Any], rows: Rows) -> None:
         """Write copied rows as they are."""
         if rows.events:
-            await conn.execute(
+            await _unnest(
+                conn,
                 sql.IMPORT_EVENTS,
-                arrays(
-                    [
-                        (e.uid, e.id, e.dedup_key, e.type, e.source, e.subject,
-                         parse_time(e.time), sql.dumps(e.data), sql.dumps(dict(e.extensions)),
-                         e.received_at, e.status)
-                        for e in rows.events
-                    ],
-                    sql.IMPORT_EVENT_TYPES,
-                ),
+                [
+                    (e.uid, e.id, e.dedup_key, e.type, e.source, e.subject,
+                     parse_time(e.time), sql.dumps(e.data), sql.dumps(dict(e.extensions)),
+                     e.received_at, e.status)
+                    for e in rows.events
+                ],
             )  # fmt: skip
         if rows.runs:
-            await conn.execute(sql.RUNS, arrays([sql.run_row(r) for r in rows.runs], sql.RUN_TYPES))
+            await _unnest(conn, sql.RUNS, [sql.run_row(r) for r in rows.runs])
             tasks = [sql.task_row(t) for r in rows.runs for t in r.tasks]
             if tasks:
-                await conn.execute(sql.TASKS, arrays(tasks, sql.TASK_TYPES))
+                await _unnest(conn, sql.TASKS, tasks)
         if rows.attempts:
             attempts = [sql.attempt_row(a) for a in rows.attempts]
-            await conn.execute(sql.ATTEMPTS, arrays(attempts, sql.ATTEMPT_TYPES))
+            await _unnest(conn, sql.ATTEMPTS, attempts)
         if rows.logs:
             logs = [sql.log_row(lg) for lg in rows.logs]
-            await conn.execute(sql.LOGS, arrays(logs, sql.LOG_TYPES))
+            await _unnest(conn, sql.LOGS, logs)
         for d in rows.dead_letters:
             await conn.execute(
                 "INSERT INTO dead_letters (id, source, reason, payload, headers, received_at) "
@@ -158,18 +157,18 @@ class PostgresBatch:
                 (d.id, d.source, d.reason, d.payload, sql.dumps(dict(d.headers)), d.received_at),
             )
         if rows.cursors:
-            await conn.execute(sql.CURSORS, arrays(rows.cursors.items(), sql.CURSOR_TYPES))
+            await _unnest(conn, sql.CURSORS, rows.cursors.items())
         if rows.duplicates:
-            await conn.execute(sql.DUPS, arrays(rows.duplicates.items(), sql.DUP_TYPES))
+            await _unnest(conn, sql.DUPS, rows.duplicates.items())
         if rows.audit:
-            await conn.execute(sql.AUDIT_IMPORT, arrays(rows.audit, sql.AUDIT_IMPORT_TYPES))
+            await _unnest(conn, sql.AUDIT_IMPORT, rows.audit)
             await conn.execute(sql.AUDIT_SEQ_PAST)
         if rows.audit_heads:
             heads = [(c, p, h) for c, (p, h) in rows.audit_heads.items()]
-            await conn.execute(sql.AUDIT_HEADS, arrays(heads, sql.HEAD_TYPES))
+            await _unnest(conn, sql.AUDIT_HEADS, heads)
         if rows.audit_anchors:
             anchors = [(c, p, h) for c, (p, h) in rows.audit_anchors.items()]
-            await conn.execute(sql.AUDIT_ANCHORS, arrays(anchors, sql.HEAD_TYPES))
+            await _unnest(conn, sql.AUDIT_ANCHORS, anchors)
 
     async def _send_events(
         self, conn: psycopg.AsyncConnection[Any], ops: list[Op], now: float
@@ -193,7 +192,7 @@ class PostgresBatch:
                         sql.dumps(dict(ev.extensions)),
                     )
                 )
-        await conn.execute(sql.EVENTS, [now, *arrays(rows, sql.EVENT_TYPES)])
+        await _unnest(conn, sql.EVENTS, rows, now)
         cur = await conn.execute(
             "SELECT dedup_key, uid FROM events WHERE dedup_key = ANY(%b::text[])",
             (TEXT(list(first)),),
@@ -212,8 +211,16 @@ class PostgresBatch:
         stored: dict[str, str] = {k: u for k, u in await cur.fetchall()}
         received, dup_counts = settle_events(ops, first, stored, now)
         if dup_counts:
-            await conn.execute(sql.DUPS, arrays(dup_counts.items(), sql.DUP_TYPES))
+            await _unnest(conn, sql.DUPS, dup_counts.items())
         return received
+
+
+async def _unnest(
+    conn: psycopg.AsyncConnection[Any], statement: str, rows: Iterable[Sequence[Any]], *first: Any
+) -> psycopg.AsyncCursor[Any]:
+    """Run ``statement`` over ``rows``, one array per column after the plain parameters
+    ``first``."""
+    return await conn.execute(statement, [*first, *arrays(rows, statement)])
 
 
 async def _notify_ends(conn: psycopg.AsyncConnection[Any], run_ids: list[str]) -> None:

@@ -12,7 +12,6 @@ import orjson
 from ..records import AttemptRecord, EventRecord, LogRecord, RunRecord, TaskRecord
 from ..states import RunState, TaskState
 from .base import DeadLetter
-from .postgres_arrays import encoders
 from .urls import mask, postgres_target
 
 
@@ -179,20 +178,6 @@ DUPS = """
 INSERT INTO duplicates (source, count) SELECT * FROM unnest(%b::text[], %b::bigint[])
 ON CONFLICT (source) DO UPDATE SET count = duplicates.count + excluded.count
 """
-
-# Each statement's array columns, in the order of its casts.
-EVENT_TYPES = encoders(EVENTS)
-CURSOR_TYPES = encoders(CURSORS)
-DEAD_TYPES = encoders(DEAD)
-RUN_TYPES = encoders(RUN_SELECT)
-TASK_TYPES = encoders(TASK_INTO)
-ATTEMPT_TYPES = encoders(ATTEMPTS)
-LOG_TYPES = encoders(LOGS)
-IMPORT_EVENT_TYPES = encoders(IMPORT_EVENTS)
-AUDIT_TYPES = encoders(AUDIT)
-AUDIT_IMPORT_TYPES = encoders(AUDIT_IMPORT)
-HEAD_TYPES = encoders(AUDIT_HEADS)
-DUP_TYPES = encoders(DUPS)
 
 # Errors after which the connection, not the batch, is at fault: keep the batch, reconnect.
 

@@ -60,20 +60,15 @@ def test_each_type_reads_back_as_sent(
 
 def test_rows_unnest_back_into_the_same_rows(conn: Any) -> None:
     rows = [("a", 1, None, b"x"), ("b", None, 2.5, None), ("c", 3, 0.0, b"")]
-    types = encoders("SELECT * FROM unnest(%b::text[], %b::int[], %b::float8[], %b::bytea[])")
-    got = conn.execute(
-        "SELECT * FROM unnest(%b::text[], %b::int[], %b::float8[], %b::bytea[])",
-        arrays(rows, types),
-    ).fetchall()
-    assert got == rows
-    assert conn.execute(
-        "SELECT count(*) FROM unnest(%b::text[], %b::int[])", arrays([], types[:2])
-    ).fetchone() == (0,)
+    statement = "SELECT * FROM unnest(%b::text[], %b::int[], %b::float8[], %b::bytea[])"
+    assert conn.execute(statement, arrays(rows, statement)).fetchall() == rows
+    count = "SELECT count(*) FROM unnest(%b::text[], %b::int[])"
+    assert conn.execute(count, arrays([], count)).fetchone() == (0,)
 
 
 def test_rows_of_another_width_than_the_statement_are_refused() -> None:
     with pytest.raises(ValueError, match="rows of 2 values where the statement takes 3"):
-        arrays([("a", 1)], (TEXT, INT4, TEXT))
+        arrays([("a", 1)], "SELECT * FROM unnest(%b::text[], %b::int[], %b::text[])")
 
 
 @pytest.mark.parametrize(
@@ -85,9 +80,9 @@ def test_a_value_its_column_cannot_hold_is_a_data_error(row: tuple[Any, Any]) ->
     """psycopg's own error for it: the store then fails that write alone, as for any value the
     server refuses."""
     with pytest.raises(psycopg.DataError, match="does not fit its column"):
-        arrays([("ok", 1), row], (TEXT, INT4))
+        arrays([("ok", 1), row], "SELECT * FROM unnest(%b::text[], %b::int[])")
 
 
-def test_a_cast_without_an_encoder_is_refused_when_the_statement_is_defined() -> None:
+def test_a_cast_without_an_encoder_is_refused() -> None:
     with pytest.raises(ValueError, match="no encoder for arrays of numeric"):
         encoders("SELECT * FROM unnest(%b::text[], %b::numeric[])")

@@ -7,6 +7,7 @@ import logging
 import time
 
 import anyio
+import anyio.abc
 import pytest
 from anyio.lowlevel import checkpoint
 
@@ -16,65 +17,77 @@ TIMEOUT = 5
 AFTER_S = 0.2
 
 
-async def test_a_wait_that_ends_before_it_is_due_is_never_noted() -> None:
-    pool = SlotPool("p", 1, note_after_s=AFTER_S)
+def _full_pool(note_after_s: float = AFTER_S) -> SlotPool:
+    """A pool of one slot, taken: every acquisition waits."""
+    pool = SlotPool("p", 1, note_after_s=note_after_s)
     assert pool.try_acquire()
+    return pool
+
+
+async def _witness_noted(tg: anyio.abc.TaskGroup, pool: SlotPool, notes: list[str]) -> None:
+    """Queue a waiter behind the others and return once it is noted. Notes go out in arrival
+    order, so by then every earlier waiter was due: any note it was to get, it has."""
+    noted = anyio.Event()
+
+    def note() -> None:
+        notes.append("witness")
+        noted.set()
+
+    tg.start_soon(pool.acquire, 1, 0, note)
+    await noted.wait()
+
+
+async def test_a_wait_that_ends_before_it_is_due_is_never_noted() -> None:
+    pool = _full_pool()
     notes: list[str] = []
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as tg:
-
-            async def quick() -> None:
-                await pool.acquire(1, note=lambda: notes.append("quick"))
-                pool.release()
-
-            tg.start_soon(quick)
+            tg.start_soon(pool.acquire, 1, 0, lambda: notes.append("quick"))
             await checkpoint()
             assert pool.waiting == 1
-            pool.release()
-        await anyio.sleep(2 * AFTER_S)  # past the time it would have been due
-    assert notes == []
+            pool.release()  # handed to the quick waiter, which keeps it
+            await _witness_noted(tg, pool, notes)
+            tg.cancel_scope.cancel()
+    assert notes == ["witness"]
 
 
 async def test_a_wait_that_lasts_is_noted_once_and_not_before_it_is_due() -> None:
-    pool = SlotPool("p", 1, note_after_s=AFTER_S)
-    assert pool.try_acquire()
+    pool = _full_pool()
+    notes: list[str] = []
     noted = anyio.Event()
-    notes: list[float] = []
+    noted_after: list[float] = []
 
     def note() -> None:
-        notes.append(time.monotonic())
+        notes.append("slow")
+        noted_after.append(time.monotonic() - started)
         noted.set()
 
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as tg:
-
-            async def slow() -> None:
-                await pool.acquire(1, note=note)
-                pool.release()
-
             started = time.monotonic()
-            tg.start_soon(slow)
+            tg.start_soon(pool.acquire, 1, 0, note)
             await noted.wait()
-            await anyio.sleep(2 * AFTER_S)  # no second note while it goes on waiting
-            assert len(notes) == 1
-            assert notes[0] - started >= AFTER_S * 0.99  # the loop's clock, not ours: rounding
-            pool.release()
-    assert (pool.in_use, pool.waiting) == (0, 0)
+            await _witness_noted(tg, pool, notes)  # no second note while it goes on waiting
+            tg.cancel_scope.cancel()
+    assert notes == ["slow", "witness"]
+    assert noted_after[0] >= AFTER_S * 0.99  # the loop's clock, not ours: rounding
+    assert (pool.in_use, pool.waiting) == (1, 0)
 
 
 async def test_a_cancelled_wait_is_never_noted() -> None:
-    pool = SlotPool("p", 1, note_after_s=AFTER_S)
-    assert pool.try_acquire()
+    pool = _full_pool()
     notes: list[str] = []
     with anyio.fail_after(TIMEOUT):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(pool.acquire, 1, 0, lambda: notes.append("gone"))
-            await checkpoint()
-            assert pool.waiting == 1
+            async with anyio.create_task_group() as gone:
+                gone.start_soon(pool.acquire, 1, 0, lambda: notes.append("gone"))
+                await checkpoint()
+                assert pool.waiting == 1
+                gone.cancel_scope.cancel()
+            assert pool.waiting == 0
+            await _witness_noted(tg, pool, notes)
             tg.cancel_scope.cancel()
-        await anyio.sleep(2 * AFTER_S)
-    assert notes == []
-    assert pool.waiting == 0
+    assert notes == ["witness"]
 
 
 async def test_many_due_waits_are_all_noted_in_arrival_order(
@@ -82,8 +95,7 @@ async def test_many_due_waits_are_all_noted_in_arrival_order(
 ) -> None:
     """More than one turn's worth of notes (they go out in chunks); one note that raises is
     logged and does not keep the others from being noted."""
-    pool = SlotPool("p", 1, note_after_s=0.05)
-    assert pool.try_acquire()
+    pool = _full_pool(note_after_s=0.05)
     n = 1_200
     notes: list[int] = []
     all_noted = anyio.Event()
