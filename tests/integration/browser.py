@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "chromium"]
 
@@ -29,6 +29,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 LAUNCH_TIMEOUT_MS = 30_000
+# Playwright's assertions wait 5 s by default; a busy 2-core machine serving a 10,000-instance
+# run can take longer to answer one page, so every assertion in these tests waits up to 15 s.
+EXPECT_TIMEOUT_MS = 15_000
 
 
 def require_chromium() -> Path:
@@ -46,6 +49,7 @@ def require_chromium() -> Path:
 async def chromium() -> AsyncIterator[Browser]:
     """A headless Chromium, closed on exit."""
     executable = require_chromium()
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=str(executable),
