@@ -9,17 +9,17 @@ The :class:`~evflow.store.base.Store` interface lives with its implementations i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from anyio.abc import TaskStatus
 
 from .events import Event
+from .frozen import record
 
 __all__ = ["Accepted", "Intake", "Sensor"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Accepted:
     """What intake did with one event.
 

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from .audit_kinds import AuditKind
+from .frozen import record
 from .store import Store, connect
 from .store.base import chain_hash
 from .store.chains import LEGACY_CHAIN, SYSTEM_CHAIN, genesis
@@ -29,7 +30,7 @@ __all__ = ["VerifyResult", "export", "export_path", "verify", "verify_path"]
 _FIXED = (LEGACY_CHAIN, SYSTEM_CHAIN)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VerifyResult:
     """The outcome: on failure, the record at fault (``pos`` in ``chain``; ``bad_seq`` its
     place in the whole trail when it is there at all) and why."""

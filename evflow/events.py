@@ -10,13 +10,14 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from .errors import EventError
+from .frozen import record
 
 __all__ = ["Event", "body_hash", "parse_json", "utcnow"]
 
@@ -41,7 +42,7 @@ def new_id() -> str:
     return raw.hex()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Event:
     """Something that happened, as evflow records it.
 

@@ -4,12 +4,12 @@ the audit trail. The store returns them, signals carry them, the API and CLI ren
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from operator import attrgetter
 from typing import Any, TypeVar
 
 from .events import Event
-from .frozen import quick_init
+from .frozen import record
 from .states import RunState, TaskState
 
 __all__ = [
@@ -24,8 +24,7 @@ __all__ = [
 ]
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class TaskRecord:
     """One task instance of one run (a mapped task has one per item, named ``node[i]``)."""
 
@@ -50,8 +49,7 @@ class TaskRecord:
         return self.ended_at - self.started_at
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class RunRecord:
     """One run of one flow; ``trigger`` says what started it (api, event, schedule, retry)."""
 
@@ -76,8 +74,7 @@ class RunRecord:
         return self.ended_at - self.started_at
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class AttemptRecord:
     run_id: str
     task: str
@@ -89,8 +86,7 @@ class AttemptRecord:
     instance: str | None = None  # in a cluster: the instance that ran this try
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class LogRecord:
     run_id: str
     task: str
@@ -101,7 +97,7 @@ class LogRecord:
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventRecord:
     """A stored event. ``uid`` is evflow's identity of it (decisions, runs and the audit trail
     are keyed on it); ``id`` and ``source`` are the sender's, unique only as a pair."""
@@ -135,7 +131,7 @@ class EventRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeadLetterRecord:
     id: str
     source: str
@@ -145,7 +141,7 @@ class DeadLetterRecord:
     received_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuditRecord:
     """One record of the audit trail: ``seq`` orders the whole trail, ``pos`` is the record's
     place in its ``chain`` (the hash chain it belongs to)."""
@@ -162,7 +158,7 @@ class AuditRecord:
     pos: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LeaseRecord:
     """Who holds a named lease (``engine``: the instance that runs a store's work), until when.
 
@@ -181,7 +177,7 @@ class LeaseRecord:
     expires_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InstanceRecord:
     """One ``evflow serve`` registered on a shared store (cluster mode, PostgreSQL).
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .abc import Accepted
 from .events import Event
-from .frozen import quick_init
+from .frozen import record
 from .records import RunRecord, TaskRecord
 
 __all__ = [
@@ -41,7 +40,7 @@ class Signal:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventsAccepted(Signal):
     """Fresh (non-duplicate) events were committed by intake, in this order."""
 
@@ -49,16 +48,14 @@ class EventsAccepted(Signal):
     accepted: Sequence[Accepted]
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class RunStateChanged(Signal):
     """A run was queued, started, noted as waiting, or finished; ``run`` is its new record."""
 
     run: RunRecord
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class TaskStateChanged(Signal):
     """A task instance of ``flow``'s run changed state (or its waiting note changed)."""
 
@@ -66,7 +63,7 @@ class TaskStateChanged(Signal):
     task: TaskRecord
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CorrelationTimedOut(Signal):
     """A correlated event's partner did not arrive within the rule's window."""
 
@@ -78,7 +75,7 @@ class CorrelationTimedOut(Signal):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SensorStatusChanged(Signal):
     """A sensor started listening, was reported off, failed or is restarting."""
 

@@ -11,7 +11,6 @@ Both hand back the store's typed records, so each command renders them once.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from ..abc import Accepted
 from ..errors import EvflowError
 from ..events import Event
+from ..frozen import record
 from ..records import AttemptRecord, AuditRecord, EventRecord, LogRecord, RunRecord
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class CliError(EvflowError):
     """A user error: printed as one line, exit status 2."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Queued:
     """A run was queued: by a service that starts it now (``started``), or in a store."""
 
@@ -47,7 +47,7 @@ class Queued:
     started: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Retried:
     """A retry: queued on a service, or run here to its end (``record``)."""
 
@@ -55,7 +55,7 @@ class Retried:
     record: RunRecord | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Backfilled:
     """A backfill: runs queued on a service, or run here (``failed`` is then known)."""
 
@@ -63,7 +63,7 @@ class Backfilled:
     failed: list[str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DecidedEvent:
     """An event with the rule decisions it caused (from the audit trail)."""
 

@@ -17,13 +17,13 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.abc
 
 from ..errors import OwnershipLost, StoreError
+from ..frozen import record
 from ..records import InstanceRecord
 from .registry import InstanceRegistry
 
@@ -32,7 +32,7 @@ __all__ = ["ClusterOptions", "Membership"]
 log = logging.getLogger("evflow.cluster")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClusterOptions:
     """``[cluster]``: how often an instance heartbeats, after how long without a heartbeat
     the others count it as dead, and how many runs it holds at once. ``enabled=False`` runs an

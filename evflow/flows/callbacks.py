@@ -11,12 +11,13 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Any, Literal
 
 import anyio
 
+from ..frozen import record
 from ..records import RunRecord, TaskRecord
 from ..states import RunState
 from .dag import Flow
@@ -27,7 +28,7 @@ __all__ = ["CallbackContext", "invoke_callback", "run_callbacks", "run_path", "t
 log = logging.getLogger("evflow.alerts")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CallbackContext:
     """What a callback is told: the run, the task (``None`` for a flow callback), its state."""
 

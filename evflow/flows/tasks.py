@@ -11,10 +11,11 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FlowDefinitionError
+from ..frozen import record
 from .trigger_rules import TRIGGER_RULES, TriggerRule
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ BUILDER: contextvars.ContextVar[Builder | None] = contextvars.ContextVar(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskOptions:
     """How a task runs: retries, timeout, limits, trigger rule."""
 
@@ -83,7 +84,7 @@ class TaskOptions:
         return max(0.0, base * (1 + self.retry_jitter * (2 * rand - 1)))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Param:
     """A run parameter's placeholder inside an ``@flow`` function body.
 
@@ -134,7 +135,7 @@ class Param:
         raise self._misused("float()")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class unmapped:
     """Wrap an argument of ``task.map(...)`` that is passed whole to every instance."""
 

@@ -11,12 +11,12 @@ service against it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from .. import __version__
+from ..frozen import record
 from .schemas import Error
 
 __all__ = ["Op", "Param", "SseEvent", "openapi_document"]
@@ -36,7 +36,7 @@ ERROR_TEXTS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Param:
     """One parameter of an operation: in the query (the default), the path or a header."""
 
@@ -55,7 +55,7 @@ class Param:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SseEvent:
     """One kind of Server-Sent Event of a stream: its name, the type of its JSON data, and
     whether it carries an id (a position to resume from with ``Last-Event-ID``)."""
@@ -65,7 +65,7 @@ class SseEvent:
     with_id: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Op:
     """One operation: ``answer`` is the type of the success body (JSON), ``stream`` the events
     of a ``text/event-stream`` answer (alone, or besides the JSON with ``answer``)."""

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..frozen import record
 from ..records import AttemptRecord, TaskRecord
 
 __all__ = ["Bar", "MappedSpan", "Row", "node_state", "timeline_rows"]
@@ -128,7 +129,7 @@ def _task_bars(
     return bars
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MappedSpan:
     """A mapped task's instances summed up: first queued, first started, last ended, how many
     are running now, and counts by state."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from ..errors import RuleError
+from ..frozen import record
 from .policies import TimeoutAction
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunRequested:
     """Start a run of ``flow`` with ``params``; ``key`` is its idempotency key."""
 
@@ -22,7 +22,7 @@ class RunRequested:
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NotMatched:
     """The event is not for this rule; ``reason`` says which filter failed."""
 
@@ -31,7 +31,7 @@ class NotMatched:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NotMapped:
     """The event matched but lacks a value the rule needs (a parameter or correlation key)."""
 
@@ -40,7 +40,7 @@ class NotMapped:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Held:
     """The event waits inside a debounce, batch or correlation; the engine keeps it unprocessed."""
 
@@ -49,7 +49,7 @@ class Held:
     why: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CorrelationTimedOut:
     """A correlated event's partner did not come within the window.
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from ..events import Event
+from ..frozen import record
 from .decisions import CorrelationTimedOut, Decision, Held, NotMatched, RunRequested, run_key
 from .match import MISSING, Glob, Unmapped, copy_value, event_dict, key_text, parse_path, resolve
 from .match import short as short_value
@@ -42,7 +43,7 @@ class Holding(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Hooks:
     """What a policy tells its rule: events it now holds, and decisions that release some."""
 

@@ -9,12 +9,12 @@ import enum
 import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import orjson
 
 from ..events import Event
+from ..frozen import record
 
 _ROOTS = ("id", "type", "source", "subject", "time", "dedup_key", "data")
 _GLOB_KEYS = ("type", "source", "subject")
@@ -34,7 +34,7 @@ class Unmapped(Exception):
     """Internal: an event lacks a value the rule needs."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Path:
     text: str
     root: str

@@ -3,10 +3,10 @@ when-running policy (queue, skip, replace)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from ..errors import RuleError
+from ..frozen import record
 from .match import _ROOTS, _is_number, parse_path
 
 WhenRunning: TypeAlias = Literal["queue", "skip", "replace"]
@@ -34,7 +34,7 @@ def policy_action(when_running: str, active_runs: int) -> PolicyAction:
     return "skip" if when_running == "skip" else "replace"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Batch:
     """Collect ``count`` events, or the events of ``window_s`` seconds from the first, into one run.
 
@@ -59,7 +59,7 @@ class Batch:
             raise RuleError(f"batch param must be an identifier, not {self.param!r}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Correlate:
     """Pair an ``a`` event with a ``b`` event (type globs) whose ``key`` paths are equal.
 

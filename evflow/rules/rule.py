@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from ..errors import RuleError
 from ..events import Event
+from ..frozen import record
 from .match import (
     _GLOB_KEYS,
     _OPERATORS,
@@ -40,7 +40,7 @@ class _HasName(Protocol):
     def name(self) -> str: ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _ParamSpec:
     name: str
     kind: Literal["literal", "ref", "key"]

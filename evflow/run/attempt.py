@@ -31,7 +31,7 @@ from ..errors import ResultNotSerializable
 from ..flows.callbacks import task_callbacks
 from ..flows.dag import Node
 from ..flows.tasks import Task
-from ..frozen import quick_init
+from ..frozen import record
 from ..records import AttemptRecord, TaskRecord, evolve
 from ..states import TaskState
 from .context import TaskContext, reset_current, set_current
@@ -64,28 +64,24 @@ class Instance:
 
 
 # -- what one call of the task function came to ---------------------------------------------
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class Succeeded:
     result_json: bytes
     result: Any
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class Raised:
     error: str
     traceback: str | None
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class TimedOut:
     error: str
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class NotSerializable:
     error: str
 

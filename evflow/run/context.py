@@ -13,18 +13,16 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from ..frozen import quick_init
+from ..frozen import record
 
 __all__ = ["TaskContext", "TaskLogger", "current_task", "get_logger"]
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class TaskContext:
     """The run and task an attempt belongs to."""
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Literal
 
 import anyio
 
 from ..errors import UnknownPoolError
+from ..frozen import record
 from .gates import RunGate
 from .pools import NOTE_AFTER_S, OnWait, PoolUsage, SlotPool
 
@@ -30,7 +31,7 @@ Scope = Literal["instance", "cluster"]
 SCOPES: tuple[Scope, ...] = ("instance", "cluster")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Pool:
     """A named pool's declaration: its slots, and where they are counted.
 

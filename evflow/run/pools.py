@@ -21,7 +21,8 @@ import heapq
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from ..frozen import record
 
 __all__ = ["NOTE_AFTER_S", "OnWait", "PoolUsage", "SlotPool"]
 
@@ -40,7 +41,7 @@ _NOTES_PER_TURN = 500  # a burst of due notes yields to the loop between chunks
 _COMPACT_THRESHOLD = 64
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PoolUsage:
     """A point-in-time view of one pool, for the API, the UI and metrics."""
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..errors import RunFailed, TaskNotFound
+from ..frozen import record
 from ..records import RunRecord
 from ..states import RunState, TaskState
 
 __all__ = ["RunResult", "TaskResult"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskResult:
     """One task instance's outcome as seen from the run's result."""
 
@@ -27,7 +27,7 @@ class TaskResult:
     duration_s: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunResult:
     """A finished (or current) run: its state and each task's state and result."""
 

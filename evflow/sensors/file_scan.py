@@ -18,6 +18,8 @@ from fnmatch import fnmatchcase
 
 from watchfiles import Change
 
+from ..frozen import record
+
 __all__ = ["FileInfo", "FolderScan", "Observed"]
 
 # Refusals are warnings of the sensor itself, on its logger.
@@ -27,7 +29,7 @@ _REFUSED_MEMORY = 4096
 _MTIME_CREDIT_S = 0.1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileInfo:
     """One regular file under the root, as it was when stat'ed."""
 

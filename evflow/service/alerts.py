@@ -13,7 +13,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from anyio.abc import TaskStatus
 from ..errors import ConfigError
 from ..flows import Flow
 from ..flows.callbacks import CallbackContext, run_path
+from ..frozen import record
 from ..records import RunRecord
 from ..signals import CorrelationTimedOut, RunStateChanged
 from ..states import RunState, TaskState
@@ -51,7 +52,7 @@ ALERT_KINDS: frozenset[str] = frozenset({"run_failed", "sla_missed", "correlatio
 
 
 # -- alerts ------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@record
 class Alert:
     """One thing worth telling a human: a run failed, a run is past its SLA, or a correlated
     event's partner never came (``run_id`` is then empty and ``rule`` names the rule)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast, get_args, get_type_hints
 
 from ..errors import ConfigError
+from ..frozen import record
 from ..http.proxies import proxy_networks
 from ..run.limits import SCOPES, Pool, Scope
 from ..sensors.signatures import SCHEMES
@@ -197,7 +198,7 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Range:
     """The allowed values of a numeric setting, and how to say so."""
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol, Self
 from ..abc import Accepted
 from ..audit_kinds import AuditKind
 from ..events import Event
-from ..frozen import quick_init
+from ..frozen import record
 from ..records import (
     AttemptRecord,
     AuditRecord,
@@ -37,8 +37,7 @@ __all__ = [
 ]
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
+@record
 class AuditEntry:
     """An entry to append; the store gives it a sequence number and chains its hash."""
 
@@ -49,7 +48,7 @@ class AuditEntry:
     time: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeadLetter:
     """Input that could not become an event or a run, kept with the reason; a repeated
     ``dedup_key`` is stored once."""
@@ -117,7 +116,7 @@ class Rows:
     audit_anchors: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PruneStep:
     """What one retention step removed (runs, audit records), and whether older data remains
     (``more``: step again). See :mod:`evflow.store.retention`."""

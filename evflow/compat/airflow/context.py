@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ...errors import FlowDefinitionError
+from ...frozen import record
 
 if TYPE_CHECKING:
     from .dag import DAG
@@ -53,7 +54,7 @@ def unwrap(value: Any, key: str, default: Any) -> Any:
     return default if value is None else value
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DagRun:
     """The run an operator belongs to (the fields Airflow callables use most)."""
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ...frozen import record
 from ...run.queue import run_id_for
 from ...schedules import Schedule
 
@@ -31,7 +31,7 @@ __all__ = ["SLOT_PARAM", "Interval", "RunDates", "days_ago", "previous_slot"]
 SLOT_PARAM = "scheduled_time"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Interval:
     """A run's logical date and data interval, and what kind of run it is."""
 
