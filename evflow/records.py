@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import field, fields
-from operator import attrgetter
 from typing import Any, TypeVar
 
 from .events import Event
@@ -21,6 +20,7 @@ __all__ = [
     "RunRecord",
     "TaskRecord",
     "evolve",
+    "evolver",
 ]
 
 
@@ -214,22 +214,41 @@ class InstanceRecord:
 
 R = TypeVar("R", TaskRecord, RunRecord)
 
-_LAYOUTS: dict[type, tuple[Callable[[Any], tuple[Any, ...]], dict[str, int]]] = {}
+_KEEP: Any = object()  # a field not given to an evolver: the record's own value is kept
+_EVOLVERS: dict[type, Callable[..., Any]] = {}
+
+
+def evolver(cls: type[R]) -> Callable[..., R]:
+    """``cls``'s own ``evolve``: a function ``(record, **changes) -> record`` compiled once per
+    class, each field a keyword argument that defaults to the record's value. The copy's slots
+    are set through their descriptors, with no ``__init__`` call and no list of values in
+    between: about half the time of a generic copy, on every state change of every task."""
+    made = _EVOLVERS.get(cls)
+    if made is None:
+        names = [f.name for f in fields(cls)]
+        env: dict[str, Any] = {"_KEEP": _KEEP, "_new": object.__new__, "_cls": cls}
+        body = []
+        for name in names:
+            env[f"_set_{name}"] = vars(cls)[name].__set__
+            body.append(f"    _set_{name}(_copy, _of.{name} if {name} is _KEEP else {name})")
+        source = (
+            f"def evolve(_of, *, {', '.join(f'{n}=_KEEP' for n in names)}):\n"
+            "    _copy = _new(_cls)\n" + "\n".join(body) + "\n    return _copy\n"
+        )
+        exec(source, env)  # one straight-line function per class, as @record's __init__
+        made = _EVOLVERS[cls] = env["evolve"]
+        made.__qualname__ = f"{cls.__qualname__}.evolve"
+    return made
 
 
 def evolve(record: R, **changes: Any) -> R:
     """``record`` with ``changes`` applied, like ``dataclasses.replace`` but several times
     faster: the engine makes one on every state change of every run and task."""
-    cls = type(record)
-    layout = _LAYOUTS.get(cls)
-    if layout is None:
-        names = tuple(f.name for f in fields(cls))
-        layout = _LAYOUTS[cls] = (attrgetter(*names), {n: i for i, n in enumerate(names)})
-    values_of, index = layout
-    values = list(values_of(record))
     try:
-        for name, value in changes.items():
-            values[index[name]] = value
-    except KeyError as exc:
-        raise TypeError(f"{cls.__qualname__} has no field {exc.args[0]!r}") from None
-    return cls(*values)
+        return evolver(type(record))(record, **changes)
+    except TypeError:
+        names = {f.name for f in fields(record)}
+        unknown = [name for name in changes if name not in names]
+        if unknown:
+            raise TypeError(f"{type(record).__qualname__} has no field {unknown[0]!r}") from None
+        raise

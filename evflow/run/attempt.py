@@ -32,7 +32,7 @@ from ..flows.callbacks import task_callbacks
 from ..flows.dag import Node
 from ..flows.tasks import Task
 from ..frozen import record
-from ..records import AttemptRecord, TaskRecord, evolve
+from ..records import AttemptRecord, TaskRecord, evolver
 from ..states import TaskState
 from .context import TaskContext, reset_current, set_current
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .executor import RunExecution
 
 __all__ = ["MAX_INTERRUPTIONS", "Instance", "TaskAttempts"]
+
+_evolve_task = evolver(TaskRecord)
 
 #: An instance interrupted more often than this (by crashes or shutdowns) fails.
 MAX_INTERRUPTIONS = 3
@@ -59,7 +61,7 @@ class Instance:
 
     def update(self, **changes: Any) -> TaskRecord:
         """Replace the record with ``changes`` applied (one copy per transition)."""
-        self.record = rec = evolve(self.record, **changes)
+        self.record = rec = _evolve_task(self.record, **changes)
         return rec
 
 

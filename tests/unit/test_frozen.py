@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from evflow.frozen import record
-from evflow.records import RunRecord, TaskRecord, evolve
+from evflow.records import RunRecord, TaskRecord, evolve, evolver
 from evflow.states import RunState, TaskState
 
 
@@ -173,3 +173,22 @@ def test_what_the_class_body_defines_is_kept() -> None:
 
             def __setattr__(self, name: str, value: object) -> None:
                 object.__setattr__(self, name, value)
+
+
+def test_an_evolved_record_is_the_replaced_one_and_the_original_stays() -> None:
+    task = TaskRecord("r", "t", "t", TaskState.PENDING, queued_at=1.0, error="e")
+    cases: list[dict[str, Any]] = [
+        {},
+        {"state": TaskState.RUNNING, "attempt": 1, "started_at": 2.0, "error": None},
+        {"result": b"[1]", "ended_at": 3.0, "waiting": None},
+    ]
+    for changes in cases:
+        made = evolver(TaskRecord)(task, **changes)
+        assert made == replace(task, **changes) == evolve(task, **changes)
+        assert type(made) is TaskRecord and made is not task
+    assert task == TaskRecord("r", "t", "t", TaskState.PENDING, queued_at=1.0, error="e")
+    assert evolver(TaskRecord) is evolver(TaskRecord)  # compiled once per class
+    with pytest.raises(TypeError, match="TaskRecord has no field 'stage'"):
+        evolve(task, stage=TaskState.RUNNING)
+    with pytest.raises(TypeError):
+        evolver(TaskRecord)(task, TaskState.RUNNING)  # fields are keyword-only
