@@ -25,7 +25,7 @@ from dataclasses import MISSING, Field, FrozenInstanceError, dataclass, field, f
 from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform
 
-__all__ = ["record"]
+__all__ = ["record", "slot_function"]
 
 T = TypeVar("T", bound=type)
 
@@ -42,7 +42,6 @@ def record(cls: T) -> T:
     made: Any = dataclass(init=False, repr=False, eq=False, slots=True)(cls)
     every = fields(made)
     methods = {
-        "__init__": _init(made, every),
         "__repr__": _repr,
         "__eq__": _eq,
         "__setattr__": _setattr,
@@ -53,6 +52,8 @@ def record(cls: T) -> T:
     for name, method in methods.items():
         if name not in own:
             setattr(made, name, method)
+    if "__init__" not in own:
+        made.__init__ = _init(made, every)
     # A body defining __eq__ alone gets ``__hash__ = None`` from Python: not a hash of its own.
     if "__hash__" not in own or (own["__hash__"] is None and "__eq__" in own):
         made.__hash__ = _hash
@@ -81,31 +82,54 @@ def _getter(names: list[str]) -> Any:
 def _init(cls: Any, every: tuple[Field[Any], ...]) -> Any:
     """An ``__init__`` taking the dataclass's arguments, setting each slot's descriptor."""
     env: dict[str, Any] = {"_FACTORY": _FACTORY}
-    args: list[str] = []
-    body: list[str] = []
+    args: list[str] = ["self"]
+    values: dict[str, str] = {}
     for f in every:
         if not f.init:
             raise TypeError(f"{cls.__qualname__}.{f.name} is not an __init__ argument")
-        env[f"_set_{f.name}"] = vars(cls)[f.name].__set__
-        value = f.name
+        values[f.name] = f.name
         if f.default is not MISSING:
             env[f"_default_{f.name}"] = f.default
             args.append(f"{f.name}=_default_{f.name}")
         elif f.default_factory is not MISSING:
             env[f"_factory_{f.name}"] = f.default_factory
             args.append(f"{f.name}=_FACTORY")
-            value = f"_factory_{f.name}() if {f.name} is _FACTORY else {f.name}"
+            values[f.name] = f"_factory_{f.name}() if {f.name} is _FACTORY else {f.name}"
         else:
             args.append(f.name)
-        body.append(f"    _set_{f.name}(self, {value})")
-    if hasattr(cls, "__post_init__"):
-        body.append("    self.__post_init__()")
-    source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body or ["    pass"]) + "\n"
+    after = "self.__post_init__()" if hasattr(cls, "__post_init__") else ""
+    return slot_function(cls, "__init__", args, "self", values, env, after=after)
+
+
+def slot_function(
+    cls: Any,
+    name: str,
+    params: list[str],
+    target: str,
+    values: dict[str, str],
+    env: dict[str, Any],
+    *,
+    before: str = "",
+    after: str = "",
+) -> Any:
+    """Compile ``def name(*params)`` for ``cls``: one straight line of calls setting each slot
+    of ``target`` through its descriptor to the expression ``values[field]``, between the lines
+    ``before`` and ``after``. A descriptor's ``__set__`` called directly costs about half of
+    ``object.__setattr__``, which a frozen dataclass's methods call for every field."""
+    lines = [before] if before else []
+    for field_name, value in values.items():
+        env[f"_set_{field_name}"] = vars(cls)[field_name].__set__
+        lines.append(f"_set_{field_name}({target}, {value})")
+    if after:
+        lines.append(after)
+    source = f"def {name}({', '.join(params)}):\n" + "".join(
+        f"    {line}\n" for line in lines or ["pass"]
+    )
     exec(source, env)  # as dataclasses itself does: one straight-line function per class
-    init = env["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
-    return init
+    made = env[name]
+    made.__qualname__ = f"{cls.__qualname__}.{name}"
+    made.__module__ = cls.__module__
+    return made
 
 
 def _repr(self: Any) -> str:

@@ -8,7 +8,7 @@ from dataclasses import field, fields
 from typing import Any, TypeVar
 
 from .events import Event
-from .frozen import record
+from .frozen import record, slot_function
 from .states import RunState, TaskState
 
 __all__ = [
@@ -225,19 +225,17 @@ def evolver(cls: type[R]) -> Callable[..., R]:
     between: about half the time of a generic copy, on every state change of every task."""
     made = _EVOLVERS.get(cls)
     if made is None:
-        names = [f.name for f in fields(cls)]
-        env: dict[str, Any] = {"_KEEP": _KEEP, "_new": object.__new__, "_cls": cls}
-        body = []
-        for name in names:
-            env[f"_set_{name}"] = vars(cls)[name].__set__
-            body.append(f"    _set_{name}(_copy, _of.{name} if {name} is _KEEP else {name})")
-        source = (
-            f"def evolve(_of, *, {', '.join(f'{n}=_KEEP' for n in names)}):\n"
-            "    _copy = _new(_cls)\n" + "\n".join(body) + "\n    return _copy\n"
+        names: list[str] = [f.name for f in fields(cls)]
+        made = _EVOLVERS[cls] = slot_function(
+            cls,
+            "evolve",
+            ["_of", "*", *(f"{n}=_KEEP" for n in names)],
+            "_copy",
+            {n: f"_of.{n} if {n} is _KEEP else {n}" for n in names},
+            {"_KEEP": _KEEP, "_new": object.__new__, "_cls": cls},
+            before="_copy = _new(_cls)",
+            after="return _copy",
         )
-        exec(source, env)  # one straight-line function per class, as @record's __init__
-        made = _EVOLVERS[cls] = env["evolve"]
-        made.__qualname__ = f"{cls.__qualname__}.evolve"
     return made
 
 
