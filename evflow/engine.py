@@ -237,6 +237,7 @@ class Engine:
             tg = await stack.enter_async_context(anyio.create_task_group())
             self._tg = tg
             self._runs.open(store, tg)
+            await tg.start(self._runs.drivers.run)
             self._rules_loop.open(store, intake)
             if shared and isinstance(store, InstanceRegistry):
                 from .cluster.node import ClusterNode

@@ -33,6 +33,7 @@ from ..signals import RunStateChanged, Signals
 from ..states import RunState, TaskState
 from ..store import writes
 from ..store.base import Store
+from .drivers import Drivers
 from .ends import RunEnds
 from .executor import Liveness, RunExecution
 from .limits import Limits, RunGate
@@ -92,6 +93,7 @@ class RunQueue:
         self._store: Store | None = None
         self._tg: TaskGroup | None = None
         self._active: dict[str, _ActiveRun] = {}
+        self.drivers = Drivers(self.stop_all)  # the runs' tasks; the engine starts its owner
         # In cluster mode, the runs created here past this instance's capacity.
         self._overflow: Overflow | None = None
         self.ends = RunEnds()  # waiters on runs not held here
@@ -348,11 +350,10 @@ class RunQueue:
 
     # -- driving -----------------------------------------------------------------------------
     def start(self, run: RunRecord) -> None:
-        """Hold ``run`` and drive it in the engine's task group."""
-        assert self._tg is not None, "the run queue is not open"
+        """Hold ``run`` and drive it (see :mod:`evflow.run.drivers`)."""
         active = _ActiveRun(record=run)
-        self._active[run.id] = active
-        self._tg.start_soon(self._drive, active)
+        if self.drivers.spawn(self._drive(active)):
+            self._active[run.id] = active
 
     async def _drive(self, active: _ActiveRun) -> None:
         run = active.record
@@ -452,6 +453,16 @@ class RunQueue:
         self.signals.publish(RunStateChanged(cancelled))
 
     # -- shutdown ----------------------------------------------------------------------------
+    def stop_all(self) -> None:
+        """Stop every run held here, without waiting: executing runs are interrupted (to resume
+        at the next start), runs waiting at a gate let go."""
+        self.stopping = True
+        for a in list(self._active.values()):
+            if a.execution is not None:
+                a.execution.interrupt()
+            else:
+                a.scope.cancel()
+
     async def drain(self, grace_period_s: float) -> None:
         """Let executing runs finish for ``grace_period_s``, then interrupt what is left (its
         attempts are recorded interrupted, to resume at the next start). Shielded."""
@@ -467,11 +478,7 @@ class RunQueue:
                 with anyio.move_on_after(grace_period_s):
                     for a in executing:
                         await a.done.wait()
-            for a in list(self._active.values()):
-                if a.execution is not None:
-                    a.execution.interrupt()
-                else:
-                    a.scope.cancel()
+            self.stop_all()
             for a in list(self._active.values()):
                 with anyio.move_on_after(10):
                     await a.done.wait()
