@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 
 import anyio
 import pytest
@@ -39,7 +40,8 @@ async def test_spawning_before_the_owner_runs_is_refused() -> None:
     coro = drive()
     with pytest.raises(EngineNotRunning, match="not running"):
         Drivers(lambda: None).spawn(coro)
-    assert coro.cr_frame is None  # closed, so no "never awaited" warning
+    # closed, so no "never awaited" warning
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 
 async def test_cancelling_the_owner_stops_the_runs_through_their_own_scopes() -> None:
@@ -73,7 +75,7 @@ async def test_cancelling_the_owner_stops_the_runs_through_their_own_scopes() ->
     assert len(drivers) == 0
     coro = drive("late")
     assert not drivers.spawn(coro)  # stopping: the run is left queued, not driven
-    assert coro.cr_frame is None
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 
 async def test_a_driver_that_fails_fails_the_owners_group() -> None:
