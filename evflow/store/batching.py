@@ -74,6 +74,7 @@ class WriteQueue:
         self._open = False
         self._closing = False
         self._stopped = False
+        self._committing = False  # a batch taken off the queue is being committed
 
     @property
     def backlog(self) -> int:
@@ -129,7 +130,10 @@ class WriteQueue:
         return op.result
 
     async def flush(self) -> None:
-        if self._pending or self._pending_count:
+        """Wait until every write queued so far is committed, the batch being committed now
+        included; raise if that failed."""
+        if self._pending or self._committing:
+            # An empty op commits in the next batch: after the one in flight, with the rest.
             await self.submit(Op())
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -148,8 +152,12 @@ class WriteQueue:
             done, self._batch_done = self._batch_done, Latch()
             self._pending_count = 0
             self._space.set()
-            with anyio.CancelScope(shield=True):
-                await self._commit(batch)
+            self._committing = True
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._commit(batch)
+            finally:
+                self._committing = False
             done.set()
 
     async def close(self) -> None:
