@@ -26,16 +26,16 @@ class Ledger:
         self.store = store
         self.run_id = run_id
 
-    async def run_changed(
+    def run_changed(
         self,
         run: RunRecord,
         kind: AuditKind,
         data: Mapping[str, Any] | None = None,
         *,
         wait: bool = False,
-    ) -> None:
+    ) -> Awaitable[None]:
         """The run's record changed (``kind``: ``run.running``, ``run.succeeded``, ...)."""
-        await self.store.apply(
+        return self.store.apply(
             Changes(runs=[run], audit=[AuditEntry(kind, f"run:{run.id}", data)]), wait=wait
         )
 
@@ -74,9 +74,9 @@ class Ledger:
         """Log lines the run's tasks wrote."""
         await self.store.apply(Changes(logs=lines))
 
-    async def flush(self) -> None:
+    def flush(self) -> Awaitable[None]:
         """Wait until everything recorded so far is committed."""
-        await self.store.flush()
+        return self.store.flush()
 
     async def past_attempts(self) -> list[AttemptRecord]:
         """The attempts recorded for this run so far (committed ones)."""

@@ -8,8 +8,9 @@ whole batch in one transaction and, on failure, sets ``error`` on each of its op
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +69,7 @@ class WriteQueue:
         self._commit = commit
         self._pending: list[Op] = []
         self._pending_count = 0
-        self._wake = anyio.Event()
+        self._wakeup: asyncio.Future[None] | None = None  # the writer's, while it waits for work
         self._space = anyio.Event()
         self._batch_done = Latch()
         self._open = False
@@ -85,6 +86,12 @@ class WriteQueue:
         if self._stopped or not (self._open or self._closing):
             raise StoreError(f"the store {self.where} is not open (or already closed)")
 
+    def _wake(self) -> None:
+        """Wake the writer if it waits for work (a plain future: this runs for every write)."""
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
     async def enqueue(self, op: Op, weight: int, *, wait: bool = False) -> None:
         self._check_open()
         while self._pending_count >= self.max_pending:
@@ -94,14 +101,15 @@ class WriteQueue:
             op.done = self._batch_done
         self._pending.append(op)
         self._pending_count += weight
-        self._wake.set()
+        if self._wakeup is not None:  # else the writer is busy, and takes this op next
+            self._wake()
 
     def put_nowait(self, op: Op) -> None:
         """Queue ``op`` without waiting for room (for small notes from sync callbacks)."""
         self._check_open()
         self._pending.append(op)
         self._pending_count += 1
-        self._wake.set()
+        self._wake()
 
     def requeue(self, ops: list[Op]) -> None:
         """Put ``ops`` of a batch that could not commit first in the next one; their callers
@@ -112,7 +120,16 @@ class WriteQueue:
                 op.done = self._batch_done
         self._pending[:0] = ops
         self._pending_count += len(ops)
-        self._wake.set()
+        self._wake()
+
+    def apply(self, changes: Changes, wait: bool = False) -> Coroutine[Any, Any, None]:
+        """Queue ``changes`` (weighed by their rows); with ``wait``, until committed.
+
+        Returns the queue's awaitable directly, with no coroutine of its own: this runs for
+        every state change of every task."""
+        op = Op(changes=changes)
+        weight = len(changes.tasks) + len(changes.runs) + len(changes.logs) + 1
+        return self.submit(op, weight) if wait else self.enqueue(op, weight)
 
     async def submit(self, op: Op, weight: int = 1) -> Any:
         """Queue ``op`` and return its result once committed; raise if the commit failed."""
@@ -145,8 +162,11 @@ class WriteQueue:
                 if self._closing:
                     self._stopped = True
                     return
-                await self._wake.wait()
-                self._wake = anyio.Event()
+                self._wakeup = wakeup = asyncio.get_running_loop().create_future()
+                try:
+                    await wakeup
+                finally:
+                    self._wakeup = None
                 continue
             batch, self._pending = self._pending, []
             done, self._batch_done = self._batch_done, Latch()
@@ -167,7 +187,7 @@ class WriteQueue:
             self._open = False
             self._closing = True
             await self.flush()
-            self._wake.set()
+            self._wake()
 
 
 # -- what every backend does with a batch, whatever its SQL ------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -345,13 +345,8 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresBatch, Post
         result: str = await self._queue.submit(Op(dead_letter=letter))
         return result
 
-    async def apply(self, changes: Changes, *, wait: bool = False) -> None:
-        weight = len(changes.tasks) + len(changes.runs) + len(changes.logs) + 1
-        op = Op(changes=changes)
-        if wait:
-            await self._queue.submit(op, weight)
-        else:
-            await self._queue.enqueue(op, weight)
+    def apply(self, changes: Changes, *, wait: bool = False) -> Coroutine[Any, Any, None]:
+        return self._queue.apply(changes, wait)
 
     # -- leases ------------------------------------------------------------------------------
     # Times come from the database's clock, so instances whose clocks disagree agree on them.
@@ -407,8 +402,8 @@ class PostgresStore(PostgresInstances, PostgresRunOwnership, PostgresBatch, Post
     def apply_nowait(self, changes: Changes) -> None:
         self._queue.put_nowait(Op(changes=changes))
 
-    async def flush(self) -> None:
-        await self._queue.flush()
+    def flush(self) -> Coroutine[Any, Any, None]:
+        return self._queue.flush()
 
     @property
     def backlog(self) -> int:

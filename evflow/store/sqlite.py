@@ -18,9 +18,9 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import anyio
@@ -341,20 +341,15 @@ class SqliteStore(SqliteReads):
         result: str = await self._queue.submit(Op(dead_letter=letter))
         return result
 
-    async def apply(self, changes: Changes, *, wait: bool = False) -> None:
-        weight = len(changes.tasks) + len(changes.runs) + len(changes.logs) + 1
-        op = Op(changes=changes)
-        if wait:
-            await self._queue.submit(op, weight)
-        else:
-            await self._queue.enqueue(op, weight)
+    def apply(self, changes: Changes, *, wait: bool = False) -> Coroutine[Any, Any, None]:
+        return self._queue.apply(changes, wait)
 
     def apply_nowait(self, changes: Changes) -> None:
         """Queue ``changes`` without waiting for room (for small notes from sync callbacks)."""
         self._queue.put_nowait(Op(changes=changes))
 
-    async def flush(self) -> None:
-        await self._queue.flush()
+    def flush(self) -> Coroutine[Any, Any, None]:
+        return self._queue.flush()
 
     # -- leases ------------------------------------------------------------------------------
     async def acquire_lease(
