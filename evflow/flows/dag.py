@@ -430,8 +430,13 @@ def _parse_schedule(value: Any, fl: Flow) -> Any:
         ) from None
 
 
+_NO_TEXT = frozenset({int, float, bool, type(None)})
+
+
 def _has_nul(value: Any) -> bool:
     """Whether a NUL character is in ``value`` or any string inside it (keys included)."""
+    if type(value) in _NO_TEXT:  # most parameters: checked once per run, without an ABC test
+        return False
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, Mapping):

@@ -65,6 +65,12 @@ def decide(rule: str, states: Sequence[TaskState]) -> TaskState | None:
     """
     if not states or rule in ("always", "all_done"):
         return None
+    if rule == "all_success":
+        for s in states:
+            if s is not TaskState.SUCCEEDED:
+                break
+        else:
+            return None  # every upstream succeeded: the common case, decided without counting
     skipped = sum(1 for s in states if s is TaskState.SKIPPED)
     failed = sum(1 for s in states if s in FAILED_STATES)
     ok = sum(1 for s in states if s is TaskState.SUCCEEDED)

@@ -45,6 +45,9 @@ __all__ = ["MAX_INTERRUPTIONS", "Instance", "TaskAttempts"]
 
 _evolve_task = evolver(TaskRecord)
 
+#: Result types that are never awaitable: no ``inspect.isawaitable`` (an ABC check) for them.
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
+
 #: An instance interrupted more often than this (by crashes or shutdowns) fails.
 MAX_INTERRUPTIONS = 3
 
@@ -363,6 +366,6 @@ async def _invoke(t: Task, args: list[Any], kwargs: dict[str, Any], ex: RunExecu
             limiter=ex.limits.thread_limiter,
             abandon_on_cancel=True,
         )
-    if inspect.isawaitable(value):
+    if type(value) not in _PLAIN and inspect.isawaitable(value):
         value = await value
     return value

@@ -383,15 +383,19 @@ class RunQueue:
                     active.execution = execution
                     if active.cancel_reason is not None:
                         execution.cancel(active.cancel_reason)
-                    with tracing.start_span(
-                        f"evflow.run {flow.name}",
-                        parent=run.trigger,
-                        attributes={
-                            "evflow.flow": flow.name,
-                            "evflow.run_id": run.id,
-                            "evflow.trigger": str(run.trigger.get("kind", "")),
-                        },
-                        current=True,  # task attempts become its children
+                    with (
+                        tracing.start_span(
+                            f"evflow.run {flow.name}",
+                            parent=run.trigger,
+                            attributes={
+                                "evflow.flow": flow.name,
+                                "evflow.run_id": run.id,
+                                "evflow.trigger": str(run.trigger.get("kind", "")),
+                            },
+                            current=True,  # task attempts become its children
+                        )
+                        if tracing.enabled()
+                        else tracing.NO_SPAN  # nothing built per run when tracing is off
                     ) as span:
                         state = await execution.execute()
                         if span is not None:
