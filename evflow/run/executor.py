@@ -28,7 +28,7 @@ from ..clock import Clock, SystemClock
 from ..flows import binding
 from ..flows.dag import Flow, Node
 from ..flows.trigger_rules import FAILED_STATES, decide
-from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord, evolve
+from ..records import AttemptRecord, LogRecord, RunRecord, TaskRecord, evolver
 from ..signals import RunStateChanged, Signals, TaskStateChanged
 from ..states import RunState, TaskState
 from ..store.base import Store
@@ -40,6 +40,8 @@ from .workers import Workers
 __all__ = ["RunExecution"]
 
 log = logging.getLogger("evflow.executor")
+
+_evolve_run = evolver(RunRecord)
 
 _MID_ATTEMPT = (TaskState.RUNNING, TaskState.WAITING, TaskState.RETRYING)
 
@@ -116,7 +118,7 @@ class RunExecution:
 
     # -- bookkeeping -------------------------------------------------------------------------
     def _run_record(self) -> RunRecord:
-        return evolve(self.run, state=self.state, tasks=())
+        return _evolve_run(self.run, state=self.state, tasks=())
 
     async def save(
         self,
@@ -134,9 +136,9 @@ class RunExecution:
             for rec in records:
                 publish(TaskStateChanged(flow, rec))
 
-    def _publish_run(self) -> None:
+    def _publish_run(self, run: RunRecord) -> None:
         if self.signals.wants(RunStateChanged):
-            self.signals.publish(RunStateChanged(run=self._run_record()))
+            self.signals.publish(RunStateChanged(run=run))
 
     def log_sink(
         self, run_id: str, task: str, attempt: int, t: float, level: str, message: str
@@ -161,15 +163,16 @@ class RunExecution:
     async def execute(self) -> RunState:
         """Run to the end; returns the final state (``running`` if interrupted by shutdown)."""
         self.log_buffer = []
-        self.run = evolve(
+        self.run = _evolve_run(
             self.run,
             state=RunState.RUNNING,
             waiting=None,
             started_at=self.run.started_at or self.now(),
         )
         self.state = RunState.RUNNING
-        await self.ledger.run_changed(self._run_record(), AuditKind.RUN_RUNNING)
-        self._publish_run()
+        running = self._run_record()
+        await self.ledger.run_changed(running, AuditKind.RUN_RUNNING)
+        self._publish_run(running)
         await self._interrupted_before()
         try:
             with anyio.CancelScope() as scope:
@@ -264,15 +267,16 @@ class RunExecution:
             # Name the tasks that failed themselves, not those their failure stopped.
             culprits = [n for n in failed if self.node_state[n] is TaskState.FAILED] or failed
             error = f"task(s) failed: {', '.join(sorted(culprits))}" if failed else None
-        self.run = evolve(self.run, state=self.state, ended_at=now, error=error, waiting=None)
+        self.run = _evolve_run(self.run, state=self.state, ended_at=now, error=error, waiting=None)
+        ended = self._run_record()
         await self.flush_logs()
         await self.ledger.run_changed(
-            self._run_record(),
+            ended,
             AuditKind.of_run(self.state),
             {"error": error} if error else None,
             wait=True,
         )
-        self._publish_run()
+        self._publish_run(ended)
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Cancel the run: running tasks are cancelled, pending ones skipped."""
