@@ -133,9 +133,7 @@ class TaskAttempts:
                 if tracing.enabled()
                 else tracing.NO_SPAN  # nothing built per attempt when tracing is off
             ) as span:
-                on_wait = (
-                    partial(ex.blocked, inst) if span is None else partial(_waiting, span, ex, inst)
-                )
+                on_wait = self._blocked if span is None else partial(_waiting, span, ex, inst)
                 if held is not None:  # the first attempt's slots were taken ahead
                     slots, held = held, None
                 else:
@@ -161,6 +159,10 @@ class TaskAttempts:
             if delay is None:
                 return inst.record.state
             await ex.clock.sleep_until(ex.clock.now() + timedelta(seconds=delay))
+
+    def _blocked(self, reason: str) -> None:
+        """A limit made this attempt wait (noted once the wait lasts)."""
+        self.ex.blocked(self.inst, reason)
 
     async def _attempt(
         self, slots: AbstractAsyncContextManager[None], span: Span | None

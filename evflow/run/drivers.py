@@ -38,7 +38,7 @@ STOP_TIMEOUT_S = 30.0
 class Drivers:
     """The tasks that drive runs; ``stop_all()`` asks every run held to stop (not waiting)."""
 
-    __slots__ = ("_closed", "_failed", "_failure", "_open", "_stop_all", "_tasks")
+    __slots__ = ("_closed", "_ended", "_failed", "_failure", "_open", "_stop_all", "_tasks")
 
     def __init__(self, stop_all: Callable[[], None]) -> None:
         self._stop_all = stop_all
@@ -47,6 +47,7 @@ class Drivers:
         self._closed = False  # the owner has ended: the engine is stopping or stopped
         self._failure: BaseException | None = None
         self._failed: asyncio.Future[None] | None = None
+        self._ended = self._done  # bound once, not once per run
 
     def __len__(self) -> int:
         """Drivers not yet ended."""
@@ -64,7 +65,7 @@ class Drivers:
             raise EngineNotRunning("the engine is not running; use `async with Engine(...)`")
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(self._ended)
         return True
 
     def _done(self, task: asyncio.Task[None]) -> None:

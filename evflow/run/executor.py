@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager, nullcontext
 from functools import partial
 from typing import Any, Protocol
 
@@ -42,6 +41,7 @@ __all__ = ["RunExecution"]
 log = logging.getLogger("evflow.executor")
 
 _evolve_run = evolver(RunRecord)
+
 
 _MID_ATTEMPT = (TaskState.RUNNING, TaskState.WAITING, TaskState.RETRYING)
 
@@ -179,14 +179,13 @@ class RunExecution:
                 self.cancel_scope = scope
                 if self.cancel_reason is not None or self.interrupting:
                     scope.cancel()  # cancelled before the scope existed
-                # A chain has one task ready at a time: it needs no task group of its own.
-                group: AbstractAsyncContextManager[anyio.abc.TaskGroup | None] = (
-                    nullcontext() if self.flow.is_chain else anyio.create_task_group()
-                )
-                async with group as self._tg:
-                    first = self._start(self._ready_at_start())
-                    if first is not None:  # runs in this task: one spawn less per run
-                        await self._run_node(first)
+                # The first ready task runs in this task: one spawn less per run. A chain has
+                # one task ready at a time: it needs no task group of its own.
+                if self.flow.is_chain:
+                    await self._run_node(self._start(self._ready_at_start()))
+                else:
+                    async with anyio.create_task_group() as self._tg:
+                        await self._run_node(self._start(self._ready_at_start()))
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish()
@@ -334,8 +333,8 @@ class RunExecution:
                 tg.start_soon(self._run_node, node)
         return ready[0] if ready else None
 
-    async def _run_node(self, node: Node) -> None:
-        current: Node | None = node
+    async def _run_node(self, node: Node | None) -> None:
+        current = node
         while current is not None:
             state = await self._run_one(current)
             if current.downstream:

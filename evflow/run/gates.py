@@ -52,6 +52,11 @@ class _Admission:
             self._gate._forget_if_idle(self._flow, pool)
 
 
+#: What an unlimited gate returns: one shared null context (it holds no state), so a run
+#: admitted without a limit allocates nothing that lives as long as the run.
+OPEN: AbstractAsyncContextManager[None] = nullcontext()
+
+
 class RunGate:
     """Enforces ``max_active_runs`` per flow: excess runs wait in (priority, arrival) order.
 
@@ -75,7 +80,7 @@ class RunGate:
         since the last run, the new value applies from now on.
         """
         if max_active is None:
-            return nullcontext()
+            return OPEN
         if max_active < 1:
             raise ValueError(
                 f"max_active_runs of flow {flow_name!r} must be at least 1 or None, "

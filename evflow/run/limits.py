@@ -10,7 +10,7 @@ order, no CPU while waiting); per-flow active runs are :class:`~evflow.run.gates
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -116,7 +116,9 @@ class Slots:
         pool = self._pool
         if pool is not None:
             if not pool.try_acquire(self._n, self._priority):
-                await pool.acquire(self._n, self._priority, self._note(_pool_reason, pool))
+                await pool.acquire(
+                    self._n, self._priority, None if self._on_wait is None else self._note_pool
+                )
             self._pool_held = True
             if self._cluster is not None:
                 if self._holder is None:
@@ -136,20 +138,24 @@ class Slots:
         if gpool is not None:
             try:
                 if not gpool.try_acquire(1, self._priority):
-                    await gpool.acquire(1, self._priority, self._note(_global_reason, gpool))
+                    await gpool.acquire(
+                        1, self._priority, None if self._on_wait is None else self._note_global
+                    )
             except BaseException:
                 await self.aclose()
                 raise
             self._global_held = True
         self._held = True
 
-    def _note(
-        self, reason: Callable[[SlotPool], str], pool: SlotPool
-    ) -> Callable[[], object] | None:
-        """What notes this wait on ``pool``, if it lasts: ``on_wait`` with the pool's state
-        then."""
-        on_wait = self._on_wait
-        return None if on_wait is None else lambda: on_wait(reason(pool))
+    # What notes a wait, if it lasts: ``on_wait`` with the pool's state then. Bound methods,
+    # not closures: a waiting task keeps one object alive for it, not four.
+    def _note_pool(self) -> None:
+        assert self._on_wait is not None and self._pool is not None
+        self._on_wait(_pool_reason(self._pool))
+
+    def _note_global(self) -> None:
+        assert self._on_wait is not None and self._global is not None
+        self._on_wait(_global_reason(self._global))
 
     async def __aexit__(
         self,

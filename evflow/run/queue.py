@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -36,6 +36,7 @@ from ..store.base import Store
 from .drivers import Drivers
 from .ends import RunEnds
 from .executor import Liveness, RunExecution
+from .gates import OPEN
 from .limits import Limits, RunGate
 from .new_runs import (
     new_run,
@@ -360,48 +361,20 @@ class RunQueue:
         flow = self._flow(run.flow)
         try:
             with active.scope:
-                on_wait = partial(self._note_waiting, run)
                 cap = run.trigger.get("max_active")
-                group = f"{run.trigger.get('kind')}:{run.trigger.get('group')}"
-                async with (
-                    self.gate.admit(
-                        group, cap if isinstance(cap, int) else None, run.priority, on_wait
-                    ),
-                    self.gate.admit(flow.name, flow.max_active_runs, run.priority, on_wait),
-                    self._cluster_place(flow, run, on_wait),
-                ):
-                    execution = RunExecution(
-                        run=run,
-                        flow=flow,
-                        store=self.store,
-                        limits=self.limits,
-                        signals=self.signals,
-                        clock=self.clock,
-                        log_level=self.log_level,
-                        live=self.live,
-                    )
-                    active.execution = execution
-                    if active.cancel_reason is not None:
-                        execution.cancel(active.cancel_reason)
-                    with (
-                        tracing.start_span(
-                            f"evflow.run {flow.name}",
-                            parent=run.trigger,
-                            attributes={
-                                "evflow.flow": flow.name,
-                                "evflow.run_id": run.id,
-                                "evflow.trigger": str(run.trigger.get("kind", "")),
-                            },
-                            current=True,  # task attempts become its children
-                        )
-                        if tracing.enabled()
-                        else tracing.NO_SPAN  # nothing built per run when tracing is off
-                    ) as span:
-                        state = await execution.execute()
-                        if span is not None:
-                            span.set_attribute("evflow.state", str(state))
-                            if state is RunState.FAILED:
-                                tracing.failed(span, execution.run.error or "failed")
+                if isinstance(cap, int) or flow.max_active_runs is not None:
+                    on_wait = partial(self._note_waiting, run)
+                    group = f"{run.trigger.get('kind')}:{run.trigger.get('group')}"
+                    async with (
+                        self.gate.admit(
+                            group, cap if isinstance(cap, int) else None, run.priority, on_wait
+                        ),
+                        self.gate.admit(flow.name, flow.max_active_runs, run.priority, on_wait),
+                        self._cluster_place(flow, run, on_wait),
+                    ):
+                        await self._execute(active, flow)
+                else:  # no gate applies: none is entered (most runs)
+                    await self._execute(active, flow)
             if active.execution is None and active.scope.cancel_called and not self.stopping:
                 with anyio.CancelScope(shield=True):
                     await self._mark_cancelled(run, active.cancel_reason or "cancelled")
@@ -426,12 +399,47 @@ class RunQueue:
             self.freed()
             self.ends.ended(run.id)
 
+    async def _execute(self, active: _ActiveRun, flow: Flow) -> None:
+        """Execute an admitted run, in its span when tracing."""
+        run = active.record
+        execution = RunExecution(
+            run=run,
+            flow=flow,
+            store=self.store,
+            limits=self.limits,
+            signals=self.signals,
+            clock=self.clock,
+            log_level=self.log_level,
+            live=self.live,
+        )
+        active.execution = execution
+        if active.cancel_reason is not None:
+            execution.cancel(active.cancel_reason)
+        if not tracing.enabled():
+            await execution.execute()  # nothing built per run when tracing is off
+            return
+        with tracing.start_span(
+            f"evflow.run {flow.name}",
+            parent=run.trigger,
+            attributes={
+                "evflow.flow": flow.name,
+                "evflow.run_id": run.id,
+                "evflow.trigger": str(run.trigger.get("kind", "")),
+            },
+            current=True,  # task attempts become its children
+        ) as span:
+            state = await execution.execute()
+            if span is not None:
+                span.set_attribute("evflow.state", str(state))
+                if state is RunState.FAILED:
+                    tracing.failed(span, execution.run.error or "failed")
+
     def _cluster_place(
         self, flow: Flow, run: RunRecord, on_wait: Callable[[str], None]
     ) -> AbstractAsyncContextManager[object]:
         """In a cluster, a place of the flow's ``max_active_runs`` across every instance."""
         if self.slots is None or flow.max_active_runs is None:
-            return nullcontext()
+            return OPEN
         return self.slots.hold(
             f"max_active_runs:{flow.name}", flow.max_active_runs, run.id, on_wait
         )
