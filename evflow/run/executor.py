@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, Protocol
 
@@ -198,23 +198,10 @@ class RunExecution:
         against the retries) are counted across restarts.
         """
         interrupted = [i for i in self.instances.values() if i.record.state in _MID_ATTEMPT]
-        now = self.now()
-        cut_short = [
-            AttemptRecord(
-                self.run.id,
-                i.record.name,
-                i.record.attempt,
-                TaskState.INTERRUPTED,
-                i.record.started_at,
-                now,
-                "the process stopped during this attempt",
-            )
-            for i in interrupted
-            if i.record.state is TaskState.RUNNING and i.record.attempt > 0
-        ]
-        for inst in interrupted:
-            inst.update(state=TaskState.INTERRUPTED)
         if interrupted:
+            cut_short = _cut_short(self.run.id, interrupted, self.now())
+            for inst in interrupted:
+                inst.update(state=TaskState.INTERRUPTED)
             await self.save(interrupted, AuditKind.TASK_INTERRUPTED, attempts=cut_short)
         if any(i.record.state is TaskState.INTERRUPTED for i in self.instances.values()):
             for a in await self.ledger.past_attempts():
@@ -227,12 +214,7 @@ class RunExecution:
     def _ready_at_start(self) -> list[Node]:
         """The nodes to start with: the roots not yet run, and after a restart the nodes
         whose upstreams all finished before the crash."""
-        return [
-            node
-            for node in self.flow.order()
-            if node.name not in self.node_state
-            and all(u.name in self.node_state for u in node.upstream)
-        ]
+        return _ready(self.flow.order(), self.node_state)
 
     async def _finish(self) -> None:
         if self.interrupting:
@@ -252,10 +234,11 @@ class RunExecution:
                 else TaskState.CANCELLED,
                 ended_at=inst.record.ended_at or now,
             )
-        for state in (TaskState.SKIPPED, TaskState.CANCELLED):
-            group = [i for i in leftover if i.record.state is state]
-            if group:
-                await self.save(group, AuditKind.of_task(state))
+        if leftover:
+            for state in (TaskState.SKIPPED, TaskState.CANCELLED):
+                group = [i for i in leftover if i.record.state is state]
+                if group:
+                    await self.save(group, AuditKind.of_task(state))
         error: str | None
         if self.cancel_reason is not None:
             self.state = RunState.CANCELLED
@@ -263,9 +246,7 @@ class RunExecution:
         else:
             failed = [n for n, s in self.node_state.items() if s in FAILED_STATES]
             self.state = RunState.FAILED if failed else RunState.SUCCEEDED
-            # Name the tasks that failed themselves, not those their failure stopped.
-            culprits = [n for n in failed if self.node_state[n] is TaskState.FAILED] or failed
-            error = f"task(s) failed: {', '.join(sorted(culprits))}" if failed else None
+            error = _failure(failed, self.node_state) if failed else None
         self.run = _evolve_run(self.run, state=self.state, ended_at=now, error=error, waiting=None)
         ended = self._run_record()
         await self.flush_logs()
@@ -315,13 +296,7 @@ class RunExecution:
         runs in one task instead of spawning one per step.
         """
         self.node_state[node.name] = state
-        ready = [
-            down
-            for down in node.downstream
-            if down.name not in self.node_state
-            and all(u.name in self.node_state for u in down.upstream)
-        ]
-        return self._start(ready)
+        return self._start(_ready(node.downstream, self.node_state))
 
     def _start(self, ready: list[Node]) -> Node | None:
         """Start all of ``ready`` but the first in the run's task group; the first is
@@ -348,9 +323,7 @@ class RunExecution:
         verdict: TaskState | None = None
         if not node.upstream:
             pass  # a root task always runs
-        elif self.skipped_edges and any(
-            (u.name, node.name) in self.skipped_edges for u in node.upstream
-        ):
+        elif self.skipped_edges and _not_chosen(node, self.skipped_edges):
             verdict = TaskState.SKIPPED  # a branch did not choose it
         else:
             verdict = decide(node.options.trigger_rule, self._upstream_states(node))
@@ -368,12 +341,11 @@ class RunExecution:
         return await TaskAttempts(self, node, inst, args, kwargs).run()
 
     def _upstream_states(self, node: Node) -> list[TaskState]:
-        return [
-            TaskState.SKIPPED
-            if (u.name, node.name) in self.skipped_edges
-            else self.node_state[u.name]
-            for u in node.upstream
-        ]
+        skipped, done, name = self.skipped_edges, self.node_state, node.name
+        states = []
+        for u in node.upstream:
+            states.append(TaskState.SKIPPED if (u.name, name) in skipped else done[u.name])
+        return states
 
     async def _run_mapped(self, node: Node) -> TaskState:
         parent = self._instance(node.name, node.name)
@@ -461,3 +433,49 @@ async def _give_back(held: Slots) -> None:
             await held.aclose()
     else:
         held.release()
+
+
+# Helpers kept out of the methods above: in a function with a comprehension (or generator)
+# that reads one of its locals, that local is a cell, allocated at every call, whether the
+# comprehension runs or not. Out here, they cost only when they run.
+def _ready(nodes: Iterable[Node], done: Mapping[str, TaskState]) -> list[Node]:
+    """The ``nodes`` not yet run whose upstream tasks have all finished."""
+    ready = []
+    for node in nodes:
+        if node.name in done:
+            continue
+        for u in node.upstream:
+            if u.name not in done:
+                break
+        else:
+            ready.append(node)
+    return ready
+
+
+def _not_chosen(node: Node, skipped_edges: set[tuple[str, str]]) -> bool:
+    """Whether a branch upstream of ``node`` did not choose it."""
+    return any((u.name, node.name) in skipped_edges for u in node.upstream)
+
+
+def _failure(failed: list[str], states: Mapping[str, TaskState]) -> str:
+    """A failed run's error: the tasks that failed themselves, not those their failure
+    stopped."""
+    culprits = [n for n in failed if states[n] is TaskState.FAILED] or failed
+    return f"task(s) failed: {', '.join(sorted(culprits))}"
+
+
+def _cut_short(run_id: str, interrupted: list[Instance], now: float) -> list[AttemptRecord]:
+    """The attempts that were running when the process stopped, recorded as interrupted."""
+    return [
+        AttemptRecord(
+            run_id,
+            i.record.name,
+            i.record.attempt,
+            TaskState.INTERRUPTED,
+            i.record.started_at,
+            now,
+            "the process stopped during this attempt",
+        )
+        for i in interrupted
+        if i.record.state is TaskState.RUNNING and i.record.attempt > 0
+    ]

@@ -51,8 +51,10 @@ class Ledger:
 
         Returns the store's awaitable directly (no coroutine of its own: this runs on every
         transition of every task)."""
-        rid = self.run_id
-        audit = [AuditEntry(kind, f"run:{rid}/task:{t.name}", data) for t in tasks] if kind else []
+        audit = []
+        if kind is not None:  # a loop, not a comprehension: no cells made for kind and data
+            for t in tasks:
+                audit.append(AuditEntry(kind, f"run:{self.run_id}/task:{t.name}", data))
         return self.store.apply(Changes(tasks=tasks, audit=audit, attempts=attempts or []))
 
     def task_waiting(self, task: TaskRecord, reason: str) -> None:
