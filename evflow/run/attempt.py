@@ -171,9 +171,15 @@ class TaskAttempts:
         ex = self.ex
         try:
             async with slots:
-                await self._until_current()
+                # In a cluster, go on only while the others surely count this instance alive:
+                # one that stalled past its TTL may have been taken over, its places given to
+                # others. (Checked inline: this runs for every task.)
+                live = ex.live
+                if live is not None and not live.current():
+                    await live.until_current()
                 await self._start()
-                await self._until_current()  # the write may have waited past the TTL
+                if live is not None and not live.current():
+                    await live.until_current()  # the write may have waited past the TTL
                 if span is not None:
                     span.set_attribute("evflow.attempt", self.inst.record.attempt)
                 outcome = await self._call()
@@ -193,13 +199,6 @@ class TaskAttempts:
                 span.set_attribute("evflow.state", str(TaskState.FAILED))
                 tracing.failed(span, outcome.error)
         return outcome
-
-    async def _until_current(self) -> None:
-        """In a cluster, return only while the others surely count this instance alive: one
-        that stalled past its TTL may have been taken over, its places given to others."""
-        live = self.ex.live
-        if live is not None and not live.current():
-            await live.until_current()
 
     async def _start(self) -> None:
         inst = self.inst
@@ -223,11 +222,16 @@ class TaskAttempts:
         )
         token = set_current(ctx)
         try:
-            if opts.timeout_s is None:
-                value = await _invoke(self.node.task, self.args, self.kwargs, ex)
-            else:
+            t = self.node.task
+            if opts.timeout_s is not None:
                 with anyio.fail_after(opts.timeout_s):
-                    value = await _invoke(self.node.task, self.args, self.kwargs, ex)
+                    value = await _invoke(t, self.args, self.kwargs, ex)
+            elif t.is_async:  # most tasks: called here, with no coroutine of _invoke's
+                value = await t.fn(*self.args, **self.kwargs)
+                if type(value) not in _PLAIN and inspect.isawaitable(value):
+                    value = await value
+            else:
+                value = await _invoke(t, self.args, self.kwargs, ex)
         except TimeoutError:
             return TimedOut(
                 f"TimeoutError: task {inst.record.name!r} timed out after {opts.timeout_s:g}s"

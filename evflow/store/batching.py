@@ -179,6 +179,7 @@ class WriteQueue:
             finally:
                 self._committing = False
             done.set()
+            del batch  # not kept alive (and scanned by the GC) until the next batch
 
     async def close(self) -> None:
         """Commit what is queued, then let the loop end. Shielded, so a cancelled owner still
