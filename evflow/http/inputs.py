@@ -4,6 +4,7 @@ as whole numbers, times and flags, each bad value a 400 or 422 :class:`ApiError`
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -88,9 +89,13 @@ def int_arg(request: Request, name: str, default: int, *, lo: int = 0, hi: int =
 
 
 def present(request: Request, name: str) -> str | None:
-    """Query parameter ``name``, None when absent; given but empty is a 400 (``limit=``)."""
-    raw = request.query_params.get(name)
-    if raw is not None and raw.strip() == "":
+    """Query parameter ``name``, None when absent; given but empty (``limit=``) or given more
+    than once (``limit=1&limit=2``: which one was meant?) is a 400."""
+    given = request.query_params.getlist(name)
+    if len(given) > 1:
+        raise ApiError(400, f"query parameter {name} is given {len(given)} times; give it once")
+    raw = given[0] if given else None
+    if raw is not None and raw.strip(_BLANKS) == "":
         raise ApiError(400, f"query parameter {name} is empty; give a value or leave it out")
     return raw
 
@@ -121,18 +126,24 @@ def optional_str(body: Mapping[str, Any], key: str, *, status: int = 422) -> str
     return value
 
 
+#: A whole number as a query string writes it: ASCII digits, an optional sign.
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+#: Blanks around a query value that are ignored: spaces and tabs, not every Unicode separator.
+_BLANKS = " \t"
+
+
 def bounded_int(raw: str | None, what: str, default: int, lo: int, hi: int) -> int:
     """``raw`` as a whole number in ``[lo, hi]`` (``default`` when absent or empty), else a 400
     naming ``what``."""
-    if raw is None or raw.strip() == "":
+    if raw is None or raw.strip(_BLANKS) == "":
         return default
-    text = raw.strip()
+    text = raw.strip(_BLANKS)
     if len(text) > 20:  # longer than any number in range: refuse before converting
         raise ApiError(400, f"{what}={text[:24]!r}… must be a whole number between {lo} and {hi}")
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, f"{what}={raw!r} is not a whole number") from None
+    if _WHOLE.fullmatch(text) is None:  # int() would also take "1_000", full-width digits, "3\x1e"
+        raise ApiError(400, f"{what}={raw!r} is not a whole number")
+    value = int(text)
     if not lo <= value <= hi:
         raise ApiError(400, f"{what}={value} must be between {lo} and {hi}")
     return value

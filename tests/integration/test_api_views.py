@@ -114,6 +114,10 @@ async def test_search_finds_runs_by_id_flow_and_params(tmp_path: Path) -> None:
         ("/api/flows/hello/grid?runs=many", "runs"),
         ("/api/flows/hello/triggers?fires=51", "fires"),
         ("/api/runs/search?limit=501", "limit"),
+        ("/api/runs/search?limit=3%1E", "limit"),  # int() would strip the separator
+        ("/api/runs/search?limit=1_0", "limit"),
+        ("/api/runs/search?limit=%EF%BC%93", "limit"),  # a full-width digit
+        ("/api/runs/search?limit=1&limit=2", "given 2 times"),
         ("/api/runs/search?offset=-1", "offset"),
         ("/api/runs/search?state=sleeping", "state"),
         ("/api/runs/search?since=yesterday", "since"),
