@@ -253,7 +253,8 @@ async def test_a_failed_tasks_traceback_shows_the_users_frames_first(tmp_path: P
         await expect(frames.first).to_contain_text('raise ValueError("the warehouse refused')
         full = panel.get_by_test_id("task-traceback")
         await expect(full).to_have_attribute("data-folded", "true")
-        await expect(full).to_contain_text("engine frames folded")
+        # The attempt calls the task in its own frame: one engine frame (or more) is folded.
+        await expect(full).to_contain_text(re.compile(r"engine frames? folded"))
         assert "anyio" not in (await full.text_content() or "")
         await panel.get_by_text("Full traceback").click()
         await panel.get_by_test_id("traceback-toggle").click()
