@@ -136,9 +136,9 @@ _BLANKS = " \t"
 def bounded_int(raw: str | None, what: str, default: int, lo: int, hi: int) -> int:
     """``raw`` as a whole number in ``[lo, hi]`` (``default`` when absent or empty), else a 400
     naming ``what``."""
-    if raw is None or raw.strip(_BLANKS) == "":
+    text = "" if raw is None else raw.strip(_BLANKS)
+    if not text:
         return default
-    text = raw.strip(_BLANKS)
     if len(text) > 20:  # longer than any number in range: refuse before converting
         raise ApiError(400, f"{what}={text[:24]!r}… must be a whole number between {lo} and {hi}")
     if _WHOLE.fullmatch(text) is None:  # int() would also take "1_000", full-width digits, "3\x1e"

@@ -361,14 +361,13 @@ class RunQueue:
         flow = self._flow(run.flow)
         try:
             with active.scope:
-                cap = run.trigger.get("max_active")
-                if isinstance(cap, int) or flow.max_active_runs is not None:
+                cap = run.trigger.get("max_active")  # a backfill's
+                group_cap = cap if isinstance(cap, int) else None
+                if group_cap is not None or flow.max_active_runs is not None:
                     on_wait = partial(self._note_waiting, run)
                     group = f"{run.trigger.get('kind')}:{run.trigger.get('group')}"
                     async with (
-                        self.gate.admit(
-                            group, cap if isinstance(cap, int) else None, run.priority, on_wait
-                        ),
+                        self.gate.admit(group, group_cap, run.priority, on_wait),
                         self.gate.admit(flow.name, flow.max_active_runs, run.priority, on_wait),
                         self._cluster_place(flow, run, on_wait),
                     ):

@@ -34,11 +34,11 @@ class Backend:
 async def test_flush_waits_for_the_batch_being_committed() -> None:
     backend = Backend()
     queue = WriteQueue("test", backend.commit)
-    flushed: list[bool] = []
+    flushed = anyio.Event()
 
     async def flush() -> None:
         await queue.flush()
-        flushed.append(True)
+        flushed.set()
 
     async with anyio.create_task_group() as tg:
         await tg.start(queue.run)
@@ -47,15 +47,14 @@ async def test_flush_waits_for_the_batch_being_committed() -> None:
         await backend.taken.wait()  # the writer took it and is committing it
         tg.start_soon(flush)
         await wait_all_tasks_blocked()
-        assert flushed == []  # the write is not committed yet: flush must not return
+        assert not flushed.is_set()  # the write is not committed yet: flush must not return
         backend.release.set()
-        while not flushed:
-            await wait_all_tasks_blocked()
+        await flushed.wait()
         assert any(write in batch for batch in backend.batches)
         await queue.close()
 
 
-async def test_flush_raises_when_the_batch_in_flight_failed() -> None:
+async def test_flush_after_a_batch_in_flight_raises_when_the_commits_fail() -> None:
     backend = Backend()
     backend.fail = OSError("disk full")
     queue = WriteQueue("test", backend.commit)
