@@ -10,7 +10,8 @@ What the floor keeps from evflow, so the ratio measures the engine and not the d
   transaction per batch, applying each table's rows with one ``executemany`` in a fixed order
   (events, runs, tasks); a caller that needs durability (run creation, event intake, run end)
   waits for its batch's commit, the others do not;
-* an :class:`asyncio.Semaphore` for the global limit / pool.
+* an :class:`asyncio.Semaphore` for the global limit / pool;
+* the same ids: time-ordered (UUID version 7), as evflow makes them.
 
 What it leaves out is exactly what evflow adds on top: the audit chain, attempt rows, rules,
 DAG bookkeeping, observers, cancellation scopes, retries, and so on.
@@ -19,8 +20,8 @@ DAG bookkeeping, observers, cancellation scopes, retries, and so on.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -77,6 +78,15 @@ _SQL_TASK = (
 )
 
 Row = tuple[Any, ...]
+
+
+def new_id() -> str:
+    """The ids evflow makes (time-ordered UUIDs, version 7), so that both sides insert the same
+    keys into their indexes: at the right-hand edge, not at random places."""
+    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 class FloorStore:
@@ -179,7 +189,7 @@ class FloorStore:
     # -- rows --------------------------------------------------------------------------------
     @staticmethod
     def event_row(type_: str, source: str, data: Any, dedup_key: str | None = None) -> Row:
-        eid = uuid.uuid4().hex
+        eid = new_id()
         return (eid, dedup_key or f"{source}/{eid}", type_, source, orjson.dumps(data), time.time())
 
 
@@ -190,7 +200,7 @@ class FloorRun:
 
     def __init__(self, store: FloorStore, flow: str, params: Any) -> None:
         self.store = store
-        self.id = uuid.uuid4().hex
+        self.id = new_id()
         self.flow = flow
         self.params = orjson.dumps(params)
         self.created_at = time.time()

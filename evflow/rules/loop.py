@@ -208,7 +208,7 @@ class RuleLoop:
         record: Decisions,
         to_start: list[RunRecord],
     ) -> None:
-        run_id = run_id_for(d.key)
+        run_id = run_id_for(d.key, since=min(d.event_ids))  # the earliest event's time
         # A fast answer for the common replay; the insert below is what makes it safe.
         if self.runs.is_active(run_id) or record.creates(run_id) or await _known(store, run_id):
             record.duplicate(d.event_ids, d.rule, run_id)

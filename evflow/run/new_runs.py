@@ -25,9 +25,14 @@ __all__ = [
 ]
 
 
-def run_id_for(key: str) -> str:
-    """A deterministic run id for an idempotency key: a replay finds the same run."""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+def run_id_for(key: str, since: str | None = None) -> str:
+    """A deterministic run id for an idempotency key: a replay finds the same run.
+
+    ``since`` is an id made by :func:`~evflow.events.new_id` (the uid of the event that
+    started the run, say): the run id then begins with its time, as a run id made fresh does,
+    so runs started by events are stored in time order too."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return digest[:32] if since is None else since[:12] + digest[12:32]
 
 
 def new_run(
