@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -27,12 +27,12 @@ from ..clock import Clock
 from ..errors import EvflowError
 from ..flows.callbacks import run_callbacks
 from ..flows.dag import Flow
-from ..latch import Latch
 from ..records import RunRecord
 from ..signals import RunStateChanged, Signals
 from ..states import RunState, TaskState
 from ..store import writes
 from ..store.base import Store
+from .active import ActiveRun
 from .drivers import Drivers
 from .ends import RunEnds
 from .executor import Liveness, RunExecution
@@ -56,15 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["RunQueue", "new_run", "pending_tasks", "queued_changes", "run_id_for"]
 
 log = logging.getLogger("evflow.engine")
-
-
-@dataclass(slots=True)
-class _ActiveRun:
-    record: RunRecord
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    execution: RunExecution | None = None
-    done: Latch = field(default_factory=Latch)
-    cancel_reason: str | None = None
 
 
 class RunQueue:
@@ -93,7 +84,7 @@ class RunQueue:
         self.stopping = False
         self._store: Store | None = None
         self._tg: TaskGroup | None = None
-        self._active: dict[str, _ActiveRun] = {}
+        self._active: dict[str, ActiveRun] = {}
         self.drivers = Drivers(self.stop_all)  # the runs' tasks; the engine starts its owner
         # In cluster mode, the runs created here past this instance's capacity.
         self._overflow: Overflow | None = None
@@ -218,12 +209,12 @@ class RunQueue:
                 self.stop(active, reason)
 
     @staticmethod
-    def stop(active: _ActiveRun, reason: str) -> None:
+    def stop(active: ActiveRun, reason: str) -> None:
         active.cancel_reason = reason
         if active.execution is not None:
             active.execution.cancel(reason)
         else:
-            active.scope.cancel()
+            active.let_go()
 
     async def retry(
         self,
@@ -352,29 +343,32 @@ class RunQueue:
     # -- driving -----------------------------------------------------------------------------
     def start(self, run: RunRecord) -> None:
         """Hold ``run`` and drive it (see :mod:`evflow.run.drivers`)."""
-        active = _ActiveRun(record=run)
+        active = ActiveRun(record=run)
         if self.drivers.spawn(self._drive(active)):
             self._active[run.id] = active
 
-    async def _drive(self, active: _ActiveRun) -> None:
+    async def _drive(self, active: ActiveRun) -> None:
         run = active.record
         flow = self._flow(run.flow)
         try:
-            with active.scope:
-                cap = run.trigger.get("max_active")  # a backfill's
-                group_cap = cap if isinstance(cap, int) else None
-                if group_cap is not None or flow.max_active_runs is not None:
-                    on_wait = partial(self._note_waiting, run)
-                    group = f"{run.trigger.get('kind')}:{run.trigger.get('group')}"
+            cap = run.trigger.get("max_active")  # a backfill's
+            group_cap = cap if isinstance(cap, int) else None
+            if group_cap is not None or flow.max_active_runs is not None:
+                on_wait = partial(self._note_waiting, run)
+                group = f"{run.trigger.get('kind')}:{run.trigger.get('group')}"
+                active.scope = scope = anyio.CancelScope()
+                if active.stopped:
+                    scope.cancel()  # stopped before its driver started
+                with scope:
                     async with (
                         self.gate.admit(group, group_cap, run.priority, on_wait),
                         self.gate.admit(flow.name, flow.max_active_runs, run.priority, on_wait),
                         self._cluster_place(flow, run, on_wait),
                     ):
                         await self._execute(active, flow)
-                else:  # no gate applies: none is entered (most runs)
-                    await self._execute(active, flow)
-            if active.execution is None and active.scope.cancel_called and not self.stopping:
+            else:  # no gate applies: none is entered, and no scope is needed (most runs)
+                await self._execute(active, flow)
+            if active.execution is None and active.stopped and not self.stopping:
                 with anyio.CancelScope(shield=True):
                     await self._mark_cancelled(run, active.cancel_reason or "cancelled")
             elif active.execution is not None:
@@ -398,8 +392,11 @@ class RunQueue:
             self.freed()
             self.ends.ended(run.id)
 
-    async def _execute(self, active: _ActiveRun, flow: Flow) -> None:
-        """Execute an admitted run, in its span when tracing."""
+    async def _execute(self, active: ActiveRun, flow: Flow) -> None:
+        """Execute an admitted run, in its span when tracing; a run stopped before it got here
+        is not executed (at shutdown it stays queued, else it is recorded cancelled)."""
+        if active.stopped:
+            return
         run = active.record
         execution = RunExecution(
             run=run,
@@ -472,7 +469,7 @@ class RunQueue:
             if a.execution is not None:
                 a.execution.interrupt()
             else:
-                a.scope.cancel()
+                a.let_go()
 
     async def drain(self, grace_period_s: float) -> None:
         """Let executing runs finish for ``grace_period_s``, then interrupt what is left (its

@@ -15,7 +15,7 @@ import pytest
 from evflow import Engine, Flow, RunResult, RunState, TaskState, flow, task, unmapped
 from evflow.errors import EvflowError, ParamError, UnknownPoolError
 from evflow.records import RunRecord, TaskRecord
-from tests.engines import started
+from tests.engines import new_engine, started
 from tests.observers import LIMIT_S, until
 from tests.postgres import store_for
 
@@ -363,6 +363,54 @@ async def test_cancel_a_queued_run(tmp_path: Path) -> None:
         assert cancelled.state is RunState.CANCELLED
         assert states(cancelled) == {"hold": TaskState.SKIPPED}
         assert (await audit_kinds(engine, f"run:{second}"))[-1] == "run.cancelled"
+
+
+# A run's driver is a task of its own: ``submit`` returns once the run is committed and its
+# driver spawned, before the driver's first step. What stops the run in that instant (a rule
+# that replaces it, the engine stopping) must keep it from executing at all.
+def _noted(ran: list[str]) -> Flow:
+    @task
+    async def note() -> None:
+        ran.append("note")
+
+    @flow
+    def noted() -> None:
+        note()
+
+    return noted
+
+
+async def test_a_run_cancelled_before_its_driver_starts_never_executes(tmp_path: Path) -> None:
+    ran: list[str] = []
+    noted = _noted(ran)
+    async with started(tmp_path) as engine:
+        run_id = await engine.submit(noted)
+        engine._runs.replace([run_id], "replaced before it started")  # no await in between
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.wait(run_id)
+        assert ran == []
+        assert result.state is RunState.CANCELLED and result.error == "replaced before it started"
+        assert states(result) == {"note": TaskState.SKIPPED}
+        assert await audit_kinds(engine, f"run:{run_id}") == ["run.queued", "run.cancelled"]
+
+
+async def test_a_run_not_started_when_the_engine_stops_stays_queued_for_the_next_start(
+    tmp_path: Path,
+) -> None:
+    ran: list[str] = []
+    noted = _noted(ran)
+    async with started(tmp_path) as engine:
+        run_id = await engine.submit(noted)
+        engine._runs.stop_all()  # what stopping the engine does, before the driver's first step
+        await anyio.sleep(0.05)  # its driver runs now, and ends at once
+        assert (await engine.store.get_run(run_id)).state is RunState.QUEUED
+    assert ran == []
+    engine = new_engine(tmp_path, noted)
+    async with engine:  # resumes the runs left unfinished
+        with anyio.fail_after(LIMIT_S):
+            result = await engine.wait(run_id)
+        assert result.ok, result.error
+        assert ran == ["note"]
 
 
 async def _waiting(engine: Engine, run_id: str) -> RunRecord | None:
