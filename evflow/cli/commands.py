@@ -37,6 +37,7 @@ from .display import (
     jsonable_run,
     params_from_pairs,
     render_run,
+    short_id,
     table,
 )
 from .local_client import LocalClient, retry_what
@@ -84,7 +85,7 @@ def _report(record: RunRecord, client: LocalClient, out: TextIO) -> None:
         if t.traceback and str(t.state) == "failed":
             out.write(f"\n── {t.name}: {t.error}\n{t.traceback.rstrip()}\n")
             break
-    out.write(f"details: evflow show {record.id[:12]} --store {client.path}\n")
+    out.write(f"details: evflow show {short_id(record.id)} --store {client.path}\n")
 
 
 # -- runs -----------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ async def cmd_runs(client: Client, args: argparse.Namespace) -> int:
     table(
         [
             [
-                r.id[:12],
+                short_id(r.id),
                 r.flow,
                 str(r.state),
                 fmt_time(r.created_at),
@@ -240,7 +241,7 @@ async def cmd_events(client: Client, args: argparse.Namespace) -> int:
     table(
         [
             [
-                d.event.id[:12],
+                short_id(d.event.id),
                 d.event.type,
                 d.event.source,
                 d.event.subject or "",

@@ -25,6 +25,7 @@ __all__ = [
     "jsonable_run",
     "jsonable_task",
     "render_run",
+    "short_id",
     "table",
 ]
 
@@ -48,6 +49,12 @@ def color(text: str, state: str, stream: TextIO) -> str:
     if code is None or not stream.isatty():
         return text
     return f"\x1b[{code}m{text}\x1b[0m"
+
+
+def short_id(value: str) -> str:
+    """An id as a table shows it: its last 12 characters. Ids begin with the time they were
+    made, so their ends tell them apart; ``evflow show`` takes such an end back."""
+    return value if len(value) <= 12 else value[-12:]
 
 
 def fmt_time(t: float | None) -> str:

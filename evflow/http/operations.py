@@ -39,7 +39,7 @@ def _states(name: str, states: type[RunState] | type[TaskState], what: str) -> P
 RUN_ID = Param(
     "id",
     {"type": "string"},
-    "a run id (or a unique prefix of at least 4 characters)",
+    "a run id, or a unique beginning or end of one (4 characters at least)",
     "path",
 )
 FLOW_NAME = Param("name", {"type": "string"}, "flow name", "path")

@@ -35,6 +35,7 @@ from .queries import (
     audit_record,
     event_filter,
     like_prefix,
+    like_short_id,
     one_event,
     one_run,
     run_filter,
@@ -97,8 +98,9 @@ class PostgresReads:
         if not rows:
             rows = (
                 await self._read(
-                    f"SELECT {sql.RUN_COLS} FROM runs WHERE id LIKE %s ESCAPE '\\' LIMIT 6",
-                    (like_prefix(run_id),),
+                    f"SELECT {sql.RUN_COLS} FROM runs "
+                    f"WHERE id LIKE %s ESCAPE '\\' OR id LIKE %s ESCAPE '\\' LIMIT 6",
+                    like_short_id(run_id),
                 )
                 if len(run_id) >= 4
                 else []

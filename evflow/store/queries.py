@@ -17,6 +17,7 @@ __all__ = [
     "audit_record",
     "event_filter",
     "like_prefix",
+    "like_short_id",
     "one_event",
     "one_run",
     "run_filter",
@@ -28,6 +29,14 @@ __all__ = [
 def like_prefix(text: str) -> str:
     """A LIKE pattern matching ``text`` literally as a prefix (``%`` and ``_`` escaped)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def like_short_id(text: str) -> tuple[str, str]:
+    """LIKE patterns matching ``text`` as the beginning or the end of an id. A short id is
+    usually an end: ids begin with the time they were made, so the runs of one minute share
+    their first eight characters, and the UI and CLI show their last ones."""
+    prefix = like_prefix(text)
+    return prefix, "%" + prefix[:-1]
 
 
 def total_from_page(n: int, limit: int, offset: int) -> int | None:
@@ -101,13 +110,14 @@ def event_filter(source: str | None, status: str | None, *, mark: str) -> tuple[
 
 
 def one_run(run_id: str, rows: Sequence[Sequence[Any]], where: str) -> Sequence[Any]:
-    """The one run row that an id prefix matched (``rows``: up to six matches); a clear error
+    """The one run row that a short id matched (``rows``: up to six matches); a clear error
     when it matched several, or none."""
     if len(rows) > 1:
         more = ", …" if len(rows) > 5 else ""
         raise RunNotFound(
-            f"run id prefix {run_id!r} is ambiguous: it matches runs "
-            f"{', '.join(str(r[0]) for r in rows[:5])}{more}; give more characters"
+            f"run id {run_id!r} is ambiguous: the ids of runs "
+            f"{', '.join(str(r[0]) for r in rows[:5])}{more} begin or end with it; "
+            "give more characters"
         )
     if not rows:
         raise RunNotFound(f"no run {run_id!r} in store {where}")

@@ -27,6 +27,7 @@ from .queries import (
     audit_record,
     event_filter,
     like_prefix,
+    like_short_id,
     one_event,
     one_run,
     run_filter,
@@ -65,8 +66,9 @@ class SqliteReads:
         if not rows:
             rows = (
                 await self._read(
-                    f"SELECT {sql.RUN_COLS} FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 6",
-                    (like_prefix(run_id),),
+                    f"SELECT {sql.RUN_COLS} FROM runs "
+                    f"WHERE id LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\' LIMIT 6",
+                    like_short_id(run_id),
                 )
                 if len(run_id) >= 4
                 else []

@@ -124,6 +124,23 @@ async def test_run_transitions_tasks_attempts_and_reads(store_factory: Factory) 
             await store.get_run("nope")
 
 
+async def test_a_run_is_found_by_the_beginning_or_end_of_its_id(store_factory: Factory) -> None:
+    async with store_factory() as store:
+        ids = ["abcd1111", "abcd2222", "ffff2222"]
+        await store.apply(Changes(runs=[run(i) for i in ids]), wait=True)
+        assert (await store.get_run("abcd1")).id == "abcd1111"
+        assert (await store.get_run("d1111")).id == "abcd1111"  # an end, as the UI shows it
+        assert (await store.get_run("f2222")).id == "ffff2222"
+        with pytest.raises(RunNotFound, match="ambiguous") as caught:
+            await store.get_run("abcd")
+        assert "abcd1111" in str(caught.value) and "abcd2222" in str(caught.value)
+        with pytest.raises(RunNotFound, match="begin or end with it") as caught:
+            await store.get_run("2222")
+        assert "abcd2222" in str(caught.value) and "ffff2222" in str(caught.value)
+        with pytest.raises(RunNotFound, match="no run 'd_11'"):
+            await store.get_run("d_11")  # LIKE's wildcards are taken literally
+
+
 async def test_logs_page_in_order(store_factory: Factory) -> None:
     async with store_factory() as store:
         lines = [LogRecord("r1", "a", 1, 1000.0 + i, "INFO", f"line {i}") for i in range(25)]

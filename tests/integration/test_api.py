@@ -293,7 +293,7 @@ async def test_trigger_a_run_that_succeeds_and_read_it_back(tmp_path: Path) -> N
         assert kinds[0] == "run.queued" and "run.succeeded" in kinds
         assert run["audit"][0]["actor"] == LOCAL_ACTOR
         # a unique prefix finds the run too (the CLI shows short ids)
-        assert (await client.get(f"/api/runs/{run_id[:12]}")).json()["id"] == run_id
+        assert (await client.get(f"/api/runs/{run_id[-12:]}")).json()["id"] == run_id
 
         RELEASE["never"] = anyio.Event()
         other = await trigger(client, "held", key="never")

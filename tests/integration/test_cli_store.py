@@ -73,7 +73,7 @@ async def test_retry_a_failed_run_from_a_store(tmp_path: Path) -> None:
     run_id = re.search(r"^run ([0-9a-f]{32})", out, re.M).group(1)  # type: ignore[union-attr]
 
     (root / "flag").touch()
-    status, out, err = await evflow("retry", run_id[:10], "--store", str(store), cwd=root)
+    status, out, err = await evflow("retry", run_id[-10:], "--store", str(store), cwd=root)
     assert status == 0, out + err
     assert "succeeded" in out
     status, out, err = await evflow("show", run_id, "--store", str(store), "--json", cwd=root)

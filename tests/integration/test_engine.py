@@ -142,7 +142,7 @@ async def test_waiting_on_short_runs_never_hangs(tmp_path: Path) -> None:
             ids = [await engine.submit(short, i=i) for i in range(50)]
             results = [await engine.wait(r) for r in ids]
             assert [r.result("quick") for r in results] == list(range(50))
-            again = await engine.wait(ids[0][:8])  # finished long ago; by id prefix
+            again = await engine.wait(ids[0][-8:])  # finished long ago; by its id's end
             assert again.run_id == ids[0] and again.ok
 
 

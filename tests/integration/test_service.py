@@ -321,7 +321,7 @@ async def test_run_a_flow_from_the_example_and_show_it(tmp_path: Path) -> None:
     run_id = match.group(1)
     assert "succeeded" in out
 
-    status, out, err = await evflow("show", run_id[:12], "--store", str(store), cwd=project)
+    status, out, err = await evflow("show", run_id[-12:], "--store", str(store), cwd=project)
     assert status == 0, out + err
     assert run_id in out
     assert re.search(r"^state +succeeded$", out, re.MULTILINE), out

@@ -14,7 +14,7 @@ import pytest
 
 from evflow import Engine, RunState, TaskState, flow, get_logger, task
 from evflow.audit import verify
-from evflow.errors import RunNotFound, SchemaVersionError, StoreError, StoreInUse
+from evflow.errors import SchemaVersionError, StoreError, StoreInUse
 from evflow.records import RunRecord, TaskRecord
 from evflow.store import connect
 from evflow.store.base import Changes, chain_hash
@@ -297,25 +297,6 @@ async def test_a_run_created_twice_under_one_id_is_inserted_once_and_never_reset
         assert stored.params == {"n": winner}
         assert [t.name for t in stored.tasks] == ["t"]
         assert await two.count_runs() == 1
-
-
-async def test_an_ambiguous_run_id_prefix_names_the_candidates(tmp_path: Path) -> None:
-    def run(run_id: str) -> RunRecord:
-        return RunRecord(
-            id=run_id,
-            flow="hello",
-            flow_version="v",
-            params={},
-            state=RunState.QUEUED,
-            created_at=1.0,
-        )
-
-    async with SqliteStore(tmp_path / "evflow.db") as store:
-        await store.apply(Changes(runs=[run("abcd1111"), run("abcd2222")]), wait=True)
-        assert (await store.get_run("abcd1")).id == "abcd1111"
-        with pytest.raises(RunNotFound, match="ambiguous") as caught:
-            await store.get_run("abcd")
-        assert "abcd1111" in str(caught.value) and "abcd2222" in str(caught.value)
 
 
 async def test_a_second_engine_on_a_store_is_refused_naming_the_first(tmp_path: Path) -> None:

@@ -115,8 +115,10 @@ export function badge(state, testid) {
     h("span", { class: "dot", "aria-hidden": "true" }), label(state));
 }
 
+// Ids begin with the time they were made (runs of one minute share their first characters):
+// the end tells them apart, and a short id given back by its end finds the run.
 export function shortId(id) {
-  return String(id).length > 12 ? `${String(id).slice(0, 8)}…` : String(id);
+  return String(id).length > 12 ? `…${String(id).slice(-8)}` : String(id);
 }
 
 export function json(value, indent = 2) {
