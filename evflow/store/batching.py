@@ -32,6 +32,8 @@ __all__ = [
     "first_copies",
     "gather",
     "last_by_key",
+    "last_runs",
+    "last_tasks",
     "settle_events",
 ]
 
@@ -248,6 +250,18 @@ def gather(batch: Sequence[Op]) -> Gathered:
         if ch.audit:
             g.audit.extend(ch.audit)
     return g
+
+
+def last_runs(runs: Iterable[RunRecord]) -> list[RunRecord]:
+    """Each run's last record in a batch, in first-seen order (see :func:`last_by_key`): the
+    records folded before their rows are built."""
+    return list({r.id: r for r in runs}.values())
+
+
+def last_tasks(tasks: Iterable[TaskRecord]) -> list[TaskRecord]:
+    """Each task's last record in a batch, in first-seen order (a task's ``running`` and its
+    end often share a batch)."""
+    return list({(t.run_id, t.name): t for t in tasks}.values())
 
 
 def last_by_key(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:

@@ -14,7 +14,7 @@ from ..errors import OwnershipLost
 from ..events import parse_time
 from . import postgres_sql as sql
 from .base import AuditEntry, Rows
-from .batching import Op, first_copies, gather, last_by_key, settle_events
+from .batching import Op, first_copies, gather, last_by_key, last_runs, last_tasks, settle_events
 from .chains import SYSTEM_CHAIN, WriterChain, append
 from .postgres_arrays import TEXT, arrays
 from .postgres_instances import FENCE, NOTIFY_EVENTS, NOTIFY_RUN_ENDS, RUN_ENDS_PAYLOAD
@@ -46,8 +46,8 @@ class PostgresBatch:
         dead = [sql.dead_row(dl_id, d) for dl_id, d in g.dead]
         new_runs = [(ch, sql.run_row(r)) for ch, r in g.new_runs]
         new_tasks = [sql.task_row(t) for t in g.new_tasks]
-        runs = [sql.run_row(r) for r in g.runs]
-        tasks = [sql.task_row(t) for t in g.tasks]
+        runs = [sql.run_row(r) for r in last_runs(g.runs)]
+        tasks = [sql.task_row(t) for t in last_tasks(g.tasks)]
         attempts = [sql.attempt_row(a) for a in g.attempts]
         logs = [sql.log_row(lg) for lg in g.logs]
         processed = g.processed
@@ -82,11 +82,11 @@ class PostgresBatch:
                 [*arrays(run_rows, sql.RUN_SELECT), *arrays(new_tasks, sql.TASK_INTO)],
             )
         if runs:
-            await _unnest(conn, sql.RUNS, last_by_key(runs, 1))
+            await _unnest(conn, sql.RUNS, runs)
             if self.instance_id is not None:
                 await _notify_ends(conn, [r.id for r in g.runs if r.state.finished])
         if tasks:
-            await _unnest(conn, sql.TASKS, last_by_key(tasks, 2))
+            await _unnest(conn, sql.TASKS, tasks)
         if attempts:
             await _unnest(conn, sql.ATTEMPTS, last_by_key(attempts, 3))
         if logs:

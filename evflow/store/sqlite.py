@@ -31,7 +31,7 @@ from ..events import Event
 from ..records import LeaseRecord
 from . import sqlite_sql as sql
 from .base import AuditEntry, Changes, DeadLetter, PruneStep, Rows
-from .batching import Op, WriteQueue, first_copies, gather, last_by_key, settle_events
+from .batching import Op, WriteQueue, first_copies, gather, last_runs, last_tasks, settle_events
 from .chains import SYSTEM_CHAIN, WriterChain, append
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sqlite_reads import SqliteReads
@@ -215,8 +215,8 @@ class SqliteStore(SqliteReads):
         dead = [sql.dead_row(dl_id, d) for dl_id, d in g.dead]
         new_runs = [(ch, sql.run_row(r)) for ch, r in g.new_runs]
         new_tasks = [sql.task_row(t) for t in g.new_tasks]
-        runs = last_by_key([sql.run_row(r) for r in g.runs], 1)
-        tasks = last_by_key([sql.task_row(t) for t in g.tasks], 2)
+        runs = [sql.run_row(r) for r in last_runs(g.runs)]
+        tasks = [sql.task_row(t) for t in last_tasks(g.tasks)]
         attempts = [sql.attempt_row(a) for a in g.attempts]
         logs = [sql.log_row(lg) for lg in g.logs]
         processed = [(e,) for e in g.processed]
