@@ -16,7 +16,7 @@ import contextvars
 import inspect
 import random
 import traceback
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from .executor import RunExecution
+    from .limits import Slots
 
 __all__ = ["MAX_INTERRUPTIONS", "Instance", "TaskAttempts"]
 
@@ -114,37 +115,19 @@ class TaskAttempts:
         self.args = args
         self.kwargs = kwargs
 
-    async def run(self, held: AbstractAsyncContextManager[None] | None = None) -> TaskState:
+    async def run(self, held: Slots | None = None) -> TaskState:
         """Attempt until done; ``held`` are slots already taken for the first attempt."""
-        ex, inst, opts = self.ex, self.inst, self.opts
+        ex, inst = self.ex, self.inst
         if inst.record.state is TaskState.INTERRUPTED and inst.interruptions > MAX_INTERRUPTIONS:
             return await self._on_too_many_interruptions()
         while True:
-            with (
-                tracing.start_span(
-                    f"evflow.task {inst.record.name}",
-                    attributes={
-                        "evflow.flow": ex.flow.name,
-                        "evflow.task": inst.record.name,
-                        "evflow.run_id": ex.run.id,
-                    },
-                    current=True,  # the task's own instrumentation nests under its attempt
+            if tracing.enabled():
+                outcome = await self._traced_attempt(held)
+            else:  # nothing built per attempt when tracing is off
+                outcome = await self._attempt(
+                    held if held is not None else self._slots(self._blocked), None
                 )
-                if tracing.enabled()
-                else tracing.NO_SPAN  # nothing built per attempt when tracing is off
-            ) as span:
-                on_wait = self._blocked if span is None else partial(_waiting, span, ex, inst)
-                if held is not None:  # the first attempt's slots were taken ahead
-                    slots, held = held, None
-                else:
-                    slots = ex.limits.slots(
-                        opts.pool,
-                        opts.slots,
-                        opts.priority,
-                        on_wait,
-                        f"{ex.run.id}/{inst.record.name}" if opts.pool is not None else None,
-                    )
-                outcome = await self._attempt(slots, span)
+            held = None  # the first attempt's slots were taken ahead; later ones take their own
             if ex.log_buffer:
                 await ex.flush_logs()
             ended = ex.now()
@@ -160,17 +143,44 @@ class TaskAttempts:
                 return inst.record.state
             await ex.clock.sleep_until(ex.clock.now() + timedelta(seconds=delay))
 
+    async def _traced_attempt(self, held: Slots | None) -> Outcome:
+        """One attempt in its span."""
+        ex, inst = self.ex, self.inst
+        with tracing.start_span(
+            f"evflow.task {inst.record.name}",
+            attributes={
+                "evflow.flow": ex.flow.name,
+                "evflow.task": inst.record.name,
+                "evflow.run_id": ex.run.id,
+            },
+            current=True,  # the task's own instrumentation nests under its attempt
+        ) as span:
+            on_wait = self._blocked if span is None else partial(_waiting, span, ex, inst)
+            return await self._attempt(held if held is not None else self._slots(on_wait), span)
+
+    def _slots(self, on_wait: Callable[[str], None]) -> Slots:
+        """The slots of one attempt (taken when it starts)."""
+        ex, opts = self.ex, self.opts
+        return ex.limits.slots(
+            opts.pool,
+            opts.slots,
+            opts.priority,
+            on_wait,
+            f"{ex.run.id}/{self.inst.record.name}" if opts.pool is not None else None,
+        )
+
     def _blocked(self, reason: str) -> None:
         """A limit made this attempt wait (noted once the wait lasts)."""
         self.ex.blocked(self.inst, reason)
 
-    async def _attempt(
-        self, slots: AbstractAsyncContextManager[None], span: Span | None
-    ) -> Outcome:
+    async def _attempt(self, slots: Slots, span: Span | None) -> Outcome:
         """Take the slots, start, call: one attempt, recorded on ``span`` when tracing."""
         ex = self.ex
         try:
-            async with slots:
+            # ``async with slots``, without its two coroutines when no slot has to be waited for
+            if not slots.take_now():
+                await slots.take()
+            try:
                 # In a cluster, go on only while the others surely count this instance alive:
                 # one that stalled past its TTL may have been taken over, its places given to
                 # others. (Checked inline: this runs for every task.)
@@ -183,6 +193,11 @@ class TaskAttempts:
                 if span is not None:
                     span.set_attribute("evflow.attempt", self.inst.record.attempt)
                 outcome = await self._call()
+            finally:
+                if slots.holds_places:
+                    await slots.aclose()
+                else:
+                    slots.release()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if ex.interrupting:

@@ -110,7 +110,29 @@ class Slots:
         self._holder = holder
         self._places: list[int] | None = None  # the cluster places held
 
-    async def __aenter__(self) -> None:
+    def take_now(self) -> bool:
+        """Take every slot at once if none has to be waited for (and no cluster place is
+        involved); False: take them with ``async with`` (or :meth:`__aenter__`) instead.
+
+        The common case of every task: no coroutine is made for it. A True return is left by
+        :meth:`release` (or ``__aexit__``), as after ``async with``."""
+        if self._held:
+            return True
+        pool, gpool = self._pool, self._global
+        if pool is not None:
+            if self._cluster is not None or not pool.try_acquire(self._n, self._priority):
+                return False
+            self._pool_held = True
+        if gpool is not None:
+            if not gpool.try_acquire(1, self._priority):
+                self._release()  # the named pool's slots, taken just now
+                return False
+            self._global_held = True
+        self._held = True
+        return True
+
+    async def take(self) -> None:
+        """Take the slots, waiting for them (what ``async with`` does on entry)."""
         if self._held:
             return  # taken ahead (see Limits.hold): entering uses them, leaving releases them
         pool = self._pool
@@ -147,6 +169,15 @@ class Slots:
             self._global_held = True
         self._held = True
 
+    __aenter__ = take
+
+    async def give_back(self) -> None:
+        """Give the slots back (what ``async with`` does on exit)."""
+        if self._places is None:
+            self._release()
+        else:
+            await self.aclose()
+
     # What notes a wait, if it lasts: ``on_wait`` with the pool's state then. Bound methods,
     # not closures: a waiting task keeps one object alive for it, not four.
     def _note_pool(self) -> None:
@@ -163,10 +194,7 @@ class Slots:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._places is None:
-            self._release()
-        else:
-            await self.aclose()
+        await self.give_back()
 
     @property
     def holds_places(self) -> bool:

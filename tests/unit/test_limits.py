@@ -608,6 +608,36 @@ async def test_slots_taken_ahead_are_used_once_and_released_once() -> None:
         assert db.in_use == 2
 
 
+async def test_slots_taken_at_once_when_none_has_to_be_waited_for() -> None:
+    """``take_now``: what ``async with`` takes, without waiting, or nothing at all."""
+    limits = Limits(max_tasks=2, pools={"db": 2})
+    db, glob = limits.pool("db"), limits.global_pool
+    assert glob is not None
+    first = limits.slots("db", 2)
+    assert first.take_now()
+    assert (db.in_use, glob.in_use) == (2, 1)
+    second = limits.slots("db", 1)
+    assert not second.take_now()  # the pool is full: nothing taken
+    assert (db.in_use, glob.in_use) == (2, 1)
+    first.release()
+    plain = [limits.slots(None), limits.slots(None)]
+    assert all(p.take_now() for p in plain)  # every global slot
+    no_global = limits.slots("db", 1)
+    assert not no_global.take_now()  # the pool has room, the global limit not: both untaken
+    assert (db.in_use, glob.in_use) == (0, 2)
+    plain[0].release()
+    assert no_global.take_now()
+    assert (db.in_use, glob.in_use) == (1, 2)
+    plain[1].release()
+    await no_global.give_back()
+    assert (db.in_use, glob.in_use) == (0, 0)
+    held = await limits.hold("db", 1)
+    assert held.take_now()  # taken ahead: nothing more is taken
+    assert (db.in_use, glob.in_use) == (1, 1)
+    held.release()
+    assert (db.in_use, glob.in_use) == (0, 0)
+
+
 def test_a_pool_is_declared_with_its_slots_and_scope() -> None:
     limits = Limits(pools={"plain": 2, "local": Pool(3), "shared": Pool(4, scope="cluster")})
     assert [(p.name, p.capacity, p.scope) for p in limits.snapshot()] == [
