@@ -169,6 +169,11 @@ class WriteQueue:
                     await wakeup
                 finally:
                     self._wakeup = None
+                # Woken by the first write of a burst: let the tasks already runnable on the
+                # loop add theirs first (one turn of the loop), so that one commit carries the
+                # burst. A task that writes its start, yields once, and writes its end then
+                # has both in one batch, folded into one row.
+                await asyncio.sleep(0)
                 continue
             batch, self._pending = self._pending, []
             done, self._batch_done = self._batch_done, Latch()
