@@ -36,8 +36,6 @@ from .local_client import LocalClient
 __all__ = ["build_parser", "choose_client", "main"]
 
 PROBE_TIMEOUT_S = 0.5
-
-
 RUN_ID_HELP = "run id (the end that `evflow runs` shows, or any unique beginning or end)"
 
 
@@ -170,18 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=20, metavar="N", help="at most N runs (20)")
 
     sp = add("show", "show a run: its tasks, durations, errors and logs", c.cmd_show, json=True)
-    sp.add_argument(
-        "run",
-        metavar="RUN",
-        help=RUN_ID_HELP,
-    )
+    sp.add_argument("run", metavar="RUN", help=RUN_ID_HELP)
 
     sp = add("logs", "print a run's task logs", c.cmd_logs, json=True)
-    sp.add_argument(
-        "run",
-        metavar="RUN",
-        help=RUN_ID_HELP,
-    )
+    sp.add_argument("run", metavar="RUN", help=RUN_ID_HELP)
     sp.add_argument("task", nargs="?", metavar="TASK", help="only this task's lines")
 
     sp = add(
@@ -254,11 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--param", "-p", action="append", default=[], metavar="K=V", help=PARAM_HELP)
 
     sp = add("cancel", "cancel a run", c.cmd_cancel)
-    sp.add_argument(
-        "run",
-        metavar="RUN",
-        help=RUN_ID_HELP,
-    )
+    sp.add_argument("run", metavar="RUN", help=RUN_ID_HELP)
 
     sp = add(
         "retry",
@@ -267,11 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.cmd_retry,
         project=True,
     )
-    sp.add_argument(
-        "run",
-        metavar="RUN",
-        help=RUN_ID_HELP,
-    )
+    sp.add_argument("run", metavar="RUN", help=RUN_ID_HELP)
     how = sp.add_mutually_exclusive_group()
     how.add_argument(
         "--from",

@@ -112,10 +112,10 @@ class Slots:
 
     def take_now(self) -> bool:
         """Take every slot at once if none has to be waited for (and no cluster place is
-        involved); False: take them with ``async with`` (or :meth:`__aenter__`) instead.
+        involved); False: nothing is taken, and :meth:`take` waits for them.
 
-        The common case of every task: no coroutine is made for it. A True return is left by
-        :meth:`release` (or ``__aexit__``), as after ``async with``."""
+        The common case of every task: no coroutine is made for it. What is taken is given back
+        by :meth:`release` (:meth:`aclose` for cluster places), as on leaving ``async with``."""
         if self._held:
             return True
         pool, gpool = self._pool, self._global

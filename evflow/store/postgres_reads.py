@@ -99,7 +99,7 @@ class PostgresReads:
             rows = (
                 await self._read(
                     f"SELECT {sql.RUN_COLS} FROM runs "
-                    f"WHERE id LIKE %s ESCAPE '\\' OR id LIKE %s ESCAPE '\\' LIMIT 6",
+                    "WHERE id LIKE %s ESCAPE '\\' OR id LIKE %s ESCAPE '\\' LIMIT 6",
                     like_short_id(run_id),
                 )
                 if len(run_id) >= 4

@@ -67,7 +67,7 @@ class SqliteReads:
             rows = (
                 await self._read(
                     f"SELECT {sql.RUN_COLS} FROM runs "
-                    f"WHERE id LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\' LIMIT 6",
+                    "WHERE id LIKE ? ESCAPE '\\' OR id LIKE ? ESCAPE '\\' LIMIT 6",
                     like_short_id(run_id),
                 )
                 if len(run_id) >= 4
