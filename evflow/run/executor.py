@@ -117,9 +117,6 @@ class RunExecution:
                     self.apply_branch(node, known)
 
     # -- bookkeeping -------------------------------------------------------------------------
-    def _run_record(self) -> RunRecord:
-        return _evolve_run(self.run, state=self.state, tasks=())
-
     async def save(
         self,
         insts: list[Instance],
@@ -163,17 +160,22 @@ class RunExecution:
     async def execute(self) -> RunState:
         """Run to the end; returns the final state (``running`` if interrupted by shutdown)."""
         self.log_buffer = []
-        self.run = _evolve_run(
+        # Never started before, so no task of it can have been cut short: a run's start is
+        # committed before, or with, the start of any of its tasks.
+        fresh = self.run.started_at is None
+        # The run's record as written and published: its tasks are recorded on their own.
+        self.run = running = _evolve_run(
             self.run,
             state=RunState.RUNNING,
             waiting=None,
             started_at=self.run.started_at or self.now(),
+            tasks=(),
         )
         self.state = RunState.RUNNING
-        running = self._run_record()
         await self.ledger.run_changed(running, AuditKind.RUN_RUNNING)
         self._publish_run(running)
-        await self._interrupted_before()
+        if not fresh:
+            await self._interrupted_before()
         try:
             with anyio.CancelScope() as scope:
                 self.cancel_scope = scope
@@ -247,8 +249,9 @@ class RunExecution:
             failed = [n for n, s in self.node_state.items() if s in FAILED_STATES]
             self.state = RunState.FAILED if failed else RunState.SUCCEEDED
             error = _failure(failed, self.node_state) if failed else None
-        self.run = _evolve_run(self.run, state=self.state, ended_at=now, error=error, waiting=None)
-        ended = self._run_record()
+        self.run = ended = _evolve_run(
+            self.run, state=self.state, ended_at=now, error=error, waiting=None
+        )
         await self.flush_logs()
         await self.ledger.run_changed(
             ended,
