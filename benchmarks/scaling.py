@@ -12,7 +12,7 @@ task does not grow with the run.
 **History.** One store grows to each size H of past runs (finished three-task runs over the
 last 60 days, each with a ``customer`` parameter, written through the store's import, as
 ``evflow db copy`` writes them; on PostgreSQL then vacuumed and analysed, as autovacuum would
-be a minute later). At each size: the CPU per task of 300 new etl runs on that
+be a minute later). At each size: the CPU per task of 2,000 new etl runs on that
 store, and the API's reads as the UI makes them over loopback HTTP (median of 5): the runs
 list's first page with its total, the same for one flow, a search for one parameter value, and
 an old run's overview. A flat CPU column means indexes keep per-task cost independent of
@@ -53,7 +53,7 @@ __all__ = ["main"]
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "scaling.json"
 TASKS_PER_SIZE = 10_000
-ETL_RUNS = 300
+ETL_RUNS = 2_000  # 6,000 tasks: 900 were too few to tell one history size from another
 IMPORT_BATCH = 5_000
 READ_REPEAT = 5
 
