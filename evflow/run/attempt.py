@@ -194,10 +194,8 @@ class TaskAttempts:
                     span.set_attribute("evflow.attempt", self.inst.record.attempt)
                 outcome = await self._call()
             finally:
-                if slots.holds_places:
+                if not slots.release_now():
                     await slots.aclose()
-                else:
-                    slots.release()
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if ex.interrupting:

@@ -431,11 +431,9 @@ class RunExecution:
 async def _give_back(held: Slots) -> None:
     """Give back slots taken ahead (idempotent); cluster places take a write, even when
     cancelled."""
-    if held.holds_places:
+    if not held.release_now():
         with anyio.CancelScope(shield=True):
             await held.aclose()
-    else:
-        held.release()
 
 
 # Helpers kept out of the methods above: in a function with a comprehension (or generator)

@@ -114,8 +114,8 @@ class Slots:
         """Take every slot at once if none has to be waited for (and no cluster place is
         involved); False: nothing is taken, and :meth:`take` waits for them.
 
-        The common case of every task: no coroutine is made for it. What is taken is given back
-        by :meth:`release` (:meth:`aclose` for cluster places), as on leaving ``async with``."""
+        The common case of every task: no coroutine is made for it. :meth:`release_now` (or
+        :meth:`give_back`) gives back what is taken, as leaving ``async with`` does."""
         if self._held:
             return True
         pool, gpool = self._pool, self._global
@@ -173,10 +173,16 @@ class Slots:
 
     async def give_back(self) -> None:
         """Give the slots back (what ``async with`` does on exit)."""
-        if self._places is None:
-            self._release()
-        else:
+        if not self.release_now():
             await self.aclose()
+
+    def release_now(self) -> bool:
+        """Give the slots back if that needs no write (idempotent); False: cluster places are
+        held, and only :meth:`aclose` gives them back. The other half of :meth:`take_now`."""
+        if self._places is not None:
+            return False
+        self._release()
+        return True
 
     # What notes a wait, if it lasts: ``on_wait`` with the pool's state then. Bound methods,
     # not closures: a waiting task keeps one object alive for it, not four.
@@ -195,11 +201,6 @@ class Slots:
         tb: TracebackType | None,
     ) -> None:
         await self.give_back()
-
-    @property
-    def holds_places(self) -> bool:
-        """Whether cluster places are held, which only :meth:`aclose` gives back."""
-        return self._places is not None
 
     async def aclose(self) -> None:
         """Give everything back, cluster places included (idempotent; finishes even when

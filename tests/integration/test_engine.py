@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -394,6 +394,15 @@ async def test_a_run_cancelled_before_its_driver_starts_never_executes(tmp_path:
         assert await audit_kinds(engine, f"run:{run_id}") == ["run.queued", "run.cancelled"]
 
 
+def _ended(engine: Engine, run_id: str) -> Callable[[], Awaitable[bool]]:
+    """A probe for ``until``: the run's driver has ended (the run is no longer held here)."""
+
+    async def probe() -> bool:
+        return not engine._runs.is_active(run_id)
+
+    return probe
+
+
 async def test_a_run_not_started_when_the_engine_stops_stays_queued_for_the_next_start(
     tmp_path: Path,
 ) -> None:
@@ -402,7 +411,7 @@ async def test_a_run_not_started_when_the_engine_stops_stays_queued_for_the_next
     async with started(tmp_path) as engine:
         run_id = await engine.submit(noted)
         engine._runs.stop_all()  # what stopping the engine does, before the driver's first step
-        await anyio.sleep(0.05)  # its driver runs now, and ends at once
+        await until(_ended(engine, run_id))  # its driver runs now, and ends at once
         assert (await engine.store.get_run(run_id)).state is RunState.QUEUED
     assert ran == []
     engine = new_engine(tmp_path, noted)
